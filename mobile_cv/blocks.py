@@ -65,6 +65,8 @@ class IRBlock(nn.Module):
 
     Args:
         expansion: hidden width = round_channels(in_channels * expansion, width_divisor).
+        width_divisor: rounding of computed widths; 1 (plain int) unless the arch def's
+            basic_args say otherwise, as in the reference builder (FBNetV2 defs use 8).
         kernel_size, act, se: fixed by the op name (ir_k5_sehsig_hs: 5, "hswish", "hsigmoid").
         se: gate of the squeeze-excite ("sigmoid" | "hsigmoid"), or None for no SE.
         bias: biases on the three convs (fbnet_a/b/c were trained with them).
@@ -84,7 +86,7 @@ class IRBlock(nn.Module):
         act: str = "relu",
         se: Optional[str] = None,
         bias: bool = False,
-        width_divisor: int = 8,
+        width_divisor: int = 1,
         pw_groups: int = 1,
         pwl_groups: int = 1,
         less_se_channels: bool = False,
@@ -93,7 +95,18 @@ class IRBlock(nn.Module):
         super().__init__()
         _check_positive(expansion=expansion, width_divisor=width_divisor, pw_groups=pw_groups, pwl_groups=pwl_groups)
         hidden = ir_hidden_channels(in_channels, expansion, width_divisor)
+        se_mid = se_mid_channels(hidden, expansion, less_se_channels, width_divisor) if se is not None else 0
+        self._build_layers(
+            in_channels, hidden, se_mid, out_channels, stride, kernel_size, act, se, bias, pw_groups, pwl_groups,
+            zero_last_bn_gamma and in_channels == out_channels and stride == 1,
+        )
         self.use_residual = in_channels == out_channels and stride == 1
+
+    def _build_layers(
+        self, in_channels: int, hidden: int, se_mid: int, out_channels: int, stride: int, kernel_size: int,
+        act: str, se: Optional[str], bias: bool, pw_groups: int, pwl_groups: int, zero_gamma: bool,
+    ) -> None:
+        """Create pw/shuffle/dw/se/pwl for explicit widths (the masked search block reuses this)."""
         self.pw = (
             ConvBNAct(in_channels, hidden, 1, groups=pw_groups, bias=bias, act=act)
             if hidden != in_channels
@@ -101,16 +114,10 @@ class IRBlock(nn.Module):
         )
         self.shuffle = ChannelShuffle(pw_groups) if pw_groups > 1 else None
         self.dw = ConvBNAct(hidden, hidden, kernel_size, stride, groups=hidden, bias=bias, act=act)
-        self.se = (
-            SqueezeExcite(hidden, se_mid_channels(hidden, expansion, less_se_channels, width_divisor), act, se)
-            if se is not None
-            else None
-        )
-        self.pwl = ConvBNAct(
-            hidden, out_channels, 1, groups=pwl_groups, bias=bias, act=None,
-            zero_gamma=zero_last_bn_gamma and self.use_residual,
-        )
+        self.se = SqueezeExcite(hidden, se_mid, act, se) if se is not None else None
+        self.pwl = ConvBNAct(hidden, out_channels, 1, groups=pwl_groups, bias=bias, act=None, zero_gamma=zero_gamma)
         self.in_channels, self.hidden_channels, self.out_channels = in_channels, hidden, out_channels
+        self.kernel_size, self.stride = kernel_size, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
@@ -141,11 +148,13 @@ class IRPoolBlock(nn.Module):
         expansion: float = 6,
         act: str = "relu",
         bias: bool = False,
-        width_divisor: int = 8,
+        width_divisor: int = 1,
     ) -> None:
         super().__init__()
         _check_positive(expansion=expansion, width_divisor=width_divisor)
-        hidden = ir_hidden_channels(in_channels, expansion, width_divisor)
+        self._build_layers(in_channels, ir_hidden_channels(in_channels, expansion, width_divisor), out_channels, act, bias)
+
+    def _build_layers(self, in_channels: int, hidden: int, out_channels: int, act: str, bias: bool) -> None:
         self.pw = ConvBNAct(in_channels, hidden, 1, bias=bias, act=act) if hidden != in_channels else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.pwl = ConvBNAct(hidden, out_channels, 1, bias=bias, bn=False, act=act)

@@ -1,9 +1,10 @@
 """Deterministic random weights for golden-output tests against the reference implementation.
 
 The same recipe filled a reference (facebookresearch/mobile-vision) model with the
-same state-dict keys to make ``tests/data/reference_logits.json``; filling one of
-our models and running the seeded input must reproduce those logits. Values are
-scaled so activations stay O(1) through 20+ random layers.
+same state-dict keys to make ``tests/data/reference_logits.json`` (see
+``tests/data/REFERENCE_LOGITS.md``); filling one of our models and running the
+seeded input must reproduce those logits. Conv weights use He scaling so the
+input still shapes the logits after 20+ random layers (they reach ~1e4).
 """
 
 from __future__ import annotations

@@ -59,13 +59,14 @@ def test_golden_sample_fbnetv2_f4():
 REFERENCE_LOGITS = os.path.join(DATA, "reference_logits.json")
 
 
-@pytest.mark.skipif(not os.path.exists(REFERENCE_LOGITS), reason="reference_logits.json not generated")
 @pytest.mark.parametrize("name", sorted(CHECKPOINT_KEYS))
 def test_reference_implementation_logits(name):
+    """fbnet_a/b/c match bit for bit; FBNetV2 to ~1e-13 relative (hard-sigmoid divides by 6
+    where the reference multiplies by 1/6: one ulp)."""
     ref = json.load(open(REFERENCE_LOGITS))["models"][name]
     model = mobile_cv.build_model(name, num_classes=ref["num_classes"]).double().eval()
     model.load_state_dict(seeded_state_dict(model.state_dict(), seed=0))
     with torch.no_grad():
         logits = model(seeded_input(ref["resolution"], seed=1, batch=2))
     expected = torch.tensor(ref["logits"], dtype=torch.float64)
-    torch.testing.assert_close(logits, expected, rtol=1e-7, atol=1e-7 * expected.abs().max().item())
+    torch.testing.assert_close(logits, expected, rtol=1e-9, atol=1e-9 * expected.abs().max().item())
