@@ -1,0 +1,170 @@
+"""yacs config with errors that name the key and the closest real keys.
+
+yacs reports an unknown key as a bare ``KeyError`` (from a file) or an
+``AssertionError`` (from the command line), and refuses an int where a float is
+expected. :class:`CfgNode` checks every incoming key against the defaults first,
+suggests the closest real keys, and coerces the obvious cases (``1`` -> ``1.0``,
+the YAML string ``"1e-4"`` -> ``1e-4``).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+from typing import Any, Iterable, List, Sequence, Tuple
+
+import yaml
+from yacs.config import CfgNode as _YacsNode
+
+from ..registry import did_you_mean
+from .defaults import CHOICES, _C
+
+
+class ConfigError(ValueError):
+    """A config file, override or value is invalid; the message says how to fix it."""
+
+
+class UnknownConfigKeyError(ConfigError, KeyError):
+    """A config key that does not exist (also a ``KeyError``, as yacs raises)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+def _flatten(node: Any, prefix: str = "") -> List[Tuple[str, Any]]:
+    """``[(full_key, value)]`` of every leaf of a (nested) dict."""
+    out: List[Tuple[str, Any]] = []
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.extend(_flatten(v, key + "."))
+        else:
+            out.append((key, v))
+    return out
+
+
+def _closest_keys(key: str, keys: Sequence[str]) -> List[str]:
+    """Real keys close to ``key``, by full name and by last component."""
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    leaf = key.rsplit(".", 1)[-1]
+    leaves = {k: k.rsplit(".", 1)[-1] for k in keys}
+    for hit in difflib.get_close_matches(leaf, set(leaves.values()), n=3, cutoff=0.75):
+        close.extend(k for k, v in leaves.items() if v == hit and k not in close)
+    return close[:3]
+
+
+def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
+    """``value`` converted to the type of ``default``, or a :class:`ConfigError`."""
+    if default is None or value is None or type(value) is type(default):
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+        # PyYAML reads "1e-4" (no dot) as a string
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = None
+        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+            return _coerce(parsed, default, key, source)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return type(default)(value)
+    raise ConfigError(
+        f"config key {key} {source}: expected type {type(default).__name__} (current value {default!r}), "
+        f"got {type(value).__name__} {value!r}"
+    )
+
+
+class CfgNode(_YacsNode):
+    """A yacs ``CfgNode`` whose merges check keys and types against the defaults."""
+
+    def all_keys(self) -> List[str]:
+        """Every leaf key as a dotted name, e.g. ``"SOLVER.BASE_LR"``."""
+        return [k for k, _ in _flatten(self)]
+
+    def _set_checked(self, pairs: Iterable[Tuple[str, Any]], source: str) -> None:
+        keys = self.all_keys()
+        nodes = {k.rsplit(".", 1)[0] for k in keys if "." in k}
+        for full_key, value in pairs:
+            if full_key not in keys:
+                what = "is a group of keys, not a key" if full_key in nodes else "does not exist"
+                close = _closest_keys(full_key, keys)
+                hint = ("; did you mean " + " or ".join(f'"{c}"' for c in close) + "?") if close else ""
+                raise UnknownConfigKeyError(
+                    f'config key "{full_key}" {source} {what}{hint} '
+                    f"(every key is listed, with comments, in mobile_cv/config/defaults.py)"
+                )
+            *parents, leaf = full_key.split(".")
+            node = self
+            for p in parents:
+                node = node[p]
+            if full_key == "VERSION" and value != node[leaf]:
+                raise ConfigError(
+                    f"config {source} has VERSION {value!r} but this code reads VERSION {node[leaf]!r}; "
+                    f"update the file to the current defaults (mobile_cv/config/defaults.py)"
+                )
+            node[leaf] = _coerce(value, node[leaf], full_key, source)
+
+    def merge_from_file(self, cfg_filename: str) -> None:
+        """Merge a YAML file; unknown keys and wrong types raise :class:`ConfigError`."""
+        if not os.path.isfile(cfg_filename):
+            raise ConfigError(f"config file {cfg_filename!r} does not exist")
+        try:
+            with open(cfg_filename) as f:
+                loaded = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {cfg_filename!r} is not valid YAML: {e}") from e
+        if loaded is None:
+            return
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {cfg_filename!r} must hold a mapping of keys, got {type(loaded).__name__}")
+        self._set_checked(_flatten(loaded), f"in {cfg_filename}")
+
+    def merge_from_list(self, cfg_list: Sequence[Any]) -> None:
+        """Merge ``[KEY, VALUE, KEY, VALUE, ...]`` (command-line strings are literal-eval'ed)."""
+        if len(cfg_list) % 2:
+            raise ConfigError(
+                f"overrides must be KEY VALUE pairs; got an odd number of items: {list(cfg_list)}"
+            )
+        pairs = [(str(k), self._decode_cfg_value(v)) for k, v in zip(cfg_list[0::2], cfg_list[1::2])]
+        self._set_checked(pairs, "(command line)")
+
+    def merge_from_other_cfg(self, cfg_other: Any) -> None:
+        """Merge another CfgNode or nested dict with the same checks."""
+        self._set_checked(_flatten(cfg_other), "(merged config)")
+
+
+def check_config(cfg: CfgNode) -> None:
+    """Check values that have a fixed set of choices or a range; raise :class:`ConfigError`."""
+    for key, choices in CHOICES.items():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        if value not in choices:
+            raise ConfigError(
+                f"config key {key} must be one of {list(choices)}, got {value!r}{did_you_mean(value, choices)}"
+            )
+    ranges = {
+        "DATA.VAL_FRACTION": (0.0, 1.0, cfg.DATA.VAL_FRACTION),
+        "DATA.TEST_FRACTION": (0.0, 1.0, cfg.DATA.TEST_FRACTION),
+        "SEARCH.WEIGHT_SPLIT": (0.0, 1.0, cfg.SEARCH.WEIGHT_SPLIT),
+    }
+    for key, (lo, hi, value) in ranges.items():
+        if not lo <= value < hi:
+            raise ConfigError(f"config key {key} must be in [{lo}, {hi}), got {value!r}")
+    if cfg.DATA.VAL_FRACTION + cfg.DATA.TEST_FRACTION >= 1.0:
+        raise ConfigError("DATA.VAL_FRACTION + DATA.TEST_FRACTION must leave some images for training (< 1)")
+    for key in ("SOLVER.EPOCHS", "SOLVER.BATCH_SIZE", "SEARCH.EPOCHS", "SEARCH.BATCH_SIZE", "DATA.INPUT_SIZE"):
+        node, leaf = key.split(".")
+        if cfg[node][leaf] < 1:
+            raise ConfigError(f"config key {key} must be >= 1, got {cfg[node][leaf]!r}")
+    for key in ("DATA.LIMIT", "DATA.NUM_WORKERS", "SOLVER.WARMUP_EPOCHS", "SOLVER.EVAL_PERIOD", "SEARCH.WARMUP_EPOCHS"):
+        node, leaf = key.split(".")
+        if cfg[node][leaf] < 0:
+            raise ConfigError(f"config key {key} must be >= 0, got {cfg[node][leaf]!r}")
+
+
+def get_cfg() -> CfgNode:
+    """A fresh, mutable copy of the defaults (mobile_cv/config/defaults.py)."""
+    return CfgNode(_C.clone())
