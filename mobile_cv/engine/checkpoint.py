@@ -1,0 +1,224 @@
+"""Atomic files and resumable checkpoints.
+
+A checkpoint holds named states (models, optimizers, schedulers, EMA, alpha: any
+object with ``state_dict``/``load_state_dict``), the RNG states of python, numpy and
+torch (and CUDA) of every rank, and a dict of extras (epoch, temperature, ...).
+Restoring all of it at an epoch boundary makes a resumed run continue exactly as
+the uninterrupted run would, provided the data order depends on (seed, epoch) only
+(:func:`mobile_cv.data.set_epoch`).
+
+Files are written to a temporary file in the same folder, fsync'ed and renamed over
+the target, so a crash leaves either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import tempfile
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import load_state_dict
+from . import distributed as dist
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pth"
+FORMAT = "mobile_cv.engine.checkpoint/1"
+
+
+def _atomic_write(path: str, write: Callable[[Any], None], mode: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # not every filesystem lets a folder be fsync'ed
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save(obj, path)``, all or nothing."""
+    _atomic_write(path, lambda f: torch.save(obj, f), "wb")
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path``, all or nothing."""
+    _atomic_write(path, lambda f: f.write(text), "w")
+
+
+def get_rng_state() -> Dict[str, Any]:
+    """This process's RNG states as tensors and numbers (loadable with ``weights_only=True``)."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: Dict[str, Any] = {
+        "python": {"version": version, "mt": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["mt"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            logger.warning("checkpoint holds CUDA RNG states of %d devices, this machine has %d; not restored",
+                           len(state["cuda"]), torch.cuda.device_count())
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel (or DataParallel) wrapper."""
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes and values), to compare copies."""
+    h = hashlib.sha256()
+    for name, t in sorted(unwrap(module).state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Checkpointer:
+    """Saves and restores the state of a run, one file per output folder.
+
+    Usage::
+
+        ckpt = Checkpointer(output_dir, model=model, optimizer=opt, scheduler=sched, ema=ema)
+        extra = ckpt.resume_or_start(resume)        # {} for a fresh run; restores RNG states
+        for epoch in range(extra.get("epoch", -1) + 1, epochs):
+            ...
+            ckpt.save(epoch=epoch, temperature=t)   # every rank calls it; rank 0 writes
+
+    Args:
+        save_dir: the run's output folder; the file is ``save_dir/checkpoint.pth``.
+        **checkpointables: named objects with ``state_dict()`` / ``load_state_dict()``
+            (DistributedDataParallel wrappers are unwrapped; ``None`` values are skipped).
+    """
+
+    def __init__(self, save_dir: str, **checkpointables: Any) -> None:
+        self.save_dir = save_dir
+        self.path = os.path.join(save_dir, CHECKPOINT_FILE)
+        self.checkpointables = {k: v for k, v in checkpointables.items() if v is not None}
+        self.last_extra: Optional[Dict[str, Any]] = None  # extras of the last save or load
+        for name, obj in self.checkpointables.items():
+            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+                raise TypeError(f"checkpointable {name!r} ({type(obj).__name__}) has no state_dict/load_state_dict")
+
+    def has_checkpoint(self) -> bool:
+        return os.path.isfile(self.path)
+
+    def save(self, **extra: Any) -> str:
+        """Write the checkpoint atomically; collective: every rank must call it.
+
+        ``extra`` values must be tensors, numbers, strings, None, or lists/tuples/dicts
+        of those (what ``torch.load(weights_only=True)`` accepts).
+        """
+        rng = dist.all_gather_object(get_rng_state())
+        if dist.is_main_process():
+            data = {
+                "format": FORMAT,
+                "states": {name: unwrap(obj).state_dict() for name, obj in self.checkpointables.items()},
+                "rng": rng,
+                "extra": dict(extra),
+            }
+            atomic_save(data, self.path)
+        dist.barrier()  # nobody reads the file before it is complete
+        self.last_extra = dict(extra)
+        return self.path
+
+    def describe_last(self) -> str:
+        """Where the last good checkpoint of this run is, for error messages."""
+        if self.last_extra is None:
+            return f"this run wrote no checkpoint yet ({self.path})"
+        epoch = self.last_extra.get("epoch")
+        return (f"the last good checkpoint {self.path} (after epoch {epoch + 1 if isinstance(epoch, int) else '?'}) "
+                f"is intact; --resume continues from it")
+
+    def read(self, path: Optional[str] = None) -> Dict[str, Any]:
+        """The raw checkpoint dict, loaded with ``weights_only=True``."""
+        path = path or self.path
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise RuntimeError(f"cannot load checkpoint {path}: {e}") from e
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise RuntimeError(f"{path} is not a checkpoint written by mobile_cv.engine.Checkpointer")
+        return data
+
+    def load(self, path: Optional[str] = None) -> Dict[str, Any]:
+        """Restore every checkpointable and this rank's RNG states; return the extras."""
+        path = path or self.path
+        data = self.read(path)
+        states = data["states"]
+        missing = sorted(set(self.checkpointables) - set(states))
+        if missing:
+            raise RuntimeError(
+                f"checkpoint {path} has no state for {missing} (it holds {sorted(states)}); "
+                f"was it written by another tool?"
+            )
+        for name, obj in self.checkpointables.items():
+            obj = unwrap(obj)
+            if isinstance(obj, nn.Module):
+                load_state_dict(obj, states[name], source=f"{path} [{name}]")
+            else:
+                obj.load_state_dict(states[name])
+        rng: List[Dict[str, Any]] = data["rng"]
+        rank = dist.get_rank()
+        if len(rng) != dist.get_world_size():
+            logger.warning(
+                "checkpoint %s was written by %d process(es), this run has %d: the RNG streams are not restored "
+                "exactly, so the run will not repeat an uninterrupted one bit for bit", path, len(rng),
+                dist.get_world_size(),
+            )
+        set_rng_state(rng[rank % len(rng)])
+        self.last_extra = dict(data["extra"])
+        return dict(data["extra"])
+
+    def resume_or_start(self, resume: bool) -> Dict[str, Any]:
+        """With ``resume`` and a checkpoint present, :meth:`load` it; otherwise ``{}`` (a fresh start)."""
+        if resume and self.has_checkpoint():
+            extra = self.load()
+            logger.info("resumed from %s (%s)", self.path,
+                        ", ".join(f"{k}={v}" for k, v in extra.items() if isinstance(v, (int, float, str))))
+            return extra
+        if resume:
+            logger.info("--resume: no checkpoint in %s yet, starting from scratch", self.save_dir)
+        return {}

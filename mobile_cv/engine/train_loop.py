@@ -1,0 +1,176 @@
+"""Config-free training pieces: optimizer, LR schedule, loss, EMA (timm's), one epoch, evaluation.
+
+All metrics are summed over torchrun ranks, so every rank returns the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import distributed as dist
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run stops before saving anything."""
+
+
+def build_sgd(model: nn.Module, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """SGD with weight decay on conv/linear weights only (timm's param groups: no decay on
+    BatchNorm and biases, the usual recipe for small mobile models)."""
+    from timm.optim import param_groups_weight_decay
+
+    return torch.optim.SGD(param_groups_weight_decay(model, weight_decay), lr=lr, momentum=momentum)
+
+
+def build_lr_scheduler(
+    optimizer: torch.optim.Optimizer,
+    *,
+    name: str,
+    epochs: int,
+    warmup_epochs: int,
+    updates_per_epoch: int,
+):
+    """A timm scheduler stepped every optimizer update (``scheduler.step_update(n)``).
+
+    Linear warm-up from 1/100 of each group's lr over ``warmup_epochs``, then ``name``
+    ("cosine", "tanh" or "constant") over the remaining epochs down to 0.
+    """
+    from timm.scheduler import create_scheduler_v2
+
+    base_lr = optimizer.param_groups[0]["lr"]
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=name,
+        num_epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        warmup_lr=base_lr / 100,
+        min_lr=0.0,
+        step_on_epochs=False,  # per update: smooth curves even for runs of a few epochs
+        updates_per_epoch=updates_per_epoch,
+    )
+    return scheduler
+
+
+def build_criterion(label_smoothing: float) -> nn.Module:
+    """timm's label-smoothing cross-entropy, or plain cross-entropy for ``label_smoothing == 0``."""
+    from timm.loss import LabelSmoothingCrossEntropy
+
+    return LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing > 0 else nn.CrossEntropyLoss()
+
+
+def build_ema(model: nn.Module, decay: float) -> nn.Module:
+    """timm's ModelEmaV3 with its decay warm-up (short runs are not stuck near the init)."""
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=decay, use_warmup=True)
+
+
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)) -> List[int]:
+    """How many rows have the target among the top-k logits, for each k (k capped at the class count)."""
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices
+    hit = top.eq(target.view(-1, 1))
+    return [int(hit[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
+
+
+def check_finite(loss: torch.Tensor, where: str) -> float:
+    """The loss averaged over ranks; :class:`NonFiniteLossError` on every rank if any rank's is NaN/inf.
+
+    Args:
+        where: for the message, e.g. ``"epoch 3/10, iteration 17"``.
+    """
+    value = float(dist.all_reduce_mean(loss.detach()))
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"the training loss is {value} at {where}; stopping without saving. "
+            f"Lower the learning rate or add warm-up epochs"
+        )
+    return value
+
+
+def progress(iterable: Iterable, *, desc: str, total: Optional[int] = None):
+    """A tqdm bar on rank 0 (a plain iterator on the other ranks)."""
+    return tqdm(iterable, desc=desc, total=total, disable=not dist.is_main_process(), dynamic_ncols=True,
+                mininterval=0.5, leave=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    *,
+    epoch: int,
+    device: torch.device,
+    scheduler=None,
+    ema: Optional[nn.Module] = None,
+    start_step: int = 0,
+    desc: str = "",
+) -> Dict[str, float]:
+    """One pass over ``loader``; returns the epoch's mean ``loss``, ``acc1`` (%), last ``lr``, ``steps``, ``time``.
+
+    Args:
+        model: the model (or its DistributedDataParallel wrapper).
+        epoch: 0-based; names the epoch in the bar and in errors unless ``desc`` is given.
+        scheduler: a timm scheduler; ``step_update`` is called after each update.
+        ema: a timm ModelEma; updated after each update.
+        start_step: updates done before this epoch (the scheduler's and EMA's clock).
+    """
+    model.train()
+    ema_target = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    t0 = time.perf_counter()
+    loss_sum, correct, seen, step = 0.0, 0, 0, start_step
+    desc = desc or f"epoch {epoch + 1}"
+    bar = progress(loader, desc=desc, total=len(loader))
+    for i, (images, target) in enumerate(bar):
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        logits = model(images)
+        loss = criterion(logits, target)
+        loss_value = check_finite(loss, f"{desc}, iteration {i + 1}/{len(loader)}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if scheduler is not None:
+            scheduler.step_update(step)
+        if ema is not None:
+            ema.update(ema_target, step=step)
+        n = target.numel()
+        loss_sum += loss_value * n
+        correct += topk_correct(logits.detach(), target, (1,))[0]
+        seen += n
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.1f}",
+                        lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+    totals = dist.all_reduce_sum(torch.tensor([loss_sum, correct, seen], dtype=torch.float64))
+    return {
+        "loss": float(totals[0] / max(totals[2], 1)),
+        "acc1": float(100 * totals[1] / max(totals[2], 1)),
+        "lr": optimizer.param_groups[0]["lr"],
+        "steps": step - start_step,
+        "time": time.perf_counter() - t0,
+    }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, desc: str = "eval") -> Dict[str, float]:
+    """Top-1/top-5 accuracy (%) and mean cross-entropy over the whole split (all ranks' shards)."""
+    was_training = model.training
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, top1, top5, images
+    for images, target in progress(loader, desc=desc, total=len(loader)):
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        logits = model(images)
+        c1, c5 = topk_correct(logits, target, (1, 5))
+        sums += torch.tensor([float(loss_fn(logits, target)), c1, c5, target.numel()], dtype=torch.float64)
+    model.train(was_training)
+    sums = dist.all_reduce_sum(sums)
+    n = max(float(sums[3]), 1.0)
+    return {"loss": float(sums[0]) / n, "acc1": 100 * float(sums[1]) / n, "acc5": 100 * float(sums[2]) / n,
+            "images": int(sums[3])}

@@ -1,0 +1,152 @@
+"""Training a plain model from scratch, and evaluating saved weights (tools/train.py, tools/eval.py).
+
+Output folder of a training run::
+
+    config.yaml       the final config
+    log.txt           the log
+    metrics.jsonl     one line per epoch: train loss/acc1, lr, val loss/acc1/acc5, time
+    checkpoint.pth    everything needed to --resume (rewritten atomically every epoch)
+    arch_def.json     the architecture trained
+    model_final.pth   the final weights (the EMA weights when SOLVER.EMA.ENABLED), a plain state dict
+    eval.json         final val and test accuracy, FLOPs, params
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from ..arch_def import to_jsonable
+from ..checkpoint import extract_state_dict, load_state_dict
+from ..config import CfgNode
+from ..data import ClassificationDataset, DatasetError, build_loader, set_epoch
+from ..flops import count_flops_params
+from . import distributed as dist
+from .checkpoint import Checkpointer, atomic_save, atomic_write_text, state_digest
+from .defaults import build_model_from_cfg
+from .logger import MetricsWriter
+from .train_loop import (
+    NonFiniteLossError,
+    build_criterion,
+    build_ema,
+    build_lr_scheduler,
+    build_sgd,
+    evaluate,
+    train_one_epoch,
+)
+
+logger = logging.getLogger("mobile_cv.engine")
+
+FINAL_WEIGHTS = "model_final.pth"
+
+
+def check_model_fits_data(cfg: CfgNode, dataset: ClassificationDataset) -> None:
+    """MODEL.NUM_CLASSES and MODEL.IN_CHANS must match the dataset."""
+    if cfg.MODEL.NUM_CLASSES != dataset.num_classes:
+        raise DatasetError(
+            f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {dataset.name} has {dataset.num_classes} classes; "
+            f"set MODEL.NUM_CLASSES {dataset.num_classes}"
+        )
+    if cfg.MODEL.IN_CHANS != dataset.in_chans:
+        raise DatasetError(
+            f"MODEL.IN_CHANS is {cfg.MODEL.IN_CHANS} but {dataset.name} has {dataset.in_chans}-channel images; "
+            f"set MODEL.IN_CHANS {dataset.in_chans}"
+        )
+
+
+def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]:
+    """Train MODEL.ARCH from scratch on DATA's train split; returns the eval summary.
+
+    Call after :func:`mobile_cv.engine.default_setup`. Every epoch appends to
+    metrics.jsonl and rewrites checkpoint.pth; with ``resume`` the run continues
+    from the checkpoint and ends with the same weights as an uninterrupted run.
+    """
+    out = cfg.OUTPUT_DIR
+    train_loader = build_loader(cfg, "train")
+    val_loader = build_loader(cfg, "val")
+    check_model_fits_data(cfg, train_loader.dataset)
+
+    model = build_model_from_cfg(cfg).to(device)
+    flops_m, params_m = count_flops_params(model, cfg.DATA.INPUT_SIZE)
+    logger.info("model %s: %.3f MFLOPs, %.4f M params at %dx%d; %d train / %d val images",
+                cfg.MODEL.ARCH, flops_m, params_m, cfg.DATA.INPUT_SIZE, cfg.DATA.INPUT_SIZE,
+                len(train_loader.dataset), len(val_loader.dataset))
+    s = cfg.SOLVER
+    optimizer = build_sgd(model, lr=s.BASE_LR, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY)
+    scheduler = build_lr_scheduler(optimizer, name=s.LR_SCHEDULER, epochs=s.EPOCHS, warmup_epochs=s.WARMUP_EPOCHS,
+                                   updates_per_epoch=len(train_loader))
+    ema = build_ema(model, s.EMA.DECAY) if s.EMA.ENABLED else None
+    criterion = build_criterion(s.LABEL_SMOOTHING)
+    if dist.get_world_size() > 1:
+        net: nn.Module = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    else:
+        net = model
+    checkpointer = Checkpointer(out, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema)
+    start_epoch = checkpointer.resume_or_start(resume).get("epoch", -1) + 1
+    metrics = MetricsWriter(os.path.join(out, "metrics.jsonl"), start_epoch)
+    eval_model = ema.module if ema is not None else model
+
+    for epoch in range(start_epoch, s.EPOCHS):
+        set_epoch(train_loader, epoch)
+        try:
+            stats = train_one_epoch(net, train_loader, optimizer, criterion, epoch=epoch, device=device,
+                                    scheduler=scheduler, ema=ema, start_step=epoch * len(train_loader),
+                                    desc=f"epoch {epoch + 1}/{s.EPOCHS}")
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(f"{e}. {checkpointer.describe_last()}") from None
+        dist.sync_buffers(model)
+        record: Dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v for k, v in stats.items()}}
+        last = epoch == s.EPOCHS - 1
+        if last or (s.EVAL_PERIOD and (epoch + 1) % s.EVAL_PERIOD == 0):
+            val = evaluate(eval_model, val_loader, device=device, desc="val")
+            record.update({f"val_{k}": v for k, v in val.items() if k != "images"})
+        logger.info("epoch %d/%d  " + "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"),
+                    epoch + 1, s.EPOCHS)
+        metrics.write(record)
+        checkpointer.save(epoch=epoch)
+    return finish(cfg, eval_model, device, flops_m, params_m)
+
+
+def finish(cfg: CfgNode, model: nn.Module, device: torch.device, flops_m: float, params_m: float) -> Dict[str, Any]:
+    """Save the final weights and arch def, evaluate on val and test, write eval.json."""
+    out = cfg.OUTPUT_DIR
+    digests = dist.all_gather_object(state_digest(model))
+    if len(set(digests)) > 1:
+        logger.warning("the ranks ended with different weights (sha256 %s); rank 0's are saved", digests)
+    summary: Dict[str, Any] = {
+        "arch": cfg.MODEL.ARCH, "input_size": cfg.DATA.INPUT_SIZE, "flops_m": flops_m, "params_m": params_m,
+        "weights": os.path.join(out, FINAL_WEIGHTS), "weights_sha256_per_rank": digests,
+    }
+    for split in ("val", "test"):
+        summary[split] = evaluate(model, build_loader(cfg, split), device=device, desc=split)
+    if dist.is_main_process():
+        atomic_save(model.state_dict(), os.path.join(out, FINAL_WEIGHTS))
+        atomic_write_text(os.path.join(out, "arch_def.json"), json.dumps(to_jsonable(model.arch_def), indent=1) + "\n")
+        atomic_write_text(os.path.join(out, "eval.json"), json.dumps(summary, indent=1) + "\n")
+    dist.barrier()
+    logger.info("final: val top-1 %.2f top-5 %.2f | test top-1 %.2f top-5 %.2f | %.3f MFLOPs %.4f M params | %s",
+                summary["val"]["acc1"], summary["val"]["acc5"], summary["test"]["acc1"], summary["test"]["acc5"],
+                flops_m, params_m, summary["weights"])
+    return summary
+
+
+def evaluate_weights(cfg: CfgNode, weights: str, *, split: str, device: torch.device) -> Dict[str, Any]:
+    """Top-1/top-5 of MODEL.ARCH with ``weights`` (a state dict or a training checkpoint) on ``split``."""
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights file {weights!r} does not exist")
+    loader = build_loader(cfg, split)
+    check_model_fits_data(cfg, loader.dataset)
+    model = build_model_from_cfg(cfg)
+    obj = torch.load(weights, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "states" in obj and "rng" in obj:  # a Checkpointer file
+        obj = obj["states"].get("ema") or obj["states"]["model"]  # EMA keys carry "module.", stripped below
+    load_state_dict(model, extract_state_dict(obj, weights), source=weights)
+    result = evaluate(model.to(device), loader, device=device, desc=split)
+    return {"arch": cfg.MODEL.ARCH, "weights": weights, "split": split, **result}

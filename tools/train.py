@@ -1,0 +1,33 @@
+#!/usr/bin/env python
+"""Train a plain model from scratch: a registered arch or an arch-def file (e.g. a search's arch_def.json).
+
+    python tools/train.py --config-file configs/train_embedded_mnist.yaml
+    python tools/train.py --config-file configs/train_embedded_mnist.yaml MODEL.ARCH FBNetV2_F1 SOLVER.EPOCHS 3
+    python tools/train.py --config-file F --resume            # continue a killed run where it stopped
+    torchrun --nproc_per_node=2 tools/train.py --config-file F   # DistributedDataParallel
+
+Writes to OUTPUT_DIR: config.yaml, log.txt, metrics.jsonl, checkpoint.pth (every epoch),
+arch_def.json, model_final.pth and eval.json (val and test top-1/top-5).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mobile_cv import engine  # noqa: E402
+
+
+def main(argv=None) -> int:
+    args = engine.default_argument_parser(__doc__).parse_args(argv)
+
+    def body() -> None:
+        cfg = engine.setup_cfg(args.config_file, args.opts)
+        device = engine.default_setup(cfg, resume=args.resume)
+        engine.train(cfg, resume=args.resume, device=device)
+
+    return engine.run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
