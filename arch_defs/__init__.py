@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 from mobile_cv.arch_def import ArchDefError, check_top_level
 from mobile_cv.registry import RegistryError, did_you_mean
 
-from . import fbnet, fbnetv2
+from . import fbnet, fbnetv2, spaces
 
 _ARCH_DEFS: Dict[str, Dict[str, Any]] = {}
 
@@ -50,6 +50,6 @@ def names(kind: str = "all") -> List[str]:
     )
 
 
-for _module in (fbnetv2, fbnet):
+for _module in (fbnetv2, fbnet, spaces):
     for _name, _def in _module.ARCH_DEFS.items():
         register(_name, _def)

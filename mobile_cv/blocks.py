@@ -98,20 +98,16 @@ class IRBlock(nn.Module):
         se_mid = se_mid_channels(hidden, expansion, less_se_channels, width_divisor) if se is not None else 0
         self._build_layers(
             in_channels, hidden, se_mid, out_channels, stride, kernel_size, act, se, bias, pw_groups, pwl_groups,
-            zero_last_bn_gamma and in_channels == out_channels and stride == 1,
+            zero_last_bn_gamma and in_channels == out_channels and stride == 1, with_pw=hidden != in_channels,
         )
         self.use_residual = in_channels == out_channels and stride == 1
 
     def _build_layers(
         self, in_channels: int, hidden: int, se_mid: int, out_channels: int, stride: int, kernel_size: int,
-        act: str, se: Optional[str], bias: bool, pw_groups: int, pwl_groups: int, zero_gamma: bool,
+        act: str, se: Optional[str], bias: bool, pw_groups: int, pwl_groups: int, zero_gamma: bool, with_pw: bool,
     ) -> None:
         """Create pw/shuffle/dw/se/pwl for explicit widths (the masked search block reuses this)."""
-        self.pw = (
-            ConvBNAct(in_channels, hidden, 1, groups=pw_groups, bias=bias, act=act)
-            if hidden != in_channels
-            else None
-        )
+        self.pw = ConvBNAct(in_channels, hidden, 1, groups=pw_groups, bias=bias, act=act) if with_pw else None
         self.shuffle = ChannelShuffle(pw_groups) if pw_groups > 1 else None
         self.dw = ConvBNAct(hidden, hidden, kernel_size, stride, groups=hidden, bias=bias, act=act)
         self.se = SqueezeExcite(hidden, se_mid, act, se) if se is not None else None
@@ -152,10 +148,12 @@ class IRPoolBlock(nn.Module):
     ) -> None:
         super().__init__()
         _check_positive(expansion=expansion, width_divisor=width_divisor)
-        self._build_layers(in_channels, ir_hidden_channels(in_channels, expansion, width_divisor), out_channels, act, bias)
+        hidden = ir_hidden_channels(in_channels, expansion, width_divisor)
+        self._build_layers(in_channels, hidden, out_channels, act, bias, with_pw=hidden != in_channels)
 
-    def _build_layers(self, in_channels: int, hidden: int, out_channels: int, act: str, bias: bool) -> None:
-        self.pw = ConvBNAct(in_channels, hidden, 1, bias=bias, act=act) if hidden != in_channels else None
+    def _build_layers(self, in_channels: int, hidden: int, out_channels: int, act: str, bias: bool,
+                      with_pw: bool) -> None:
+        self.pw = ConvBNAct(in_channels, hidden, 1, bias=bias, act=act) if with_pw else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.pwl = ConvBNAct(hidden, out_channels, 1, bias=bias, bn=False, act=act)
         self.in_channels, self.hidden_channels, self.out_channels = in_channels, hidden, out_channels

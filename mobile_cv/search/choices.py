@@ -1,0 +1,226 @@
+"""Choice points, channel spaces and the Gumbel-softmax weights that mix them.
+
+A *choice* is a label with ``n`` options and one logit vector ``alpha`` (kept by the
+supernet). Each forward pass draws one weight vector per label
+(``g = softmax((alpha + gumbel) / T)``); every module that depends on the label
+uses that same vector, so a channel choice shared by a row's blocks is one choice.
+
+A :class:`ChannelSpace` maps a choice's options to channel counts. Several spaces
+can hang off one label: the hidden widths of an inverted-residual block and the
+widths of its squeeze-excite bottleneck both follow the block's expansion choice.
+A space without a label is a fixed width.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+Weights = Dict[str, torch.Tensor]  # label -> mixing weights over its options
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One architecture decision: ``label`` picks one of ``options`` (printable values)."""
+
+    label: str
+    options: Tuple
+    kind: str  # "channels" | "expansion" | "op" | "resolution"
+
+    @property
+    def size(self) -> int:
+        return len(self.options)
+
+
+@dataclass(frozen=True)
+class ChannelSpace:
+    """Channel count per option of ``label`` (a fixed width when ``label`` is None)."""
+
+    widths: Tuple[int, ...]
+    label: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.label is None and len(self.widths) != 1:
+            raise ValueError("a fixed ChannelSpace has exactly one width")
+
+    @staticmethod
+    def fixed(width: int) -> "ChannelSpace":
+        return ChannelSpace((int(width),), None)
+
+    @property
+    def max(self) -> int:
+        return max(self.widths)
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.label is None
+
+    def eff(self, weights: Weights) -> Union[float, torch.Tensor]:
+        """Effective width: sum_i g_i * c_i (a differentiable scalar; a float when fixed)."""
+        if self.label is None:
+            return float(self.widths[0])
+        g = weights[self.label]
+        return (g * torch.tensor(self.widths, dtype=g.dtype, device=g.device)).sum()
+
+    def mask(self, weights: Weights) -> Optional[torch.Tensor]:
+        """M = sum_i g_i * 1_i over ``max`` channels (1_i: ones in the first c_i entries).
+
+        ``None`` for a fixed width: nothing to mask.
+        """
+        if self.label is None:
+            return None
+        g = weights[self.label]
+        widths = torch.tensor(self.widths, device=g.device)
+        ones = (torch.arange(self.max, device=g.device)[None, :] < widths[:, None]).to(g.dtype)
+        return g @ ones
+
+    def chosen(self, index: Dict[str, int]) -> int:
+        return self.widths[0] if self.label is None else self.widths[index[self.label]]
+
+    def map(self, fn) -> "ChannelSpace":
+        """A dependent space: the same label, widths ``fn(c)``."""
+        return ChannelSpace(tuple(int(fn(c)) for c in self.widths), self.label)
+
+
+def can_be_equal(a: ChannelSpace, b: ChannelSpace) -> bool:
+    """Whether some joint choice gives ``a`` and ``b`` the same width."""
+    if a.label is not None and a.label == b.label:
+        return any(x == y for x, y in zip(a.widths, b.widths))
+    return bool(set(a.widths) & set(b.widths))
+
+
+def always_equal(a: ChannelSpace, b: ChannelSpace) -> bool:
+    if a.label is not None and a.label == b.label:
+        return all(x == y for x, y in zip(a.widths, b.widths))
+    return a.is_fixed and b.is_fixed and a.widths == b.widths
+
+
+def p_equal(a: ChannelSpace, b: ChannelSpace, weights: Weights) -> Union[float, torch.Tensor]:
+    """Probability (under the mixing weights) that ``a`` and ``b`` take the same width.
+
+    The derived network adds a residual (or drops an expansion conv) exactly when
+    two widths are equal; weighting that path by this probability makes the
+    supernet equal the derived network whenever the weights are one-hot.
+    """
+    if a.label is None and b.label is None:
+        return float(a.widths == b.widths)
+    if a.label is not None and a.label == b.label:
+        g = weights[a.label]
+        same = torch.tensor([float(x == y) for x, y in zip(a.widths, b.widths)], dtype=g.dtype, device=g.device)
+        return (g * same).sum()
+    if a.label is None:
+        a, b = b, a
+    ga = weights[a.label]
+    eq = torch.tensor([[float(x == y) for y in b.widths] for x in a.widths], dtype=ga.dtype, device=ga.device)
+    if b.label is None:
+        return (ga * eq[:, 0]).sum()
+    return ga @ eq @ weights[b.label]
+
+
+def fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Zero-pad or truncate dim 1 of ``x`` to ``channels`` (masked channels are zero either way)."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c > channels:
+        return x[:, :channels]
+    return F.pad(x, (0, 0, 0, 0, 0, channels - c))
+
+
+def gumbel_weights(alpha: torch.Tensor, temperature: float, noise: bool) -> torch.Tensor:
+    """softmax((alpha + Gumbel noise) / T), or plain softmax(alpha / T) without noise."""
+    if noise:
+        u = torch.rand_like(alpha).clamp_(1e-10, 1.0 - 1e-10)
+        alpha = alpha - torch.log(-torch.log(u))
+    return torch.softmax(alpha / temperature, dim=-1)
+
+
+# ---- parsing option declarations --------------------------------------------------------
+OptionDecl = Union[int, float, Sequence]
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def parse_int_options(decl: OptionDecl, what: str, where: str) -> List[int]:
+    """Channel options from an int, a ``(min, max, step)`` tuple or a list of ints."""
+    from ..arch_def import ArchDefError
+
+    if isinstance(decl, numbers.Integral) and not isinstance(decl, bool):
+        values = [int(decl)]
+    elif isinstance(decl, tuple):
+        values = _range_options(decl, what, where, integer=True)
+    elif isinstance(decl, list):
+        if not decl:
+            raise ArchDefError(f"{where}: {what} options: the list is empty; give at least one value")
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in decl):
+            raise ArchDefError(f"{where}: {what} options must be ints, got {decl!r}")
+        values = [int(v) for v in decl]
+    else:
+        raise ArchDefError(
+            f"{where}: {what} must be an int, a (min, max, step) tuple or a list of ints, got {decl!r}"
+        )
+    bad = [v for v in values if v <= 0]
+    if bad:
+        raise ArchDefError(f"{where}: {what} options must be positive, got {bad[0]}")
+    if len(set(values)) != len(values):
+        raise ArchDefError(f"{where}: {what} options {values} repeat a value; list each once")
+    return sorted(values)
+
+
+def parse_float_options(decl: OptionDecl, what: str, where: str) -> List[float]:
+    """Expansion options from a number, a ``(min, max, step)`` tuple or a list of numbers."""
+    from ..arch_def import ArchDefError
+
+    if _is_number(decl):
+        values = [float(decl)]
+    elif isinstance(decl, tuple):
+        values = _range_options(decl, what, where, integer=False)
+    elif isinstance(decl, list):
+        if not decl or not all(_is_number(v) for v in decl):
+            raise ArchDefError(f"{where}: {what} options must be a non-empty list of numbers, got {decl!r}")
+        values = [float(v) for v in decl]
+    else:
+        raise ArchDefError(
+            f"{where}: {what} must be a number, a (min, max, step) tuple or a list, got {decl!r}"
+        )
+    if any(v <= 0 for v in values):
+        raise ArchDefError(f"{where}: {what} options must be positive, got {values}")
+    if len(set(values)) != len(values):
+        raise ArchDefError(f"{where}: {what} options {values} repeat a value; list each once")
+    return sorted(values)
+
+
+def _range_options(decl: tuple, what: str, where: str, integer: bool) -> list:
+    from ..arch_def import ArchDefError
+
+    if len(decl) != 3 or not all(_is_number(v) for v in decl):
+        raise ArchDefError(f"{where}: {what} range must be (min, max, step), got {decl!r}")
+    lo, hi, step = decl
+    if integer and not all(isinstance(v, numbers.Integral) for v in decl):
+        raise ArchDefError(f"{where}: {what} range {decl!r} must hold ints")
+    if step <= 0:
+        raise ArchDefError(f"{where}: {what} range {decl!r}: step must be positive")
+    if hi < lo:
+        raise ArchDefError(f"{where}: {what} range {decl!r} is inverted (min {lo} > max {hi}); write (min, max, step)")
+    n = (hi - lo) / step
+    if abs(n - round(n)) > 1e-6:
+        raise ArchDefError(
+            f"{where}: {what} range {decl!r}: step {step} does not divide max - min = {hi - lo}; "
+            f"pick a step that lands on max, or list the options"
+        )
+    n = int(round(n))
+    if integer:
+        return [int(lo + i * step) for i in range(n + 1)]
+    return [round(lo + i * step, 6) for i in range(n + 1)]
+
+
+def log10_size(choices: Sequence[Choice]) -> float:
+    """log10 of the number of architectures: the choices are independent."""
+    return sum(math.log10(c.size) for c in choices)

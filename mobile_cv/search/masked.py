@@ -1,0 +1,355 @@
+"""Channel-masked blocks: one max-width block whose channels are masked per choice.
+
+Each masked block subclasses the plain block it stands for, built at the maximum
+widths of its channel spaces, so its parameter names are the plain block's and a
+derived block's weights are a leading slice of the masked block's
+(:func:`slice_into`). The forward multiplies outputs by ``M = sum_i g_i 1_i``
+(after BN and activation) and returns the same tensor a derived block returns
+whenever the weights are one-hot:
+
+* a residual add, and the "no expansion conv when hidden == input width" rule,
+  depend on two widths being equal; those paths are weighted by the probability
+  of equality (:func:`~mobile_cv.search.choices.p_equal`), 1 or 0 for one-hot;
+* dependent widths (squeeze-excite bottleneck of the hidden width) share the
+  hidden width's choice.
+
+Every masked block also computes its cost by effective shape propagation
+(``cost``): FLOPs/params of each conv from effective channel counts
+(sum_i g_i c_i) and effective spatial sizes, in the published counting convention.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from ..blocks import ConvBlock, IRBlock, IRPoolBlock, SkipBlock, se_mid_channels
+from ..layers import ConvBNAct
+from .choices import ChannelSpace, Weights, always_equal, can_be_equal, fit_channels, p_equal
+
+Scalar = Union[float, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Spatial:
+    """Feature-map side length per resolution option (one entry without resolution search)."""
+
+    sizes: Tuple[int, ...]
+    label: Optional[str] = None
+
+    def eff(self, weights: Weights) -> Scalar:
+        if self.label is None:
+            return float(self.sizes[0])
+        g = weights[self.label]
+        return (g * torch.tensor(self.sizes, dtype=g.dtype, device=g.device)).sum()
+
+    def area(self, weights: Weights) -> Scalar:
+        e = self.eff(weights)
+        return e * e
+
+    def strided(self, stride: int) -> "Spatial":
+        return Spatial(tuple(math.ceil(s / stride) for s in self.sizes), self.label)
+
+    def pooled(self) -> "Spatial":
+        return Spatial(tuple(1 for _ in self.sizes), self.label)
+
+
+@dataclass
+class Cost:
+    flops: Scalar = 0.0
+    params: Scalar = 0.0
+
+    def add(self, flops: Scalar, params: Scalar, weight: Scalar = 1.0) -> None:
+        self.flops = self.flops + weight * flops
+        self.params = self.params + weight * params
+
+
+def apply_mask(y: torch.Tensor, space: ChannelSpace, weights: Weights) -> torch.Tensor:
+    m = space.mask(weights)
+    return y if m is None else y * m.view(1, -1, 1, 1)
+
+
+def slice_into(dst: nn.Module, src: nn.Module) -> None:
+    """Copy the leading slice of every ``src`` tensor into the same-named ``dst`` tensor.
+
+    Masks keep the first c channels, so a derived block's weights (and BN statistics)
+    are exactly the leading entries of the masked block's.
+    """
+    src_sd = src.state_dict()
+    with torch.no_grad():
+        for name, t in dst.state_dict().items():
+            if name not in src_sd:
+                raise KeyError(f"derived block has {name!r}, the supernet block {type(src).__name__} has not")
+            s = src_sd[name]
+            if t.dim() == 0:
+                t.copy_(s)
+                continue
+            t.copy_(s[tuple(slice(0, n) for n in t.shape)])
+
+
+class SearchBlock(nn.Module):
+    """Interface of the supernet's blocks: forward with weights, cost, derivation."""
+
+    in_space: ChannelSpace
+    out_space: ChannelSpace
+
+    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def out_spatial(self, spatial: Spatial) -> Spatial:
+        return spatial.strided(self.stride)
+
+    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:  # pragma: no cover
+        raise NotImplementedError
+
+    def weight_source(self) -> nn.Module:
+        """The module whose state-dict names match the derived plain block."""
+        return self
+
+    def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _conv_cost(cost: Cost, k: int, cin: Scalar, cout: Scalar, area: Scalar, groups_eff: Scalar = 1.0,
+               weight: Scalar = 1.0) -> None:
+    """k x k conv: FLOPs = k*k * H*W * cin * cout / groups; params = k*k * cin * cout / groups."""
+    params = k * k * cin * cout / groups_eff
+    cost.add(params * area, params, weight)
+
+
+# ---- conv_kN ------------------------------------------------------------------------------
+class MaskedConvBlock(ConvBlock, SearchBlock):
+    def __init__(self, in_space: ChannelSpace, out_space: ChannelSpace, stride: int, op: str, kernel_size: int,
+                 act: str = "relu", bias: bool = True) -> None:
+        ConvBlock.__init__(self, in_space.max, out_space.max, stride, kernel_size, act, bias)
+        self.in_space, self.out_space, self.op, self.stride = in_space, out_space, op, stride
+        self.extra: Dict[str, Any] = {} if bias else {"bias": False}
+
+    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+        return apply_mask(ConvBlock.forward(self, x), self.out_space, weights)
+
+    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+        out = spatial.strided(self.stride)
+        c = Cost()
+        k = self.conv.kernel_size[0]
+        _conv_cost(c, k, self.in_space.eff(weights), self.out_space.eff(weights), out.area(weights))
+        return c, out
+
+    def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
+        return dict(self.extra)
+
+
+# ---- ir_kN_* ------------------------------------------------------------------------------
+class MaskedIRBlock(IRBlock, SearchBlock):
+    """Inverted residual with masked output and hidden (expansion) channels."""
+
+    def __init__(self, in_space: ChannelSpace, out_space: ChannelSpace, hidden_space: ChannelSpace, stride: int,
+                 op: str, kernel_size: int, act: str = "relu", se: Optional[str] = None, bias: bool = False,
+                 width_divisor: int = 8, zero_last_bn_gamma: bool = False, extra: Optional[Dict] = None) -> None:
+        nn.Module.__init__(self)
+        self.se_space = hidden_space.map(lambda h: se_mid_channels(h, 1.0, False, width_divisor))
+        self._build_layers(
+            in_space.max, hidden_space.max, self.se_space.max if se else 0, out_space.max, stride, kernel_size,
+            act, se, bias, 1, 1, zero_last_bn_gamma and stride == 1 and can_be_equal(in_space, out_space),
+            with_pw=not always_equal(in_space, hidden_space),
+        )
+        self.in_space, self.out_space, self.hidden_space, self.op = in_space, out_space, hidden_space, op
+        # expansion conv of the derived block disappears when hidden == input width
+        self.pw_maybe_identity = can_be_equal(in_space, hidden_space)
+        self.residual_possible = stride == 1 and can_be_equal(in_space, out_space)
+        self.width_divisor = width_divisor
+        self.extra = dict(extra or {})
+
+    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+        if self.pw is not None:
+            y = apply_mask(self.pw(x), self.hidden_space, weights)
+            if self.pw_maybe_identity:
+                p = p_equal(self.in_space, self.hidden_space, weights)
+                y = p * fit_channels(x, self.hidden_space.max) + (1 - p) * y
+        else:
+            y = x
+        y = apply_mask(self.dw(y), self.hidden_space, weights)
+        if self.se is not None:
+            s = self.se.avg_pool(y)
+            s = apply_mask(self.se.se[0](s), self.se_space, weights)
+            y = y * self.se.se[2](self.se.se[1](s))
+        y = apply_mask(self.pwl(y), self.out_space, weights)
+        if self.residual_possible:
+            y = y + p_equal(self.in_space, self.out_space, weights) * fit_channels(x, self.out_space.max)
+        return y
+
+    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+        out = spatial.strided(self.stride)
+        cin, ch, cout = self.in_space.eff(weights), self.hidden_space.eff(weights), self.out_space.eff(weights)
+        a_in, a_out = spatial.area(weights), out.area(weights)
+        c = Cost()
+        if self.pw is not None:
+            keep = 1 - p_equal(self.in_space, self.hidden_space, weights) if self.pw_maybe_identity else 1.0
+            _conv_cost(c, 1, cin, ch, a_in, weight=keep)
+        _conv_cost(c, self.kernel_size, 1, ch, a_out)  # depthwise: cin/groups = 1
+        if self.se is not None:
+            cm = self.se_space.eff(weights)
+            c.add(ch * a_out, 0.0)  # global pool
+            _conv_cost(c, 1, ch, cm, 1.0)
+            _conv_cost(c, 1, cm, ch, 1.0)
+        _conv_cost(c, 1, ch, cout, a_out)
+        return c, out
+
+    def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
+        hidden = self.hidden_space.chosen(index)
+        return {"expansion": expansion_for(c_in, hidden, self.width_divisor), **self.extra}
+
+
+def expansion_for(c_in: int, hidden: int, divisor: int) -> float:
+    """An expansion ratio (4 decimals, like the released defs) that rebuilds ``hidden`` from ``c_in``."""
+    from ..blocks import ir_hidden_channels
+
+    base = round(hidden / c_in, 4)
+    for delta in (0.0, 1e-4, -1e-4, 2e-4, -2e-4):
+        e = round(base + delta, 4)
+        if e > 0 and ir_hidden_channels(c_in, e, divisor) == hidden:
+            return e
+    raise ValueError(f"no 4-decimal expansion turns {c_in} input channels into {hidden} hidden (divisor {divisor})")
+
+
+# ---- ir_pool --------------------------------------------------------------------------------
+class MaskedIRPoolBlock(IRPoolBlock, SearchBlock):
+    def __init__(self, in_space: ChannelSpace, out_space: ChannelSpace, hidden_space: ChannelSpace, stride: int,
+                 op: str, act: str = "relu", bias: bool = False, width_divisor: int = 8) -> None:
+        nn.Module.__init__(self)
+        self._build_layers(in_space.max, hidden_space.max, out_space.max, act, bias,
+                           with_pw=not always_equal(in_space, hidden_space))
+        self.in_space, self.out_space, self.hidden_space, self.op = in_space, out_space, hidden_space, op
+        self.pw_maybe_identity = can_be_equal(in_space, hidden_space)
+        self.width_divisor = width_divisor
+        self.extra: Dict[str, Any] = {"bias": True} if bias else {}
+
+    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+        if self.pw is not None:
+            y = apply_mask(self.pw(x), self.hidden_space, weights)
+            if self.pw_maybe_identity:
+                p = p_equal(self.in_space, self.hidden_space, weights)
+                y = p * fit_channels(x, self.hidden_space.max) + (1 - p) * y
+        else:
+            y = x
+        return apply_mask(self.pwl(self.pool(y)), self.out_space, weights)
+
+    def out_spatial(self, spatial: Spatial) -> Spatial:
+        return spatial.pooled()
+
+    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+        cin, ch, cout = self.in_space.eff(weights), self.hidden_space.eff(weights), self.out_space.eff(weights)
+        a = spatial.area(weights)
+        c = Cost()
+        if self.pw is not None:
+            keep = 1 - p_equal(self.in_space, self.hidden_space, weights) if self.pw_maybe_identity else 1.0
+            _conv_cost(c, 1, cin, ch, a, weight=keep)
+        c.add(ch * a, 0.0)  # global pool
+        _conv_cost(c, 1, ch, cout, 1.0)
+        return c, spatial.pooled()
+
+    def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
+        hidden = self.hidden_space.chosen(index)
+        return {"expansion": expansion_for(c_in, hidden, self.width_divisor), **self.extra}
+
+
+# ---- skip -----------------------------------------------------------------------------------
+class MaskedSkipBlock(SkipBlock, SearchBlock):
+    """Identity when input and output widths are equal (stride 1), else 1x1 conv + BN + ReLU."""
+
+    def __init__(self, in_space: ChannelSpace, out_space: ChannelSpace, stride: int, op: str = "skip") -> None:
+        nn.Module.__init__(self)
+        self.in_space, self.out_space, self.op, self.stride = in_space, out_space, op, stride
+        self.identity_possible = stride == 1 and can_be_equal(in_space, out_space)
+        self.conv = (
+            None if stride == 1 and always_equal(in_space, out_space)
+            else ConvBNAct(in_space.max, out_space.max, 1, stride, act="relu")
+        )
+        self.in_channels, self.out_channels = in_space.max, out_space.max
+
+    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+        if self.conv is None:
+            return x
+        y = apply_mask(self.conv(x), self.out_space, weights)
+        if self.identity_possible:
+            p = p_equal(self.in_space, self.out_space, weights)
+            y = p * fit_channels(x, self.out_space.max) + (1 - p) * y
+        return y
+
+    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+        out = spatial.strided(self.stride)
+        c = Cost()
+        if self.conv is not None:
+            keep = 1 - p_equal(self.in_space, self.out_space, weights) if self.identity_possible else 1.0
+            _conv_cost(c, 1, self.in_space.eff(weights), self.out_space.eff(weights), out.area(weights), weight=keep)
+        return c, out
+
+    def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
+        return {}
+
+
+# ---- any other registered op ----------------------------------------------------------------
+class MaskedGenericBlock(SearchBlock):
+    """A user-registered op inside a search space: built at max widths, output masked.
+
+    Its cost is counted by running the op on a dummy input at each resolution option
+    (exact for fixed widths); with masked widths the count is scaled by
+    ``(cin_eff / cin_max) * (cout_eff / cout_max)`` (exact for dense convs).
+    Weights of a derived block are the leading slice of the max-width op's, which is
+    exact for conv-like ops; equivalence is guaranteed only with a fixed input width.
+    """
+
+    def __init__(self, in_space: ChannelSpace, out_space: ChannelSpace, stride: int, op: str,
+                 module: nn.Module, kwargs: Dict[str, Any]) -> None:
+        super().__init__()
+        self.in_space, self.out_space, self.op, self.stride = in_space, out_space, op, stride
+        self.module = module
+        self.extra = dict(kwargs)
+        self._counted: Dict[int, Tuple[float, float, int]] = {}
+
+    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+        return apply_mask(self.module(x), self.out_space, weights)
+
+    def _count(self, size: int) -> Tuple[float, float, int]:
+        if size not in self._counted:
+            from ..flops import count_flops_params
+
+            probe = {}
+
+            def hook(m, inp, out):
+                probe["out"] = out.shape[-1]
+
+            h = self.module.register_forward_hook(hook)
+            try:
+                flops, params = count_flops_params(self.module, size, in_chans=self.in_space.max)
+            finally:
+                h.remove()
+            self._counted[size] = (flops * 1e6, params * 1e6, int(probe["out"]))
+        return self._counted[size]
+
+    def weight_source(self) -> nn.Module:
+        return self.module
+
+    def out_spatial(self, spatial: Spatial) -> Spatial:
+        return Spatial(tuple(self._count(s)[2] for s in spatial.sizes), spatial.label)
+
+    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+        counts = [self._count(s) for s in spatial.sizes]
+        out = self.out_spatial(spatial)
+        scale = (self.in_space.eff(weights) / self.in_space.max) * (self.out_space.eff(weights) / self.out_space.max)
+        if spatial.label is None:
+            flops, params = counts[0][0], counts[0][1]
+        else:
+            g = weights[spatial.label]
+            flops = (g * torch.tensor([f for f, _, _ in counts], dtype=g.dtype, device=g.device)).sum()
+            params = counts[0][1]
+        c = Cost()
+        c.add(flops * scale, params * scale)
+        return c, out
+
+    def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
+        return dict(self.extra)
