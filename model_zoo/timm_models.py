@@ -1,0 +1,156 @@
+"""Every zoo entry as a timm model: ``timm.create_model("fbnetv2_f1", pretrained=True)``.
+
+``register_timm()`` (run by ``import model_zoo``) registers one timm entrypoint per
+entry under the entry's lower-case name, with a ``PretrainedCfg`` holding the
+entry's url or file, input size, crop, mean/std, classes, first conv and
+classifier. Models are assembled by timm's ``build_model_with_cfg`` (so
+``features_only``, ``out_indices``, ``pretrained_cfg_overlay`` work as usual), but
+weights are always loaded by this package (``model_zoo.zoo.load_pretrained``):
+timm's own loader would cache every published URL under the same ``model.pth``
+name and does not check that a download fits before caching it.
+
+``features_only`` returns, for each reduction level (2, 4, 8, 16, 32 for the
+published models), the output of the last stage that is still a feature map; the
+``ir_pool`` stage, which pools to 1x1, is not a feature level.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, List
+
+import torch
+from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
+from timm.models._builder import resolve_pretrained_cfg
+from timm.models._pretrained import PretrainedCfg
+
+import mobile_cv
+from mobile_cv.registry import RegistryError
+
+from . import zoo
+from .entry import ZooEntry
+
+FIRST_CONV = "backbone.stages.xif0_0.conv"
+
+# timm's register_model() reads the pretrained cfgs of a model from its module's ``default_cfgs``.
+default_cfgs: Dict[str, Any] = {}
+_REGISTERED: Dict[str, ZooEntry] = {}  # timm name -> the entry it was registered from
+
+
+def pretrained_cfg(entry: ZooEntry) -> PretrainedCfg:
+    """The timm pretrained config of a zoo entry."""
+    return PretrainedCfg(
+        url=entry.url,
+        file=entry.weights_path() if entry.is_bundled else None,
+        input_size=(entry.in_chans, entry.input_size, entry.input_size),
+        crop_pct=entry.crop_pct,
+        interpolation=entry.interpolation,
+        mean=tuple(entry.mean),
+        std=tuple(entry.std),
+        num_classes=entry.num_classes,
+        first_conv=FIRST_CONV,
+        classifier=zoo.CLASSIFIER,
+        license=entry.license or None,
+        description=f"{entry.name}: top-1 {entry.top1}% on {entry.eval_set}",
+    )
+
+
+def feature_info(model: mobile_cv.FBNet) -> List[Dict[str, Any]]:
+    """timm ``feature_info`` of a model: per reduction, the last stage that outputs a feature map.
+
+    Whether a stage pools globally is read off its output shape in a forward pass of
+    the backbone at twice the largest reduction (every feature map is then >= 2x2),
+    so custom ops need no annotation.
+    """
+    stages = model.backbone.stage_info
+    size = 2 * max(s["reduction"] for s in stages)
+    widths: Dict[str, int] = {}
+    hooks = [
+        model.backbone.get_submodule(s["module"]).register_forward_hook(
+            lambda _m, _i, out, key=s["module"]: widths.__setitem__(key, out.shape[-1])
+        )
+        for s in stages
+    ]
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        model.eval()
+        with torch.no_grad():
+            model.backbone(torch.zeros(1, model.in_chans, size, size, device=device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    levels: Dict[int, Dict[str, Any]] = {}
+    for s in stages:
+        if widths[s["module"]] > 1:
+            levels[s["reduction"]] = {"num_chs": s["num_chs"], "reduction": s["reduction"],
+                                      "module": "backbone." + s["module"]}
+    return list(levels.values())
+
+
+def _create(entry_name: str, variant: str, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
+    entry = zoo.get_entry(entry_name)
+    cfg = resolve_pretrained_cfg(
+        variant, pretrained_cfg=kwargs.pop("pretrained_cfg", None) or pretrained_cfg(entry),
+        pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
+    )
+    cache_dir = kwargs.pop("cache_dir", None)
+    source = cfg.file or cfg.url  # timm's precedence: a file overrides the url
+    if pretrained and not source:
+        raise RuntimeError(f"{variant}: the pretrained cfg has no url or file; pass pretrained=False")
+    own = source is not None and source in (entry.url, entry.weights_path() if entry.is_bundled else None)
+    sha256 = entry.sha256 if own else None
+    if kwargs.get("features_only") and "out_indices" not in kwargs:
+        # timm would default to 5 levels; small custom archs have fewer
+        probe = zoo.build_entry_model(entry, num_classes=0, in_chans=kwargs.get("in_chans", entry.in_chans))
+        kwargs["out_indices"] = tuple(range(len(feature_info(probe))))
+
+    def build(**model_kwargs: Any) -> mobile_cv.FBNet:
+        model = zoo.build_entry_model(entry, **model_kwargs)
+        if pretrained:
+            zoo.load_pretrained(model, source, sha256, cache_dir, name=entry.name)
+        model.feature_info = feature_info(model)
+        return model
+
+    return build_model_with_cfg(
+        build, variant, pretrained=False, pretrained_cfg=cfg,
+        feature_cfg={"feature_cls": "hook", "no_rewrite": True}, **kwargs,
+    )
+
+
+def _entrypoint(entry: ZooEntry):
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
+        return _create(entry.name, entry.timm_name, pretrained, **kwargs)
+
+    # register_model() names the model after the function and looks up its module's default_cfgs
+    entrypoint.__name__ = entrypoint.__qualname__ = entry.timm_name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = f"{entry.name} from the FBNet model zoo ({entry.input_size}px, {entry.source} weights)."
+    return entrypoint
+
+
+def register_timm() -> List[str]:
+    """Register every zoo entry with timm; returns the timm names (re-)registered now.
+
+    Idempotent: call it again after ``model_zoo.register(...)`` to expose new or
+    changed entries. timm has no way to unregister, so the timm name of an entry
+    removed from the zoo stays (and fails with the zoo's "no entry" error).
+    """
+    added = []
+    for name in zoo.list_models():
+        entry = zoo.get_entry(name)
+        previous = _REGISTERED.get(entry.timm_name)
+        if previous == entry:
+            continue
+        if previous is None and is_model(entry.timm_name):
+            raise RegistryError(
+                f'zoo entry "{entry.name}": timm already has a model named "{entry.timm_name}"; rename the entry'
+            )
+        default_cfgs.update(generate_default_cfgs({entry.timm_name: pretrained_cfg(entry)}))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # replacing our own, changed entry is intended
+            register_model(_entrypoint(entry))
+        _REGISTERED[entry.timm_name] = entry
+        added.append(entry.timm_name)
+    return added

@@ -1,0 +1,225 @@
+"""The zoo: entries by name, and models built with their pretrained weights."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+import mobile_cv
+from mobile_cv.checkpoint import CheckpointMismatchError, describe_mismatch
+from mobile_cv.registry import RegistryError, did_you_mean
+
+from .entry import ZooEntry
+from .hub import ModelZooError, StateDict, fetch_checkpoint, is_url, read_state_dict
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIER = "head.conv"  # the builder's classifier module (a 1x1 conv with bias)
+
+_ENTRIES: Dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    """Add ``entry`` to the zoo (names are unique, ignoring case: they double as timm names)."""
+    if not isinstance(entry, ZooEntry):
+        raise TypeError(f"register() takes a ZooEntry, got {type(entry).__name__}")
+    clash = next((n for n in _ENTRIES if n.lower() == entry.name.lower()), None)
+    if clash is not None:
+        raise RegistryError(
+            f'zoo entry "{entry.name}" clashes with the registered "{clash}" (names are compared ignoring '
+            f'case); pick another name, or model_zoo.unregister("{clash}") first'
+        )
+    _ENTRIES[entry.name] = entry
+    return entry
+
+
+def unregister(name: str) -> ZooEntry:
+    """Remove and return the entry named ``name``."""
+    return _ENTRIES.pop(get_entry(name).name)
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The entry named ``name`` (case-insensitive, so timm names work too)."""
+    if name in _ENTRIES:
+        return _ENTRIES[name]
+    for entry in _ENTRIES.values():
+        if isinstance(name, str) and entry.name.lower() == name.lower():
+            return entry
+    hint = did_you_mean(str(name).lower(), [n.lower() for n in _ENTRIES])  # lookup ignores case, so may the hint
+    raise RegistryError(
+        f'no zoo entry named "{name}"{hint} ({len(_ENTRIES)} entries; list them with model_zoo.list_models())'
+    )
+
+
+def list_models(pattern: str = "*") -> List[str]:
+    """Sorted entry names matching the shell-style ``pattern``, ignoring case (``"fbnetv2*"``)."""
+    return sorted(n for n in _ENTRIES if fnmatch.fnmatchcase(n.lower(), pattern.lower()))
+
+
+def build_entry_model(entry: ZooEntry, num_classes: Optional[int] = None, **overrides: Any) -> mobile_cv.FBNet:
+    """The entry's architecture with random weights (``num_classes`` defaults to the entry's)."""
+    overrides.setdefault("in_chans", entry.in_chans)
+    num_classes = entry.num_classes if num_classes is None else num_classes
+    if entry.arch.endswith(".json"):
+        model = mobile_cv.build_model(entry.arch_def(), num_classes=num_classes, **overrides)
+        model.arch_name = entry.name  # a def from a file has no registered name; errors then name the entry
+        return model
+    return mobile_cv.build_model(entry.arch, num_classes=num_classes, **overrides)
+
+
+def fit_state_dict(model: nn.Module, state_dict: StateDict, source: str) -> StateDict:
+    """``state_dict`` made to fit ``model`` where that is meaningful, else an error.
+
+    * A classifier (``head.conv``) for another number of classes is dropped; the
+      model keeps its freshly initialized one (logged).
+    * A first conv for another number of input channels is adapted with timm's
+      ``adapt_input_conv`` (summed for 1 channel, repeated and rescaled otherwise; logged).
+    * Anything else that does not fit raises
+      :class:`~mobile_cv.checkpoint.CheckpointMismatchError` naming the first keys.
+    """
+    own = model.state_dict()
+    out = dict(state_dict)
+    weight_key = CLASSIFIER + ".weight"
+    if weight_key in out:
+        ckpt_classes = out[weight_key].shape[0]
+        model_classes = own[weight_key].shape[0] if weight_key in own else 0
+        if ckpt_classes != model_classes:
+            dropped = sorted(k for k in out if k.startswith(CLASSIFIER + "."))
+            for k in dropped:
+                del out[k]
+            out.update({k: v for k, v in own.items() if k.startswith(CLASSIFIER + ".")})
+            logger.info(
+                "%s: the checkpoint's classifier has %d classes, the model %d: %s not loaded (the model keeps "
+                "its freshly initialized classifier)", source, ckpt_classes, model_classes, ", ".join(dropped),
+            )
+    first_conv = _first_conv_key(model)
+    if first_conv in out and first_conv in own:
+        src, dst = out[first_conv], own[first_conv]
+        if src.ndim == 4 and src.shape[1] != dst.shape[1] and src.shape[0] == dst.shape[0] and src.shape[2:] == dst.shape[2:]:
+            from timm.models import adapt_input_conv
+
+            out[first_conv] = adapt_input_conv(dst.shape[1], src, base_chans=src.shape[1])
+            logger.info(
+                "%s: adapted %s from %d to %d input channels", source, first_conv, src.shape[1], dst.shape[1]
+            )
+    problem = describe_mismatch(model, out, source)
+    if problem:
+        raise CheckpointMismatchError(problem)
+    return out
+
+
+def _first_conv_key(model: nn.Module) -> Optional[str]:
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name + ".weight"
+    return None
+
+
+def load_pretrained(
+    model: nn.Module,
+    source: str,
+    sha256: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+    force_download: bool = False,
+    name: Optional[str] = None,
+) -> None:
+    """Load a checkpoint file or URL into ``model`` (see :func:`fit_state_dict` for what is adapted).
+
+    Args:
+        model: the model to fill.
+        source: a local checkpoint path or an http(s) URL (downloaded once into the cache).
+        sha256: expected digest of the file, if known.
+        cache_dir: cache folder for URLs (default: ``$FBNET_CACHE`` or under the torch hub dir).
+        force_download: download a URL even if it is cached.
+        name: readable prefix for the cache file name.
+    """
+    if is_url(source):
+        state_dict = fetch_checkpoint(
+            source, cache_dir, sha256, name, force_download, prepare=lambda sd: fit_state_dict(model, sd, source)
+        )
+    elif os.path.isfile(source):
+        state_dict = fit_state_dict(model, read_state_dict(source, sha256), source)
+    else:
+        raise ModelZooError(f"pretrained source {source!r} is neither an existing file nor an http(s) URL")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _pretrained_source(entry: ZooEntry, pretrained: Union[bool, str, os.PathLike]) -> Tuple[str, Optional[str]]:
+    """``(file or URL, expected sha256)`` for ``create_model``'s ``pretrained`` argument."""
+    if pretrained is True:
+        return (entry.url if entry.url else entry.weights_path()), entry.sha256
+    if isinstance(pretrained, (str, os.PathLike)):
+        source = os.fspath(pretrained)
+        if is_url(source):
+            return source, entry.sha256 if source == entry.url else None
+        if entry.is_bundled and os.path.isfile(source) and os.path.samefile(source, entry.weights_path()):
+            return source, entry.sha256
+        return source, None
+    raise TypeError(f"pretrained must be False, True, a checkpoint path or an http(s) URL, got {pretrained!r}")
+
+
+def create_model(
+    name: str,
+    pretrained: Union[bool, str, os.PathLike] = False,
+    num_classes: Optional[int] = None,
+    cache_dir: Optional[str] = None,
+    force_download: bool = False,
+    **overrides: Any,
+) -> mobile_cv.FBNet:
+    """Build a zoo model, optionally with pretrained weights.
+
+    Args:
+        name: a zoo entry (``model_zoo.list_models()``), case-insensitive.
+        pretrained: False (random weights); True (the entry's weights: downloaded once
+            into the cache, or the bundled file); a checkpoint path; or an http(s) URL.
+            Checkpoints load with ``torch.load(weights_only=True)`` only; EMA weights
+            (``model_ema``) are preferred over ``state_dict``; a ``module.`` prefix is removed.
+        num_classes: classifier outputs (default: the entry's). When it differs from
+            the checkpoint's, the classifier is not loaded (logged).
+        cache_dir: download cache (default: ``$FBNET_CACHE``, else
+            ``<torch.hub.get_dir()>/checkpoints/fbnetv2``).
+        force_download: download again even if the file is cached.
+        **overrides: passed to :func:`mobile_cv.build_model` (``in_chans``, ``drop_rate``, ...).
+
+    Returns:
+        The model, in training mode like any fresh ``nn.Module``; call ``.eval()`` for inference.
+    """
+    entry = get_entry(name)
+    model = build_entry_model(entry, num_classes, **overrides)
+    if pretrained is False or pretrained is None:
+        return model
+    source, sha256 = _pretrained_source(entry, pretrained)
+    load_pretrained(model, source, sha256, cache_dir, force_download, name=entry.name)
+    return model
+
+
+def format_table(names: List[str], markdown: bool = False) -> str:
+    """The zoo table of ``names``: resolution, MFLOPs, Mparams, top-1 and where the weights come from."""
+    header = ("name", "resolution", "MFLOPs", "Mparams", "top-1 (%)", "weights")
+    rows = []
+    for entry in (get_entry(n) for n in names):
+        rows.append((
+            entry.name,
+            f"{entry.input_size}x{entry.input_size}",
+            "-" if entry.flops_m is None else f"{entry.flops_m:.2f}",
+            "-" if entry.params_m is None else f"{entry.params_m:.4f}",
+            "-" if entry.top1 is None else f"{entry.top1:.2f}",
+            entry.source,
+        ))
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
+
+def computed_flops_params(entry: ZooEntry) -> Tuple[float, float]:
+    """``(MFLOPs, Mparams)`` of the entry's model counted now (to check the recorded ones)."""
+    with torch.no_grad():
+        return mobile_cv.count_flops_params(build_entry_model(entry), entry.input_size)
