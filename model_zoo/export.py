@@ -65,9 +65,10 @@ def resolve_model(
     elif spec in arch_defs.names("model"):
         model, name = mobile_cv.build_model(spec, num_classes=classes), spec
     else:
+        known = sorted(set(zoo.list_models()) | set(arch_defs.names("model")))
         raise RegistryError(
-            f'"{spec}" is not a zoo entry{did_you_mean(spec, zoo.list_models())}, a registered arch'
-            f'{did_you_mean(spec, arch_defs.names("model"))} or a .json/.py arch-def file'
+            f'"{spec}" is neither a zoo entry nor a registered arch{did_you_mean(spec, known)}, nor a .json/.py '
+            f"arch-def file (list them with: python tools/model_zoo.py list; python tools/flops.py)"
         )
     if pretrained and entry is None:
         raise ValueError(f"{spec!r} is not a zoo entry, so it has no pretrained weights; pass a checkpoint instead")
