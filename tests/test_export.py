@@ -1,0 +1,77 @@
+"""TorchScript and ONNX exports reproduce the eager model (onnxruntime for ONNX)."""
+
+import importlib.util
+import json
+import os
+import warnings
+
+import onnx
+import pytest
+import torch
+
+import mobile_cv
+from conftest import ROOT
+from model_zoo.export import ONNX_MIN_OPSET, export_and_check, export_onnx, resolve_model
+
+ATOL = 1e-4
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("export_tool", os.path.join(ROOT, "tools", "export.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_fbnetv2_f1_exports_match_eager(tmp_path):
+    torch.manual_seed(0)
+    model, name = resolve_model("FBNetV2_F1")
+    results = export_and_check(model, str(tmp_path), name, input_size=128, batch=2)
+    assert set(results) == {"torchscript", "onnx"}
+    for fmt, r in results.items():
+        print(f"{fmt}: max abs diff {r.max_abs_diff:.3g}")
+        assert os.path.isfile(r.path) and r.max_abs_diff <= ATOL
+    assert results["onnx"].path.endswith("FBNetV2_F1.onnx")
+    opset = {o.domain: o.version for o in onnx.load(results["onnx"].path).opset_import}[""]
+    assert opset >= ONNX_MIN_OPSET
+
+
+def test_tool_exports_an_arch_def_file_with_its_checkpoint(tmp_path, capsys):
+    """A derived arch def (as a search writes it) plus a trained checkpoint, end to end."""
+    arch = {
+        "input_size": 32,
+        "basic_args": {"width_divisor": 8},
+        "blocks": [[["conv_k3_hs", 8, 2, 1]], [["ir_k5_sehsig", 16, 2, 2, {"expansion": 3}]],
+                   [["ir_pool_hs", 64, 1, 1, {"expansion": 4}]]],
+    }
+    arch_file = tmp_path / "arch_def.json"
+    arch_file.write_text(json.dumps(arch))
+    trained = mobile_cv.build_model(arch, num_classes=10)
+    torch.save({"model_ema": {"module." + k: v for k, v in trained.state_dict().items()}}, tmp_path / "model.pth")
+    out = tmp_path / "export"
+    code = load_tool().main([str(arch_file), "--checkpoint", str(tmp_path / "model.pth"), "--num-classes", "10",
+                             "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert sorted(os.listdir(out)) == ["arch_def.onnx", "arch_def.pt"]
+    assert printed.count(" ok ") == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still what deploys here
+        loaded = torch.jit.load(str(out / "arch_def.pt"))
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), trained.eval()(x), atol=ATOL, rtol=0)
+
+
+def test_tool_fails_when_outputs_differ_and_on_bad_input(tmp_path, capsys):
+    tool = load_tool()
+    assert tool.main(["fbnet_a", "--formats", "onnx", "--resolution", "64", "--atol", "-1",
+                      "--out", str(tmp_path)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    assert tool.main(["FBNetV2_F9", "--out", str(tmp_path)]) == 2
+    assert 'neither a zoo entry nor a registered arch; did you mean "FBNetV2_F' in capsys.readouterr().err
+    assert tool.main(["FBNetV2_F1", "--checkpoint", str(tmp_path / "none.pth"), "--out", str(tmp_path)]) == 2
+
+
+def test_onnx_opset_below_17_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="opset must be >= 17"):
+        export_onnx(torch.nn.Identity(), torch.zeros(1), str(tmp_path / "x.onnx"), opset=13)
