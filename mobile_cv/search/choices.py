@@ -31,6 +31,7 @@ class Choice:
     label: str
     options: Tuple
     kind: str  # "channels" | "expansion" | "op" | "resolution"
+    distinct: int = 0  # options giving different networks (expansions can round to one width); 0: all
 
     @property
     def size(self) -> int:
@@ -222,5 +223,9 @@ def _range_options(decl: tuple, what: str, where: str, integer: bool) -> list:
 
 
 def log10_size(choices: Sequence[Choice]) -> float:
-    """log10 of the number of architectures: the choices are independent."""
-    return sum(math.log10(c.size) for c in choices)
+    """log10 of the number of architectures: the product of each choice's distinct options.
+
+    Expansion options that round to the same hidden width count once; an expansion
+    choice still counts when its block picks ``skip`` (as FBNet's count does).
+    """
+    return sum(math.log10(c.distinct or c.size) for c in choices)

@@ -210,8 +210,8 @@ class Supernet(nn.Module):
     def _label(self) -> str:
         return f"search space '{self.name}'" if self.name else "search space"
 
-    def _add_choice(self, label: str, options: tuple, kind: str) -> str:
-        self.choices[label] = Choice(label, tuple(options), kind)
+    def _add_choice(self, label: str, options: tuple, kind: str, distinct: int = 0) -> str:
+        self.choices[label] = Choice(label, tuple(options), kind, distinct)
         self.alphas[_alpha_key(label)] = nn.Parameter(torch.zeros(len(options)))
         return label
 
@@ -308,7 +308,9 @@ class Supernet(nn.Module):
         if exp_decl is not None:
             exp_options = parse_float_options(exp_decl, "expansion", where)
             if len(exp_options) > 1 and any(_uses_expansion(OPS.get(op)) for op in ops):
-                exp_label = self._add_choice(f"{name}.expansion", tuple(exp_options), "expansion")
+                divisor = int({**self.basic_args, **kwargs}.get("width_divisor", 1))
+                distinct = len({round_channels(in_space.max * e, divisor) for e in exp_options})
+                exp_label = self._add_choice(f"{name}.expansion", tuple(exp_options), "expansion", distinct)
 
         candidates: Dict[str, SearchBlock] = {}
         factors: Dict[str, List[Tuple[str, int]]] = {}
