@@ -182,10 +182,16 @@ def fetch_checkpoint(
 
 def _download(url: str, dest: str, sha256: Optional[str], prepare: Callable[[StateDict], T]) -> T:
     cache_dir = os.path.dirname(dest)
-    os.makedirs(cache_dir, exist_ok=True)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".download-", dir=cache_dir)
+    except OSError as e:
+        raise ModelZooError(
+            f"cannot write to the cache folder {cache_dir} ({e}); pass cache_dir= or set ${CACHE_ENV} to a "
+            f"writable folder"
+        ) from None
     if sha256 is None:
         logger.info("no sha256 recorded for %s: checking only that it is a state dict that fits", url)
-    staging = tempfile.mkdtemp(prefix=".download-", dir=cache_dir)
     try:
         try:
             local = _PATH_MANAGER.get_local_path(url, force=True, cache_dir=staging)

@@ -8,10 +8,11 @@ import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
+from timm.models import adapt_input_conv
 from torch import nn
 
 import mobile_cv
-from mobile_cv.checkpoint import CheckpointMismatchError, describe_mismatch
+from mobile_cv.checkpoint import CheckpointMismatchError, describe_mismatch, load_state_dict
 from mobile_cv.registry import RegistryError, did_you_mean
 
 from .entry import ZooEntry
@@ -100,9 +101,8 @@ def fit_state_dict(model: nn.Module, state_dict: StateDict, source: str) -> Stat
     first_conv = _first_conv_key(model)
     if first_conv in out and first_conv in own:
         src, dst = out[first_conv], own[first_conv]
-        if src.ndim == 4 and src.shape[1] != dst.shape[1] and src.shape[0] == dst.shape[0] and src.shape[2:] == dst.shape[2:]:
-            from timm.models import adapt_input_conv
-
+        # only the input-channel dimension differs
+        if src.ndim == 4 and src.shape[1] != dst.shape[1] and src[:, :1].shape == dst[:, :1].shape:
             out[first_conv] = adapt_input_conv(dst.shape[1], src, base_chans=src.shape[1])
             logger.info(
                 "%s: adapted %s from %d to %d input channels", source, first_conv, src.shape[1], dst.shape[1]
@@ -146,7 +146,7 @@ def load_pretrained(
         state_dict = fit_state_dict(model, read_state_dict(source, sha256), source)
     else:
         raise ModelZooError(f"pretrained source {source!r} is neither an existing file nor an http(s) URL")
-    model.load_state_dict(state_dict, strict=True)
+    load_state_dict(model, state_dict, strict=True, source=source)
 
 
 def _pretrained_source(entry: ZooEntry, pretrained: Union[bool, str, os.PathLike]) -> Tuple[str, Optional[str]]:

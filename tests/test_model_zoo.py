@@ -283,13 +283,15 @@ def test_sha256_mismatch_is_refused_and_not_cached(server, cache, tiny, tiny_arc
 
 
 def _bad_bodies(good):
+    unreadable = "not a readable PyTorch checkpoint"
     return {
         "http404": (dict(body=b"gone", status=404), DownloadError, "HTTP Error 404"),
         "http500": (dict(body=b"oops", status=500), DownloadError, "HTTP Error 500"),
-        "cut_short": (dict(body=good[: len(good) // 2], content_length=len(good)), DownloadError, "retrieval incomplete"),
-        "truncated": (dict(body=good[: len(good) // 2]), CheckpointFormatError, "not a readable PyTorch checkpoint"),
-        "corrupt": (dict(body=bytes(b ^ 0x5A for b in good)), CheckpointFormatError, "not a readable PyTorch checkpoint"),
-        "html": (dict(body=b"<html><body>Sign in</body></html>"), CheckpointFormatError, "not a readable PyTorch"),
+        "cut_short": (dict(body=good[: len(good) // 2], content_length=len(good)), DownloadError,
+                      "retrieval incomplete"),
+        "truncated": (dict(body=good[: len(good) // 2]), CheckpointFormatError, unreadable),
+        "corrupt": (dict(body=bytes(b ^ 0x5A for b in good)), CheckpointFormatError, unreadable),
+        "html": (dict(body=b"<html><body>Sign in</body></html>"), CheckpointFormatError, unreadable),
         "tensor": (dict(body=to_bytes(torch.zeros(3))), CheckpointFormatError, "expected a dict of tensors"),
     }
 
@@ -485,8 +487,8 @@ def test_timm_features_only(f1_source):
     with torch.no_grad():
         feats = model(x)
         first = source.backbone.stages[:2](x)
-    assert [tuple(f.shape) for f in feats] == [(1, 8, 64, 64), (1, 24, 32, 32), (1, 24, 16, 16), (1, 80, 8, 8),
-                                               (1, 224, 4, 4)]
+    shapes = [(1, 8, 64, 64), (1, 24, 32, 32), (1, 24, 16, 16), (1, 80, 8, 8), (1, 224, 4, 4)]
+    assert [tuple(f.shape) for f in feats] == shapes
     assert model.feature_info.channels() == [8, 24, 24, 80, 224]
     assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
     assert torch.equal(feats[0], first)
