@@ -79,8 +79,12 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
 class CfgNode(_YacsNode):
     """A yacs ``CfgNode`` whose merges check keys and types against the defaults."""
 
+    def flat_items(self) -> List[Tuple[str, Any]]:
+        """``[(dotted key, value)]`` of every leaf, e.g. ``("SOLVER.BASE_LR", 0.1)``."""
+        return _flatten(self)
+
     def all_keys(self) -> List[str]:
-        """Every leaf key as a dotted name, e.g. ``"SOLVER.BASE_LR"``."""
+        """Every leaf key as a dotted name."""
         return [k for k, _ in _flatten(self)]
 
     def _set_checked(self, pairs: Iterable[Tuple[str, Any]], source: str) -> None:

@@ -81,8 +81,8 @@ _C.SOLVER.EVAL_PERIOD = 1
 # short runs are not dominated by the initial weights). When enabled, evaluation and the
 # final weights use the EMA.
 _C.SOLVER.EMA = _YacsNode()
-_C.SOLVER.EMA.ENABLED = False
-_C.SOLVER.EMA.DECAY = 0.9998
+_C.SOLVER.EMA.ENABLED = False  # keep an EMA of the weights
+_C.SOLVER.EMA.DECAY = 0.9998  # its decay after the warm-up
 
 # ---------------------------------------------------------------------------- #
 # Search: DMaskingNAS (tools/search.py; ../shared/DMASKINGNAS.md section 6)
@@ -105,24 +105,20 @@ _C.SEARCH.WEIGHT_SPLIT = 0.8
 # Gumbel-softmax temperature: INIT at epoch 0, multiplied by DECAY after every epoch
 # (0.956 = exp(-0.045), FBNet).
 _C.SEARCH.TEMPERATURE = _YacsNode()
-_C.SEARCH.TEMPERATURE.INIT = 5.0
-_C.SEARCH.TEMPERATURE.DECAY = 0.956
-# Optimizer of the architecture parameters (alpha).
+_C.SEARCH.TEMPERATURE.INIT = 5.0  # T at epoch 0
+_C.SEARCH.TEMPERATURE.DECAY = 0.956  # T(epoch) = INIT * DECAY ** epoch
+# Optimizer of the architecture parameters (alpha), trained on "search_alpha".
 _C.SEARCH.ALPHA = _YacsNode()
-# "adam".
-_C.SEARCH.ALPHA.OPTIMIZER = "adam"
-_C.SEARCH.ALPHA.LR = 0.01
-_C.SEARCH.ALPHA.WEIGHT_DECAY = 5e-4
-# Optimizer of the supernet weights.
+_C.SEARCH.ALPHA.OPTIMIZER = "adam"  # the only choice for now
+_C.SEARCH.ALPHA.LR = 0.01  # constant learning rate
+_C.SEARCH.ALPHA.WEIGHT_DECAY = 5e-4  # L2 decay of alpha
+# Optimizer of the supernet weights, trained on "search_weights".
 _C.SEARCH.WEIGHTS = _YacsNode()
-# "sgd".
-_C.SEARCH.WEIGHTS.OPTIMIZER = "sgd"
-_C.SEARCH.WEIGHTS.MOMENTUM = 0.9
-# Peak learning rate, annealed by LR_SCHEDULER over SEARCH.EPOCHS.
-_C.SEARCH.WEIGHTS.LR = 0.1
-# timm scheduler name, as SOLVER.LR_SCHEDULER.
-_C.SEARCH.WEIGHTS.LR_SCHEDULER = "cosine"
-_C.SEARCH.WEIGHTS.WEIGHT_DECAY = 1e-4
+_C.SEARCH.WEIGHTS.OPTIMIZER = "sgd"  # the only choice for now
+_C.SEARCH.WEIGHTS.MOMENTUM = 0.9  # SGD momentum
+_C.SEARCH.WEIGHTS.LR = 0.1  # peak learning rate, annealed by LR_SCHEDULER over SEARCH.EPOCHS
+_C.SEARCH.WEIGHTS.LR_SCHEDULER = "cosine"  # timm scheduler name, as SOLVER.LR_SCHEDULER
+_C.SEARCH.WEIGHTS.WEIGHT_DECAY = 1e-4  # L2 weight decay
 # Resource cost in the search loss.
 _C.SEARCH.COST = _YacsNode()
 # What is counted: "flops" (multiply-accumulates, mobile_cv.flops convention) or "params".
@@ -130,7 +126,7 @@ _C.SEARCH.COST.KIND = "flops"
 # "fbnet": loss = CE * ALPHA * log(cost) ** BETA (FBNet); "target": CE plus
 # TARGET_WEIGHT times a penalty on the expected cost's distance from TARGET.
 _C.SEARCH.COST.FORM = "fbnet"
-# FBNet's cost-loss coefficients.
+# FBNet's cost-loss coefficients a and b (FORM "fbnet").
 _C.SEARCH.COST.ALPHA = 0.2
 _C.SEARCH.COST.BETA = 0.6
 # Cost target in millions (MFLOPs or Mparams, by KIND); 0: none.

@@ -352,7 +352,7 @@ def _scan_folder(folder: str) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, int], .
         )
     try:
         samples = make_dataset(folder, {c: i for i, c in enumerate(classes)}, extensions=IMG_EXTENSIONS)
-    except (FileNotFoundError, OSError) as e:
+    except OSError as e:  # torchvision raises FileNotFoundError for a class folder without images
         raise DatasetError(f"data folder {folder!r}: {e} (expected {IMAGEFOLDER_LAYOUT})") from e
     return tuple(classes), tuple(samples)
 

@@ -14,10 +14,12 @@ Pieces the tools (train, eval, search) share::
 from . import distributed
 from .checkpoint import (
     CHECKPOINT_FILE,
+    CheckpointError,
     Checkpointer,
     atomic_save,
     atomic_write_text,
     get_rng_state,
+    load_file,
     set_rng_state,
     state_digest,
     unwrap,
@@ -51,10 +53,11 @@ from .train_loop import (
 from .trainer import check_model_fits_data, evaluate_weights, train
 
 __all__ = [
-    "CHECKPOINT_FILE", "RUN_FILES", "Checkpointer", "MetricsWriter", "NonFiniteLossError", "OutputDirError",
-    "atomic_save", "atomic_write_text", "build_criterion", "build_ema", "build_lr_scheduler", "build_model_from_cfg",
-    "build_sgd", "check_finite", "check_model_fits_data", "check_output_dir", "default_argument_parser",
-    "default_setup", "distributed", "evaluate", "evaluate_weights", "get_rng_state", "progress", "read_metrics",
-    "resolve_arch", "resolve_device", "run_main", "seed_all", "set_rng_state", "setup_cfg", "setup_logger", "state_digest",
+    "CHECKPOINT_FILE", "CheckpointError", "Checkpointer", "MetricsWriter", "NonFiniteLossError",
+    "OutputDirError", "RUN_FILES", "atomic_save", "atomic_write_text", "build_criterion", "build_ema",
+    "build_lr_scheduler", "build_model_from_cfg", "build_sgd", "check_finite", "check_model_fits_data",
+    "check_output_dir", "default_argument_parser", "default_setup", "distributed", "evaluate",
+    "evaluate_weights", "get_rng_state", "load_file", "progress", "read_metrics", "resolve_arch",
+    "resolve_device", "run_main", "seed_all", "set_rng_state", "setup_cfg", "setup_logger", "state_digest",
     "topk_correct", "train", "train_one_epoch", "unwrap",
 ]

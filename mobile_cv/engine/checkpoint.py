@@ -33,6 +33,10 @@ CHECKPOINT_FILE = "checkpoint.pth"
 FORMAT = "mobile_cv.engine.checkpoint/1"
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read, or does not hold what this run needs."""
+
+
 def _atomic_write(path: str, write: Callable[[Any], None], mode: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -97,6 +101,16 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         else:
             logger.warning("checkpoint holds CUDA RNG states of %d devices, this machine has %d; not restored",
                            len(state["cuda"]), torch.cuda.device_count())
+
+
+def load_file(path: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; :class:`CheckpointError` if it cannot be read."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint file {path!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
+        raise CheckpointError(f"cannot load {path}: {e}") from e
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -173,14 +187,9 @@ class Checkpointer:
     def read(self, path: Optional[str] = None) -> Dict[str, Any]:
         """The raw checkpoint dict, loaded with ``weights_only=True``."""
         path = path or self.path
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as e:
-            raise RuntimeError(f"cannot load checkpoint {path}: {e}") from e
+        data = load_file(path)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise RuntimeError(f"{path} is not a checkpoint written by mobile_cv.engine.Checkpointer")
+            raise CheckpointError(f"{path} is not a checkpoint written by mobile_cv.engine.Checkpointer")
         return data
 
     def load(self, path: Optional[str] = None) -> Dict[str, Any]:
@@ -190,7 +199,7 @@ class Checkpointer:
         states = data["states"]
         missing = sorted(set(self.checkpointables) - set(states))
         if missing:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"checkpoint {path} has no state for {missing} (it holds {sorted(states)}); "
                 f"was it written by another tool?"
             )

@@ -12,12 +12,12 @@ import logging
 import os
 import random
 import sys
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from ..config import CfgNode, check_config, get_cfg
+from ..config import CfgNode, ConfigError, check_config, get_cfg
 from . import distributed as dist
 from .checkpoint import CHECKPOINT_FILE, atomic_write_text
 from .logger import setup_logger
@@ -50,6 +50,12 @@ def default_argument_parser(description: str, resume: bool = True) -> argparse.A
 
 def setup_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
     """Defaults, then ``config_file``, then ``opts``; checked and frozen."""
+    flags = [o for o in opts if str(o).startswith("--")]
+    if flags:
+        raise ConfigError(
+            f"{flags[0]} comes after the KEY VALUE overrides; put flags first, e.g. "
+            f"tools/train.py --config-file F {flags[0]} SOLVER.EPOCHS 3"
+        )
     cfg = get_cfg()
     if config_file:
         cfg.merge_from_file(config_file)
@@ -67,6 +73,17 @@ def check_output_dir(output_dir: str, resume: bool, run_files: Sequence[str] = R
             f"output folder {output_dir!r} already holds a run ({', '.join(found)}); pass --resume to continue "
             f"that run, or choose another OUTPUT_DIR (e.g. append OUTPUT_DIR <new folder> to the command)"
         )
+
+
+def config_changes(old_config_file: str, cfg: CfgNode) -> List[str]:
+    """``["KEY: old -> new", ...]`` between a written config.yaml and ``cfg``."""
+    old = get_cfg()
+    try:
+        old.merge_from_file(old_config_file)
+    except ConfigError as e:
+        return [f"cannot compare with {old_config_file} ({e})"]
+    new_values = dict(cfg.flat_items())
+    return [f"{k}: {v!r} -> {new_values[k]!r}" for k, v in old.flat_items() if new_values.get(k) != v]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,7 +121,12 @@ def default_setup(
         dist.barrier()
     setup_logger(cfg.OUTPUT_DIR if write_outputs else None)
     if write_outputs and dist.is_main_process():
-        atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+        path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+        if resume and os.path.isfile(path):
+            changed = config_changes(path, cfg)
+            if changed:
+                logger.warning("resuming with a changed config: %s", "; ".join(changed))
+        atomic_write_text(path, cfg.dump())
     logger.info("world size %d, device %s, torch %s, %d CPU thread(s)%s", dist.get_world_size(), device,
                 torch.__version__, torch.get_num_threads(),
                 f"; config written to {os.path.join(cfg.OUTPUT_DIR, 'config.yaml')}" if write_outputs else "")
@@ -116,17 +138,18 @@ def run_main(fn: Callable[[], Any], extra_errors: Tuple[type, ...] = ()) -> int:
     """Run a tool's body; a user error prints ``error: <message>`` and returns 1 (no traceback).
 
     User errors: bad config, data, arch def, output folder, checkpoint, NaN loss, and
-    ``extra_errors``. Anything else is a bug and raises. The process group is left in all cases.
+    ``extra_errors`` (a tool's own). Anything else is a bug and raises. The process group is left in all cases.
     """
     from ..arch_def import ArchDefError
     from ..checkpoint import CheckpointMismatchError
     from ..config import ConfigError
     from ..data import DatasetError
     from ..registry import RegistryError
+    from .checkpoint import CheckpointError
     from .train_loop import NonFiniteLossError
 
     errors = (ConfigError, DatasetError, OutputDirError, NonFiniteLossError, ArchDefError, RegistryError,
-              CheckpointMismatchError, FileNotFoundError, *extra_errors)
+              CheckpointMismatchError, CheckpointError, *extra_errors)
     try:
         fn()
         return 0

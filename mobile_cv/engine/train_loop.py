@@ -20,12 +20,24 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the run stops before saving anything."""
 
 
-def build_sgd(model: nn.Module, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
-    """SGD with weight decay on conv/linear weights only (timm's param groups: no decay on
-    BatchNorm and biases, the usual recipe for small mobile models)."""
+def build_sgd(
+    model: nn.Module, *, lr: float, momentum: float, weight_decay: float, skip: Iterable[nn.Parameter] = ()
+) -> torch.optim.SGD:
+    """SGD over ``model``'s parameters, with weight decay on conv/linear weights only (timm's
+    param groups: no decay on BatchNorm and biases, the usual recipe for small mobile models).
+
+    Args:
+        skip: parameters to leave out, e.g. a supernet's architecture parameters.
+    """
     from timm.optim import param_groups_weight_decay
 
-    return torch.optim.SGD(param_groups_weight_decay(model, weight_decay), lr=lr, momentum=momentum)
+    skipped = {id(p) for p in skip}
+    groups = []
+    for group in param_groups_weight_decay(model, weight_decay):
+        params = [p for p in group["params"] if id(p) not in skipped]
+        if params:
+            groups.append({**group, "params": params})
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
 
 
 def build_lr_scheduler(
@@ -40,6 +52,11 @@ def build_lr_scheduler(
 
     Linear warm-up from 1/100 of each group's lr over ``warmup_epochs``, then ``name``
     ("cosine", "tanh" or "constant") over the remaining epochs down to 0.
+
+    timm schedulers hold no state but their settings: the lr is a function of the update
+    count. So checkpoints do not restore them; a resumed run rebuilds the schedule from its
+    config (a lower SOLVER.BASE_LR after a NaN takes effect) and continues at the update
+    count of the resumed epoch.
     """
     from timm.scheduler import create_scheduler_v2
 
@@ -118,7 +135,8 @@ def train_one_epoch(
     Args:
         model: the model (or its DistributedDataParallel wrapper).
         epoch: 0-based; names the epoch in the bar and in errors unless ``desc`` is given.
-        scheduler: a timm scheduler; ``step_update`` is called after each update.
+        scheduler: a timm scheduler, a pure function of the update count: it sets the lr at
+            ``start_step`` and after each update.
         ema: a timm ModelEma; updated after each update.
         start_step: updates done before this epoch (the scheduler's and EMA's clock).
     """
@@ -126,6 +144,9 @@ def train_one_epoch(
     ema_target = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     t0 = time.perf_counter()
     loss_sum, correct, seen, step = 0.0, 0, 0, start_step
+    if scheduler is not None:
+        # the lr of the first update comes from the schedule, not from a restored optimizer state
+        scheduler.step_update(start_step)
     desc = desc or f"epoch {epoch + 1}"
     bar = progress(loader, desc=desc, total=len(loader))
     for i, (images, target) in enumerate(bar):

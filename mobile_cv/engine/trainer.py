@@ -27,7 +27,8 @@ from ..config import CfgNode
 from ..data import ClassificationDataset, DatasetError, build_loader, set_epoch
 from ..flops import count_flops_params
 from . import distributed as dist
-from .checkpoint import Checkpointer, atomic_save, atomic_write_text, state_digest
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT
+from .checkpoint import Checkpointer, atomic_save, atomic_write_text, load_file, state_digest
 from .defaults import build_model_from_cfg
 from .logger import MetricsWriter
 from .train_loop import (
@@ -88,7 +89,8 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]
         )
     else:
         net = model
-    checkpointer = Checkpointer(out, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema)
+    # no scheduler: timm's are functions of the update count (see build_lr_scheduler)
+    checkpointer = Checkpointer(out, model=model, optimizer=optimizer, ema=ema)
     start_epoch = checkpointer.resume_or_start(resume).get("epoch", -1) + 1
     metrics = MetricsWriter(os.path.join(out, "metrics.jsonl"), start_epoch)
     eval_model = ema.module if ema is not None else model
@@ -101,14 +103,16 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]
                                     desc=f"epoch {epoch + 1}/{s.EPOCHS}")
         except NonFiniteLossError as e:
             raise NonFiniteLossError(f"{e}. {checkpointer.describe_last()}") from None
-        dist.sync_buffers(model)
+        dist.sync_buffers(model)  # each rank's BatchNorm statistics saw only its shard
+        if ema is not None:
+            dist.sync_buffers(ema.module)
         record: Dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v for k, v in stats.items()}}
         last = epoch == s.EPOCHS - 1
         if last or (s.EVAL_PERIOD and (epoch + 1) % s.EVAL_PERIOD == 0):
             val = evaluate(eval_model, val_loader, device=device, desc="val")
             record.update({f"val_{k}": v for k, v in val.items() if k != "images"})
-        logger.info("epoch %d/%d  " + "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"),
-                    epoch + 1, s.EPOCHS)
+        logger.info("epoch %d/%d  %s", epoch + 1, s.EPOCHS,
+                    "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
         metrics.write(record)
         checkpointer.save(epoch=epoch)
     return finish(cfg, eval_model, device, flops_m, params_m)
@@ -139,13 +143,11 @@ def finish(cfg: CfgNode, model: nn.Module, device: torch.device, flops_m: float,
 
 def evaluate_weights(cfg: CfgNode, weights: str, *, split: str, device: torch.device) -> Dict[str, Any]:
     """Top-1/top-5 of MODEL.ARCH with ``weights`` (a state dict or a training checkpoint) on ``split``."""
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"weights file {weights!r} does not exist")
+    obj = load_file(weights)
     loader = build_loader(cfg, split)
     check_model_fits_data(cfg, loader.dataset)
     model = build_model_from_cfg(cfg)
-    obj = torch.load(weights, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and "states" in obj and "rng" in obj:  # a Checkpointer file
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:  # a training checkpoint.pth
         obj = obj["states"].get("ema") or obj["states"]["model"]  # EMA keys carry "module.", stripped below
     load_state_dict(model, extract_state_dict(obj, weights), source=weights)
     result = evaluate(model.to(device), loader, device=device, desc=split)
