@@ -163,9 +163,14 @@ def run_main(fn: Callable[[], Any], extra_errors: Tuple[type, ...] = ()) -> int:
 
 def resolve_arch(arch: str) -> Any:
     """MODEL.ARCH as :func:`mobile_cv.build_model` takes it: a dict read from a .json/.py file, or the name."""
-    from ..arch_def import load_arch_def_file
+    from ..arch_def import ArchDefError, load_arch_def_file
 
     if arch.endswith((".json", ".py")) or os.sep in arch:
+        if not os.path.isfile(arch):
+            raise ArchDefError(
+                f"MODEL.ARCH {arch!r}: no such arch-def file; give a registered name (arch_defs.names('model')) "
+                f"or an existing .json/.py file (a search writes OUTPUT_DIR/arch_def.json)"
+            )
         return load_arch_def_file(arch)
     return arch
 

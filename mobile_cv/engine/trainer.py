@@ -68,11 +68,10 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]
     from the checkpoint and ends with the same weights as an uninterrupted run.
     """
     out = cfg.OUTPUT_DIR
+    model = build_model_from_cfg(cfg).to(device)  # first: a bad arch fails before a long folder scan
     train_loader = build_loader(cfg, "train")
     val_loader = build_loader(cfg, "val")
     check_model_fits_data(cfg, train_loader.dataset)
-
-    model = build_model_from_cfg(cfg).to(device)
     flops_m, params_m = count_flops_params(model, cfg.DATA.INPUT_SIZE)
     logger.info("model %s: %.3f MFLOPs, %.4f M params at %dx%d; %d train / %d val images",
                 cfg.MODEL.ARCH, flops_m, params_m, cfg.DATA.INPUT_SIZE, cfg.DATA.INPUT_SIZE,
@@ -144,9 +143,9 @@ def finish(cfg: CfgNode, model: nn.Module, device: torch.device, flops_m: float,
 def evaluate_weights(cfg: CfgNode, weights: str, *, split: str, device: torch.device) -> Dict[str, Any]:
     """Top-1/top-5 of MODEL.ARCH with ``weights`` (a state dict or a training checkpoint) on ``split``."""
     obj = load_file(weights)
+    model = build_model_from_cfg(cfg)
     loader = build_loader(cfg, split)
     check_model_fits_data(cfg, loader.dataset)
-    model = build_model_from_cfg(cfg)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:  # a training checkpoint.pth
         obj = obj["states"].get("ema") or obj["states"]["model"]  # EMA keys carry "module.", stripped below
     load_state_dict(model, extract_state_dict(obj, weights), source=weights)
