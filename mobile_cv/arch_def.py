@@ -204,7 +204,7 @@ def format_arch_def_py(arch_def: Dict[str, Any], var_name: str = "ARCH_DEF") -> 
         if key == "blocks":
             continue
         lines.append(f"    {key!r}: {arch_def[key]!r},")
-    lines.append('    "blocks": [')
+    lines.append("    'blocks': [")
     for s, stage in enumerate(arch_def["blocks"]):
         lines.append(f"        # stage {s}")
         lines.append("        [")

@@ -175,8 +175,13 @@ class FBNet(nn.Module):
     def get_classifier(self) -> Optional[nn.Module]:
         return self.head.conv
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier (``0`` removes it; the model then returns pooled features)."""
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier (``0`` removes it; the model then returns pooled features).
+
+        ``global_pool`` is accepted for timm's API; only average pooling exists here.
+        """
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"global_pool {global_pool!r}: only 'avg' pooling is supported")
         self.head.conv = nn.Conv2d(self.num_features, num_classes, 1) if num_classes > 0 else None
         self.head.num_classes = self.num_classes = num_classes
 
