@@ -149,10 +149,25 @@ def _is_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+def _range_dict(decl, what: str, where: str):
+    """``{"min": a, "max": b, "step": c}``: the JSON spelling of a ``(min, max, step)`` tuple."""
+    from ..arch_def import ArchDefError
+
+    if isinstance(decl, dict):
+        if sorted(decl) != ["max", "min", "step"]:
+            raise ArchDefError(f'{where}: a {what} range dict needs exactly the keys "min", "max", "step", got {decl!r}')
+        return (decl["min"], decl["max"], decl["step"])
+    return decl
+
+
+_JSON_HINT = ' (in JSON a (min, max, step) tuple becomes a list: write {"min": ..., "max": ..., "step": ...})'
+
+
 def parse_int_options(decl: OptionDecl, what: str, where: str) -> List[int]:
     """Channel options from an int, a ``(min, max, step)`` tuple or a list of ints."""
     from ..arch_def import ArchDefError
 
+    decl = _range_dict(decl, what, where)
     if isinstance(decl, numbers.Integral) and not isinstance(decl, bool):
         values = [int(decl)]
     elif isinstance(decl, tuple):
@@ -171,7 +186,7 @@ def parse_int_options(decl: OptionDecl, what: str, where: str) -> List[int]:
     if bad:
         raise ArchDefError(f"{where}: {what} options must be positive, got {bad[0]}")
     if len(set(values)) != len(values):
-        raise ArchDefError(f"{where}: {what} options {values} repeat a value; list each once")
+        raise ArchDefError(f"{where}: {what} options {values} repeat a value; list each once{_JSON_HINT}")
     return sorted(values)
 
 
@@ -179,6 +194,7 @@ def parse_float_options(decl: OptionDecl, what: str, where: str) -> List[float]:
     """Expansion options from a number, a ``(min, max, step)`` tuple or a list of numbers."""
     from ..arch_def import ArchDefError
 
+    decl = _range_dict(decl, what, where)
     if _is_number(decl):
         values = [float(decl)]
     elif isinstance(decl, tuple):
@@ -194,7 +210,7 @@ def parse_float_options(decl: OptionDecl, what: str, where: str) -> List[float]:
     if any(v <= 0 for v in values):
         raise ArchDefError(f"{where}: {what} options must be positive, got {values}")
     if len(set(values)) != len(values):
-        raise ArchDefError(f"{where}: {what} options {values} repeat a value; list each once")
+        raise ArchDefError(f"{where}: {what} options {values} repeat a value; list each once{_JSON_HINT}")
     return sorted(values)
 
 

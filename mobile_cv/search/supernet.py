@@ -16,7 +16,7 @@ A search space is an arch def whose rows may be search ops (and which has a
     }
 
 Row field 1 is the row's maximum width; ``channels`` lists the options (an int, a
-``(min, max, step)`` tuple or a list). ``masked-channel`` masks one op's output
+``(min, max, step)`` tuple -- ``{"min": .., "max": .., "step": ..}`` in JSON -- or a list). ``masked-channel`` masks one op's output
 channels; ``choice`` also picks the block type among ``ops``. ``expansion`` options
 (relative to the row's maximum input width) mask the hidden channels of
 inverted-residual candidates. A row's channel choice is shared by its repeated

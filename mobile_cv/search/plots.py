@@ -1,0 +1,81 @@
+"""PNG plots of a search from its metrics.jsonl records (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .choices import Choice  # noqa: E402
+
+
+def _fmt(option: Any) -> str:
+    return f"{option:g}" if isinstance(option, float) else str(option)
+
+
+def plot_probabilities(history: List[Dict[str, Any]], choices: Sequence[Choice], path: str) -> None:
+    """One heatmap per choice: options (rows) x epochs (columns), colour = probability."""
+    if not choices or not history:
+        return
+    cols = min(4, len(choices))
+    rows = math.ceil(len(choices) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
+    epochs = [r["epoch"] + 1 for r in history]
+    for ax, choice in zip(axes.flat, choices):
+        probs = np.array([r["probs"][choice.label] for r in history]).T  # options x epochs
+        im = ax.imshow(probs, aspect="auto", cmap="viridis", vmin=0, vmax=max(probs.max(), 1e-6), origin="lower",
+                       extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, choice.size - 0.5))
+        fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=5)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        step = max(1, choice.size // 8)
+        ax.set_yticks(range(0, choice.size, step))
+        ax.set_yticklabels([_fmt(o) for o in choice.options[::step]], fontsize=6)
+        ax.set_title(choice.label, fontsize=8)
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.tick_params(axis="x", labelsize=6)
+    for ax in list(axes.flat)[len(choices):]:
+        ax.axis("off")
+    fig.suptitle("DMaskingNAS: choice probabilities softmax(alpha / T) per epoch (colour scale per choice)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cost_accuracy(history: List[Dict[str, Any]], path: str) -> None:
+    """Expected cost, derived cost and accuracies over epochs."""
+    if not history:
+        return
+    epochs = [r["epoch"] + 1 for r in history]
+    kind = "flops" if any("expected_flops" in r for r in history) else "params"
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a1.plot(epochs, [r[f"expected_{kind}"] for r in history], "o-", label=f"expected {kind} (softmax)")
+    a1.plot(epochs, [r[f"derived_{kind}_m"] for r in history], "s-", label=f"derived (argmax) {kind}")
+    for ax in (a1, a2):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("MFLOPs" if kind == "flops" else "M params")
+    a1.legend(fontsize=8)
+    a1.set_title("cost")
+    a2.plot(epochs, [r["weights_acc1"] for r in history], "o-", label="train (weights split)")
+    a2.plot(epochs, [r["val_acc1"] for r in history], "s-", label="val (supernet)")
+    if any("alpha_acc1" in r for r in history):
+        a2.plot([r["epoch"] + 1 for r in history if "alpha_acc1" in r],
+                [r["alpha_acc1"] for r in history if "alpha_acc1" in r], "^-", label="alpha split")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("top-1 %")
+    a2.legend(fontsize=8)
+    a2.set_title("accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_search(history: List[Dict[str, Any]], choices: Sequence[Choice], out_dir: str) -> None:
+    plot_probabilities(history, choices, os.path.join(out_dir, "probabilities.png"))
+    plot_cost_accuracy(history, os.path.join(out_dir, "cost_accuracy.png"))

@@ -1,0 +1,166 @@
+"""tools/search.py end to end: outputs, search -> train, exact resume after SIGKILL,
+torchrun, FLOPs target, and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import mobile_cv
+from mobile_cv.engine import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SPACE = {
+    "input_size": 16,
+    "basic_args": {"width_divisor": 8},
+    "search": {"resolution": [8, 16]},
+    "blocks": [
+        [["masked-channel", 8, 2, 1, {"op": "conv_k3_hs", "channels": [4, 8]}]],
+        [["choice", 16, 2, 1, {"ops": ["ir_k3", "ir_k5_hs", "skip"], "channels": {"min": 8, "max": 16, "step": 8},
+                                "expansion": [1, 2]}]],
+        [["masked-channel", 32, 1, 1, {"op": "ir_pool_hs", "channels": [16, 32], "expansion": 2}]],
+    ],
+}
+TINY = ["DATA.INPUT_SIZE", "16", "DATA.LIMIT", "128", "SEARCH.BATCH_SIZE", "32", "SEARCH.WARMUP_EPOCHS", "1"]
+
+
+def tool(name, *args, flags=()):
+    return [sys.executable, os.path.join(ROOT, "tools", name), "--config-file",
+            os.path.join(ROOT, "configs", "search_embedded_mnist.yaml"), *flags, *args]
+
+
+def run(cmd, check=True, env=None):
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def space_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("space") / "tiny_space.json"
+    path.write_text(json.dumps(TINY_SPACE))
+    return str(path)
+
+
+def search_args(space_file, out, epochs=3):
+    return ["SEARCH.SPACE", space_file, "OUTPUT_DIR", str(out), "SEARCH.EPOCHS", str(epochs), *TINY]
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory, space_file):
+    out = tmp_path_factory.mktemp("search") / "full"
+    p = run(tool("search.py", *search_args(space_file, out)))
+    return out, p
+
+
+def alphas(out):
+    state = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)["states"]["supernet"]
+    return {k: v for k, v in state.items() if k.startswith("alphas.")}
+
+
+def test_search_writes_every_output_and_its_result_trains(finished_search, tmp_path):
+    out, p = finished_search
+    for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoint.pth", "arch_def.json", "arch_def.py",
+                 "probabilities.png", "cost_accuracy.png", "search.json"):
+        assert (out / name).is_file(), name
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert "alpha_loss" not in records[0] and "alpha_loss" in records[1]  # warm-up trains weights only
+    assert records[0]["temperature"] == 5.0 and records[1]["temperature"] == pytest.approx(5.0 * 0.956)
+    assert {"expected_flops", "derived_flops_m", "derived_arch", "probs", "val_acc1"} <= set(records[-1])
+    arch = json.load(open(out / "arch_def.json"))
+    model = mobile_cv.build_model(arch, num_classes=10, in_chans=1)
+    flops, _ = mobile_cv.count_flops_params(model, arch["input_size"])
+    assert flops == pytest.approx(records[-1]["derived_flops_m"])
+    assert "DMaskingNAS search of" in p.stdout and "derived:" in p.stdout  # the summary table
+    assert any(a.abs().sum() > 0 for a in alphas(out).values())  # alpha was trained
+
+    # train the derived model from scratch, then evaluate it
+    train_out = tmp_path / "train"
+    run([sys.executable, os.path.join(ROOT, "tools", "train.py"), "--config-file",
+         os.path.join(ROOT, "configs", "train_embedded_mnist.yaml"), "MODEL.ARCH", str(out / "arch_def.json"),
+         "DATA.INPUT_SIZE", str(arch["input_size"]), "DATA.LIMIT", "128", "SOLVER.EPOCHS", "1",
+         "SOLVER.BATCH_SIZE", "32", "OUTPUT_DIR", str(train_out)])
+    summary = json.load(open(train_out / "eval.json"))
+    assert summary["test"]["images"] == 128 and 0 <= summary["test"]["acc1"] <= 100
+
+
+# SIGKILL at an exact training iteration (see tests/test_train_tools.py)
+KILL_AT_ITERATION = """
+import os, runpy, signal, sys
+import mobile_cv.engine.train_loop as loop
+real, calls = loop.check_finite, [0]
+def check_finite(loss, where):
+    calls[0] += 1
+    if calls[0] == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(loss, where)
+loop.check_finite = check_finite
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_alpha_and_arch(finished_search, space_file, tmp_path):
+    ref, _ = finished_search
+    out = tmp_path / "killed"
+    steps_per_epoch = 2 * (128 // 32)  # weights + alpha
+    kill_at = 4 + steps_per_epoch + 6  # epoch 3, inside its alpha phase (epoch 1 is weights only)
+    cmd = [sys.executable, "-c", KILL_AT_ITERATION, *tool("search.py", *search_args(space_file, out))[1:]]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KILL_AT": str(kill_at)})
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert [r["epoch"] for r in read_metrics(out / "metrics.jsonl")] == [0, 1]
+    assert not (out / "search.json").exists()
+
+    run(tool("search.py", *search_args(space_file, out), flags=["--resume"]))
+    a, b = alphas(ref), alphas(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.load(open(out / "arch_def.json")) == json.load(open(ref / "arch_def.json"))
+    assert [r["val_acc1"] for r in read_metrics(out / "metrics.jsonl")] == [
+        r["val_acc1"] for r in read_metrics(ref / "metrics.jsonl")]
+
+
+def test_torchrun_two_processes_end_with_the_same_alpha(space_file, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           *tool("search.py", *search_args(space_file, out, epochs=2))[1:]]
+    p = run(cmd)
+    assert "world size 2" in p.stdout
+    digests = json.load(open(out / "search.json"))["alpha_sha256_per_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert [r["epoch"] for r in read_metrics(out / "metrics.jsonl")] == [0, 1]
+    assert open(out / "log.txt").read().count("epoch 2/2") == 1  # rank 0 alone writes
+    assert p.stdout.count("DMaskingNAS search of") == 1
+
+
+def test_target_below_the_smallest_model_is_refused(space_file, tmp_path):
+    p = run(tool("search.py", *search_args(space_file, tmp_path / "t"), "SEARCH.COST.FORM", "target",
+                 "SEARCH.COST.TARGET", "0.0001"), check=False)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "below the smallest model" in p.stderr and "MFLOPs" in p.stderr
+
+
+def test_output_folder_of_another_run_is_refused(finished_search, space_file):
+    out, _ = finished_search
+    before = open(out / "checkpoint.pth", "rb").read()
+    p = run(tool("search.py", *search_args(space_file, out)), check=False)
+    assert p.returncode == 1 and "--resume" in p.stderr and "Traceback" not in p.stderr
+    assert open(out / "checkpoint.pth", "rb").read() == before
+
+
+def test_nan_loss_stops_with_a_clear_message(space_file, tmp_path):
+    out = tmp_path / "nan"
+    p = run(tool("search.py", *search_args(space_file, out, epochs=1), "SEARCH.WEIGHTS.LR", "1e12"), check=False)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "loss is nan" in p.stderr.lower() or "loss is inf" in p.stderr.lower()
+    assert not (out / "search.json").exists()
+
+
+def test_unknown_config_key_names_the_closest(space_file, tmp_path):
+    p = run(tool("search.py", "SEARCH.COST.TARGETT", "3", "OUTPUT_DIR", str(tmp_path / "k")), check=False)
+    assert p.returncode == 1 and "SEARCH.COST.TARGETT" in p.stderr and "SEARCH.COST.TARGET" in p.stderr
