@@ -164,3 +164,19 @@ def test_nan_loss_stops_with_a_clear_message(space_file, tmp_path):
 def test_unknown_config_key_names_the_closest(space_file, tmp_path):
     p = run(tool("search.py", "SEARCH.COST.TARGETT", "3", "OUTPUT_DIR", str(tmp_path / "k")), check=False)
     assert p.returncode == 1 and "SEARCH.COST.TARGETT" in p.stderr and "SEARCH.COST.TARGET" in p.stderr
+
+
+def test_target_form_lands_the_derived_flops_near_the_target_on_the_demo_space(tmp_path):
+    out = tmp_path / "target"
+    target = 1.5
+    p = run(tool("search.py", "SEARCH.COST.FORM", "target", "SEARCH.COST.TARGET", str(target), "SEARCH.EPOCHS", "4",
+                 "SEARCH.WARMUP_EPOCHS", "1", "DATA.LIMIT", "512", "OUTPUT_DIR", str(out)))
+    summary = json.load(open(out / "search.json"))
+    assert summary["space"] == "mnist_small_space"  # the demo's space
+    arch = json.load(open(out / "arch_def.json"))
+    flops, _ = mobile_cv.count_flops_params(mobile_cv.build_model(arch, num_classes=10, in_chans=1),
+                                            arch["input_size"])
+    assert abs(flops / target - 1) <= 0.10, (flops, p.stdout[-1500:])
+    assert summary["derived_flops_m"] == pytest.approx(flops)
+    records = read_metrics(out / "metrics.jsonl")
+    assert "argmax_flops" in records[-1]  # the plain argmax architecture's cost is reported beside it

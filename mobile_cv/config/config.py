@@ -153,6 +153,7 @@ def check_config(cfg: CfgNode) -> None:
         "DATA.VAL_FRACTION": (0.0, 1.0, cfg.DATA.VAL_FRACTION),
         "DATA.TEST_FRACTION": (0.0, 1.0, cfg.DATA.TEST_FRACTION),
         "SEARCH.WEIGHT_SPLIT": (0.0, 1.0, cfg.SEARCH.WEIGHT_SPLIT),
+        "SEARCH.COST.TOLERANCE": (0.0, 1.0, cfg.SEARCH.COST.TOLERANCE),
     }
     for key, (lo, hi, value) in ranges.items():
         if not lo <= value < hi:

@@ -123,8 +123,9 @@ _C.SEARCH.WEIGHTS.WEIGHT_DECAY = 1e-4  # L2 weight decay
 _C.SEARCH.COST = _YacsNode()
 # What is counted: "flops" (multiply-accumulates, mobile_cv.flops convention) or "params".
 _C.SEARCH.COST.KIND = "flops"
-# "fbnet": loss = CE * ALPHA * log(cost) ** BETA (FBNet); "target": CE plus
-# TARGET_WEIGHT times a penalty on the expected cost's distance from TARGET.
+# "fbnet": loss = CE * ALPHA * log(cost) ** BETA (FBNet), cost = the sample's effective
+# cost; "target": CE + TARGET_WEIGHT * (cost / TARGET - 1) ** 2 with cost = the exact cost
+# of the current argmax architecture (straight-through gradient), see TOLERANCE.
 _C.SEARCH.COST.FORM = "fbnet"
 # FBNet's cost-loss coefficients a and b (FORM "fbnet").
 _C.SEARCH.COST.ALPHA = 0.2
@@ -133,6 +134,10 @@ _C.SEARCH.COST.BETA = 0.6
 _C.SEARCH.COST.TARGET = 0.0
 # Weight of the target term (FORM "target").
 _C.SEARCH.COST.TARGET_WEIGHT = 1.0
+# FORM "target" derives budget-aware: from the argmax architecture, the most probable
+# single-choice changes (by log softmax(alpha / T)) until the cost is within this
+# fraction of TARGET. The plain argmax architecture's cost is logged beside it.
+_C.SEARCH.COST.TOLERANCE = 0.05
 
 # ---------------------------------------------------------------------------- #
 # Run

@@ -12,7 +12,8 @@ Output folder::
     metrics.jsonl            one line per epoch: losses, accuracies, temperature, expected
                              cost, the derived arch and its exact FLOPs/params, probabilities
     checkpoint.pth           weights, alpha, optimizers, RNG states, temperature, epoch
-    arch_def.json            the derived arch def (rewritten every epoch), and at the end
+    arch_def.json            the derived arch def (rewritten every epoch; with a cost target,
+                             derived budget-aware), and at the end
     arch_def.py              the same as Python
     probabilities.png        per-choice probabilities over epochs (heatmaps)
     cost_accuracy.png        expected and derived cost, accuracy over epochs
@@ -129,6 +130,21 @@ def _weight_param_groups(net: Supernet, weight_decay: float) -> List[Dict[str, A
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def derive(net: Supernet, cfg: CfgNode) -> Tuple[Dict[str, Any], float]:
+    """The derived arch def and the cost of the plain argmax architecture.
+
+    With a target the derivation is budget-aware (:meth:`Supernet.index_within`);
+    otherwise it is the argmax of every choice.
+    """
+    c = cfg.SEARCH.COST
+    with torch.no_grad():
+        argmax_cost = net.expected_cost(c.KIND, net.one_hot(net.argmax())).item()
+    if c.FORM == "target":
+        index, _ = net.index_within(c.KIND, c.TARGET, c.TOLERANCE)
+        return net.derive(net.one_hot(index)), argmax_cost
+    return net.derive(), argmax_cost
+
+
 def derived_cost(arch: Dict[str, Any], cfg: CfgNode) -> Tuple[float, float]:
     model = build_model(arch, num_classes=cfg.MODEL.NUM_CLASSES, in_chans=cfg.MODEL.IN_CHANS)
     return count_flops_params(model, arch["input_size"])
@@ -206,7 +222,7 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
         val = evaluate(_FixedWeights(net, probs), val_loader, device=device, desc="val")
         with torch.no_grad():
             expected = net.expected_cost(kind, probs).item()
-        arch = net.derive()
+        arch, argmax_cost = derive(net, cfg)
         flops, params = derived_cost(arch, cfg)
         record = {
             "epoch": epoch, "temperature": net.temperature,
@@ -215,6 +231,7 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
             "val_acc1": val["acc1"], "val_loss": val["loss"],
             f"expected_{kind}": expected, "derived_flops_m": flops, "derived_params_m": params,
             "derived_input_size": arch["input_size"], "derived_arch": compact_arch(arch),
+            f"argmax_{kind}": argmax_cost,
             "probs": {label: [round(v, 5) for v in p.tolist()] for label, p in probs.items()},
             "time": time.perf_counter() - t0,
         }
@@ -298,7 +315,7 @@ def _reduce(loss_sum: float, correct: int, seen: int, ce_sum: float = 0.0, cost_
 def finish_search(cfg: CfgNode, net: Supernet) -> Dict[str, Any]:
     """Write arch_def.json/.py, the plots and search.json; print the summary table."""
     out = cfg.OUTPUT_DIR
-    arch = net.derive()
+    arch, argmax_cost = derive(net, cfg)
     flops, params = derived_cost(arch, cfg)
     history = read_metrics(os.path.join(out, "metrics.jsonl"))
     summary = {
@@ -314,6 +331,8 @@ def finish_search(cfg: CfgNode, net: Supernet) -> Dict[str, Any]:
     if cfg.SEARCH.COST.FORM == "target":
         got = flops if cfg.SEARCH.COST.KIND == "flops" else params
         summary["target_error"] = got / cfg.SEARCH.COST.TARGET - 1
+        summary[f"argmax_{cfg.SEARCH.COST.KIND}"] = argmax_cost
+        summary["argmax_target_error"] = argmax_cost / cfg.SEARCH.COST.TARGET - 1
     if dist.is_main_process():
         atomic_write_text(os.path.join(out, "arch_def.json"), json.dumps(to_jsonable(arch), indent=1) + "\n")
         atomic_write_text(os.path.join(out, "arch_def.py"),
@@ -342,8 +361,9 @@ def print_summary(summary: Dict[str, Any], arch: Dict[str, Any], history: List[D
             lines.append(f"xif{s}_{b:<3} {op:<18} {c:>5} {stride:>6} {e:>9}")
     lines.append(
         f"derived: {summary['derived_flops_m']:.4g} MFLOPs, {summary['derived_params_m']:.4g} M params at "
-        f"{summary['input_size']}px" + (f" ({100 * summary['target_error']:+.1f}% from the target)"
-                                        if "target_error" in summary else "")
+        f"{summary['input_size']}px" + (f" ({100 * summary['target_error']:+.1f}% from the target; the plain argmax "
+                                         f"architecture: {100 * summary['argmax_target_error']:+.1f}%)"
+                                         if "target_error" in summary else "")
     )
     if history:
         lines.append("epoch  T      val_acc  expected  derived_MFLOPs")

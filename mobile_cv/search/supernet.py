@@ -459,6 +459,50 @@ class Supernet(nn.Module):
         arch["blocks"] = stages
         return arch
 
+    def index_within(self, kind: str, target: float, tolerance: float = 0.05,
+                     max_moves: int = 200) -> Tuple[Dict[str, int], float]:
+        """The choice indices of a probable architecture whose cost is within ``tolerance`` of ``target``.
+
+        Budget-aware derivation: start from the argmax of every choice and, while the
+        cost is off by more than ``tolerance``, take the single-choice change that buys
+        the most distance to the target per unit of log-probability lost
+        (log softmax(alpha / T)). Every move strictly shrinks the distance, so it stops;
+        if no move is left the closest architecture found is returned. Returns
+        ``(index, cost)``.
+        """
+        if kind not in ("flops", "params"):
+            raise ValueError(f'kind must be "flops" or "params", got {kind!r}')
+        logp = {k: torch.log_softmax(self.alpha(k).detach() / self.temperature, -1).tolist() for k in self.choices}
+        index = self.argmax()
+
+        def cost(ix: Dict[str, int]) -> float:
+            with torch.no_grad():
+                return self.expected_cost(kind, self.one_hot(ix)).item()
+
+        current = cost(index)
+        for _ in range(max_moves):
+            dist = abs(current - target)
+            if dist <= tolerance * target:
+                break
+            best = None
+            for label, choice in self.choices.items():
+                for j in range(choice.size):
+                    if j == index[label]:
+                        continue
+                    trial = {**index, label: j}
+                    c = cost(trial)
+                    gain = dist - abs(c - target)
+                    if gain <= 0:
+                        continue
+                    score = (logp[label][j] - logp[label][index[label]]) / gain
+                    if best is None or score > best[0]:
+                        best = (score, label, j, c)
+            if best is None:
+                break
+            _, label, j, current = best
+            index[label] = j
+        return index, current
+
     def encode(self, arch_def: Dict[str, Any]) -> Dict[str, int]:
         """The choice indices that derive ``arch_def`` (an architecture inside this space).
 
