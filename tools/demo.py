@@ -34,8 +34,8 @@ def run(cmd, capture=False):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target-mflops", type=float, default=1.5, help="FLOPs budget of the searched model")
-    p.add_argument("--search-epochs", type=int, default=6)
-    p.add_argument("--train-epochs", type=int, default=8)
+    p.add_argument("--search-epochs", type=int, default=8)
+    p.add_argument("--train-epochs", type=int, default=20)
     p.add_argument("--output", default=os.path.join("output", time.strftime("demo-%Y%m%d-%H%M%S")))
     args = p.parse_args()
     t0 = time.time()

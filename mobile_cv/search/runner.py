@@ -146,7 +146,9 @@ def derive(net: Supernet, cfg: CfgNode) -> Tuple[Dict[str, Any], float]:
 
 
 def derived_cost(arch: Dict[str, Any], cfg: CfgNode) -> Tuple[float, float]:
-    model = build_model(arch, num_classes=cfg.MODEL.NUM_CLASSES, in_chans=cfg.MODEL.IN_CHANS)
+    """Exact FLOPs/params of a derived arch def (built aside: the search's RNG stream is untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(arch, num_classes=cfg.MODEL.NUM_CLASSES, in_chans=cfg.MODEL.IN_CHANS)
     return count_flops_params(model, arch["input_size"])
 
 
