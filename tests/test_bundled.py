@@ -1,0 +1,30 @@
+"""Bundled zoo weights load offline and reach their recorded accuracy on the embedded test split."""
+
+import pytest
+import timm
+import torch
+
+import model_zoo
+from mobile_cv.data import build_dataset, build_loader_from_dataset
+from mobile_cv.engine import evaluate
+
+
+@pytest.mark.parametrize("entry", model_zoo.BUNDLED, ids=[e.name for e in model_zoo.BUNDLED])
+def test_bundled_model_reaches_its_recorded_accuracy(entry):
+    assert entry.num_classes == 10 and entry.in_chans == 1  # trained on the embedded MNIST digits
+    model = model_zoo.create_model(entry.name, pretrained=True)  # sha256-checked, no network
+    test = build_dataset("embedded_mnist", "test", input_size=entry.input_size)
+    loader = build_loader_from_dataset(test, batch_size=100, training=False)
+    result = evaluate(model, loader, device=torch.device("cpu"))
+    assert result["images"] == 500
+    assert result["acc1"] == pytest.approx(entry.top1, abs=0.01)
+    assert result["acc5"] == pytest.approx(entry.top5, abs=0.01)
+
+
+def test_bundled_model_through_timm_gives_the_same_logits():
+    entry = model_zoo.BUNDLED[0]
+    ours = model_zoo.create_model(entry.name, pretrained=True).eval()
+    theirs = timm.create_model(entry.name.lower(), pretrained=True).eval()
+    x = torch.randn(2, 1, entry.input_size, entry.input_size)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
