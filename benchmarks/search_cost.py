@@ -26,6 +26,7 @@ import mobile_cv  # noqa: E402
 from mobile_cv.arch_def import load_arch_def_file  # noqa: E402
 from mobile_cv.data import build_dataset, build_loader_from_dataset, set_epoch  # noqa: E402
 from mobile_cv.search import CostLoss, build_supernet  # noqa: E402
+from mobile_cv.search.runner import extreme_index  # noqa: E402
 
 
 def loaders(batch: int, input_size: int, limit: int):
@@ -84,15 +85,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     net = build_supernet(args.space, num_classes=10, in_chans=1)
-    # the most expensive architecture: coordinate ascent over the choices
-    index = {label: 0 for label in net.choices}
-    with torch.no_grad():
-        for label, choice in net.choices.items():
-            costs = []
-            for i in range(choice.size):
-                index[label] = i
-                costs.append(net.expected_cost("flops", net.one_hot(index)).item())
-            index[label] = max(range(choice.size), key=costs.__getitem__)
+    index = extreme_index(net, "flops", largest=True)  # the most expensive architecture
     largest = net.derive(net.one_hot(index))
     if args.arch:
         derived = load_arch_def_file(args.arch)

@@ -6,7 +6,9 @@ Table 1 ("channels"): a fixed space, batch and resolution; every channel choice 
 conventional DNAS (one block per option). Table 2 ("resolution"): 1-4 input
 resolution options. Each row runs in a fresh process (so peak memory is that
 row's alone) and times forward + backward of the search loss (CE * cost term) over
-several steps after warm-up. Peak memory is what the search adds to the process
+several steps after warm-up. "saved MB" is what autograd keeps for the backward pass
+(the activations, measured exactly with saved-tensor hooks, deterministic). Peak
+memory is what the search adds to the process
 (weights, activations, gradients): on CPU the process's peak resident set size
 minus its size just before the supernet is built (torch itself is ~1 GB here), on
 CUDA ``torch.cuda.max_memory_allocated``.
@@ -75,10 +77,19 @@ def run_one(mode: str, options: int, resolutions: int, device: str, steps: int, 
     y = torch.randint(0, 10, (batch,), device=device)
     loss_fn = CostLoss("fbnet")
 
+    saved = {}
+
+    def pack(t):  # every tensor autograd keeps for the backward pass, counted once per storage
+        if t.device.type == device:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
     def step():
         w = net.sample_weights()
-        ce = torch.nn.functional.cross_entropy(net(x, w), y)
-        loss_fn(ce, net.expected_cost("flops", w)).backward()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            ce = torch.nn.functional.cross_entropy(net(x, w), y)
+            loss = loss_fn(ce, net.expected_cost("flops", w))
+        loss.backward()
         net.zero_grad(set_to_none=True)
 
     for _ in range(2):
@@ -97,8 +108,11 @@ def run_one(mode: str, options: int, resolutions: int, device: str, steps: int, 
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_mb  # ru_maxrss: KiB on Linux
+    saved.clear()
+    step()
     return {"mode": mode, "options": options if resolutions == 1 else resolutions,
             "peak_mb": round(peak, 1), "step_ms": round(statistics.median(times), 2),
+            "saved_mb": round(sum(saved.values()) / 2**20, 1),
             "params_m": round(sum(p.numel() for p in net.weight_parameters()) / 1e6, 3)}
 
 
@@ -139,13 +153,15 @@ def main() -> None:
           f"median of {args.steps} steps; ratios to the 1-option row of the same mode")
     for table, title in (("channels", "channel options per choice"), ("resolution", "resolution options")):
         print(f"\n{title}:")
-        print(f"{'mode':<13} {'options':>7} {'weights M':>9} {'peak MB':>9} {'x1-opt':>7} {'step ms':>9} {'x1-opt':>7}")
+        print(f"{'mode':<13} {'options':>7} {'weights M':>9} {'peak MB':>9} {'x1-opt':>7} {'saved MB':>9} "
+              f"{'x1-opt':>7} {'step ms':>9} {'x1-opt':>7}")
         for r in rows:
             if r["table"] != table:
                 continue
             base = next(b for b in rows if b["table"] == table and b["mode"] == r["mode"] and b["options"] == 1)
             print(f"{r['mode']:<13} {r['options']:>7} {r['params_m']:>9.3f} {r['peak_mb']:>9.1f} "
-                  f"{r['peak_mb'] / base['peak_mb']:>6.2f}x {r['step_ms']:>9.2f} {r['step_ms'] / base['step_ms']:>6.2f}x")
+                  f"{r['peak_mb'] / base['peak_mb']:>6.2f}x {r['saved_mb']:>9.1f} {r['saved_mb'] / base['saved_mb']:>6.2f}x "
+                  f"{r['step_ms']:>9.2f} {r['step_ms'] / base['step_ms']:>6.2f}x")
 
 
 if __name__ == "__main__":

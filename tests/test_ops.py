@@ -99,3 +99,11 @@ def test_custom_op_registration_and_use_in_arch_def():
         assert model.backbone.stages.xif1_1[0].stride == (1, 1)  # repeats after the first use stride 1
     finally:
         mobile_cv.OPS.unregister("test_dw_only")
+
+
+def test_every_registered_op_is_covered_by_a_registry_driven_test():
+    from mobile_cv.search import SEARCH_OPS
+
+    # plain ops: the forward/backward test above; search ops: tests/test_search.py
+    untested = [n for n in mobile_cv.OPS.names() if n not in PLAIN_OPS and n not in SEARCH_OPS]
+    assert untested == []

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import KILL_AT_ITERATION
 
 import mobile_cv
 from mobile_cv.engine import read_metrics
@@ -90,20 +91,6 @@ def test_search_writes_every_output_and_its_result_trains(finished_search, tmp_p
     assert summary["test"]["images"] == 128 and 0 <= summary["test"]["acc1"] <= 100
 
 
-# SIGKILL at an exact training iteration (see tests/test_train_tools.py)
-KILL_AT_ITERATION = """
-import os, runpy, signal, sys
-import mobile_cv.engine.train_loop as loop
-real, calls = loop.check_finite, [0]
-def check_finite(loss, where):
-    calls[0] += 1
-    if calls[0] == int(os.environ["KILL_AT"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(loss, where)
-loop.check_finite = check_finite
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_same_alpha_and_arch(finished_search, space_file, tmp_path):

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import KILL_AT_ITERATION
 
 from mobile_cv.engine import (
     CheckpointError,
@@ -108,21 +109,6 @@ def test_output_folder_of_another_run_is_refused(finished_run, arch_file):
     assert before == {n: sha256(finished_run / n) for n in before}
 
 
-# Runs a tool with SIGKILL sent to itself at the KILL_AT-th training iteration: a real kill at
-# an exact point, where a timer would be at the mercy of the machine's load.
-KILL_AT_ITERATION = """
-import os, runpy, signal, sys
-import mobile_cv.engine.train_loop as loop
-real, calls = loop.check_finite, [0]
-def check_finite(loss, where):
-    calls[0] += 1
-    if calls[0] == int(os.environ["KILL_AT"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(loss, where)
-loop.check_finite = check_finite
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(finished_run, arch_file, tmp_path):

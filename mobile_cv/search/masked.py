@@ -144,6 +144,24 @@ class MaskedConvBlock(ConvBlock, SearchBlock):
 
 
 # ---- ir_kN_* ------------------------------------------------------------------------------
+def _expand(block: nn.Module, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+    """The masked 1x1 expansion of an IR / IR-pool block, an identity with probability
+    P(hidden width == input width) (the derived block drops the conv then)."""
+    if block.pw is None:
+        return x
+    y = apply_mask(block.pw(x), block.hidden_space, weights)
+    if block.pw_maybe_identity:
+        p = p_equal(block.in_space, block.hidden_space, weights)
+        y = p * fit_channels(x, block.hidden_space.max) + (1 - p) * y
+    return y
+
+
+def _expand_cost(block: nn.Module, cost: Cost, cin: Scalar, ch: Scalar, area: Scalar, weights: Weights) -> None:
+    if block.pw is not None:
+        keep = 1 - p_equal(block.in_space, block.hidden_space, weights) if block.pw_maybe_identity else 1.0
+        _conv_cost(cost, 1, cin, ch, area, weight=keep)
+
+
 class MaskedIRBlock(IRBlock, SearchBlock):
     """Inverted residual with masked output and hidden (expansion) channels."""
 
@@ -165,14 +183,7 @@ class MaskedIRBlock(IRBlock, SearchBlock):
         self.extra = dict(extra or {})
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
-        if self.pw is not None:
-            y = apply_mask(self.pw(x), self.hidden_space, weights)
-            if self.pw_maybe_identity:
-                p = p_equal(self.in_space, self.hidden_space, weights)
-                y = p * fit_channels(x, self.hidden_space.max) + (1 - p) * y
-        else:
-            y = x
-        y = apply_mask(self.dw(y), self.hidden_space, weights)
+        y = apply_mask(self.dw(_expand(self, x, weights)), self.hidden_space, weights)
         if self.se is not None:
             s = self.se.avg_pool(y)
             s = apply_mask(self.se.se[0](s), self.se_space, weights)
@@ -187,9 +198,7 @@ class MaskedIRBlock(IRBlock, SearchBlock):
         cin, ch, cout = self.in_space.eff(weights), self.hidden_space.eff(weights), self.out_space.eff(weights)
         a_in, a_out = spatial.area(weights), out.area(weights)
         c = Cost()
-        if self.pw is not None:
-            keep = 1 - p_equal(self.in_space, self.hidden_space, weights) if self.pw_maybe_identity else 1.0
-            _conv_cost(c, 1, cin, ch, a_in, weight=keep)
+        _expand_cost(self, c, cin, ch, a_in, weights)
         _conv_cost(c, self.kernel_size, 1, ch, a_out)  # depthwise: cin/groups = 1
         if self.se is not None:
             cm = self.se_space.eff(weights)
@@ -229,14 +238,7 @@ class MaskedIRPoolBlock(IRPoolBlock, SearchBlock):
         self.extra: Dict[str, Any] = {"bias": True} if bias else {}
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
-        if self.pw is not None:
-            y = apply_mask(self.pw(x), self.hidden_space, weights)
-            if self.pw_maybe_identity:
-                p = p_equal(self.in_space, self.hidden_space, weights)
-                y = p * fit_channels(x, self.hidden_space.max) + (1 - p) * y
-        else:
-            y = x
-        return apply_mask(self.pwl(self.pool(y)), self.out_space, weights)
+        return apply_mask(self.pwl(self.pool(_expand(self, x, weights))), self.out_space, weights)
 
     def out_spatial(self, spatial: Spatial) -> Spatial:
         return spatial.pooled()
@@ -245,9 +247,7 @@ class MaskedIRPoolBlock(IRPoolBlock, SearchBlock):
         cin, ch, cout = self.in_space.eff(weights), self.hidden_space.eff(weights), self.out_space.eff(weights)
         a = spatial.area(weights)
         c = Cost()
-        if self.pw is not None:
-            keep = 1 - p_equal(self.in_space, self.hidden_space, weights) if self.pw_maybe_identity else 1.0
-            _conv_cost(c, 1, cin, ch, a, weight=keep)
+        _expand_cost(self, c, cin, ch, a, weights)
         c.add(ch * a, 0.0)  # global pool
         _conv_cost(c, 1, ch, cout, 1.0)
         return c, spatial.pooled()

@@ -76,25 +76,28 @@ def straight_through(weights: Weights) -> Weights:
     return out
 
 
-def cost_range(net: Supernet, kind: str, sweeps: int = 2) -> Tuple[float, float]:
-    """(cheapest, most expensive) architecture cost found by coordinate descent/ascent over the choices.
-
-    Exact for spaces whose cost is monotone in each choice (the usual case); otherwise
-    a bound that real architectures reach.
-    """
-    result = []
+def extreme_index(net: Supernet, kind: str, largest: bool = False, sweeps: int = 2) -> Dict[str, int]:
+    """Choice indices of the cheapest (or most expensive) architecture, by coordinate descent
+    (ascent) over the choices: exact for spaces whose cost is monotone in each choice
+    (the usual case), otherwise an architecture near the extreme."""
+    sign = -1.0 if largest else 1.0
+    index = {label: 0 for label in net.choices}
     with torch.no_grad():
-        for sign in (1, -1):
-            index = {label: 0 for label in net.choices}
-            for _ in range(sweeps):
-                for label, choice in net.choices.items():
-                    costs = []
-                    for i in range(choice.size):
-                        index[label] = i
-                        costs.append(sign * net.expected_cost(kind, net.one_hot(index)).item())
-                    index[label] = min(range(choice.size), key=costs.__getitem__)
-            result.append(net.expected_cost(kind, net.one_hot(index)).item())
-    return result[0], result[1]
+        for _ in range(sweeps):
+            for label, choice in net.choices.items():
+                costs = []
+                for i in range(choice.size):
+                    index[label] = i
+                    costs.append(sign * net.expected_cost(kind, net.one_hot(index)).item())
+                index[label] = min(range(choice.size), key=costs.__getitem__)
+    return index
+
+
+def cost_range(net: Supernet, kind: str) -> Tuple[float, float]:
+    """(cheapest, most expensive) architecture cost of the space (see :func:`extreme_index`)."""
+    with torch.no_grad():
+        return tuple(net.expected_cost(kind, net.one_hot(extreme_index(net, kind, largest))).item()
+                     for largest in (False, True))
 
 
 def build_cost_loss(cfg: CfgNode, net: Supernet) -> CostLoss:
