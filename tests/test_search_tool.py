@@ -140,12 +140,24 @@ def test_output_folder_of_another_run_is_refused(finished_search, space_file):
     assert open(out / "checkpoint.pth", "rb").read() == before
 
 
-def test_nan_loss_stops_with_a_clear_message(space_file, tmp_path):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(finished_search, space_file, tmp_path):
+    import hashlib
+    import shutil
+
     out = tmp_path / "nan"
-    p = run(tool("search.py", *search_args(space_file, out, epochs=1), "SEARCH.WEIGHTS.LR", "1e12"), check=False)
+    shutil.copytree(finished_search[0], out)
+    files = ("checkpoint.pth", "metrics.jsonl", "arch_def.json", "search.json")
+    digest = lambda: {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in files}  # noqa: E731
+    kept = digest()
+    # resume for a 4th epoch with an absurd learning rate
+    p = run(tool("search.py", *search_args(space_file, out, epochs=4), "SEARCH.WEIGHTS.LR", "1e12",
+                 flags=["--resume"]), check=False)
     assert p.returncode == 1 and "Traceback" not in p.stderr
-    assert "loss is nan" in p.stderr.lower() or "loss is inf" in p.stderr.lower()
-    assert not (out / "search.json").exists()
+    msg = p.stderr.strip().splitlines()[-1]
+    assert "loss is nan" in msg.lower() or "loss is inf" in msg.lower()
+    assert "search 4/4" in msg and "checkpoint.pth (after epoch 3) is intact" in msg
+    assert digest() == kept
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
 
 def test_unknown_config_key_names_the_closest(space_file, tmp_path):

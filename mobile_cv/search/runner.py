@@ -255,6 +255,8 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
 
 def _weight_epoch(ddp, net, loader, w_opt, a_opt, scheduler, ce_fn, epoch, device, desc, kind) -> Dict[str, float]:
     net.train()
+    with torch.no_grad():  # alpha is frozen in this phase: one number for the bar
+        expected = f"{net.expected_cost(kind).item():.3g}"
     start = epoch * len(loader)
     scheduler.step_update(start)
     loss_sum, correct, seen = 0.0, 0, 0
@@ -274,7 +276,7 @@ def _weight_epoch(ddp, net, loader, w_opt, a_opt, scheduler, ce_fn, epoch, devic
         correct += topk_correct(logits.detach(), y, (1,))[0]
         seen += y.numel()
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
-                        T=f"{net.temperature:.2f}", refresh=False)
+                        T=f"{net.temperature:.2f}", **{kind: expected}, refresh=False)
     return _reduce(loss_sum, correct, seen)
 
 
@@ -304,7 +306,7 @@ def _alpha_epoch(ddp, net, loader, w_opt, a_opt, ce_fn, cost_loss, device, desc,
         correct += topk_correct(logits.detach(), y, (1,))[0]
         seen += n
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
-                        **{kind: f"{cost_sum / seen:.3g}"}, refresh=False)
+                        T=f"{net.temperature:.2f}", **{kind: f"{cost_sum / seen:.3g}"}, refresh=False)
     return _reduce(loss_sum, correct, seen, ce_sum, cost_sum)
 
 
