@@ -29,7 +29,10 @@ def plot_probabilities(history: List[Dict[str, Any]], choices: Sequence[Choice],
     epochs = [r["epoch"] + 1 for r in history]
     for ax, choice in zip(axes.flat, choices):
         probs = np.array([r["probs"][choice.label] for r in history]).T  # options x epochs
-        im = ax.imshow(probs, aspect="auto", cmap="viridis", vmin=0, vmax=max(probs.max(), 1e-6), origin="lower",
+        # the scale spans this choice's own min..max: after a short search the probabilities
+        # are still near 1/n, and a 0..1 scale would hide how they moved
+        lo, hi = float(probs.min()), float(probs.max())
+        im = ax.imshow(probs, aspect="auto", cmap="viridis", vmin=lo, vmax=max(hi, lo + 1e-6), origin="lower",
                        extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, choice.size - 0.5))
         fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=5)
         ax.xaxis.get_major_locator().set_params(integer=True)
