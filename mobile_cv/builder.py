@@ -207,6 +207,12 @@ def build_model(arch_def_or_name: Union[str, Dict[str, Any]], num_classes: int =
             f"(valid: {list(_OVERRIDES)})"
         )
     arch_def, name = resolve_arch_def(arch_def_or_name)
+    if isinstance(arch_def, dict) and "search" in arch_def:
+        label = f"'{name}'" if name else "this arch def"
+        raise ArchDefError(
+            f"{label} is a search space (it has a 'search' key): build its supernet with "
+            f"mobile_cv.search.build_supernet, or search it with tools/search.py SEARCH.SPACE ..."
+        )
     if "basic_args" in overrides:
         arch_def["basic_args"] = {**arch_def.get("basic_args", {}), **overrides["basic_args"]}
     if "input_size" in overrides:

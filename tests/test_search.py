@@ -207,6 +207,8 @@ def test_search_ops_are_registered_and_refuse_plain_builds():
         assert name in mobile_cv.OPS
     with pytest.raises(ArchDefError, match="build_supernet"):
         mobile_cv.build_model(space(STEM, HEAD))
+    with pytest.raises(ArchDefError, match="'fbnetv2_f_space' is a search space.*build_supernet"):
+        mobile_cv.build_model("fbnetv2_f_space")
 
 
 BAD = [

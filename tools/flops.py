@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("archs", nargs="*", help="registered arch names or .json/.py arch-def files (default: all models)")
     p.add_argument("--resolution", type=int, help="input size (default: each arch's input_size)")
     p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--in-chans", type=int, default=3, help="input channels (1 for the embedded MNIST models)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     args = p.parse_args(argv)
 
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     for name in args.archs or arch_defs.names("model"):
         arch = load_arch_def_file(name) if name.endswith((".json", ".py")) else name
         try:
-            model = mobile_cv.build_model(arch, num_classes=args.num_classes)
+            model = mobile_cv.build_model(arch, num_classes=args.num_classes, in_chans=args.in_chans)
         except (mobile_cv.ArchDefError, mobile_cv.RegistryError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
