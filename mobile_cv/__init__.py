@@ -14,6 +14,7 @@ from .checkpoint import CheckpointMismatchError, load_state_dict
 from .flops import count_flops_params
 from .ops import OPS
 from .registry import Registry, RegistryError
+from . import search  # noqa: E402  (registers masked-channel, choice, subsampled-res in OPS)
 
 __version__ = "0.1.0"
 
