@@ -68,6 +68,14 @@ class Cost:
         self.params = self.params + weight * params
 
 
+def soft_identity(x: torch.Tensor, y: torch.Tensor, a: ChannelSpace, b: ChannelSpace,
+                  weights: Weights) -> torch.Tensor:
+    """``x`` (fitted to ``b``'s width) with probability P(width a == width b), else ``y``: the
+    derived block is an identity exactly when the two widths are equal."""
+    p = p_equal(a, b, weights)
+    return p * fit_channels(x, b.max) + (1 - p) * y
+
+
 def apply_mask(y: torch.Tensor, space: ChannelSpace, weights: Weights) -> torch.Tensor:
     m = space.mask(weights)
     return y if m is None else y * m.view(1, -1, 1, 1)
@@ -150,10 +158,7 @@ def _expand(block: nn.Module, x: torch.Tensor, weights: Weights) -> torch.Tensor
     if block.pw is None:
         return x
     y = apply_mask(block.pw(x), block.hidden_space, weights)
-    if block.pw_maybe_identity:
-        p = p_equal(block.in_space, block.hidden_space, weights)
-        y = p * fit_channels(x, block.hidden_space.max) + (1 - p) * y
-    return y
+    return soft_identity(x, y, block.in_space, block.hidden_space, weights) if block.pw_maybe_identity else y
 
 
 def _expand_cost(block: nn.Module, cost: Cost, cin: Scalar, ch: Scalar, area: Scalar, weights: Weights) -> None:
@@ -275,10 +280,7 @@ class MaskedSkipBlock(SkipBlock, SearchBlock):
         if self.conv is None:
             return x
         y = apply_mask(self.conv(x), self.out_space, weights)
-        if self.identity_possible:
-            p = p_equal(self.in_space, self.out_space, weights)
-            y = p * fit_channels(x, self.out_space.max) + (1 - p) * y
-        return y
+        return soft_identity(x, y, self.in_space, self.out_space, weights) if self.identity_possible else y
 
     def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
         out = spatial.strided(self.stride)

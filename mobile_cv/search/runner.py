@@ -254,69 +254,60 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
 
 
 def _weight_epoch(ddp, net, loader, w_opt, a_opt, scheduler, ce_fn, epoch, device, desc, kind) -> Dict[str, float]:
-    net.train()
-    with torch.no_grad():  # alpha is frozen in this phase: one number for the bar
-        expected = f"{net.expected_cost(kind).item():.3g}"
+    """Train the weights with cross-entropy (alpha is frozen: its expected cost is one number)."""
+    with torch.no_grad():
+        expected = net.expected_cost(kind)
     start = epoch * len(loader)
     scheduler.step_update(start)
-    loss_sum, correct, seen = 0.0, 0, 0
-    bar = progress(loader, desc=f"{desc} weights", total=len(loader))
-    for i, (x, y) in enumerate(bar):
-        x, y = x.to(device), y.to(device)
-        g = net.sample_weights()
-        logits = ddp(x, g)
-        loss = ce_fn(logits, y)
-        value = train_loop.check_finite(loss, f"{desc} (weights), iteration {i + 1}/{len(loader)}")
-        w_opt.zero_grad(set_to_none=True)
-        a_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        w_opt.step()
-        scheduler.step_update(start + i + 1)
-        loss_sum += value * y.numel()
-        correct += topk_correct(logits.detach(), y, (1,))[0]
-        seen += y.numel()
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
-                        T=f"{net.temperature:.2f}", **{kind: expected}, refresh=False)
-    return _reduce(loss_sum, correct, seen)
+    stats = _phase(ddp, net, loader, w_opt, (w_opt, a_opt), lambda logits, y, g: (ce_fn(logits, y), expected),
+                   device, f"{desc} weights", kind, after_step=lambda i: scheduler.step_update(start + i + 1))
+    return {k: stats[k] for k in ("loss", "acc1")}
 
 
 def _alpha_epoch(ddp, net, loader, w_opt, a_opt, ce_fn, cost_loss, device, desc, kind) -> Dict[str, float]:
-    net.train()
-    loss_sum, ce_sum, cost_sum, correct, seen = 0.0, 0.0, 0.0, 0, 0
-    bar = progress(loader, desc=f"{desc} alpha", total=len(loader))
-    for i, (x, y) in enumerate(bar):
-        x, y = x.to(device), y.to(device)
-        g = net.sample_weights()
-        logits = ddp(x, g)
-        ce = ce_fn(logits, y)
+    """Train alpha with the cost-aware loss."""
+
+    def loss_of(logits, y, g):
         if cost_loss.form == "target":
             cost = net.expected_cost(kind, straight_through(net.sample_weights(noise=False)))
         else:
             cost = net.expected_cost(kind, g)  # FBNet: the effective cost of this sample
-        loss = cost_loss(ce, cost)
-        value = train_loop.check_finite(loss, f"{desc} (alpha), iteration {i + 1}/{len(loader)}")
-        w_opt.zero_grad(set_to_none=True)
-        a_opt.zero_grad(set_to_none=True)
+        ce = ce_fn(logits, y)
+        return cost_loss(ce, cost), cost, ce
+
+    return _phase(ddp, net, loader, a_opt, (w_opt, a_opt), loss_of, device, f"{desc} alpha", kind)
+
+
+def _phase(ddp, net, loader, optimizer, all_optimizers, loss_of, device, desc, kind,
+           after_step=None) -> Dict[str, float]:
+    """One pass over ``loader``: fresh Gumbel weights per step, ``loss_of(logits, y, g) -> (loss, cost[, ce])``,
+    a step of ``optimizer`` (every optimizer's gradients are cleared first); returns the means over all
+    ranks of the loss, top-1 (%), cross-entropy and cost."""
+    net.train()
+    sums = torch.zeros(5, dtype=torch.float64)  # loss, ce, cost, correct, images
+    bar = progress(loader, desc=desc, total=len(loader))
+    for i, (x, y) in enumerate(bar):
+        x, y = x.to(device), y.to(device)
+        g = net.sample_weights()
+        logits = ddp(x, g)
+        loss, cost, *ce = loss_of(logits, y, g)
+        value = train_loop.check_finite(loss, f"{desc}, iteration {i + 1}/{len(loader)}")
+        for opt in all_optimizers:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        a_opt.step()
+        optimizer.step()
+        if after_step is not None:
+            after_step(i)
         n = y.numel()
-        loss_sum += value * n
-        ce_sum += float(ce.detach()) * n
-        cost_sum += float(cost.detach()) * n
-        correct += topk_correct(logits.detach(), y, (1,))[0]
-        seen += n
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
-                        T=f"{net.temperature:.2f}", **{kind: f"{cost_sum / seen:.3g}"}, refresh=False)
-    return _reduce(loss_sum, correct, seen, ce_sum, cost_sum)
-
-
-def _reduce(loss_sum: float, correct: int, seen: int, ce_sum: float = 0.0, cost_sum: float = 0.0) -> Dict[str, float]:
-    t = dist.all_reduce_sum(torch.tensor([loss_sum, correct, seen, ce_sum, cost_sum], dtype=torch.float64))
-    n = max(float(t[2]), 1.0)
-    stats = {"loss": float(t[0]) / n, "acc1": 100 * float(t[1]) / n}
-    if ce_sum or cost_sum:
-        stats.update(ce=float(t[3]) / n, sampled_cost=float(t[4]) / n)
-    return stats
+        ce_value = float(ce[0].detach()) if ce else value
+        correct = topk_correct(logits.detach(), y, (1,))[0]
+        sums += torch.tensor([value * n, ce_value * n, float(cost) * n, correct, n], dtype=torch.float64)
+        bar.set_postfix(loss=f"{sums[0] / sums[4]:.3f}", acc=f"{100 * sums[3] / sums[4]:.1f}",
+                        T=f"{net.temperature:.2f}", **{kind: f"{sums[2] / sums[4]:.3g}"}, refresh=False)
+    t = dist.all_reduce_sum(sums)
+    n = max(float(t[4]), 1.0)
+    return {"loss": float(t[0]) / n, "acc1": 100 * float(t[3]) / n, "ce": float(t[1]) / n,
+            "sampled_cost": float(t[2]) / n}
 
 
 def finish_search(cfg: CfgNode, net: Supernet) -> Dict[str, Any]:
