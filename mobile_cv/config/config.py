@@ -18,7 +18,7 @@ import yaml
 from yacs.config import CfgNode as _YacsNode
 
 from ..registry import did_you_mean
-from .defaults import CHOICES, _C
+from .defaults import CHOICES, LIST_CHOICES, _C
 
 
 class ConfigError(ValueError):
@@ -149,6 +149,15 @@ def check_config(cfg: CfgNode) -> None:
             raise ConfigError(
                 f"config key {key} must be one of {list(choices)}, got {value!r}{did_you_mean(value, choices)}"
             )
+    for key, choices in LIST_CHOICES.items():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        for item in value:
+            if item not in choices:
+                raise ConfigError(
+                    f"config key {key}: {item!r} is not one of {list(choices)}{did_you_mean(str(item), choices)}"
+                )
     ranges = {
         "DATA.VAL_FRACTION": (0.0, 1.0, cfg.DATA.VAL_FRACTION),
         "DATA.TEST_FRACTION": (0.0, 1.0, cfg.DATA.TEST_FRACTION),

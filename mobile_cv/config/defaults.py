@@ -85,7 +85,7 @@ _C.SOLVER.EMA.ENABLED = False  # keep an EMA of the weights
 _C.SOLVER.EMA.DECAY = 0.9998  # its decay after the warm-up
 
 # ---------------------------------------------------------------------------- #
-# Search: DMaskingNAS (tools/search.py; ../shared/DMASKINGNAS.md section 6)
+# Search: DMaskingNAS (tools/search.py; docs/dmaskingnas.md)
 # ---------------------------------------------------------------------------- #
 _C.SEARCH = _YacsNode()
 # A registered search space (arch_defs.names("space")).
@@ -102,16 +102,31 @@ _C.SEARCH.BATCH_SIZE = 64
 # Fraction of the train split that trains the weights ("search_weights"); the rest
 # trains alpha ("search_alpha"). Fixed partition, independent of SEED.
 _C.SEARCH.WEIGHT_SPLIT = 0.8
-# Gumbel-softmax temperature: INIT at epoch 0, multiplied by DECAY after every epoch
-# (0.956 = exp(-0.045), FBNet).
+# Kinds of choices ("op", "resolution", "channels", "expansion") sampled one option at a time
+# (hard Gumbel-softmax, straight-through gradient, as GDAS) instead of mixed with the Gumbel
+# weights: a sampled "resolution" runs the network at one resolution per step instead of all,
+# a sampled "op" runs one block type per block. [] is the paper's full mixture.
+_C.SEARCH.SAMPLED_CHOICES = ["resolution"]
+# Activation checkpointing per block: keep only each block's input for the backward pass
+# and recompute the rest there. Memory of one block instead of the whole supernet for
+# about 1/3 more time: the FBNetV2-F space at 224 px, batch 8, full mixture needs it on a
+# 24 GB machine (docs/benchmarks.md).
+_C.SEARCH.CHECKPOINT_BLOCKS = False
+# Gumbel-softmax temperature, updated every step: T = INIT * (FINAL / INIT) ** (epochs
+# done / EPOCHS). FBNet's schedule (5.0 x 0.956 per epoch, 90 epochs) is INIT 5.0,
+# FINAL 0.0866.
 _C.SEARCH.TEMPERATURE = _YacsNode()
-_C.SEARCH.TEMPERATURE.INIT = 5.0  # T at epoch 0
-_C.SEARCH.TEMPERATURE.DECAY = 0.956  # T(epoch) = INIT * DECAY ** epoch
+_C.SEARCH.TEMPERATURE.INIT = 5.0  # T at the start
+_C.SEARCH.TEMPERATURE.FINAL = 0.5  # T at the end of the search
 # Optimizer of the architecture parameters (alpha), trained on "search_alpha".
 _C.SEARCH.ALPHA = _YacsNode()
 _C.SEARCH.ALPHA.OPTIMIZER = "adam"  # the only choice for now
 _C.SEARCH.ALPHA.LR = 0.01  # constant learning rate
-_C.SEARCH.ALPHA.WEIGHT_DECAY = 5e-4  # L2 decay of alpha
+_C.SEARCH.ALPHA.WEIGHT_DECAY = 0.0  # L2 decay of alpha
+# "interleaved": after the warm-up every weight step is followed by an alpha step on the
+# next alpha batch; "epoch": FBNet's alternation, a pass of weight steps then a pass of
+# alpha steps.
+_C.SEARCH.ALPHA.SCHEDULE = "interleaved"
 # Optimizer of the supernet weights, trained on "search_weights".
 _C.SEARCH.WEIGHTS = _YacsNode()
 _C.SEARCH.WEIGHTS.OPTIMIZER = "sgd"  # the only choice for now
@@ -119,24 +134,28 @@ _C.SEARCH.WEIGHTS.MOMENTUM = 0.9  # SGD momentum
 _C.SEARCH.WEIGHTS.LR = 0.1  # peak learning rate, annealed by LR_SCHEDULER over SEARCH.EPOCHS
 _C.SEARCH.WEIGHTS.LR_SCHEDULER = "cosine"  # timm scheduler name, as SOLVER.LR_SCHEDULER
 _C.SEARCH.WEIGHTS.WEIGHT_DECAY = 1e-4  # L2 weight decay
-# Resource cost in the search loss.
+# Resource cost in the search loss (mobile_cv/search/loss.py).
 _C.SEARCH.COST = _YacsNode()
 # What is counted: "flops" (multiply-accumulates, mobile_cv.flops convention) or "params".
 _C.SEARCH.COST.KIND = "flops"
-# "fbnet": loss = CE * ALPHA * log(cost) ** BETA (FBNet), cost = the sample's effective
-# cost; "target": CE + TARGET_WEIGHT * (cost / TARGET - 1) ** 2 with cost = the exact cost
-# of the current argmax architecture (straight-through gradient), see TOLERANCE.
-_C.SEARCH.COST.FORM = "fbnet"
+# The alpha loss; cost = the sampled architecture's effective cost, in millions:
+# "target":   CE + TARGET_WEIGHT * |log(cost / TARGET)|  (scale-free: in units of the budget)
+# "relative": CE * (cost / c_ref) ** EXPONENT, c_ref the space's geometric mid cost
+#             (scale-free, no budget)
+# "fbnet":    CE * ALPHA * log(cost) ** BETA  (FBNet; tuned for ImageNet-sized MFLOPs)
+_C.SEARCH.COST.FORM = "relative"
+# Weight of the target form's penalty.
+_C.SEARCH.COST.TARGET_WEIGHT = 1.0
+# Exponent of the relative form.
+_C.SEARCH.COST.EXPONENT = 0.1
 # FBNet's cost-loss coefficients a and b (FORM "fbnet").
 _C.SEARCH.COST.ALPHA = 0.2
 _C.SEARCH.COST.BETA = 0.6
-# Cost target in millions (MFLOPs or Mparams, by KIND); 0: none.
+# Budget in millions (MFLOPs or M params, by KIND); 0: none. With a budget, every form
+# derives the most probable architecture (under softmax(alpha)) whose exact cost is
+# within TOLERANCE of it (mobile_cv/search/derive.py); without, the argmax of every choice.
 _C.SEARCH.COST.TARGET = 0.0
-# Weight of the target term (FORM "target").
-_C.SEARCH.COST.TARGET_WEIGHT = 1.0
-# FORM "target" derives budget-aware: from the argmax architecture, the most probable
-# single-choice changes (by log softmax(alpha / T)) until the cost is within this
-# fraction of TARGET. The plain argmax architecture's cost is logged beside it.
+# Allowed relative distance of the derived architecture's exact cost from TARGET.
 _C.SEARCH.COST.TOLERANCE = 0.05
 
 # ---------------------------------------------------------------------------- #
@@ -159,6 +178,11 @@ CHOICES = {
     "SEARCH.WEIGHTS.OPTIMIZER": ("sgd",),
     "SEARCH.WEIGHTS.LR_SCHEDULER": ("cosine", "tanh", "constant"),
     "SEARCH.COST.KIND": ("flops", "params"),
-    "SEARCH.COST.FORM": ("fbnet", "target"),
+    "SEARCH.COST.FORM": ("target", "target_dual", "target_mult", "relative", "fbnet"),
+    "SEARCH.ALPHA.SCHEDULE": ("interleaved", "epoch"),
     "DEVICE": ("auto", "cpu", "cuda"),
+}
+# Keys holding a list whose items must each be one of a fixed set.
+LIST_CHOICES = {
+    "SEARCH.SAMPLED_CHOICES": ("op", "resolution", "channels", "expansion"),
 }

@@ -21,7 +21,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-Weights = Dict[str, torch.Tensor]  # label -> mixing weights over its options
+# label -> mixing weights over its options; costs also take a leading batch dim (N, options):
+# N architectures (e.g. one-hot rows) costed in one vectorised pass
+Weights = Dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class ChannelSpace:
         if self.label is None:
             return float(self.widths[0])
         g = weights[self.label]
-        return (g * torch.tensor(self.widths, dtype=g.dtype, device=g.device)).sum()
+        return (g * torch.tensor(self.widths, dtype=g.dtype, device=g.device)).sum(-1)
 
     def mask(self, weights: Weights) -> Optional[torch.Tensor]:
         """M = sum_i g_i * 1_i over ``max`` channels (1_i: ones in the first c_i entries).
@@ -113,14 +115,14 @@ def p_equal(a: ChannelSpace, b: ChannelSpace, weights: Weights) -> Union[float, 
     if a.label is not None and a.label == b.label:
         g = weights[a.label]
         same = torch.tensor([float(x == y) for x, y in zip(a.widths, b.widths)], dtype=g.dtype, device=g.device)
-        return (g * same).sum()
+        return (g * same).sum(-1)
     if a.label is None:
         a, b = b, a
     ga = weights[a.label]
     eq = torch.tensor([[float(x == y) for y in b.widths] for x in a.widths], dtype=ga.dtype, device=ga.device)
     if b.label is None:
-        return (ga * eq[:, 0]).sum()
-    return ga @ eq @ weights[b.label]
+        return (ga * eq[:, 0]).sum(-1)
+    return ((ga @ eq) * weights[b.label]).sum(-1)
 
 
 def fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -131,6 +133,12 @@ def fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     if c > channels:
         return x[:, :channels]
     return F.pad(x, (0, 0, 0, 0, 0, channels - c))
+
+
+def straight_through(g: torch.Tensor) -> torch.Tensor:
+    """The one-hot of ``g``'s argmax in the forward pass, ``g``'s gradient in the backward pass."""
+    hard = F.one_hot(g.argmax(-1), g.shape[-1]).to(g.dtype)
+    return hard - g.detach() + g
 
 
 def gumbel_weights(alpha: torch.Tensor, temperature: float, noise: bool) -> torch.Tensor:

@@ -45,7 +45,7 @@ class Spatial:
         if self.label is None:
             return float(self.sizes[0])
         g = weights[self.label]
-        return (g * torch.tensor(self.sizes, dtype=g.dtype, device=g.device)).sum()
+        return (g * torch.tensor(self.sizes, dtype=g.dtype, device=g.device)).sum(-1)
 
     def area(self, weights: Weights) -> Scalar:
         e = self.eff(weights)
@@ -175,9 +175,11 @@ class MaskedIRBlock(IRBlock, SearchBlock):
                  width_divisor: int = 8, zero_last_bn_gamma: bool = False, extra: Optional[Dict] = None) -> None:
         nn.Module.__init__(self)
         self.se_space = hidden_space.map(lambda h: se_mid_channels(h, 1.0, False, width_divisor))
+        # gamma 0 silences the branch at init: only safe where every derived block keeps the
+        # residual (otherwise the branch is the block's only output and the network starts dead)
         self._build_layers(
             in_space.max, hidden_space.max, self.se_space.max if se else 0, out_space.max, stride, kernel_size,
-            act, se, bias, 1, 1, zero_last_bn_gamma and stride == 1 and can_be_equal(in_space, out_space),
+            act, se, bias, 1, 1, zero_last_bn_gamma and stride == 1 and always_equal(in_space, out_space),
             with_pw=not always_equal(in_space, hidden_space),
         )
         self.in_space, self.out_space, self.hidden_space, self.op = in_space, out_space, hidden_space, op
@@ -347,7 +349,7 @@ class MaskedGenericBlock(SearchBlock):
             flops, params = counts[0][0], counts[0][1]
         else:
             g = weights[spatial.label]
-            flops = (g * torch.tensor([f for f, _, _ in counts], dtype=g.dtype, device=g.device)).sum()
+            flops = (g * torch.tensor([f for f, _, _ in counts], dtype=g.dtype, device=g.device)).sum(-1)
             params = counts[0][1]
         c = Cost()
         c.add(flops * scale, params * scale)

@@ -20,15 +20,57 @@ positions its inputs came from, and sum the placed maps with the Gumbel weights.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from .choices import ChannelSpace, Weights, fit_channels
 from .masked import Cost, SearchBlock, Spatial
 
 Factor = Tuple[str, int]  # (label, option index)
+
+
+@contextmanager
+def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
+    """BatchNorm still normalises with batch statistics, but its running statistics stay put."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, v in zip(bns, saved):
+            m.momentum = v
+
+
+def run_blocks(blocks: "nn.ModuleDict", x: torch.Tensor, weights: Weights, checkpoint: bool = False) -> torch.Tensor:
+    """Run ``blocks`` in order with the mixing weights.
+
+    Args:
+        checkpoint: activation checkpointing per block: keep only each block's input for the
+            backward pass and recompute the block's activations there (one block's memory
+            instead of the whole network's, for ~1/3 more time). The recomputation leaves
+            BatchNorm running statistics alone, so they are updated once per step as without it.
+    """
+    for block in blocks.values():
+        if checkpoint and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(
+                block, x, weights, use_reentrant=False,
+                context_fn=lambda b=block: (nullcontext(), frozen_bn_statistics(b)),
+            )
+        else:
+            x = block(x, weights)
+    return x
+
+
+def is_zero(w) -> bool:
+    """Whether a mixing weight is exactly zero in the forward pass (a hard sample's unchosen
+    option; soft Gumbel weights are never exactly zero)."""
+    return isinstance(w, torch.Tensor) and not bool(w.detach().ne(0).any())
 
 
 class MixedBlock(nn.Module):
@@ -44,7 +86,7 @@ class MixedBlock(nn.Module):
     def candidate_weight(self, name: str, weights: Weights):
         w = 1.0
         for label, i in self.factors[name]:
-            w = w * weights[label][i]
+            w = w * weights[label][..., i]
         return w
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
@@ -53,7 +95,10 @@ class MixedBlock(nn.Module):
             return fit_channels(cand(x, weights), self.out_space.max) * self.candidate_weight(name, weights)
         out = 0
         for name, cand in self.candidates.items():
-            out = out + self.candidate_weight(name, weights) * fit_channels(cand(x, weights), self.out_space.max)
+            w = self.candidate_weight(name, weights)
+            if is_zero(w):
+                continue  # a hard (straight-through) sample: only the chosen candidate runs
+            out = out + w * fit_channels(cand(x, weights), self.out_space.max)
         return out
 
     def out_spatial(self, spatial: Spatial) -> Spatial:
@@ -98,6 +143,7 @@ class SubsampledRes(nn.Module):
             pos = torch.div(torch.arange(o) * full_out, o, rounding_mode="floor")
             self.register_buffer(f"place_{i}", pos, persistent=False)
         self.full_out = full_out
+        self.checkpoint_blocks = False
 
     def body_out_size(self, size: int) -> int:
         sp = Spatial((size,))
@@ -106,9 +152,7 @@ class SubsampledRes(nn.Module):
         return sp.sizes[0]
 
     def run_body(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
-        for block in self.blocks.values():
-            x = block(x, weights)
-        return x
+        return run_blocks(self.blocks, x, weights, self.checkpoint_blocks)
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
@@ -118,6 +162,8 @@ class SubsampledRes(nn.Module):
         g = weights[self.label]
         out = 0
         for i in range(len(self.sizes)):
+            if is_zero(g[..., i]):
+                continue  # a hard sample: only the chosen resolution runs
             take, place = getattr(self, f"take_{i}"), getattr(self, f"place_{i}")
             y = self.run_body(x.index_select(2, take).index_select(3, take), weights)
             o = y.shape[-1]

@@ -20,32 +20,36 @@ def _fmt(option: Any) -> str:
 
 
 def plot_probabilities(history: List[Dict[str, Any]], choices: Sequence[Choice], path: str) -> None:
-    """One heatmap per choice: options (rows) x epochs (columns), colour = probability."""
+    """One heatmap per choice: options (rows) x epochs (columns), colour = probability on 0..1.
+
+    The scale is absolute, so a near-uniform distribution looks flat; the last epoch's
+    top probability is printed in each title.
+    """
     if not choices or not history:
         return
     cols = min(4, len(choices))
     rows = math.ceil(len(choices) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
     epochs = [r["epoch"] + 1 for r in history]
+    im = None
     for ax, choice in zip(axes.flat, choices):
         probs = np.array([r["probs"][choice.label] for r in history]).T  # options x epochs
-        # the scale spans this choice's own min..max: after a short search the probabilities
-        # are still near 1/n, and a 0..1 scale would hide how they moved
-        lo, hi = float(probs.min()), float(probs.max())
-        im = ax.imshow(probs, aspect="auto", cmap="viridis", vmin=lo, vmax=max(hi, lo + 1e-6), origin="lower",
+        im = ax.imshow(probs, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, origin="lower",
                        extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, choice.size - 0.5))
-        fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=5)
         ax.xaxis.get_major_locator().set_params(integer=True)
         step = max(1, choice.size // 8)
         ax.set_yticks(range(0, choice.size, step))
         ax.set_yticklabels([_fmt(o) for o in choice.options[::step]], fontsize=6)
-        ax.set_title(choice.label, fontsize=8)
+        top = int(probs[:, -1].argmax())
+        ax.set_title(f"{choice.label}: {_fmt(choice.options[top])} p={probs[top, -1]:.2f} "
+                     f"(uniform {1 / choice.size:.2f})", fontsize=7)
         ax.set_xlabel("epoch", fontsize=7)
         ax.tick_params(axis="x", labelsize=6)
     for ax in list(axes.flat)[len(choices):]:
         ax.axis("off")
-    fig.suptitle("DMaskingNAS: choice probabilities softmax(alpha / T) per epoch (colour scale per choice)")
-    fig.tight_layout()
+    fig.suptitle("DMaskingNAS: choice probabilities softmax(alpha) per epoch")
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    fig.colorbar(im, cax=fig.add_axes((0.945, 0.15, 0.012, 0.7)), label="probability")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -57,8 +61,8 @@ def plot_cost_accuracy(history: List[Dict[str, Any]], path: str) -> None:
     epochs = [r["epoch"] + 1 for r in history]
     kind = "flops" if any("expected_flops" in r for r in history) else "params"
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a1.plot(epochs, [r[f"expected_{kind}"] for r in history], "o-", label=f"expected {kind} (softmax)")
-    a1.plot(epochs, [r[f"derived_{kind}_m"] for r in history], "s-", label=f"derived (argmax) {kind}")
+    a1.plot(epochs, [r[f"expected_{kind}"] for r in history], "o-", label=f"effective {kind} of softmax(alpha/T)")
+    a1.plot(epochs, [r[f"derived_{kind}_m"] for r in history], "s-", label=f"derived {kind} (exact)")
     for ax in (a1, a2):
         ax.xaxis.get_major_locator().set_params(integer=True)
     a1.set_xlabel("epoch")

@@ -45,7 +45,16 @@ from ..builder import ClsConvHead, resolve_arch_def
 from ..layers import round_channels
 from ..ops import OPS, OpSpec, accepted_kwargs
 from ..registry import RegistryError, did_you_mean
-from .choices import ChannelSpace, Choice, Weights, gumbel_weights, log10_size, parse_float_options, parse_int_options
+from .choices import (
+    ChannelSpace,
+    Choice,
+    Weights,
+    gumbel_weights,
+    log10_size,
+    parse_float_options,
+    parse_int_options,
+    straight_through,
+)
 from .masked import (
     Cost,
     MaskedConvBlock,
@@ -57,11 +66,12 @@ from .masked import (
     Spatial,
     slice_into,
 )
-from .mixed import MixedBlock, SubsampledRes, check_resolution_options
+from .mixed import MixedBlock, SubsampledRes, check_resolution_options, run_blocks
 
 SEARCH_OPS = ("masked-channel", "choice", "subsampled-res")
 MODES = ("dmasking", "conventional")
 SEARCH_KEYS = ("resolution",)
+CHOICE_KINDS = ("op", "resolution", "channels", "expansion")
 
 
 def _alpha_key(label: str) -> str:
@@ -205,6 +215,7 @@ class Supernet(nn.Module):
             self.blocks = blocks
         self.out_space = blocks[list(blocks)[-1]].out_space
         self.head = ClsConvHead(self.out_space.max, num_classes)
+        self.checkpoint_blocks = False
 
     # -- construction ---------------------------------------------------------------------
     def _label(self) -> str:
@@ -371,14 +382,29 @@ class Supernet(nn.Module):
         return self.alphas[_alpha_key(label)]
 
     # -- mixing weights --------------------------------------------------------------------------
-    def sample_weights(self, noise: Optional[bool] = None) -> Weights:
-        """One mixing-weight vector per choice: Gumbel-softmax in train mode, softmax(alpha/T) in eval."""
+    def sample_weights(self, noise: Optional[bool] = None, hard: Sequence[str] = ()) -> Weights:
+        """One mixing-weight vector per choice: Gumbel-softmax in train mode, softmax(alpha/T) in eval.
+
+        Args:
+            hard: kinds of choices ("op", "resolution", "channels", "expansion") whose weights
+                are the one-hot of the sample in the forward pass with the soft sample's gradient
+                (straight-through Gumbel-softmax, as GDAS): only the sampled block type of a
+                block, or the sampled resolution, runs.
+        """
+        unknown = sorted(set(hard) - set(CHOICE_KINDS))
+        if unknown:
+            raise ValueError(f"unknown choice kind {unknown[0]!r}; valid: {list(CHOICE_KINDS)}")
         noise = self.training if noise is None else noise
-        return {label: gumbel_weights(self.alpha(label), self.temperature, noise) for label in self.choices}
+        out = {}
+        for label, choice in self.choices.items():
+            g = gumbel_weights(self.alpha(label), self.temperature, noise)
+            out[label] = straight_through(g) if choice.kind in hard else g
+        return out
 
     def probabilities(self) -> Dict[str, torch.Tensor]:
-        """softmax(alpha / T) per choice, detached."""
-        return {k: v.detach() for k, v in self.sample_weights(noise=False).items()}
+        """softmax(alpha) per choice, detached: the distribution the Gumbel samples are drawn from
+        (argmax(alpha + Gumbel noise) has exactly these probabilities; T only relaxes the sample)."""
+        return {label: torch.softmax(self.alpha(label).detach(), -1) for label in self.choices}
 
     def one_hot(self, index: Dict[str, int]) -> Weights:
         """Mixing weights selecting option ``index[label]`` of every choice (others: argmax of alpha)."""
@@ -399,9 +425,19 @@ class Supernet(nn.Module):
         if self.body is not None:
             x = self.body(x, weights)
         else:
-            for block in self.blocks.values():
-                x = block(x, weights)
+            x = run_blocks(self.blocks, x, weights, self.checkpoint_blocks)
         return self.head(x)
+
+    @property
+    def checkpoint_blocks(self) -> bool:
+        """Activation checkpointing per block (see :func:`~mobile_cv.search.mixed.run_blocks`)."""
+        return self._checkpoint_blocks
+
+    @checkpoint_blocks.setter
+    def checkpoint_blocks(self, value: bool) -> None:
+        self._checkpoint_blocks = bool(value)
+        if self.body is not None:
+            self.body.checkpoint_blocks = bool(value)
 
     def _blocks(self) -> "nn.ModuleDict":
         return self.body.blocks if self.body is not None else self.blocks
@@ -425,13 +461,20 @@ class Supernet(nn.Module):
             for block in self.blocks.values():
                 c, sp = block.cost(sp, weights)
                 total.add(c.flops, c.params)
-        c_last = self.out_space.eff(weights)
-        total.add(c_last * sp.area(weights), 0.0)  # head global pool
-        if self.num_classes:
-            total.add(c_last * self.num_classes, c_last * self.num_classes)  # head 1x1 conv
+        head = self.head_cost(sp, weights)
+        total.add(head.flops, head.params)
         value = total.flops if kind == "flops" else total.params
         value = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
         return value / 1e6
+
+    def head_cost(self, spatial: Spatial, weights: Weights) -> Cost:
+        """Global pool and 1x1 classifier on the last block's output (``spatial`` its size)."""
+        c_last = self.out_space.eff(weights)
+        cost = Cost()
+        cost.add(c_last * spatial.area(weights), 0.0)
+        if self.num_classes:
+            cost.add(c_last * self.num_classes, c_last * self.num_classes)
+        return cost
 
     # -- derivation -------------------------------------------------------------------------------
     def derive(self, weights: Optional[Weights] = None) -> Dict[str, Any]:
@@ -458,50 +501,6 @@ class Supernet(nn.Module):
             arch["basic_args"] = dict(self.basic_args)
         arch["blocks"] = stages
         return arch
-
-    def index_within(self, kind: str, target: float, tolerance: float = 0.05,
-                     max_moves: int = 200) -> Tuple[Dict[str, int], float]:
-        """The choice indices of a probable architecture whose cost is within ``tolerance`` of ``target``.
-
-        Budget-aware derivation: start from the argmax of every choice and, while the
-        cost is off by more than ``tolerance``, take the single-choice change that buys
-        the most distance to the target per unit of log-probability lost
-        (log softmax(alpha / T)). Every move strictly shrinks the distance, so it stops;
-        if no move is left the closest architecture found is returned. Returns
-        ``(index, cost)``.
-        """
-        if kind not in ("flops", "params"):
-            raise ValueError(f'kind must be "flops" or "params", got {kind!r}')
-        logp = {k: torch.log_softmax(self.alpha(k).detach() / self.temperature, -1).tolist() for k in self.choices}
-        index = self.argmax()
-
-        def cost(ix: Dict[str, int]) -> float:
-            with torch.no_grad():
-                return self.expected_cost(kind, self.one_hot(ix)).item()
-
-        current = cost(index)
-        for _ in range(max_moves):
-            dist = abs(current - target)
-            if dist <= tolerance * target:
-                break
-            best = None
-            for label, choice in self.choices.items():
-                for j in range(choice.size):
-                    if j == index[label]:
-                        continue
-                    trial = {**index, label: j}
-                    c = cost(trial)
-                    gain = dist - abs(c - target)
-                    if gain <= 0:
-                        continue
-                    score = (logp[label][j] - logp[label][index[label]]) / gain
-                    if best is None or score > best[0]:
-                        best = (score, label, j, c)
-            if best is None:
-                break
-            _, label, j, current = best
-            index[label] = j
-        return index, current
 
     def encode(self, arch_def: Dict[str, Any]) -> Dict[str, int]:
         """The choice indices that derive ``arch_def`` (an architecture inside this space).

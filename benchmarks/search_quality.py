@@ -1,0 +1,229 @@
+#!/usr/bin/env python
+"""Does the search beat chance? Searched vs random architectures of the same space at the same cost.
+
+For each budget: draw ``--random`` architectures uniformly per choice among those whose
+exact cost is within ``--tolerance`` of the budget; run the search (``tools/search.py``,
+FLOPs target = the budget) once per ``--seeds``; train every architecture from scratch
+with the same recipe (``tools/train.py``, ``--train-epochs``) and score it on the held-out
+digits (val + test: 1,000 images the search never saw). Prints a table, one JSON row per
+architecture, and per budget the random median / 75th percentile / best beside the
+searched median; writes ``search_quality.png`` (accuracy vs MFLOPs: the random cloud,
+the searched points, and their Pareto front) and ``search_quality.jsonl``.
+
+Every run is a subprocess of the real tools (``--jobs`` at a time, ``--threads`` torch threads
+each: on 2 cores two 1-thread runs do 1.5x the work of one 2-thread run), cached by its
+content under ``--out``: rerunning with more seeds or budgets reuses what is done.
+
+    python benchmarks/search_quality.py --budgets 0.3 1.0 --seeds 0 1 2 --random 8
+    python benchmarks/search_quality.py ... --search-opts SEARCH.SAMPLING mixture   # another search setting
+"""
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from mobile_cv.arch_def import to_jsonable  # noqa: E402
+from mobile_cv.search import build_supernet  # noqa: E402
+from mobile_cv.search.derive import sample_within  # noqa: E402
+
+SEARCH_CONFIG = os.path.join("configs", "search_embedded_mnist.yaml")
+TRAIN_CONFIG = os.path.join("configs", "train_embedded_mnist.yaml")
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run(cmd, log_path, threads):
+    """Run a tool with ``threads`` torch threads; its output goes to ``log_path``; a failure stops
+    the benchmark with the log's tail."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with open(log_path, "w") as log:
+        p = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    if p.returncode != 0:
+        tail = open(log_path).read()[-2000:]
+        sys.exit(f"search_quality: {' '.join(cmd)} failed ({p.returncode}):\n{tail}")
+
+
+def percentile(values, q):
+    """Linear-interpolation percentile (numpy's default), q in [0, 100]."""
+    v = sorted(values)
+    pos = (len(v) - 1) * q / 100
+    lo, hi = int(pos), min(int(pos) + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+_LOCKS = {}
+
+
+def _train(arch, args, seed, out):
+    if os.path.exists(os.path.join(out, "run")):
+        shutil.rmtree(os.path.join(out, "run"))  # an unfinished training: start over
+    os.makedirs(out, exist_ok=True)
+    arch_file = os.path.join(out, "arch.json")
+    with open(arch_file, "w") as f:
+        json.dump(to_jsonable(arch), f, indent=1)
+    run([sys.executable, "tools/train.py", "--config-file", TRAIN_CONFIG, "MODEL.ARCH", arch_file,
+         "DATA.INPUT_SIZE", str(arch["input_size"]), "SOLVER.EPOCHS", str(args.train_epochs),
+         "SEED", str(seed), "OUTPUT_DIR", os.path.join(out, "run"), *args.train_opts],
+        os.path.join(out, "train.log"), args.threads)
+    os.replace(os.path.join(out, "run", "eval.json"), os.path.join(out, "eval.json"))
+
+
+def train_and_score(arch, args, seed):
+    """Train ``arch`` from scratch with the benchmark's recipe; accuracy (%) on val + test, FLOPs, params."""
+    key = digest({"arch": to_jsonable(arch), "epochs": args.train_epochs, "seed": seed, "opts": args.train_opts,
+                  "threads": args.threads})  # float sums differ with the thread count
+    out = os.path.join(args.out, "train", key)
+    result = os.path.join(out, "eval.json")
+    with _LOCKS.setdefault(key, threading.Lock()):  # two searches may derive the same architecture
+        if not os.path.exists(result):
+            _train(arch, args, seed, out)
+    e = json.load(open(result))
+
+    correct = sum(e[s]["acc1"] * e[s]["images"] / 100 for s in ("val", "test"))
+    images = sum(e[s]["images"] for s in ("val", "test"))
+    return 100 * correct / images, e["flops_m"], e["params_m"]
+
+
+def score(arch, args):
+    """Mean held-out accuracy over ``--train-seeds`` trainings, and the exact cost."""
+    accs = []
+    for s in args.train_seeds:
+        acc, flops, params = train_and_score(arch, args, s)
+        accs.append(acc)
+    return statistics.mean(accs), flops, params
+
+
+def search(budget, seed, args):
+    """Run tools/search.py for ``budget``; returns (arch def, search.json)."""
+    key = digest({"budget": budget, "seed": seed, "opts": args.search_opts, "space": args.space,
+                  "threads": args.threads})
+    out = os.path.join(args.out, "search", key)
+    if not os.path.exists(os.path.join(out, "search.json")):
+        if os.path.exists(out):
+            shutil.rmtree(out)  # an unfinished search: start over
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        run([sys.executable, "tools/search.py", "--config-file", SEARCH_CONFIG, "SEARCH.SPACE", args.space,
+             "SEARCH.COST.FORM", "target", "SEARCH.COST.TARGET", str(budget),
+             "SEARCH.COST.TOLERANCE", str(args.tolerance), "SEED", str(seed), "OUTPUT_DIR", out, *args.search_opts],
+            out + ".log", args.threads)
+    return json.load(open(os.path.join(out, "arch_def.json"))), json.load(open(os.path.join(out, "search.json")))
+
+
+def pareto(points):
+    """Points not dominated in (lower MFLOPs, higher accuracy), sorted by MFLOPs."""
+    front, best = [], -1.0
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rnd = [(r["mflops"], r["acc"]) for r in rows if r["kind"] == "random"]
+    src = [(r["mflops"], r["acc"]) for r in rows if r["kind"] == "searched"]
+    ax.scatter(*zip(*rnd), s=22, c="0.6", label="random (uniform per choice, same budget)")
+    if src:
+        ax.scatter(*zip(*src), s=60, c="tab:red", marker="*", label="searched (DMaskingNAS)")
+    for pts, style, label in ((rnd, "--", "random Pareto front"), (src, "-", "searched Pareto front")):
+        if not pts:
+            continue
+        front = pareto(pts)
+        ax.plot(*zip(*front), style, c="0.4" if style == "--" else "tab:red", lw=1, label=label)
+    ax.set_xlabel("MFLOPs (exact)")
+    ax.set_ylabel("held-out top-1 % (val + test)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("search quality: searched vs random architectures at the same budgets", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="mnist_small_space")
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.3, 1.0], help="MFLOPs")
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="search seeds")
+    p.add_argument("--random", type=int, default=8, help="random architectures per budget")
+    p.add_argument("--random-seed", type=int, default=0)
+    p.add_argument("--tolerance", type=float, default=0.05)
+    p.add_argument("--train-epochs", type=int, default=20)
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0],
+                   help="train every architecture once per seed and average (less training noise)")
+    p.add_argument("--search-opts", nargs="*", default=[], help="extra KEY VALUE overrides for tools/search.py")
+    p.add_argument("--train-opts", nargs="*", default=[], help="extra KEY VALUE overrides for tools/train.py")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (results depend on it)")
+    p.add_argument("--out", default=os.path.join("output", "search_quality"))
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.time()
+    net = build_supernet(args.space, num_classes=10, in_chans=1)
+    tasks = []
+    for budget in args.budgets:
+        drawn = sample_within(net, "flops", budget, args.tolerance, args.random, seed=args.random_seed)
+        tasks += [(budget, "random", i, net.derive(net.one_hot(index))) for i, (index, _) in enumerate(drawn)]
+        tasks += [(budget, "searched", seed, None) for seed in args.seeds]
+
+    def work(task):
+        budget, kind, seed, arch = task
+        extra = {}
+        if kind == "searched":
+            arch, found = search(budget, seed, args)
+            extra = {k: found.get(k) for k in ("log_prob", "log_prob_argmax", "log_prob_uniform", "mean_top_prob")}
+        acc, flops, params = score(arch, args)
+        row = {"budget": budget, "kind": kind, "seed": seed, "mflops": round(flops, 4), "mparams": round(params, 5),
+               "acc": round(acc, 2), **extra}
+        print(json.dumps(row), flush=True)
+        return row
+
+    # each run is a subprocess with --threads torch threads; --jobs of them at a time
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(work, tasks))
+
+    with open(os.path.join(args.out, "search_quality.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    plot(rows, os.path.join(args.out, "search_quality.png"))
+    print(f"\n{args.space}: {args.random} random architectures per budget (uniform per choice, exact cost within "
+          f"+-{100 * args.tolerance:g}%) vs the search with seeds {args.seeds}; every architecture trained "
+          f"{args.train_epochs} epochs from scratch (seeds {args.train_seeds}), top-1 on 1,000 held-out digits")
+    print(f"{'budget':>7} {'random median':>14} {'random p75':>11} {'random best':>12} {'searched median':>16} "
+          f"{'searched':>22}  verdict")
+    ok = True
+    for budget in args.budgets:
+        rnd = [r["acc"] for r in rows if r["budget"] == budget and r["kind"] == "random"]
+        src = [r["acc"] for r in rows if r["budget"] == budget and r["kind"] == "searched"]
+        med, p75 = statistics.median(rnd), percentile(rnd, 75)
+        if not src:
+            print(f"{budget:>7g} {med:>14.2f} {p75:>11.2f} {max(rnd):>12.2f} {'-':>16} {'-':>22}  (no search)")
+            continue
+        verdict = "searched median >= random p75" if statistics.median(src) >= p75 else "BELOW random p75"
+        ok &= statistics.median(src) >= p75
+        print(f"{budget:>7g} {med:>14.2f} {p75:>11.2f} {max(rnd):>12.2f} {statistics.median(src):>16.2f} "
+              f"{' '.join(f'{a:.2f}' for a in src):>22}  {verdict}")
+    print(f"({(time.time() - t0) / 60:.1f} min; rows in {args.out}/search_quality.jsonl, plot "
+          f"{args.out}/search_quality.png)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
