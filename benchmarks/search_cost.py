@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""Wall time of one DMaskingNAS search epoch vs one training epoch of plain models,
-on the same data (the embedded MNIST train split: a search epoch trains the weights
-on its 80% and alpha on its 20%; a training epoch trains on all of it), measured
-interleaved in one run.
+"""Wall time of one DMaskingNAS search epoch vs one training epoch of plain models, on the
+same data, measured interleaved in one run.
 
-Plain models: the largest architecture of the space (every choice at its most
-expensive option) and a derived one (budget-aware at ``--target`` MFLOPs from the
-freshly initialised supernet, or ``--arch`` FILE, e.g. a search's arch_def.json).
+A search epoch is what ``tools/search.py`` runs after the warm-up (the real
+:class:`~mobile_cv.search.runner.SearchStep`): a weight step on each ``search_weights``
+batch (80% of the train split), each followed by an alpha step on a ``search_alpha``
+batch. It is timed for three settings of ``SEARCH.SAMPLED_CHOICES``: the paper's full
+mixture (every block type at every resolution), sampled resolutions (the default), and
+sampled block types and resolutions (single path, as GDAS). A training epoch trains a
+plain model on the whole train split: the largest architecture of the space and one
+derived within ``--target`` MFLOPs (or ``--arch`` FILE).
 
     python benchmarks/search_cost.py [--space mnist_small_space] [--rounds 2] [--arch F]
 """
@@ -24,9 +27,18 @@ from torch import nn  # noqa: E402
 
 import mobile_cv  # noqa: E402
 from mobile_cv.arch_def import load_arch_def_file  # noqa: E402
+from mobile_cv.config import get_cfg  # noqa: E402
 from mobile_cv.data import build_dataset, build_loader_from_dataset, set_epoch  # noqa: E402
+from mobile_cv.engine.train_loop import build_lr_scheduler, build_sgd  # noqa: E402
 from mobile_cv.search import CostLoss, build_supernet  # noqa: E402
-from mobile_cv.search.runner import extreme_index  # noqa: E402
+from mobile_cv.search.derive import CostTable, log_probs  # noqa: E402
+from mobile_cv.search.runner import SearchStep, _search_epoch  # noqa: E402
+
+SETTINGS = {  # label -> SEARCH.SAMPLED_CHOICES
+    "full mixture": [],
+    "sampled resolution": ["resolution"],
+    "sampled op + resolution": ["op", "resolution"],
+}
 
 
 def loaders(batch: int, input_size: int, limit: int):
@@ -37,26 +49,25 @@ def loaders(batch: int, input_size: int, limit: int):
     return make
 
 
-def search_epoch(net, w_loader, a_loader) -> float:
-    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.05, momentum=0.9)
-    a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.01)
-    loss_fn = CostLoss("fbnet")
-    net.train()
-    t0 = time.perf_counter()
-    for x, y in w_loader:
-        loss = nn.functional.cross_entropy(net(x, net.sample_weights()), y)
-        w_opt.zero_grad()
-        a_opt.zero_grad()
-        loss.backward()
-        w_opt.step()
-    for x, y in a_loader:
-        g = net.sample_weights()
-        loss = loss_fn(nn.functional.cross_entropy(net(x, g), y), net.expected_cost("flops", g))
-        w_opt.zero_grad()
-        a_opt.zero_grad()
-        loss.backward()
-        a_opt.step()
-    return time.perf_counter() - t0
+class SearchEpoch:
+    """The search loop's epoch (weights and alpha), for one SAMPLED_CHOICES setting."""
+
+    def __init__(self, space: str, sampled, target: float, batch: int, w_loader, a_loader) -> None:
+        cfg = get_cfg()
+        cfg.merge_from_list(["SEARCH.SPACE", space, "SEARCH.SAMPLED_CHOICES", list(sampled), "SEARCH.BATCH_SIZE",
+                             batch, "SEARCH.COST.FORM", "target", "SEARCH.COST.TARGET", target])
+        self.cfg, self.w_loader, self.a_loader = cfg, w_loader, a_loader
+        self.net = build_supernet(space, num_classes=10, in_chans=1)
+        w_opt = build_sgd(self.net, lr=0.1, momentum=0.9, weight_decay=1e-4, skip=self.net.arch_parameters())
+        a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=0.01)
+        sched = build_lr_scheduler(w_opt, name="cosine", epochs=8, warmup_epochs=0, updates_per_epoch=len(w_loader))
+        self.step = SearchStep(cfg, self.net, self.net, CostLoss("target", target=target), w_opt, a_opt, sched,
+                               torch.device("cpu"))
+
+    def __call__(self) -> float:
+        t0 = time.perf_counter()
+        _search_epoch(self.cfg, self.net, self.step, self.w_loader, self.a_loader, epoch=2, train_alpha=True)
+        return time.perf_counter() - t0
 
 
 def train_epoch(model, loader) -> float:
@@ -74,8 +85,9 @@ def train_epoch(model, loader) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="mnist_small_space")
-    p.add_argument("--arch", help="derived arch-def file to time (default: budget-aware at --target)")
-    p.add_argument("--target", type=float, default=1.5, help="MFLOPs of the derived arch when --arch is not given")
+    p.add_argument("--arch", help="derived arch-def file to time (default: the most probable within --target "
+                                  "MFLOPs of a fresh supernet)")
+    p.add_argument("--target", type=float, default=0.3, help="MFLOPs of the derived arch when --arch is not given")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--limit", type=int, default=0, help="images per split (0: all)")
@@ -85,39 +97,42 @@ def main() -> None:
     torch.manual_seed(0)
 
     net = build_supernet(args.space, num_classes=10, in_chans=1)
-    index = extreme_index(net, "flops", largest=True)  # the most expensive architecture
-    largest = net.derive(net.one_hot(index))
+    table = CostTable(net, "flops")
+    largest = net.derive(net.one_hot(table.extreme(largest=True)[0]))
     if args.arch:
         derived = load_arch_def_file(args.arch)
     else:
-        idx, _ = net.index_within("flops", args.target)
-        derived = net.derive(net.one_hot(idx))
+        derived = net.derive(net.one_hot(table.budgeted(args.target, 0.05, log_probs(net))[0]))
 
     make = loaders(args.batch, net.input_size, args.limit)
     w_loader, a_loader, train_loader = make("search_weights"), make("search_alpha"), make("train")
+    searches = {label: SearchEpoch(args.space, sampled, args.target, args.batch, w_loader, a_loader)
+                for label, sampled in SETTINGS.items()}
     models = {
         "largest": (mobile_cv.build_model(largest, num_classes=10, in_chans=1), make("train", largest["input_size"])),
         "derived": (mobile_cv.build_model(derived, num_classes=10, in_chans=1), make("train", derived["input_size"])),
     }
-    times = {"search": [], "largest": [], "derived": []}
+    times = {name: [] for name in [*searches, *models]}
     for r in range(args.rounds):
         for loader in (w_loader, a_loader, train_loader, *(ld for _, ld in models.values())):
             set_epoch(loader, r)
-        times["search"].append(search_epoch(net, w_loader, a_loader))
+        for name, run in searches.items():
+            times[name].append(run())
         for name, (model, loader) in models.items():
             times[name].append(train_epoch(model, loader))
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{args.space}, {len(train_loader.dataset)} train images ({len(w_loader.dataset)} weight + "
-          f"{len(a_loader.dataset)} alpha in the search), batch {args.batch}, {args.threads} threads, "
-          f"median of {args.rounds} epochs each, interleaved")
+    print(f"\n{args.space}, {len(train_loader.dataset)} train images (a search epoch: {len(w_loader)} weight steps on "
+          f"{len(w_loader.dataset)} images, each followed by an alpha step on {len(a_loader.dataset)}), batch "
+          f"{args.batch}, {args.threads} threads, median of {args.rounds} epochs each, interleaved")
     for name, arch in (("largest", largest), ("derived", derived)):
         f, prm = mobile_cv.count_flops_params(models[name][0], arch["input_size"])
         print(f"  {name:<8} subnet: {f:.3f} MFLOPs, {prm * 1e3:.1f} K params at {arch['input_size']}px")
-    print(f"{'epoch of':<22} {'seconds':>8} {'search / this':>14}")
-    for name, label in (("search", "search (supernet)"), ("largest", "train largest subnet"),
-                        ("derived", "train derived subnet")):
-        print(f"{label:<22} {med[name]:>8.2f} {med['search'] / med[name]:>13.2f}x")
+    print(f"{'epoch of':<38} {'seconds':>8} {'/ largest-subnet epoch':>23}")
+    rows = [(f"search, {label}", label) for label in searches]
+    rows += [("train largest subnet", "largest"), ("train derived subnet", "derived")]
+    for text, name in rows:
+        print(f"{text:<38} {med[name]:>8.2f} {med[name] / med['largest']:>22.2f}x")
 
 
 if __name__ == "__main__":

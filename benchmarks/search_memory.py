@@ -195,7 +195,8 @@ def print_f_table(rows, args) -> None:
             continue
         est = r["peak_mb"] / 1024 if r["batch"] == 8 else 8 * r["peak_mb_per_image"] / 1024
         fits = "" if r["batch"] == 8 else "~"
-        print(f"{name:<20} {str(r['checkpoint']):>5} {r['batch']:>5} {r['peak_mb']:>9.0f} {r['peak_mb_per_image']:>9.0f} "
+        print(f"{name:<20} {str(r['checkpoint']):>5} {r['batch']:>5} {r['peak_mb']:>9.0f} "
+              f"{r['peak_mb_per_image']:>9.0f} "
               f"{fits:>1}{est:>6.1f} {'ok' if est <= 12 else '>12':>3} {r['step_s']:>7.2f} "
               f"{r['step_s'] / r['batch']:>8.2f}")
 

@@ -8,7 +8,6 @@ from torch import nn
 
 import mobile_cv
 from mobile_cv.search import CostLoss, build_supernet
-from mobile_cv.search.mixed import frozen_bn_statistics
 from mobile_cv.search.derive import (
     BudgetError,
     CostTable,
@@ -18,6 +17,7 @@ from mobile_cv.search.derive import (
     log_probs,
     sample_within,
 )
+from mobile_cv.search.mixed import frozen_bn_statistics
 
 # small enough to enumerate (23,328 assignments), with every kind of choice
 SMALL = {
@@ -165,8 +165,8 @@ def test_target_loss_pulls_the_cost_to_the_target_from_both_sides():
 def test_hard_sampling_runs_one_candidate_per_block_and_one_resolution():
     net = build_supernet(SMALL, num_classes=10).train()
     calls = []
-    hooks = [m.register_forward_hook(lambda m, i, o, n=name: calls.append(n))
-             for name, m in net.named_modules() if name.count(".candidates.") == 1 and name.split(".")[-2] == "candidates"]
+    candidates = [(name, m) for name, m in net.named_modules() if name.split(".")[-2:-1] == ["candidates"]]
+    hooks = [m.register_forward_hook(lambda m, i, o, n=name: calls.append(n)) for name, m in candidates]
     g = net.sample_weights(hard=("op", "resolution"))
     out = net(torch.randn(2, 3, 32, 32), g)
     blocks = len(net.body.blocks)

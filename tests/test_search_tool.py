@@ -198,3 +198,25 @@ def test_target_form_lands_the_derived_flops_near_the_target_on_the_demo_space(t
     # beside the argmax's (the maximum) and uniform choices'
     assert summary["log_prob"] <= summary["log_prob_argmax"] + 1e-9 and summary["log_prob_uniform"] < 0
     assert set(summary["top_prob"]) == set(records[-1]["probs"])
+
+
+def test_paper_scale_f_space_search_derives_within_the_target(tmp_path):
+    """The FBNetV2-F space (10^55.7 architectures, 224 px) searched for 2 epochs on a tiny
+    ImageNet-layout folder: the derived architecture's exact FLOPs are within 5% of 240.
+    Sampled block types keep a CI step small (the full mixture's memory is a benchmark)."""
+    from test_data import make_image_folder
+
+    root = tmp_path / "images"
+    make_image_folder(root, classes=("a", "b"), per_class=10)
+    out = tmp_path / "f"
+    p = run([sys.executable, os.path.join(ROOT, "tools", "search.py"), "--config-file",
+             os.path.join(ROOT, "configs", "search_imagenet.yaml"), "DATA.ROOT", str(root), "MODEL.NUM_CLASSES", "2",
+             "DATA.NUM_WORKERS", "0", "SEARCH.EPOCHS", "2", "SEARCH.WARMUP_EPOCHS", "1", "SEARCH.BATCH_SIZE", "4",
+             "SEARCH.SAMPLED_CHOICES", "['op', 'resolution']", "OUTPUT_DIR", str(out)],
+            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    summary = json.load(open(out / "search.json"))
+    assert summary["space"] == "fbnetv2_f_space" and abs(summary["target_error"]) <= 0.05
+    arch = json.load(open(out / "arch_def.json"))
+    flops, _ = mobile_cv.count_flops_params(mobile_cv.build_model(arch, num_classes=2), arch["input_size"])
+    assert abs(flops / 240 - 1) <= 0.05
+    assert "DMaskingNAS search of fbnetv2_f_space" in p.stdout and "derived:" in p.stdout

@@ -381,10 +381,13 @@ def _step(dp: torch.Tensor, term: _Term, cost: torch.Tensor, lp: torch.Tensor, d
     n_buckets = dp.shape[1]
     offsets = torch.round(cost / delta).long()
     valid = offsets < n_buckets
-    # of the items that share (s_in, s_out, rounded cost) only the most probable can win
+    # of the items that share (s_in, s_out, rounded cost) only the most probable can win (the first on ties)
     key = (term.s_in * n_out + term.s_out) * n_buckets + offsets.clamp_max(n_buckets - 1)
-    top = torch.full((int(key.max()) + 1,), -math.inf, dtype=torch.float64).scatter_reduce(0, key, lp, "amax")
-    valid &= lp >= top[key]
+    n_keys = int(key.max()) + 1
+    top = torch.full((n_keys,), -math.inf, dtype=torch.float64).scatter_reduce(0, key, lp, "amax")
+    order = torch.arange(len(lp))
+    first = torch.full((n_keys,), len(lp)).scatter_reduce(0, key, torch.where(lp >= top[key], order, len(lp)), "amin")
+    valid &= order == first[key]
     new = torch.full((n_out, n_buckets), -math.inf, dtype=torch.float64)
     best = torch.full((n_out, n_buckets), -1, dtype=torch.long)
     cols = torch.arange(n_buckets)

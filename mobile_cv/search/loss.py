@@ -32,13 +32,13 @@ class CostLoss:
         alpha, fbnet_beta: FBNet's a and b.
     """
 
-    FORMS = ("target", "target_dual", "target_mult", "relative", "fbnet")
+    FORMS = ("target", "target_dual", "relative", "fbnet")
 
     def __init__(self, form: str = "target", target: float = 0.0, weight: float = 1.0, beta: float = 0.1,
                  alpha: float = 0.2, fbnet_beta: float = 0.6, dual_lr: float = 0.02) -> None:
         if form not in self.FORMS:
             raise ValueError(f"cost loss form must be one of {self.FORMS}, got {form!r}")
-        if form in ("target", "target_dual", "target_mult", "relative") and not target > 0:
+        if form in ("target", "target_dual", "relative") and not target > 0:
             raise ValueError(f"the {form} form needs a positive target (in millions of FLOPs or params)")
         self.form, self.target, self.weight, self.beta = form, float(target), weight, beta
         self.alpha, self.fbnet_beta = alpha, fbnet_beta
@@ -63,8 +63,6 @@ class CostLoss:
             return (cost / self.target) ** self.beta
         if self.form == "target_dual":
             return self.lam * torch.log(cost / self.target)
-        if self.form == "target_mult":
-            return torch.exp(self.weight * torch.log(cost / self.target).abs())
         return self.alpha * torch.log(cost.clamp_min(1.0 + 1e-6)) ** self.fbnet_beta
 
     def __call__(self, ce: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:

@@ -84,14 +84,14 @@ def build_cost_loss(cfg: CfgNode, table: CostTable) -> CostLoss:
     lo, hi = table.extremes()
     unit = "MFLOPs" if c.KIND == "flops" else "M params"
     logger.info("%s: the space's architectures cost %.4g-%.4g %s", cfg.SEARCH.SPACE, lo, hi, unit)
-    if c.FORM in ("target", "target_mult", "target_dual") and not c.TARGET > 0:
+    if c.FORM in ("target", "target_dual") and not c.TARGET > 0:
         raise ConfigError("SEARCH.COST.FORM is 'target' but SEARCH.COST.TARGET is 0; set the budget in millions")
     if c.TARGET > 0:  # whether any architecture meets the budget does not depend on alpha: check it now
         try:
             table.budgeted(c.TARGET, c.TOLERANCE, log_probs(table.net))
         except BudgetError as e:
             raise ConfigError(f"SEARCH.COST.TARGET {c.TARGET:g} with TOLERANCE {c.TOLERANCE:g}: {e}") from None
-    if c.FORM in ("target", "target_mult", "target_dual"):
+    if c.FORM in ("target", "target_dual"):
         return CostLoss(c.FORM, target=c.TARGET, weight=c.TARGET_WEIGHT)
     if c.FORM == "relative":
         return CostLoss("relative", target=math.sqrt(lo * hi), beta=c.EXPONENT)
@@ -238,7 +238,8 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
     cost_loss = build_cost_loss(cfg, table)
     net.to(device)
     logger.info("search space %s (%s, sampled choices %s): %d choices, 10^%.1f architectures, %.2f M supernet "
-                "weights; %d weight / %d alpha / %d val images", s.SPACE, s.MODE, list(s.SAMPLED_CHOICES), len(net.choices),
+                "weights; %d weight / %d alpha / %d val images", s.SPACE, s.MODE, list(s.SAMPLED_CHOICES),
+                len(net.choices),
                 net.log10_size(), sum(p.numel() for p in net.weight_parameters()) / 1e6, len(w_loader.dataset),
                 len(a_loader.dataset), len(val_loader.dataset))
 
@@ -386,8 +387,9 @@ def print_summary(summary: Dict[str, Any], arch: Dict[str, Any], history: List[D
     )
     lines.append(
         f"log-probability of the derived architecture {summary['log_prob']:.2f} (the argmax: "
-        f"{summary['log_prob_argmax']:.2f}, any architecture under uniform choices: {summary['log_prob_uniform']:.2f}); "
-        f"mean top probability per choice {summary['mean_top_prob']:.3f} (uniform: {summary['mean_top_prob_uniform']:.3f})"
+        f"{summary['log_prob_argmax']:.2f}, any architecture under uniform choices: "
+        f"{summary['log_prob_uniform']:.2f}); mean top probability per choice {summary['mean_top_prob']:.3f} "
+        f"(uniform: {summary['mean_top_prob_uniform']:.3f})"
     )
     if history:
         lines.append("epoch  T      val_acc  expected  derived_MFLOPs")
