@@ -10,7 +10,9 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["mobile_cv", "mobile_cv.*", "arch_defs", "arch_defs.*", "model_zoo", "model_zoo.*"]),
+    packages=find_packages(
+        include=["mobile_cv", "mobile_cv.*", "arch_defs", "arch_defs.*", "model_zoo", "model_zoo.*"]
+    ),
     package_data={"model_zoo": ["weights/*.pth", "weights/*.json"]},
     install_requires=[
         "torch>=2.1",
@@ -25,5 +27,5 @@ setup(
         "onnx>=1.15",
         "onnxruntime>=1.17",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "ruff==0.17.6"]},  # ruff pinned: formatting must not drift
 )

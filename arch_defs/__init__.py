@@ -45,9 +45,7 @@ def names(kind: str = "all") -> List[str]:
     """Registered names; ``kind`` is "all", "model" or "space" (a dict with a "search" key)."""
     if kind not in ("all", "model", "space"):
         raise ValueError(f"kind must be 'all', 'model' or 'space', got {kind!r}")
-    return sorted(
-        n for n, d in _ARCH_DEFS.items() if kind == "all" or (("search" in d) == (kind == "space"))
-    )
+    return sorted(n for n, d in _ARCH_DEFS.items() if kind == "all" or (("search" in d) == (kind == "space")))
 
 
 for _module in (fbnetv2, fbnet, spaces):

@@ -17,8 +17,14 @@ what the released models' ratios (5.4566, ...) resolve to.
 
 # The FBNetV2 block-type candidates: ir k3/k5 x SE (hard-sigmoid) or not x ReLU/h-swish, + skip.
 FBNETV2_OPS = [
-    "ir_k3", "ir_k5", "ir_k3_hs", "ir_k5_hs",
-    "ir_k3_sehsig", "ir_k5_sehsig", "ir_k3_sehsig_hs", "ir_k5_sehsig_hs",
+    "ir_k3",
+    "ir_k5",
+    "ir_k3_hs",
+    "ir_k5_hs",
+    "ir_k3_sehsig",
+    "ir_k5_sehsig",
+    "ir_k3_sehsig_hs",
+    "ir_k5_sehsig_hs",
     "skip",
 ]
 
@@ -55,8 +61,19 @@ def _f_blocks(last_max=240, pool_channels=(1600, 1984)):
             _choice(200, 2, 3, (136, 200, 8), expansions(336, 1024, 120, 200)),
             _choice(last_max, 1, 1, (200, last_max, 8), expansions(400, 960, 200, last_max)),
         ],
-        [["masked-channel", 1984, 1, 1, {"op": "ir_pool_hs", "channels": list(pool_channels),
-                                          "expansion": expansions(1152, 1440, last_max, step=32)}]],
+        [
+            [
+                "masked-channel",
+                1984,
+                1,
+                1,
+                {
+                    "op": "ir_pool_hs",
+                    "channels": list(pool_channels),
+                    "expansion": expansions(1152, 1440, last_max, step=32),
+                },
+            ]
+        ],
     ]
 
 
@@ -97,8 +114,15 @@ fbnetv2_l_space = {
             _choice(208, 2, 5, (160, 208, 8), expansions(448, 1024, 128, 208)),
             _choice(256, 1, 1, (208, 256, 8), expansions(400, 1024, 208, 256)),
         ],
-        [["masked-channel", 1984, 1, 1, {"op": "ir_pool_hs", "channels": [1600, 1984],
-                                          "expansion": expansions(1152, 1536, 256, step=32)}]],
+        [
+            [
+                "masked-channel",
+                1984,
+                1,
+                1,
+                {"op": "ir_pool_hs", "channels": [1600, 1984], "expansion": expansions(1152, 1536, 256, step=32)},
+            ]
+        ],
     ],
 }
 

@@ -66,7 +66,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, {args.rounds} interleaved rounds")
     print(f"{'model':<28} {'res':>4} {'MFLOPs':>8} {'Mparams':>8} {'median ms':>10} {'vs mnv3_small':>14}")
     for label, _, x, flops, params in models:
-        print(f"{label:<28} {x.shape[-1]:>4} {flops:>8.1f} {params:>8.2f} {med[label]:>10.2f} {med[label] / med[base]:>13.2f}x")
+        print(
+            f"{label:<28} {x.shape[-1]:>4} {flops:>8.1f} {params:>8.2f} {med[label]:>10.2f} "
+            f"{med[label] / med[base]:>13.2f}x"
+        )
     print("\npairs (ratio = first / second):")
     for a, b in PAIRS:
         print(f"  {a} / {b}: {med[a] / med[b]:.2f}x")

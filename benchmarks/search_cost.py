@@ -54,15 +54,28 @@ class SearchEpoch:
 
     def __init__(self, space: str, sampled, target: float, batch: int, w_loader, a_loader) -> None:
         cfg = get_cfg()
-        cfg.merge_from_list(["SEARCH.SPACE", space, "SEARCH.SAMPLED_CHOICES", list(sampled), "SEARCH.BATCH_SIZE",
-                             batch, "SEARCH.COST.FORM", "target", "SEARCH.COST.TARGET", target])
+        cfg.merge_from_list(
+            [
+                "SEARCH.SPACE",
+                space,
+                "SEARCH.SAMPLED_CHOICES",
+                list(sampled),
+                "SEARCH.BATCH_SIZE",
+                batch,
+                "SEARCH.COST.FORM",
+                "target",
+                "SEARCH.COST.TARGET",
+                target,
+            ]
+        )
         self.cfg, self.w_loader, self.a_loader = cfg, w_loader, a_loader
         self.net = build_supernet(space, num_classes=10, in_chans=1)
         w_opt = build_sgd(self.net, lr=0.1, momentum=0.9, weight_decay=1e-4, skip=self.net.arch_parameters())
         a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=0.01)
         sched = build_lr_scheduler(w_opt, name="cosine", epochs=8, warmup_epochs=0, updates_per_epoch=len(w_loader))
-        self.step = SearchStep(cfg, self.net, self.net, CostLoss("target", target=target), w_opt, a_opt, sched,
-                               torch.device("cpu"))
+        self.step = SearchStep(
+            cfg, self.net, self.net, CostLoss("target", target=target), w_opt, a_opt, sched, torch.device("cpu")
+        )
 
     def __call__(self) -> float:
         t0 = time.perf_counter()
@@ -85,8 +98,10 @@ def train_epoch(model, loader) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="mnist_small_space")
-    p.add_argument("--arch", help="derived arch-def file to time (default: the most probable within --target "
-                                  "MFLOPs of a fresh supernet)")
+    p.add_argument(
+        "--arch",
+        help="derived arch-def file to time (default: the most probable within --target MFLOPs of a fresh supernet)",
+    )
     p.add_argument("--target", type=float, default=0.3, help="MFLOPs of the derived arch when --arch is not given")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
@@ -106,8 +121,10 @@ def main() -> None:
 
     make = loaders(args.batch, net.input_size, args.limit)
     w_loader, a_loader, train_loader = make("search_weights"), make("search_alpha"), make("train")
-    searches = {label: SearchEpoch(args.space, sampled, args.target, args.batch, w_loader, a_loader)
-                for label, sampled in SETTINGS.items()}
+    searches = {
+        label: SearchEpoch(args.space, sampled, args.target, args.batch, w_loader, a_loader)
+        for label, sampled in SETTINGS.items()
+    }
     models = {
         "largest": (mobile_cv.build_model(largest, num_classes=10, in_chans=1), make("train", largest["input_size"])),
         "derived": (mobile_cv.build_model(derived, num_classes=10, in_chans=1), make("train", derived["input_size"])),
@@ -122,9 +139,11 @@ def main() -> None:
             times[name].append(train_epoch(model, loader))
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n{args.space}, {len(train_loader.dataset)} train images (a search epoch: {len(w_loader)} weight steps on "
-          f"{len(w_loader.dataset)} images, each followed by an alpha step on {len(a_loader.dataset)}), batch "
-          f"{args.batch}, {args.threads} threads, median of {args.rounds} epochs each, interleaved")
+    print(
+        f"\n{args.space}, {len(train_loader.dataset)} train images (a search epoch: {len(w_loader)} weight steps on "
+        f"{len(w_loader.dataset)} images, each followed by an alpha step on {len(a_loader.dataset)}), batch "
+        f"{args.batch}, {args.threads} threads, median of {args.rounds} epochs each, interleaved"
+    )
     for name, arch in (("largest", largest), ("derived", derived)):
         f, prm = mobile_cv.count_flops_params(models[name][0], arch["input_size"])
         print(f"  {name:<8} subnet: {f:.3f} MFLOPs, {prm * 1e3:.1f} K params at {arch['input_size']}px")

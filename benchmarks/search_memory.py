@@ -50,8 +50,17 @@ def bench_space(options: int, resolutions: int) -> dict:
 
     rows = [[["conv_k3_hs", 16, 2, 1]]]
     for i, c in enumerate(MAX_WIDTHS):
-        rows.append([["masked-channel", c, 1 if i == 0 else 2, 2,
-                      {"op": "ir_k3_hs", "channels": channels(c) if options > 1 else c, "expansion": 4}]])
+        rows.append(
+            [
+                [
+                    "masked-channel",
+                    c,
+                    1 if i == 0 else 2,
+                    2,
+                    {"op": "ir_k3_hs", "channels": channels(c) if options > 1 else c, "expansion": 4},
+                ]
+            ]
+        )
     rows.append([["ir_pool_hs", 256, 1, 1, {"expansion": 4}]])
     space = {"input_size": RESOLUTIONS[0], "basic_args": {"width_divisor": 1}, "blocks": rows}
     if resolutions > 1:
@@ -116,17 +125,23 @@ def run_one(mode: str, options: int, resolutions: int, device: str, steps: int, 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_mb  # ru_maxrss: KiB on Linux
     saved.clear()
     step()
-    return {"mode": mode, "options": options if resolutions == 1 else resolutions,
-            "peak_mb": round(peak, 1), "step_ms": round(statistics.median(times), 2),
-            "saved_mb": round(sum(saved.values()) / 2**20, 1),
-            "params_m": round(sum(p.numel() for p in net.weight_parameters()) / 1e6, 3)}
+    return {
+        "mode": mode,
+        "options": options if resolutions == 1 else resolutions,
+        "peak_mb": round(peak, 1),
+        "step_ms": round(statistics.median(times), 2),
+        "saved_mb": round(sum(saved.values()) / 2**20, 1),
+        "params_m": round(sum(p.numel() for p in net.weight_parameters()) / 1e6, 3),
+    }
 
 
 F_ROWS = (  # (sampled choice kinds, activation checkpointing per block, batch; None: --f-batch)
     ((), False, 2),  # the full mixture keeps ~4.4 GB per image: batch 8 would not fit in 24 GB
     (("resolution",), False, 2),
     (("op", "resolution"), False, None),
-    ((), True, None), (("resolution",), True, None), (("op", "resolution"), True, None),
+    ((), True, None),
+    (("resolution",), True, None),
+    (("op", "resolution"), True, None),
 )
 
 
@@ -163,20 +178,43 @@ def run_f(sampled: tuple, checkpoint: bool, device: str, steps: int, batch: int)
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_mb
-    return {"sampled": list(sampled), "checkpoint": checkpoint, "batch": batch, "peak_mb": round(peak, 1),
-            "peak_mb_per_image": round(peak / batch, 1), "step_s": round(statistics.median(times), 2)}
+    return {
+        "sampled": list(sampled),
+        "checkpoint": checkpoint,
+        "batch": batch,
+        "peak_mb": round(peak, 1),
+        "peak_mb_per_image": round(peak / batch, 1),
+        "step_s": round(statistics.median(times), 2),
+    }
 
 
 def f_table(args) -> list:
     rows = []
     for sampled, ckpt, batch in F_ROWS:
         batch = batch or args.f_batch
-        cmd = [sys.executable, os.path.abspath(__file__), "--_f", ",".join(sampled) or "-", str(int(ckpt)),
-               "--device", args.device, "--steps", str(args.f_steps), "--f-batch", str(batch)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--_f",
+            ",".join(sampled) or "-",
+            str(int(ckpt)),
+            "--device",
+            args.device,
+            "--steps",
+            str(args.f_steps),
+            "--f-batch",
+            str(batch),
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:  # e.g. killed by the kernel for memory
-            rows.append({"sampled": list(sampled), "checkpoint": ckpt, "batch": batch,
-                         "error": f"exit {p.returncode}: {(p.stderr.strip().splitlines() or ['killed'])[-1][:120]}"})
+            rows.append(
+                {
+                    "sampled": list(sampled),
+                    "checkpoint": ckpt,
+                    "batch": batch,
+                    "error": f"exit {p.returncode}: {(p.stderr.strip().splitlines() or ['killed'])[-1][:120]}",
+                }
+            )
         else:
             rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
         print(f"  measured F space {rows[-1]}", file=sys.stderr)
@@ -184,10 +222,14 @@ def f_table(args) -> list:
 
 
 def print_f_table(rows, args) -> None:
-    print(f"\nfbnetv2_f_space at 224 px, median of {args.f_steps} steps (CE + target cost loss); peak memory "
-          f"of the step over the process before the supernet was built")
-    print(f"{'sampled choices':<20} {'ckpt':>5} {'batch':>5} {'peak MB':>9} {'MB/image':>9} {'batch 8 GB':>11} "
-          f"{'step s':>7} {'s/image':>8}")
+    print(
+        f"\nfbnetv2_f_space at 224 px, median of {args.f_steps} steps (CE + target cost loss); peak memory "
+        f"of the step over the process before the supernet was built"
+    )
+    print(
+        f"{'sampled choices':<20} {'ckpt':>5} {'batch':>5} {'peak MB':>9} {'MB/image':>9} {'batch 8 GB':>11} "
+        f"{'step s':>7} {'s/image':>8}"
+    )
     for r in rows:
         name = "+".join(r["sampled"]) or "none (mixture)"
         if "error" in r:
@@ -195,10 +237,12 @@ def print_f_table(rows, args) -> None:
             continue
         est = r["peak_mb"] / 1024 if r["batch"] == 8 else 8 * r["peak_mb_per_image"] / 1024
         fits = "" if r["batch"] == 8 else "~"
-        print(f"{name:<20} {str(r['checkpoint']):>5} {r['batch']:>5} {r['peak_mb']:>9.0f} "
-              f"{r['peak_mb_per_image']:>9.0f} "
-              f"{fits:>1}{est:>6.1f} {'ok' if est <= 12 else '>12':>3} {r['step_s']:>7.2f} "
-              f"{r['step_s'] / r['batch']:>8.2f}")
+        print(
+            f"{name:<20} {str(r['checkpoint']):>5} {r['batch']:>5} {r['peak_mb']:>9.0f} "
+            f"{r['peak_mb_per_image']:>9.0f} "
+            f"{fits:>1}{est:>6.1f} {'ok' if est <= 12 else '>12':>3} {r['step_s']:>7.2f} "
+            f"{r['step_s'] / r['batch']:>8.2f}"
+        )
 
 
 def main() -> None:
@@ -208,8 +252,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-options", type=int, default=32, help="stop the channel table here (e.g. 8 for a quick run)")
-    p.add_argument("--tables", nargs="+", default=["channels", "resolution", "f"],
-                   choices=["channels", "resolution", "f"], help="which tables to measure")
+    p.add_argument(
+        "--tables",
+        nargs="+",
+        default=["channels", "resolution", "f"],
+        choices=["channels", "resolution", "f"],
+        help="which tables to measure",
+    )
     p.add_argument("--f-batch", type=int, default=8, help="batch of the FBNetV2-F rows")
     p.add_argument("--f-steps", type=int, default=2)
     p.add_argument("--_one", nargs=3, metavar=("MODE", "OPTIONS", "RESOLUTIONS"), help=argparse.SUPPRESS)
@@ -226,42 +275,75 @@ def main() -> None:
         print(json.dumps(run_one(mode, options, res, args.device, args.steps, args.batch)))
         return
 
-    plan = [("channels", mode, n, 1) for mode in ("dmasking", "conventional")
-            for n in CHANNEL_OPTIONS if n <= args.max_options] if "channels" in args.tables else []
+    plan = (
+        [
+            ("channels", mode, n, 1)
+            for mode in ("dmasking", "conventional")
+            for n in CHANNEL_OPTIONS
+            if n <= args.max_options
+        ]
+        if "channels" in args.tables
+        else []
+    )
     if "resolution" in args.tables:
         plan += [("resolution", "dmasking", 1, r) for r in range(1, len(RESOLUTIONS) + 1)]
     rows = []
     for table, mode, n, r in plan:
-        cmd = [sys.executable, os.path.abspath(__file__), "--_one", mode, str(n), str(r),
-               "--device", args.device, "--steps", str(args.steps), "--batch", str(args.batch)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--_one",
+            mode,
+            str(n),
+            str(r),
+            "--device",
+            args.device,
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         row = {"table": table, **json.loads(out)}
         rows.append(row)
         if not args.json:
-            print(f"  measured {table} {mode} {row['options']}: {row['peak_mb']} MB, {row['step_ms']} ms", file=sys.stderr)
+            print(
+                f"  measured {table} {mode} {row['options']}: {row['peak_mb']} MB, {row['step_ms']} ms", file=sys.stderr
+            )
 
     f_rows = f_table(args) if "f" in args.tables else []
     if args.json:
-        print(json.dumps([{k: r[k] for k in ("table", "mode", "options", "peak_mb", "step_ms")} for r in rows]
-                         + [{"table": "fbnetv2_f_space", **r} for r in f_rows]))
+        print(
+            json.dumps(
+                [{k: r[k] for k in ("table", "mode", "options", "peak_mb", "step_ms")} for r in rows]
+                + [{"table": "fbnetv2_f_space", **r} for r in f_rows]
+            )
+        )
         return
     import torch
 
-    print(f"device {args.device}, torch {torch.__version__}, batch {args.batch}, input {RESOLUTIONS[0]}px, "
-          f"median of {args.steps} steps; ratios to the 1-option row of the same mode")
+    print(
+        f"device {args.device}, torch {torch.__version__}, batch {args.batch}, input {RESOLUTIONS[0]}px, "
+        f"median of {args.steps} steps; ratios to the 1-option row of the same mode"
+    )
     for table, title in (("channels", "channel options per choice"), ("resolution", "resolution options")):
         if table not in args.tables:
             continue
         print(f"\n{title}:")
-        print(f"{'mode':<13} {'options':>7} {'weights M':>9} {'peak MB':>9} {'x1-opt':>7} {'saved MB':>9} "
-              f"{'x1-opt':>7} {'step ms':>9} {'x1-opt':>7}")
+        print(
+            f"{'mode':<13} {'options':>7} {'weights M':>9} {'peak MB':>9} {'x1-opt':>7} {'saved MB':>9} "
+            f"{'x1-opt':>7} {'step ms':>9} {'x1-opt':>7}"
+        )
         for r in rows:
             if r["table"] != table:
                 continue
             base = next(b for b in rows if b["table"] == table and b["mode"] == r["mode"] and b["options"] == 1)
-            print(f"{r['mode']:<13} {r['options']:>7} {r['params_m']:>9.3f} {r['peak_mb']:>9.1f} "
-                  f"{r['peak_mb'] / base['peak_mb']:>6.2f}x {r['saved_mb']:>9.1f} {r['saved_mb'] / base['saved_mb']:>6.2f}x "
-                  f"{r['step_ms']:>9.2f} {r['step_ms'] / base['step_ms']:>6.2f}x")
+            print(
+                f"{r['mode']:<13} {r['options']:>7} {r['params_m']:>9.3f} {r['peak_mb']:>9.1f} "
+                f"{r['peak_mb'] / base['peak_mb']:>6.2f}x {r['saved_mb']:>9.1f} "
+                f"{r['saved_mb'] / base['saved_mb']:>6.2f}x "
+                f"{r['step_ms']:>9.2f} {r['step_ms'] / base['step_ms']:>6.2f}x"
+            )
     if f_rows:
         print_f_table(f_rows, args)
 

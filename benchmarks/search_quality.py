@@ -74,17 +74,41 @@ def _train(arch, args, seed, out):
     arch_file = os.path.join(out, "arch.json")
     with open(arch_file, "w") as f:
         json.dump(to_jsonable(arch), f, indent=1)
-    run([sys.executable, "tools/train.py", "--config-file", TRAIN_CONFIG, "MODEL.ARCH", arch_file,
-         "DATA.INPUT_SIZE", str(arch["input_size"]), "SOLVER.EPOCHS", str(args.train_epochs),
-         "SEED", str(seed), "OUTPUT_DIR", os.path.join(out, "run"), *args.train_opts],
-        os.path.join(out, "train.log"), args.threads)
+    run(
+        [
+            sys.executable,
+            "tools/train.py",
+            "--config-file",
+            TRAIN_CONFIG,
+            "MODEL.ARCH",
+            arch_file,
+            "DATA.INPUT_SIZE",
+            str(arch["input_size"]),
+            "SOLVER.EPOCHS",
+            str(args.train_epochs),
+            "SEED",
+            str(seed),
+            "OUTPUT_DIR",
+            os.path.join(out, "run"),
+            *args.train_opts,
+        ],
+        os.path.join(out, "train.log"),
+        args.threads,
+    )
     os.replace(os.path.join(out, "run", "eval.json"), os.path.join(out, "eval.json"))
 
 
 def train_and_score(arch, args, seed):
     """Train ``arch`` from scratch with the benchmark's recipe; accuracy (%) on val + test, FLOPs, params."""
-    key = digest({"arch": to_jsonable(arch), "epochs": args.train_epochs, "seed": seed, "opts": args.train_opts,
-                  "threads": args.threads})  # float sums differ with the thread count
+    key = digest(
+        {
+            "arch": to_jsonable(arch),
+            "epochs": args.train_epochs,
+            "seed": seed,
+            "opts": args.train_opts,
+            "threads": args.threads,
+        }
+    )  # float sums differ with the thread count
     out = os.path.join(args.out, "train", key)
     result = os.path.join(out, "eval.json")
     with _LOCKS.setdefault(key, threading.Lock()):  # two searches may derive the same architecture
@@ -108,17 +132,37 @@ def score(arch, args):
 
 def search(budget, seed, args):
     """Run tools/search.py for ``budget``; returns (arch def, search.json)."""
-    key = digest({"budget": budget, "seed": seed, "opts": args.search_opts, "space": args.space,
-                  "threads": args.threads})
+    key = digest(
+        {"budget": budget, "seed": seed, "opts": args.search_opts, "space": args.space, "threads": args.threads}
+    )
     out = os.path.join(args.out, "search", key)
     if not os.path.exists(os.path.join(out, "search.json")):
         if os.path.exists(out):
             shutil.rmtree(out)  # an unfinished search: start over
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        run([sys.executable, "tools/search.py", "--config-file", SEARCH_CONFIG, "SEARCH.SPACE", args.space,
-             "SEARCH.COST.FORM", "target", "SEARCH.COST.TARGET", str(budget),
-             "SEARCH.COST.TOLERANCE", str(args.tolerance), "SEED", str(seed), "OUTPUT_DIR", out, *args.search_opts],
-            out + ".log", args.threads)
+        run(
+            [
+                sys.executable,
+                "tools/search.py",
+                "--config-file",
+                SEARCH_CONFIG,
+                "SEARCH.SPACE",
+                args.space,
+                "SEARCH.COST.FORM",
+                "target",
+                "SEARCH.COST.TARGET",
+                str(budget),
+                "SEARCH.COST.TOLERANCE",
+                str(args.tolerance),
+                "SEED",
+                str(seed),
+                "OUTPUT_DIR",
+                out,
+                *args.search_opts,
+            ],
+            out + ".log",
+            args.threads,
+        )
     return json.load(open(os.path.join(out, "arch_def.json"))), json.load(open(os.path.join(out, "search.json")))
 
 
@@ -167,8 +211,13 @@ def main() -> int:
     p.add_argument("--random-seed", type=int, default=0)
     p.add_argument("--tolerance", type=float, default=0.05)
     p.add_argument("--train-epochs", type=int, default=20)
-    p.add_argument("--train-seeds", type=int, nargs="+", default=[0],
-                   help="train every architecture once per seed and average (less training noise)")
+    p.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="train every architecture once per seed and average (less training noise)",
+    )
     p.add_argument("--search-opts", nargs="*", default=[], help="extra KEY VALUE overrides for tools/search.py")
     p.add_argument("--train-opts", nargs="*", default=[], help="extra KEY VALUE overrides for tools/train.py")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
@@ -191,8 +240,15 @@ def main() -> int:
             arch, found = search(budget, seed, args)
             extra = {k: found.get(k) for k in ("log_prob", "log_prob_argmax", "log_prob_uniform", "mean_top_prob")}
         acc, flops, params = score(arch, args)
-        row = {"budget": budget, "kind": kind, "seed": seed, "mflops": round(flops, 4), "mparams": round(params, 5),
-               "acc": round(acc, 2), **extra}
+        row = {
+            "budget": budget,
+            "kind": kind,
+            "seed": seed,
+            "mflops": round(flops, 4),
+            "mparams": round(params, 5),
+            "acc": round(acc, 2),
+            **extra,
+        }
         print(json.dumps(row), flush=True)
         return row
 
@@ -203,11 +259,15 @@ def main() -> int:
     with open(os.path.join(args.out, "search_quality.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     plot(rows, os.path.join(args.out, "search_quality.png"))
-    print(f"\n{args.space}: {args.random} random architectures per budget (uniform per choice, exact cost within "
-          f"+-{100 * args.tolerance:g}%) vs the search with seeds {args.seeds}; every architecture trained "
-          f"{args.train_epochs} epochs from scratch (seeds {args.train_seeds}), top-1 on 1,000 held-out digits")
-    print(f"{'budget':>7} {'random median':>14} {'random p75':>11} {'random best':>12} {'searched median':>16} "
-          f"{'searched':>22}  verdict")
+    print(
+        f"\n{args.space}: {args.random} random architectures per budget (uniform per choice, exact cost within "
+        f"+-{100 * args.tolerance:g}%) vs the search with seeds {args.seeds}; every architecture trained "
+        f"{args.train_epochs} epochs from scratch (seeds {args.train_seeds}), top-1 on 1,000 held-out digits"
+    )
+    print(
+        f"{'budget':>7} {'random median':>14} {'random p75':>11} {'random best':>12} {'searched median':>16} "
+        f"{'searched':>22}  verdict"
+    )
     ok = True
     for budget in args.budgets:
         rnd = [r["acc"] for r in rows if r["budget"] == budget and r["kind"] == "random"]
@@ -218,10 +278,14 @@ def main() -> int:
             continue
         verdict = "searched median >= random p75" if statistics.median(src) >= p75 else "BELOW random p75"
         ok &= statistics.median(src) >= p75
-        print(f"{budget:>7g} {med:>14.2f} {p75:>11.2f} {max(rnd):>12.2f} {statistics.median(src):>16.2f} "
-              f"{' '.join(f'{a:.2f}' for a in src):>22}  {verdict}")
-    print(f"({(time.time() - t0) / 60:.1f} min; rows in {args.out}/search_quality.jsonl, plot "
-          f"{args.out}/search_quality.png)")
+        print(
+            f"{budget:>7g} {med:>14.2f} {p75:>11.2f} {max(rnd):>12.2f} {statistics.median(src):>16.2f} "
+            f"{' '.join(f'{a:.2f}' for a in src):>22}  {verdict}"
+        )
+    print(
+        f"({(time.time() - t0) / 60:.1f} min; rows in {args.out}/search_quality.jsonl, plot "
+        f"{args.out}/search_quality.png)"
+    )
     return 0 if ok else 1
 
 

@@ -1,24 +1,33 @@
 """mobile_cv: FBNet/FBNetV2 models and the DMaskingNAS search, built from arch defs.
 
-    import mobile_cv
-    model = mobile_cv.build_model("FBNetV2_F1", num_classes=1000)
-    flops_m, params_m = mobile_cv.count_flops_params(model, 128)
+import mobile_cv
+model = mobile_cv.build_model("FBNetV2_F1", num_classes=1000)
+flops_m, params_m = mobile_cv.count_flops_params(model, 128)
 
-    @mobile_cv.OPS.register("my_op")
-    def build_my_op(in_channels, out_channels, stride, **kwargs): ...
+@mobile_cv.OPS.register("my_op")
+def build_my_op(in_channels, out_channels, stride, **kwargs): ...
 """
 
+from . import search  # noqa: F401  (registers masked-channel, choice, subsampled-res in OPS)
 from .arch_def import ArchDefError, scale_arch_def, unify
 from .builder import FBNet, build_model
 from .checkpoint import CheckpointMismatchError, load_state_dict
 from .flops import count_flops_params
 from .ops import OPS
 from .registry import Registry, RegistryError
-from . import search  # noqa: E402  (registers masked-channel, choice, subsampled-res in OPS)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "OPS", "Registry", "RegistryError", "ArchDefError", "CheckpointMismatchError", "FBNet",
-    "build_model", "count_flops_params", "load_state_dict", "scale_arch_def", "unify",
+    "OPS",
+    "Registry",
+    "RegistryError",
+    "ArchDefError",
+    "CheckpointMismatchError",
+    "FBNet",
+    "build_model",
+    "count_flops_params",
+    "load_state_dict",
+    "scale_arch_def",
+    "unify",
 ]

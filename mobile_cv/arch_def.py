@@ -59,7 +59,7 @@ class BlockSpec:
     def where(self, arch_name: Optional[str] = None) -> str:
         prefix = f"arch def '{arch_name}': " if arch_name else ""
         rep = f", repeat {self.repeat}" if self.repeat else ""
-        return f"{prefix}stage {self.stage}, row {self.row}{rep} (block {self.name}, op \"{self.op}\")"
+        return f'{prefix}stage {self.stage}, row {self.row}{rep} (block {self.name}, op "{self.op}")'
 
 
 def _row_where(arch_name: Optional[str], stage: int, row: int) -> str:
@@ -96,7 +96,8 @@ def check_top_level(arch_def: Any, arch_name: Optional[str] = None, extra_keys: 
     for s, stage in enumerate(stages):
         if not isinstance(stage, (list, tuple)) or not stage:
             raise ArchDefError(
-                f"{label}: stage {s} must be a non-empty list of rows [op, out_channels, stride, repeats, {{kwargs}}...], "
+                f"{label}: stage {s} must be a non-empty list of rows "
+                f"[op, out_channels, stride, repeats, {{kwargs}}...], "
                 f"got {stage!r}"
             )
 
@@ -116,9 +117,7 @@ def parse_row(row: Any, where: str, plain: bool = True) -> tuple:
     if not isinstance(op, str):
         raise ArchDefError(f"{where}: field 0 (op) must be an op name string, got {op!r}; {fmt}")
     if plain and not (_is_int(out_channels) and out_channels > 0):
-        raise ArchDefError(
-            f"{where}: field 1 (out_channels) must be a positive int, got {out_channels!r}"
-        )
+        raise ArchDefError(f"{where}: field 1 (out_channels) must be a positive int, got {out_channels!r}")
     if not (_is_int(stride) and stride > 0):
         raise ArchDefError(f"{where}: field 2 (stride) must be a positive int, got {stride!r}")
     if not (_is_int(repeats) and repeats > 0):
@@ -214,7 +213,6 @@ def format_arch_def_py(arch_def: Dict[str, Any], var_name: str = "ARCH_DEF") -> 
     lines.append("    ],")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
 
 
 def load_arch_def_file(path: str) -> Dict[str, Any]:

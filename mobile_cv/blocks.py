@@ -97,14 +97,37 @@ class IRBlock(nn.Module):
         hidden = ir_hidden_channels(in_channels, expansion, width_divisor)
         se_mid = se_mid_channels(hidden, expansion, less_se_channels, width_divisor) if se is not None else 0
         self._build_layers(
-            in_channels, hidden, se_mid, out_channels, stride, kernel_size, act, se, bias, pw_groups, pwl_groups,
-            zero_last_bn_gamma and in_channels == out_channels and stride == 1, with_pw=hidden != in_channels,
+            in_channels,
+            hidden,
+            se_mid,
+            out_channels,
+            stride,
+            kernel_size,
+            act,
+            se,
+            bias,
+            pw_groups,
+            pwl_groups,
+            zero_last_bn_gamma and in_channels == out_channels and stride == 1,
+            with_pw=hidden != in_channels,
         )
         self.use_residual = in_channels == out_channels and stride == 1
 
     def _build_layers(
-        self, in_channels: int, hidden: int, se_mid: int, out_channels: int, stride: int, kernel_size: int,
-        act: str, se: Optional[str], bias: bool, pw_groups: int, pwl_groups: int, zero_gamma: bool, with_pw: bool,
+        self,
+        in_channels: int,
+        hidden: int,
+        se_mid: int,
+        out_channels: int,
+        stride: int,
+        kernel_size: int,
+        act: str,
+        se: Optional[str],
+        bias: bool,
+        pw_groups: int,
+        pwl_groups: int,
+        zero_gamma: bool,
+        with_pw: bool,
     ) -> None:
         """Create pw/shuffle/dw/se/pwl for explicit widths (the masked search block reuses this)."""
         self.pw = ConvBNAct(in_channels, hidden, 1, groups=pw_groups, bias=bias, act=act) if with_pw else None
@@ -151,8 +174,9 @@ class IRPoolBlock(nn.Module):
         hidden = ir_hidden_channels(in_channels, expansion, width_divisor)
         self._build_layers(in_channels, hidden, out_channels, act, bias, with_pw=hidden != in_channels)
 
-    def _build_layers(self, in_channels: int, hidden: int, out_channels: int, act: str, bias: bool,
-                      with_pw: bool) -> None:
+    def _build_layers(
+        self, in_channels: int, hidden: int, out_channels: int, act: str, bias: bool, with_pw: bool
+    ) -> None:
         self.pw = ConvBNAct(in_channels, hidden, 1, bias=bias, act=act) if with_pw else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.pwl = ConvBNAct(hidden, out_channels, 1, bias=bias, bn=False, act=act)
@@ -199,6 +223,11 @@ class SkipBlock(nn.Module):
 
 
 __all__ = [
-    "ConvBlock", "IRBlock", "IRPoolBlock", "SkipBlock", "ir_hidden_channels", "se_mid_channels",
+    "ConvBlock",
+    "IRBlock",
+    "IRPoolBlock",
+    "SkipBlock",
+    "ir_hidden_channels",
+    "se_mid_channels",
     "build_activation",
 ]

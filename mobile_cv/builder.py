@@ -31,9 +31,7 @@ def resolve_arch_def(arch_def_or_name: Union[str, Dict[str, Any]]) -> Tuple[Dict
         return arch_defs.get(arch_def_or_name), arch_def_or_name
     if isinstance(arch_def_or_name, dict):
         return copy.deepcopy(arch_def_or_name), None
-    raise ArchDefError(
-        f"expected an arch def dict or a registered arch name, got {type(arch_def_or_name).__name__}"
-    )
+    raise ArchDefError(f"expected an arch def dict or a registered arch name, got {type(arch_def_or_name).__name__}")
 
 
 def build_block(

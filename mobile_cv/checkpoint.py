@@ -38,7 +38,7 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> Dict[str, torch.
             raise CheckpointMismatchError(
                 f"{source}: not a state dict (entry {k!r} is a {type(v).__name__}, expected a tensor)"
             )
-        out[k[len("module."):] if k.startswith("module.") else k] = v
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
     return out
 
 

@@ -56,7 +56,10 @@ def _signature_kwargs(fn: Callable) -> Optional[Set[str]]:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None  # accepts anything
     return {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {
-        "in_channels", "out_channels", "stride", "self",
+        "in_channels",
+        "out_channels",
+        "stride",
+        "self",
     }
 
 

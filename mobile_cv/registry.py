@@ -60,7 +60,7 @@ class Registry(_FvcoreRegistry):
         if name in self._obj_map:
             raise RegistryError(
                 f'{self._name}: the name "{name}" is already registered (to {self._obj_map[name]!r}). '
-                f"Pick another name, or call {self._name}.unregister(\"{name}\") first if you mean to replace it."
+                f'Pick another name, or call {self._name}.unregister("{name}") first if you mean to replace it.'
             )
         self._obj_map[name] = obj
 

@@ -74,6 +74,10 @@ class ZooEntry:
 
     def __post_init__(self) -> None:
         where = f"zoo entry {self.name!r}"
+        self._check_weights(where)
+        self._check_arch_and_input(where)
+
+    def _check_weights(self, where: str) -> None:
         if not (isinstance(self.name, str) and _NAME.match(self.name)):
             raise ZooEntryError(f"{where}: name must start with a letter and hold only letters, digits and '_'")
         if (self.url is None) == (self.file is None):
@@ -90,6 +94,8 @@ class ZooEntry:
                     f"{where}: a bundled entry (file=) must record {', '.join(missing)} "
                     f"(the file's hash, its measured accuracy and the exact commands that made it)"
                 )
+
+    def _check_arch_and_input(self, where: str) -> None:
         if not (isinstance(self.arch, str) and self.arch):
             raise ZooEntryError(f"{where}: arch must be a registered arch name or a .json arch-def file")
         if self.arch.endswith(".py"):

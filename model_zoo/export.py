@@ -102,8 +102,13 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, opset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter is chosen on purpose
         torch.onnx.export(
-            model, (example,), path, opset_version=opset, dynamo=False,
-            input_names=["input"], output_names=["logits"],
+            model,
+            (example,),
+            path,
+            opset_version=opset,
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
     return path

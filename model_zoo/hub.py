@@ -197,8 +197,7 @@ def _download(url: str, dest: str, sha256: Optional[str], prepare: Callable[[Sta
             local = _PATH_MANAGER.get_local_path(url, force=True, cache_dir=staging)
         except (OSError, http.client.HTTPException) as e:  # urllib's HTTPError, ContentTooShortError, ...
             raise DownloadError(
-                f"downloading {url} failed: {e}. Check the URL and the connection; nothing was written to "
-                f"{cache_dir}."
+                f"downloading {url} failed: {e}. Check the URL and the connection; nothing was written to {cache_dir}."
             ) from None
         state_dict = read_state_dict(local, sha256, source=f"download of {url}")
         result = prepare(state_dict)

@@ -84,15 +84,19 @@ def feature_info(model: mobile_cv.FBNet) -> List[Dict[str, Any]]:
     levels: Dict[int, Dict[str, Any]] = {}
     for s in stages:
         if widths[s["module"]] > 1:
-            levels[s["reduction"]] = {"num_chs": s["num_chs"], "reduction": s["reduction"],
-                                      "module": "backbone." + s["module"]}
+            levels[s["reduction"]] = {
+                "num_chs": s["num_chs"],
+                "reduction": s["reduction"],
+                "module": "backbone." + s["module"],
+            }
     return list(levels.values())
 
 
 def _create(entry_name: str, variant: str, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
     entry = zoo.get_entry(entry_name)
     cfg = resolve_pretrained_cfg(
-        variant, pretrained_cfg=kwargs.pop("pretrained_cfg", None) or pretrained_cfg(entry),
+        variant,
+        pretrained_cfg=kwargs.pop("pretrained_cfg", None) or pretrained_cfg(entry),
         pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
     )
     cache_dir = kwargs.pop("cache_dir", None)
@@ -114,8 +118,12 @@ def _create(entry_name: str, variant: str, pretrained: bool = False, **kwargs: A
         return model
 
     return build_model_with_cfg(
-        build, variant, pretrained=False, pretrained_cfg=cfg,
-        feature_cfg={"feature_cls": "hook", "no_rewrite": True}, **kwargs,
+        build,
+        variant,
+        pretrained=False,
+        pretrained_cfg=cfg,
+        feature_cfg={"feature_cls": "hook", "no_rewrite": True},
+        **kwargs,
     )
 
 

@@ -96,7 +96,11 @@ def fit_state_dict(model: nn.Module, state_dict: StateDict, source: str) -> Stat
             out.update({k: v for k, v in own.items() if k.startswith(CLASSIFIER + ".")})
             logger.info(
                 "%s: the checkpoint's classifier has %d classes, the model %d: %s not loaded (the model keeps "
-                "its freshly initialized classifier)", source, ckpt_classes, model_classes, ", ".join(dropped),
+                "its freshly initialized classifier)",
+                source,
+                ckpt_classes,
+                model_classes,
+                ", ".join(dropped),
             )
     first_conv = _first_conv_key(model)
     if first_conv in out and first_conv in own:
@@ -104,9 +108,7 @@ def fit_state_dict(model: nn.Module, state_dict: StateDict, source: str) -> Stat
         # only the input-channel dimension differs
         if src.ndim == 4 and src.shape[1] != dst.shape[1] and src[:, :1].shape == dst[:, :1].shape:
             out[first_conv] = adapt_input_conv(dst.shape[1], src, base_chans=src.shape[1])
-            logger.info(
-                "%s: adapted %s from %d to %d input channels", source, first_conv, src.shape[1], dst.shape[1]
-            )
+            logger.info("%s: adapted %s from %d to %d input channels", source, first_conv, src.shape[1], dst.shape[1])
     problem = describe_mismatch(model, out, source)
     if problem:
         raise CheckpointMismatchError(problem)
@@ -203,14 +205,16 @@ def format_table(names: List[str], markdown: bool = False) -> str:
     header = ("name", "resolution", "MFLOPs", "Mparams", "top-1 (%)", "weights")
     rows = []
     for entry in (get_entry(n) for n in names):
-        rows.append((
-            entry.name,
-            f"{entry.input_size}x{entry.input_size}",
-            "-" if entry.flops_m is None else f"{entry.flops_m:.2f}",
-            "-" if entry.params_m is None else f"{entry.params_m:.4f}",
-            "-" if entry.top1 is None else f"{entry.top1:.2f}",
-            entry.source,
-        ))
+        rows.append(
+            (
+                entry.name,
+                f"{entry.input_size}x{entry.input_size}",
+                "-" if entry.flops_m is None else f"{entry.flops_m:.2f}",
+                "-" if entry.params_m is None else f"{entry.params_m:.4f}",
+                "-" if entry.top1 is None else f"{entry.top1:.2f}",
+                entry.source,
+            )
+        )
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]

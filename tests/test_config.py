@@ -23,16 +23,54 @@ def test_get_cfg_returns_a_fresh_clone_with_a_version():
 def test_issue_keys_exist():
     keys = set(get_cfg().all_keys())
     for key in [
-        "MODEL.ARCH", "MODEL.NUM_CLASSES", "MODEL.IN_CHANS", "MODEL.DROP_RATE", "DATA.NAME", "DATA.ROOT",
-        "DATA.INPUT_SIZE", "DATA.VAL_FRACTION", "DATA.TEST_FRACTION", "DATA.NUM_WORKERS", "DATA.LIMIT",
-        "SOLVER.EPOCHS", "SOLVER.BATCH_SIZE", "SOLVER.BASE_LR", "SOLVER.MOMENTUM", "SOLVER.WEIGHT_DECAY",
-        "SOLVER.WARMUP_EPOCHS", "SOLVER.LR_SCHEDULER", "SOLVER.LABEL_SMOOTHING", "SOLVER.EMA.ENABLED",
-        "SOLVER.EMA.DECAY", "SEARCH.SPACE", "SEARCH.MODE", "SEARCH.EPOCHS", "SEARCH.WARMUP_EPOCHS",
-        "SEARCH.WEIGHT_SPLIT", "SEARCH.TEMPERATURE.INIT", "SEARCH.TEMPERATURE.FINAL", "SEARCH.ALPHA.OPTIMIZER",
-        "SEARCH.ALPHA.LR", "SEARCH.ALPHA.WEIGHT_DECAY", "SEARCH.WEIGHTS.MOMENTUM", "SEARCH.WEIGHTS.LR",
-        "SEARCH.WEIGHTS.WEIGHT_DECAY", "SEARCH.COST.KIND", "SEARCH.COST.FORM", "SEARCH.COST.ALPHA",
-        "SEARCH.COST.BETA", "SEARCH.COST.TARGET", "SEARCH.COST.TARGET_WEIGHT", "OUTPUT_DIR", "SEED", "DEVICE",
-        "SEARCH.SAMPLED_CHOICES", "SEARCH.CHECKPOINT_BLOCKS", "SEARCH.ALPHA.SCHEDULE", "SEARCH.COST.TOLERANCE", "SEARCH.COST.EXPONENT",
+        "MODEL.ARCH",
+        "MODEL.NUM_CLASSES",
+        "MODEL.IN_CHANS",
+        "MODEL.DROP_RATE",
+        "DATA.NAME",
+        "DATA.ROOT",
+        "DATA.INPUT_SIZE",
+        "DATA.VAL_FRACTION",
+        "DATA.TEST_FRACTION",
+        "DATA.NUM_WORKERS",
+        "DATA.LIMIT",
+        "SOLVER.EPOCHS",
+        "SOLVER.BATCH_SIZE",
+        "SOLVER.BASE_LR",
+        "SOLVER.MOMENTUM",
+        "SOLVER.WEIGHT_DECAY",
+        "SOLVER.WARMUP_EPOCHS",
+        "SOLVER.LR_SCHEDULER",
+        "SOLVER.LABEL_SMOOTHING",
+        "SOLVER.EMA.ENABLED",
+        "SOLVER.EMA.DECAY",
+        "SEARCH.SPACE",
+        "SEARCH.MODE",
+        "SEARCH.EPOCHS",
+        "SEARCH.WARMUP_EPOCHS",
+        "SEARCH.WEIGHT_SPLIT",
+        "SEARCH.TEMPERATURE.INIT",
+        "SEARCH.TEMPERATURE.FINAL",
+        "SEARCH.ALPHA.OPTIMIZER",
+        "SEARCH.ALPHA.LR",
+        "SEARCH.ALPHA.WEIGHT_DECAY",
+        "SEARCH.WEIGHTS.MOMENTUM",
+        "SEARCH.WEIGHTS.LR",
+        "SEARCH.WEIGHTS.WEIGHT_DECAY",
+        "SEARCH.COST.KIND",
+        "SEARCH.COST.FORM",
+        "SEARCH.COST.ALPHA",
+        "SEARCH.COST.BETA",
+        "SEARCH.COST.TARGET",
+        "SEARCH.COST.TARGET_WEIGHT",
+        "OUTPUT_DIR",
+        "SEED",
+        "DEVICE",
+        "SEARCH.SAMPLED_CHOICES",
+        "SEARCH.CHECKPOINT_BLOCKS",
+        "SEARCH.ALPHA.SCHEDULE",
+        "SEARCH.COST.TOLERANCE",
+        "SEARCH.COST.EXPONENT",
     ]:
         assert key in keys, key
     cfg = get_cfg()
@@ -67,8 +105,9 @@ def test_shipped_configs_cover_the_three_datasets():
 
 
 def test_command_line_overrides_and_coercion():
-    cfg = setup_cfg("", ["SOLVER.BASE_LR", "1", "DATA.LIMIT", "64", "MODEL.ARCH", "out/arch_def.json",
-                         "SOLVER.EMA.ENABLED", "True"])
+    cfg = setup_cfg(
+        "", ["SOLVER.BASE_LR", "1", "DATA.LIMIT", "64", "MODEL.ARCH", "out/arch_def.json", "SOLVER.EMA.ENABLED", "True"]
+    )
     assert cfg.SOLVER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.BASE_LR, float)
     assert cfg.DATA.LIMIT == 64 and cfg.MODEL.ARCH == "out/arch_def.json" and cfg.SOLVER.EMA.ENABLED is True
 

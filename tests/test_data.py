@@ -91,9 +91,7 @@ def test_shuffle_order_is_a_function_of_seed_and_epoch_only():
 
 def test_training_shards_split_the_epoch_between_ranks():
     ds = small(64)
-    shards = [
-        build_loader_from_dataset(ds, batch_size=16, training=True, seed=0, rank=r, world_size=2) for r in (0, 1)
-    ]
+    shards = [build_loader_from_dataset(ds, batch_size=16, training=True, seed=0, rank=r, world_size=2) for r in (0, 1)]
     seen = [[int(i) for i in s.sampler] for s in shards]
     for s in shards:
         s.sampler.set_epoch(0)
@@ -191,8 +189,11 @@ def test_unreadable_folder_is_explained(tmp_path, monkeypatch):
 
 def write_batch(path, n, seed):
     rng = np.random.default_rng(seed)
-    d = {b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), b"labels": [i % 10 for i in range(n)],
-         b"batch_label": b"fake"}
+    d = {
+        b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+        b"labels": [i % 10 for i in range(n)],
+        b"batch_label": b"fake",
+    }
     with open(path, "wb") as f:
         pickle.dump(d, f, protocol=2)
 

@@ -26,8 +26,7 @@ SMALL = {
     "search": {"resolution": [16, 24, 32]},
     "blocks": [
         [["masked-channel", 16, 2, 1, {"op": "conv_k3_hs", "channels": [8, 16]}]],
-        [["choice", 24, 1, 2, {"ops": ["ir_k3", "ir_k5_hs", "skip"], "channels": (8, 24, 8),
-                               "expansion": [1, 2, 4]}]],
+        [["choice", 24, 1, 2, {"ops": ["ir_k3", "ir_k5_hs", "skip"], "channels": (8, 24, 8), "expansion": [1, 2, 4]}]],
         [["choice", 32, 2, 1, {"ops": ["ir_k3_sehsig_hs", "skip"], "channels": (16, 32, 16), "expansion": [2, 6]}]],
         [["masked-channel", 64, 1, 1, {"op": "ir_pool_hs", "channels": [32, 64], "expansion": 4}]],
     ],

@@ -98,7 +98,10 @@ def test_checkpoint_that_does_not_fit_lists_first_mismatches():
     with pytest.raises(CheckpointMismatchError) as e:
         mobile_cv.load_state_dict(model, other)
     msg = str(e.value)
-    assert "another shape" in msg and "backbone.stages.xif0_0.conv.weight checkpoint [16, 3, 3, 3] vs model [8, 3, 3, 3]" in msg
+    assert (
+        "another shape" in msg
+        and "backbone.stages.xif0_0.conv.weight checkpoint [16, 3, 3, 3] vs model [8, 3, 3, 3]" in msg
+    )
     assert "missing" in msg or "unexpected" in msg
     before = model.backbone.stages.xif0_0.conv.weight.clone()
     assert torch.equal(before, model.backbone.stages.xif0_0.conv.weight)  # nothing half-loaded

@@ -8,9 +8,9 @@ import warnings
 import onnx
 import pytest
 import torch
+from conftest import ROOT
 
 import mobile_cv
-from conftest import ROOT
 from model_zoo.export import ONNX_MIN_OPSET, export_and_check, export_onnx, resolve_model
 
 ATOL = 1e-4
@@ -41,16 +41,20 @@ def test_tool_exports_an_arch_def_file_with_its_checkpoint(tmp_path, capsys):
     arch = {
         "input_size": 32,
         "basic_args": {"width_divisor": 8},
-        "blocks": [[["conv_k3_hs", 8, 2, 1]], [["ir_k5_sehsig", 16, 2, 2, {"expansion": 3}]],
-                   [["ir_pool_hs", 64, 1, 1, {"expansion": 4}]]],
+        "blocks": [
+            [["conv_k3_hs", 8, 2, 1]],
+            [["ir_k5_sehsig", 16, 2, 2, {"expansion": 3}]],
+            [["ir_pool_hs", 64, 1, 1, {"expansion": 4}]],
+        ],
     }
     arch_file = tmp_path / "arch_def.json"
     arch_file.write_text(json.dumps(arch))
     trained = mobile_cv.build_model(arch, num_classes=10)
     torch.save({"model_ema": {"module." + k: v for k, v in trained.state_dict().items()}}, tmp_path / "model.pth")
     out = tmp_path / "export"
-    code = load_tool().main([str(arch_file), "--checkpoint", str(tmp_path / "model.pth"), "--num-classes", "10",
-                             "--out", str(out)])
+    code = load_tool().main(
+        [str(arch_file), "--checkpoint", str(tmp_path / "model.pth"), "--num-classes", "10", "--out", str(out)]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert sorted(os.listdir(out)) == ["arch_def.onnx", "arch_def.pt"]
@@ -64,8 +68,9 @@ def test_tool_exports_an_arch_def_file_with_its_checkpoint(tmp_path, capsys):
 
 def test_tool_fails_when_outputs_differ_and_on_bad_input(tmp_path, capsys):
     tool = load_tool()
-    assert tool.main(["fbnet_a", "--formats", "onnx", "--resolution", "64", "--atol", "-1",
-                      "--out", str(tmp_path)]) == 1
+    assert (
+        tool.main(["fbnet_a", "--formats", "onnx", "--resolution", "64", "--atol", "-1", "--out", str(tmp_path)]) == 1
+    )
     assert "FAILED" in capsys.readouterr().out
     assert tool.main(["FBNetV2_F9", "--out", str(tmp_path)]) == 2
     assert 'neither a zoo entry nor a registered arch; did you mean "FBNetV2_F' in capsys.readouterr().err

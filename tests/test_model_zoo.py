@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import timm
 import torch
+from conftest import DATA
 
 import mobile_cv
 import model_zoo
-from conftest import DATA
 from mobile_cv import CheckpointMismatchError, RegistryError
 from model_zoo import CheckpointFormatError, ChecksumError, DownloadError, ZooEntry, ZooEntryError
 
@@ -161,8 +161,9 @@ def tiny(tiny_arch_file):
 
 
 def tiny_entry(arch_file, name="zoo_test_tiny", **fields):
-    defaults = dict(name=name, arch=arch_file, input_size=32, resize=32, num_classes=10,
-                    url="http://127.0.0.1:9/unused.pth")
+    defaults = dict(
+        name=name, arch=arch_file, input_size=32, resize=32, num_classes=10, url="http://127.0.0.1:9/unused.pth"
+    )
     return ZooEntry(**{**defaults, **fields})
 
 
@@ -287,8 +288,11 @@ def _bad_bodies(good):
     return {
         "http404": (dict(body=b"gone", status=404), DownloadError, "HTTP Error 404"),
         "http500": (dict(body=b"oops", status=500), DownloadError, "HTTP Error 500"),
-        "cut_short": (dict(body=good[: len(good) // 2], content_length=len(good)), DownloadError,
-                      "retrieval incomplete"),
+        "cut_short": (
+            dict(body=good[: len(good) // 2], content_length=len(good)),
+            DownloadError,
+            "retrieval incomplete",
+        ),
         "truncated": (dict(body=good[: len(good) // 2]), CheckpointFormatError, unreadable),
         "corrupt": (dict(body=bytes(b ^ 0x5A for b in good)), CheckpointFormatError, unreadable),
         "html": (dict(body=b"<html><body>Sign in</body></html>"), CheckpointFormatError, unreadable),
@@ -414,13 +418,23 @@ def bundled(tmp_path, zoo_add):
     (weights / "zoo_test_bundled.json").write_text(json.dumps({**TINY, "input_size": 28}))
     source = random_model({**TINY, "input_size": 28}, num_classes=10, in_chans=1)
     torch.save({"state_dict": source.state_dict()}, weights / "zoo_test_bundled.pth")
-    entry = zoo_add(ZooEntry(
-        name="zoo_test_bundled", arch=str(weights / "zoo_test_bundled.json"),
-        file=str(weights / "zoo_test_bundled.pth"),
-        sha256=hashlib.sha256((weights / "zoo_test_bundled.pth").read_bytes()).hexdigest(),
-        input_size=28, resize=28, num_classes=10, in_chans=1, mean=(0.1307,), std=(0.3081,),
-        top1=11.0, eval_set="random weights, made by the test", how_made="tests/test_model_zoo.py::bundled",
-    ))
+    entry = zoo_add(
+        ZooEntry(
+            name="zoo_test_bundled",
+            arch=str(weights / "zoo_test_bundled.json"),
+            file=str(weights / "zoo_test_bundled.pth"),
+            sha256=hashlib.sha256((weights / "zoo_test_bundled.pth").read_bytes()).hexdigest(),
+            input_size=28,
+            resize=28,
+            num_classes=10,
+            in_chans=1,
+            mean=(0.1307,),
+            std=(0.3081,),
+            top1=11.0,
+            eval_set="random weights, made by the test",
+            how_made="tests/test_model_zoo.py::bundled",
+        )
+    )
     return entry, source.eval()
 
 
@@ -453,8 +467,14 @@ def test_bundled_entry_through_timm(bundled):
 
 
 def test_timm_lists_every_entry_without_clashing_with_its_own_models():
-    assert timm.list_models("fbnetv2*") == ["fbnetv2_f1", "fbnetv2_f2", "fbnetv2_f3", "fbnetv2_f4",
-                                            "fbnetv2_l1", "fbnetv2_l2"]
+    assert timm.list_models("fbnetv2*") == [
+        "fbnetv2_f1",
+        "fbnetv2_f2",
+        "fbnetv2_f3",
+        "fbnetv2_f4",
+        "fbnetv2_l1",
+        "fbnetv2_l2",
+    ]
     assert {"fbnet_a", "fbnet_b", "fbnet_c", "fbnetc_100"} <= set(timm.list_models("fbnet*"))
     assert timm.models.get_pretrained_cfg("fbnetc_100").architecture == "fbnetc_100"  # timm's own, untouched
     assert model_zoo.register_timm() == []  # idempotent
@@ -481,8 +501,9 @@ def test_timm_create_model_with_a_local_checkpoint(f1_source):
 
 def test_timm_features_only(f1_source):
     source, path = f1_source
-    model = timm.create_model("fbnetv2_f1", features_only=True, pretrained=True,
-                              pretrained_cfg_overlay=dict(file=path)).eval()
+    model = timm.create_model(
+        "fbnetv2_f1", features_only=True, pretrained=True, pretrained_cfg_overlay=dict(file=path)
+    ).eval()
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         feats = model(x)
@@ -503,7 +524,8 @@ def test_tool_lists_and_describes(capsys):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "zoo_tool", os.path.join(os.path.dirname(DATA), "..", "tools", "model_zoo.py"))
+        "zoo_tool", os.path.join(os.path.dirname(DATA), "..", "tools", "model_zoo.py")
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.main(["list", "fbnetv2_f*", "--markdown"]) == 0

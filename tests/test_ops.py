@@ -10,9 +10,24 @@ from mobile_cv.ops import OpSpec
 
 PLAIN_OPS = [n for n in mobile_cv.OPS.names() if isinstance(mobile_cv.OPS.get(n), OpSpec)]
 PUBLISHED_OP_NAMES = [
-    "conv_k1", "conv_k3", "conv_k3_hs", "ir_k3", "ir_k3_g2", "ir_k3_hs", "ir_k3_sehsig_hs", "ir_k5",
-    "ir_k5_g2", "ir_k5_hs", "ir_k5_sehsig", "ir_k5_sehsig_hs", "ir_pool_hs", "skip",
-    "ir_k3_se", "ir_k5_se", "ir_k3_sehsig", "ir_k5_se_hs",
+    "conv_k1",
+    "conv_k3",
+    "conv_k3_hs",
+    "ir_k3",
+    "ir_k3_g2",
+    "ir_k3_hs",
+    "ir_k3_sehsig_hs",
+    "ir_k5",
+    "ir_k5_g2",
+    "ir_k5_hs",
+    "ir_k5_sehsig",
+    "ir_k5_sehsig_hs",
+    "ir_pool_hs",
+    "skip",
+    "ir_k3_se",
+    "ir_k5_se",
+    "ir_k3_sehsig",
+    "ir_k5_se_hs",
 ]
 
 

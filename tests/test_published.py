@@ -6,12 +6,12 @@ import os
 
 import pytest
 import torch
+from conftest import DATA
+from seeded_weights import seeded_input, seeded_state_dict
 
 import arch_defs
 import mobile_cv
-from conftest import DATA
 from mobile_cv.arch_def import to_jsonable
-from seeded_weights import seeded_input, seeded_state_dict
 
 PUBLISHED = json.load(open(os.path.join(DATA, "published_models.json")))["models"]
 CHECKPOINT_KEYS = json.load(open(os.path.join(DATA, "checkpoint_keys.json")))
@@ -41,8 +41,10 @@ def test_state_dict_layout_matches_published_checkpoints(name):
 
 def test_published_checkpoint_layout_loads_strict():
     model = mobile_cv.build_model("FBNetV2_F1")
-    fake = {k: torch.zeros(s, dtype=torch.long if k.endswith("num_batches_tracked") else torch.float32)
-            for k, s in CHECKPOINT_KEYS["FBNetV2_F1"]}
+    fake = {
+        k: torch.zeros(s, dtype=torch.long if k.endswith("num_batches_tracked") else torch.float32)
+        for k, s in CHECKPOINT_KEYS["FBNetV2_F1"]
+    }
     model.load_state_dict({k: v for k, v in fake.items()}, strict=True)
 
 

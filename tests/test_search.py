@@ -7,12 +7,12 @@ import random
 
 import pytest
 import torch
+from conftest import DATA
 from torch import nn
 
 import arch_defs
 import mobile_cv
 from arch_defs.spaces import FBNETV2_OPS
-from conftest import DATA
 from mobile_cv import ArchDefError
 from mobile_cv.arch_def import format_arch_def_py, load_arch_def_file
 from mobile_cv.search import CostLoss, build_supernet
@@ -34,23 +34,34 @@ SPACES = {
     "channels": space(
         STEM,
         [["masked-channel", 32, 2, 2, {"op": "ir_k3_sehsig_hs", "channels": (8, 32, 8), "expansion": 3}]],
-        [["masked-channel", 48, 1, 1, {"op": "ir_k5", "channels": [16, 32, 48], "expansion": 2}]], HEAD,
+        [["masked-channel", 48, 1, 1, {"op": "ir_k5", "channels": [16, 32, 48], "expansion": 2}]],
+        HEAD,
     ),
     "expansion": space(
         [["conv_k3_hs", 16, 2, 1]],
         [["ir_k3_sehsig_hs", 24, 2, 2, {"expansion": [0.5, 1, 2, 4]}]],
-        [["ir_k5_hs", 24, 1, 1, {"expansion": (1.0, 3.0, 0.5)}]], HEAD,
+        [["ir_k5_hs", 24, 1, 1, {"expansion": (1.0, 3.0, 0.5)}]],
+        HEAD,
     ),
     "resolution": space(
-        [["conv_k3_hs", 16, 2, 1]], [["ir_k3_hs", 24, 2, 2, {"expansion": 3}]],
+        [["conv_k3_hs", 16, 2, 1]],
+        [["ir_k3_hs", 24, 2, 2, {"expansion": 3}]],
         [["conv_k1_hs", 64, 1, 1]],  # no pooling stage: outputs are placed back with interspersed zeros
         resolution=[8, 16, 24, 32],
     ),
     "all": space(
         STEM,
         [["choice", 24, 1, 2, {"ops": FBNETV2_OPS, "channels": (8, 24, 8), "expansion": [1, 2, 4]}]],
-        [["choice", 32, 2, 2, {"ops": FBNETV2_OPS, "channels": (16, 32, 8), "expansion": (2, 6, 2)},
-          {"zero_last_bn_gamma": True}]],
+        [
+            [
+                "choice",
+                32,
+                2,
+                2,
+                {"ops": FBNETV2_OPS, "channels": (16, 32, 8), "expansion": (2, 6, 2)},
+                {"zero_last_bn_gamma": True},
+            ]
+        ],
         [["masked-channel", 128, 1, 1, {"op": "ir_pool_hs", "channels": [64, 128], "expansion": 6}]],
         resolution=[16, 24, 32],
     ),
@@ -122,8 +133,9 @@ def test_spaces_contain_released_models(space_name, models):
         ours = [(r[0], r[1]) for st in derived["blocks"] for r in st]
         released = [(r[0], r[1]) for st in arch_defs.get(name)["blocks"] for r in st]
         ours_no_id = [b for i, b in enumerate(ours) if not (b[0] == "skip" and i and ours[i - 1][1] == b[1])]
-        released_no_id = [b for i, b in enumerate(released)
-                          if not (b[0] == "skip" and i and released[i - 1][1] == b[1])]
+        released_no_id = [
+            b for i, b in enumerate(released) if not (b[0] == "skip" and i and released[i - 1][1] == b[1])
+        ]
         assert ours_no_id == released_no_id
 
 
@@ -144,8 +156,9 @@ def test_every_alpha_gets_a_gradient(source):
     else:
         loss = net.expected_cost("flops", w) + net.expected_cost("params", w)
     loss.backward()
-    missing = [label for label in net.choices if net.alpha(label).grad is None
-               or net.alpha(label).grad.abs().sum() == 0]
+    missing = [
+        label for label in net.choices if net.alpha(label).grad is None or net.alpha(label).grad.abs().sum() == 0
+    ]
     assert missing == []
 
 
@@ -198,7 +211,10 @@ def test_derived_arch_def_round_trips_through_json_and_py(tmp_path):
 def test_channel_choice_is_shared_by_a_rows_repeats_and_sizes_are_reported():
     net = build_supernet(SPACES["channels"], num_classes=10)
     assert [c.label for c in net.choices.values() if c.kind == "channels"] == [
-        "xif0_0.channels", "xif1_0.channels", "xif2_0.channels"]
+        "xif0_0.channels",
+        "xif1_0.channels",
+        "xif2_0.channels",
+    ]
     assert net.log10_size() == pytest.approx(sum(__import__("math").log10(c.size) for c in net.choices.values()))
 
 
@@ -272,8 +288,11 @@ def test_custom_op_in_a_search_space():
         )
 
     try:
-        sp = space([["conv_k3_hs", 16, 2, 1]],
-                   [["choice", 32, 2, 1, {"ops": ["ir_k3", "test_sep_k3"], "channels": (16, 32, 16)}]], HEAD)
+        sp = space(
+            [["conv_k3_hs", 16, 2, 1]],
+            [["choice", 32, 2, 1, {"ops": ["ir_k3", "test_sep_k3"], "channels": (16, 32, 16)}]],
+            HEAD,
+        )
         net = build_supernet(sp, num_classes=10).eval()
         w = net.one_hot({"xif1_0.op": 1, "xif1_0.channels": 1})
         arch = net.derive(w)

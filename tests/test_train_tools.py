@@ -15,8 +15,8 @@ import torch
 from conftest import KILL_AT_ITERATION
 
 from mobile_cv.engine import (
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     MetricsWriter,
     OutputDirError,
     atomic_save,
@@ -36,8 +36,18 @@ TINY_ARCH = {
     ],
 }
 # dropout and EMA on, so the resume test also covers the RNG and the EMA state
-TINY_RUN = ["DATA.LIMIT", "256", "SOLVER.BATCH_SIZE", "16", "MODEL.DROP_RATE", "0.2", "SOLVER.EMA.ENABLED", "True",
-            "SOLVER.EMA.DECAY", "0.99"]
+TINY_RUN = [
+    "DATA.LIMIT",
+    "256",
+    "SOLVER.BATCH_SIZE",
+    "16",
+    "MODEL.DROP_RATE",
+    "0.2",
+    "SOLVER.EMA.ENABLED",
+    "True",
+    "SOLVER.EMA.DECAY",
+    "0.99",
+]
 
 
 def tool(name, *args, flags=()):
@@ -80,8 +90,15 @@ def finished_run(tmp_path_factory, arch_file):
 
 def test_train_writes_every_output(finished_run):
     names = set(os.listdir(finished_run))
-    assert {"config.yaml", "log.txt", "metrics.jsonl", "checkpoint.pth", "arch_def.json", "model_final.pth",
-            "eval.json"} <= names
+    assert {
+        "config.yaml",
+        "log.txt",
+        "metrics.jsonl",
+        "checkpoint.pth",
+        "arch_def.json",
+        "model_final.pth",
+        "eval.json",
+    } <= names
     assert not [n for n in names if n.endswith(".tmp")]
     records = read_metrics(finished_run / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1, 2]
@@ -94,8 +111,17 @@ def test_train_writes_every_output(finished_run):
 
 
 def test_eval_tool_reproduces_the_summary(finished_run):
-    p = run(tool("eval.py", "--config-file", str(finished_run / "config.yaml"), "--weights",
-                 str(finished_run / "model_final.pth"), "--split", "test"))
+    p = run(
+        tool(
+            "eval.py",
+            "--config-file",
+            str(finished_run / "config.yaml"),
+            "--weights",
+            str(finished_run / "model_final.pth"),
+            "--split",
+            "test",
+        )
+    )
     result = json.loads(p.stdout.strip().splitlines()[-1])
     summary = json.load(open(finished_run / "eval.json"))
     assert result["acc1"] == pytest.approx(summary["test"]["acc1"]) and result["images"] == 256
@@ -107,8 +133,6 @@ def test_output_folder_of_another_run_is_refused(finished_run, arch_file):
     assert p.returncode == 1
     assert str(finished_run) in p.stderr and "--resume" in p.stderr and "Traceback" not in p.stderr
     assert before == {n: sha256(finished_run / n) for n in before}
-
-
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(finished_run, arch_file, tmp_path):
@@ -146,8 +170,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(finished_run, arch_fi
 
 def test_torchrun_two_processes_write_one_run_with_identical_weights(arch_file, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           os.path.join(ROOT, "tools", "train.py"), *train_args(arch_file, out, 1)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        os.path.join(ROOT, "tools", "train.py"),
+        *train_args(arch_file, out, 1),
+    ]
     p = run(cmd)
     assert "world size 2" in p.stdout
     summary = json.load(open(out / "eval.json"))

@@ -45,35 +45,78 @@ def main() -> int:
     search_dir, train_dir = os.path.join(args.output, "search"), os.path.join(args.output, "train")
     py = sys.executable
 
-    run([py, "tools/search.py", "--config-file", "configs/search_embedded_mnist.yaml",
-         "SEARCH.COST.TARGET", str(args.target_mflops),
-         "SEARCH.EPOCHS", str(args.search_epochs), "OUTPUT_DIR", search_dir])
+    run(
+        [
+            py,
+            "tools/search.py",
+            "--config-file",
+            "configs/search_embedded_mnist.yaml",
+            "SEARCH.COST.TARGET",
+            str(args.target_mflops),
+            "SEARCH.EPOCHS",
+            str(args.search_epochs),
+            "OUTPUT_DIR",
+            search_dir,
+        ]
+    )
     t_search = time.time() - t0
     arch = json.load(open(os.path.join(ROOT, search_dir, "arch_def.json")))
     found = json.load(open(os.path.join(ROOT, search_dir, "search.json")))
 
-    run([py, "tools/train.py", "--config-file", "configs/train_embedded_mnist.yaml",
-         "MODEL.ARCH", os.path.join(search_dir, "arch_def.json"), "DATA.INPUT_SIZE", str(arch["input_size"]),
-         "SOLVER.EPOCHS", str(args.train_epochs), "OUTPUT_DIR", train_dir])
+    run(
+        [
+            py,
+            "tools/train.py",
+            "--config-file",
+            "configs/train_embedded_mnist.yaml",
+            "MODEL.ARCH",
+            os.path.join(search_dir, "arch_def.json"),
+            "DATA.INPUT_SIZE",
+            str(arch["input_size"]),
+            "SOLVER.EPOCHS",
+            str(args.train_epochs),
+            "OUTPUT_DIR",
+            train_dir,
+        ]
+    )
     t_train = time.time() - t0 - t_search
-    out = run([py, "tools/eval.py", "--config-file", os.path.join(train_dir, "config.yaml"),
-               "--weights", os.path.join(train_dir, "model_final.pth"), "--split", "test"], capture=True)
+    out = run(
+        [
+            py,
+            "tools/eval.py",
+            "--config-file",
+            os.path.join(train_dir, "config.yaml"),
+            "--weights",
+            os.path.join(train_dir, "model_final.pth"),
+            "--split",
+            "test",
+        ],
+        capture=True,
+    )
     test = json.loads(out.strip().splitlines()[-1])
 
     print("\n" + "=" * 78)
-    print(f"DMaskingNAS demo: searched {found['space']} on the embedded MNIST digits for a "
-          f"{args.target_mflops:g} MFLOPs budget")
-    print(f"  found:   {found['derived_flops_m']:.3f} MFLOPs ({100 * found['target_error']:+.1f}% from the target), "
-          f"{found['derived_params_m'] * 1e3:.1f} K params, input {arch['input_size']}x{arch['input_size']}")
-    print(f"  learned: mean top probability per choice {found['mean_top_prob']:.2f} (uniform "
-          f"{found['mean_top_prob_uniform']:.2f}); log-probability of this architecture {found['log_prob']:.2f}, "
-          f"of the argmax {found['log_prob_argmax']:.2f}, under uniform choices {found['log_prob_uniform']:.2f}")
+    print(
+        f"DMaskingNAS demo: searched {found['space']} on the embedded MNIST digits for a "
+        f"{args.target_mflops:g} MFLOPs budget"
+    )
+    print(
+        f"  found:   {found['derived_flops_m']:.3f} MFLOPs ({100 * found['target_error']:+.1f}% from the target), "
+        f"{found['derived_params_m'] * 1e3:.1f} K params, input {arch['input_size']}x{arch['input_size']}"
+    )
+    print(
+        f"  learned: mean top probability per choice {found['mean_top_prob']:.2f} (uniform "
+        f"{found['mean_top_prob_uniform']:.2f}); log-probability of this architecture {found['log_prob']:.2f}, "
+        f"of the argmax {found['log_prob_argmax']:.2f}, under uniform choices {found['log_prob_uniform']:.2f}"
+    )
     for s, stage in enumerate(arch["blocks"]):
         for b, (op, c, stride, _, *kw) in enumerate(stage):
             e = kw[0].get("expansion") if kw else None
             print(f"    xif{s}_{b}  {op:<16} {c:>4} ch  stride {stride}" + (f"  expansion {e:g}" if e else ""))
-    print(f"  trained from scratch for {args.train_epochs} epochs: test top-1 {test['acc1']:.2f}%, "
-          f"top-5 {test['acc5']:.2f}% on {test['images']} held-out digits")
+    print(
+        f"  trained from scratch for {args.train_epochs} epochs: test top-1 {test['acc1']:.2f}%, "
+        f"top-5 {test['acc5']:.2f}% on {test['images']} held-out digits"
+    )
     print(f"  time: search {t_search / 60:.1f} min, train + eval {t_train / 60:.1f} min")
     print(f"  outputs: {search_dir}/ (arch_def.json/.py, metrics.jsonl, probabilities.png, cost_accuracy.png)")
     print(f"           {train_dir}/ (model_final.pth, eval.json)")

@@ -40,8 +40,13 @@ def main(argv=None) -> int:
 
     try:
         model, name = resolve_model(args.model, args.checkpoint, args.pretrained, args.num_classes, args.cache_dir)
-    except (mobile_cv.ArchDefError, mobile_cv.RegistryError, mobile_cv.CheckpointMismatchError,
-            model_zoo.ModelZooError, ValueError) as e:
+    except (
+        mobile_cv.ArchDefError,
+        mobile_cv.RegistryError,
+        mobile_cv.CheckpointMismatchError,
+        model_zoo.ModelZooError,
+        ValueError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     resolution = args.resolution or model.input_size
@@ -52,8 +57,10 @@ def main(argv=None) -> int:
     for fmt, r in results.items():
         passed = r.max_abs_diff <= args.atol
         ok &= passed
-        print(f"{fmt:<12} {r.path}  max abs diff vs eager {r.max_abs_diff:.3g}  {'ok' if passed else 'FAILED'}"
-              f" (atol {args.atol:g}, input {args.batch}x{model.in_chans}x{resolution}x{resolution})")
+        print(
+            f"{fmt:<12} {r.path}  max abs diff vs eager {r.max_abs_diff:.3g}  {'ok' if passed else 'FAILED'}"
+            f" (atol {args.atol:g}, input {args.batch}x{model.in_chans}x{resolution}x{resolution})"
+        )
     return 0 if ok else 1
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Print resolution, FLOPs and params of registered archs or arch-def files.
 
-    python tools/flops.py FBNetV2_F1 fbnet_c
-    python tools/flops.py output/search/arch_def.json --resolution 32 --json
-    python tools/flops.py            # every registered model
+python tools/flops.py FBNetV2_F1 fbnet_c
+python tools/flops.py output/search/arch_def.json --resolution 32 --json
+python tools/flops.py            # every registered model
 """
 
 import argparse

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """List the model zoo, or show one entry.
 
-    python tools/model_zoo.py list                 # name, resolution, MFLOPs, Mparams, top-1, weights
-    python tools/model_zoo.py list "fbnetv2*" --markdown
-    python tools/model_zoo.py info FBNetV2_F1      # every field, and FLOPs/params counted now
+python tools/model_zoo.py list                 # name, resolution, MFLOPs, Mparams, top-1, weights
+python tools/model_zoo.py list "fbnetv2*" --markdown
+python tools/model_zoo.py info FBNetV2_F1      # every field, and FLOPs/params counted now
 """
 
 import argparse

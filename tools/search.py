@@ -27,8 +27,9 @@ def main(argv=None) -> int:
 
     def body() -> None:
         cfg = engine.setup_cfg(args.config_file, args.opts)
-        device = engine.default_setup(cfg, resume=args.resume,
-                                      run_files=engine.RUN_FILES + ("arch_def.json", "search.json"))
+        device = engine.default_setup(
+            cfg, resume=args.resume, run_files=engine.RUN_FILES + ("arch_def.json", "search.json")
+        )
         run_search(cfg, resume=args.resume, device=device)
 
     return engine.run_main(body)

@@ -31,8 +31,11 @@ def main(argv=None) -> int:
         net = build_supernet(space, num_classes=0)
         size = net.log10_size()
         kinds = Counter(c.kind for c in net.choices.values())
-        print(f"{name}: 10^{size:.2f} architectures = 10^{size - FBNET_V1_LOG10:.2f} x FBNet v1's 10^{FBNET_V1_LOG10:.2f} "
-              f"({len(net.choices)} choices: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")")
+        print(
+            f"{name}: 10^{size:.2f} architectures = 10^{size - FBNET_V1_LOG10:.2f} x FBNet v1's "
+            f"10^{FBNET_V1_LOG10:.2f} "
+            f"({len(net.choices)} choices: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"
+        )
         if args.choices:
             for c in net.choices.values():
                 print(f"  {c.label:<24} {c.size:>4} options  {list(c.options)[:4]}{' ...' if c.size > 4 else ''}")

@@ -18,7 +18,7 @@ import yaml
 from yacs.config import CfgNode as _YacsNode
 
 from ..registry import did_you_mean
-from .defaults import CHOICES, LIST_CHOICES, _C
+from .defaults import _C, CHOICES, LIST_CHOICES
 
 
 class ConfigError(ValueError):
@@ -128,9 +128,7 @@ class CfgNode(_YacsNode):
     def merge_from_list(self, cfg_list: Sequence[Any]) -> None:
         """Merge ``[KEY, VALUE, KEY, VALUE, ...]`` (command-line strings are literal-eval'ed)."""
         if len(cfg_list) % 2:
-            raise ConfigError(
-                f"overrides must be KEY VALUE pairs; got an odd number of items: {list(cfg_list)}"
-            )
+            raise ConfigError(f"overrides must be KEY VALUE pairs; got an odd number of items: {list(cfg_list)}")
         pairs = [(str(k), self._decode_cfg_value(v)) for k, v in zip(cfg_list[0::2], cfg_list[1::2])]
         self._set_checked(pairs, "(command line)")
 
@@ -139,44 +137,67 @@ class CfgNode(_YacsNode):
         self._set_checked(_flatten(cfg_other), "(merged config)")
 
 
-def check_config(cfg: CfgNode) -> None:
-    """Check values that have a fixed set of choices or a range; raise :class:`ConfigError`."""
+def _get(cfg: CfgNode, key: str) -> Any:
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def _check_choices(cfg: CfgNode) -> None:
     for key, choices in CHOICES.items():
-        value = cfg
-        for part in key.split("."):
-            value = value[part]
+        value = _get(cfg, key)
         if value not in choices:
             raise ConfigError(
                 f"config key {key} must be one of {list(choices)}, got {value!r}{did_you_mean(value, choices)}"
             )
     for key, choices in LIST_CHOICES.items():
-        value = cfg
-        for part in key.split("."):
-            value = value[part]
-        for item in value:
+        for item in _get(cfg, key):
             if item not in choices:
                 raise ConfigError(
                     f"config key {key}: {item!r} is not one of {list(choices)}{did_you_mean(str(item), choices)}"
                 )
-    ranges = {
-        "DATA.VAL_FRACTION": (0.0, 1.0, cfg.DATA.VAL_FRACTION),
-        "DATA.TEST_FRACTION": (0.0, 1.0, cfg.DATA.TEST_FRACTION),
-        "SEARCH.WEIGHT_SPLIT": (0.0, 1.0, cfg.SEARCH.WEIGHT_SPLIT),
-        "SEARCH.COST.TOLERANCE": (0.0, 1.0, cfg.SEARCH.COST.TOLERANCE),
-    }
-    for key, (lo, hi, value) in ranges.items():
-        if not lo <= value < hi:
-            raise ConfigError(f"config key {key} must be in [{lo}, {hi}), got {value!r}")
+
+
+# key -> (lowest allowed, highest allowed or None, whether the lowest is allowed)
+RANGES = {
+    "DATA.VAL_FRACTION": (0.0, 1.0, True),
+    "DATA.TEST_FRACTION": (0.0, 1.0, True),
+    "SEARCH.WEIGHT_SPLIT": (0.0, 1.0, True),
+    "SEARCH.COST.TOLERANCE": (0.0, 1.0, True),
+    "SEARCH.TEMPERATURE.INIT": (0.0, None, False),
+    "SEARCH.TEMPERATURE.FINAL": (0.0, None, False),
+    "SEARCH.COST.TARGET": (0.0, None, True),
+    "SEARCH.COST.TARGET_WEIGHT": (0.0, None, True),
+    "SOLVER.EPOCHS": (1, None, True),
+    "SOLVER.BATCH_SIZE": (1, None, True),
+    "SEARCH.EPOCHS": (1, None, True),
+    "SEARCH.BATCH_SIZE": (1, None, True),
+    "DATA.INPUT_SIZE": (1, None, True),
+    "DATA.LIMIT": (0, None, True),
+    "DATA.NUM_WORKERS": (0, None, True),
+    "SOLVER.WARMUP_EPOCHS": (0, None, True),
+    "SOLVER.EVAL_PERIOD": (0, None, True),
+    "SEARCH.WARMUP_EPOCHS": (0, None, True),
+}
+
+
+def _check_ranges(cfg: CfgNode) -> None:
+    for key, (lo, hi, lo_ok) in RANGES.items():
+        value = _get(cfg, key)
+        if hi is not None:
+            if not lo <= value < hi:
+                raise ConfigError(f"config key {key} must be in [{lo}, {hi}), got {value!r}")
+        elif not (value >= lo if lo_ok else value > lo):
+            raise ConfigError(f"config key {key} must be {'>=' if lo_ok else '>'} {lo}, got {value!r}")
+
+
+def check_config(cfg: CfgNode) -> None:
+    """Check values that have a fixed set of choices or a range; raise :class:`ConfigError`."""
+    _check_choices(cfg)
+    _check_ranges(cfg)
     if cfg.DATA.VAL_FRACTION + cfg.DATA.TEST_FRACTION >= 1.0:
         raise ConfigError("DATA.VAL_FRACTION + DATA.TEST_FRACTION must leave some images for training (< 1)")
-    for key in ("SOLVER.EPOCHS", "SOLVER.BATCH_SIZE", "SEARCH.EPOCHS", "SEARCH.BATCH_SIZE", "DATA.INPUT_SIZE"):
-        node, leaf = key.split(".")
-        if cfg[node][leaf] < 1:
-            raise ConfigError(f"config key {key} must be >= 1, got {cfg[node][leaf]!r}")
-    for key in ("DATA.LIMIT", "DATA.NUM_WORKERS", "SOLVER.WARMUP_EPOCHS", "SOLVER.EVAL_PERIOD", "SEARCH.WARMUP_EPOCHS"):
-        node, leaf = key.split(".")
-        if cfg[node][leaf] < 0:
-            raise ConfigError(f"config key {key} must be >= 0, got {cfg[node][leaf]!r}")
 
 
 def get_cfg() -> CfgNode:

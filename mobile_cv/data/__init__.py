@@ -19,6 +19,17 @@ from .build import (
 from .datasets import DATASETS, SPLIT_SEED, ClassificationDataset, DatasetError, stratified_split
 
 __all__ = [
-    "DATASETS", "SPLITS", "SPLIT_SEED", "TRAINING_SPLITS", "ClassificationDataset", "DatasetError", "ShardSampler",
-    "build_dataset", "build_loader", "build_loader_from_dataset", "dataset_kwargs", "set_epoch", "stratified_split",
+    "DATASETS",
+    "SPLITS",
+    "SPLIT_SEED",
+    "TRAINING_SPLITS",
+    "ClassificationDataset",
+    "DatasetError",
+    "ShardSampler",
+    "build_dataset",
+    "build_loader",
+    "build_loader_from_dataset",
+    "dataset_kwargs",
+    "set_epoch",
+    "stratified_split",
 ]

@@ -56,7 +56,11 @@ def build_dataset(
         raise DatasetError(f"DATA.NAME: {e}") from None
     base = "train" if split.startswith("search_") else split
     ds = builder(
-        root, base, input_size=input_size, val_fraction=val_fraction, test_fraction=test_fraction,
+        root,
+        base,
+        input_size=input_size,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
         training=split in TRAINING_SPLITS,
     )
     if split.startswith("search_"):
@@ -73,8 +77,12 @@ def build_dataset(
 def dataset_kwargs(cfg: Any) -> Dict[str, Any]:
     """The :func:`build_dataset` keyword arguments a config gives (the from_config mapping)."""
     return dict(
-        root=cfg.DATA.ROOT, input_size=cfg.DATA.INPUT_SIZE, val_fraction=cfg.DATA.VAL_FRACTION,
-        test_fraction=cfg.DATA.TEST_FRACTION, weight_split=cfg.SEARCH.WEIGHT_SPLIT, limit=cfg.DATA.LIMIT,
+        root=cfg.DATA.ROOT,
+        input_size=cfg.DATA.INPUT_SIZE,
+        val_fraction=cfg.DATA.VAL_FRACTION,
+        test_fraction=cfg.DATA.TEST_FRACTION,
+        weight_split=cfg.SEARCH.WEIGHT_SPLIT,
+        limit=cfg.DATA.LIMIT,
     )
 
 

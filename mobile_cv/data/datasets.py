@@ -96,8 +96,12 @@ class ClassificationDataset(Dataset):
     def subset(self, positions: Sequence[int], name: Optional[str] = None) -> "ClassificationDataset":
         """The items at ``positions`` (positions in this dataset, not pool indices)."""
         return ClassificationDataset(
-            self._load, self._targets, self.indices[np.asarray(positions, dtype=np.int64)],
-            self.classes, self.in_chans, name or self.name,
+            self._load,
+            self._targets,
+            self.indices[np.asarray(positions, dtype=np.int64)],
+            self.classes,
+            self.in_chans,
+            name or self.name,
         )
 
     def __len__(self) -> int:
@@ -127,7 +131,7 @@ def stratified_split(
         start = 0
         for name, frac in fractions.items():
             n = int(round(len(members) * frac))
-            parts[name].append(members[start:start + n])
+            parts[name].append(members[start : start + n])
             start += n
         parts[rest].append(members[start:])
     return {name: rng.permutation(np.concatenate(chunks)) for name, chunks in parts.items()}
@@ -275,7 +279,7 @@ class _CifarImages:
         if self.training:
             # torch's global RNG, so a resumed run (RNG restored) repeats the same crops
             dy, dx = torch.randint(0, 9, (2,)).tolist()
-            x = F.pad(x, (4, 4, 4, 4))[:, dy:dy + 32, dx:dx + 32]
+            x = F.pad(x, (4, 4, 4, 4))[:, dy : dy + 32, dx : dx + 32]
             if torch.rand(()) < 0.5:
                 x = x.flip(-1)
         return _resize((x - self.mean) / self.std, self.input_size)
@@ -379,6 +383,10 @@ def build_imagefolder(
     order = np.random.default_rng(SPLIT_SEED).permutation(len(samples))
     transform = create_transform(input_size, is_training=training)
     return ClassificationDataset(
-        _FolderImages([p for p, _ in samples], transform), [t for _, t in samples], order, classes, 3,
+        _FolderImages([p for p, _ in samples], transform),
+        [t for _, t in samples],
+        order,
+        classes,
+        3,
         f"imagefolder/{split}",
     )

@@ -85,8 +85,11 @@ def get_rng_state() -> Dict[str, Any]:
     state: Dict[str, Any] = {
         "python": {"version": version, "mt": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
         "numpy": {
-            "name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached),
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
         },
         "torch": torch.get_rng_state(),
     }
@@ -106,8 +109,11 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         if len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
         else:
-            logger.warning("checkpoint holds CUDA RNG states of %d devices, this machine has %d; not restored",
-                           len(state["cuda"]), torch.cuda.device_count())
+            logger.warning(
+                "checkpoint holds CUDA RNG states of %d devices, this machine has %d; not restored",
+                len(state["cuda"]),
+                torch.cuda.device_count(),
+            )
 
 
 def load_file(path: str) -> Any:
@@ -188,8 +194,10 @@ class Checkpointer:
         if self.last_extra is None:
             return f"this run wrote no checkpoint yet ({self.path})"
         epoch = self.last_extra.get("epoch")
-        return (f"the last good checkpoint {self.path} (after epoch {epoch + 1 if isinstance(epoch, int) else '?'}) "
-                f"is intact; --resume continues from it")
+        return (
+            f"the last good checkpoint {self.path} (after epoch {epoch + 1 if isinstance(epoch, int) else '?'}) "
+            f"is intact; --resume continues from it"
+        )
 
     def read(self, path: Optional[str] = None) -> Dict[str, Any]:
         """The raw checkpoint dict, loaded with ``weights_only=True``."""
@@ -221,7 +229,9 @@ class Checkpointer:
         if len(rng) != dist.get_world_size():
             logger.warning(
                 "checkpoint %s was written by %d process(es), this run has %d: the RNG streams are not restored "
-                "exactly, so the run will not repeat an uninterrupted one bit for bit", path, len(rng),
+                "exactly, so the run will not repeat an uninterrupted one bit for bit",
+                path,
+                len(rng),
                 dist.get_world_size(),
             )
         set_rng_state(rng[rank % len(rng)])
@@ -232,8 +242,11 @@ class Checkpointer:
         """With ``resume`` and a checkpoint present, :meth:`load` it; otherwise ``{}`` (a fresh start)."""
         if resume and self.has_checkpoint():
             extra = self.load()
-            logger.info("resumed from %s (%s)", self.path,
-                        ", ".join(f"{k}={v}" for k, v in extra.items() if isinstance(v, (int, float, str))))
+            logger.info(
+                "resumed from %s (%s)",
+                self.path,
+                ", ".join(f"{k}={v}" for k, v in extra.items() if isinstance(v, (int, float, str))),
+            )
             return extra
         if resume:
             logger.info("--resume: no checkpoint in %s yet, starting from scratch", self.save_dir)

@@ -1,8 +1,8 @@
 """What every tool does first: parse arguments, build the config, set up the run.
 
-    args = default_argument_parser("train a model").parse_args()
-    cfg = setup_cfg(args.config_file, args.opts)
-    device = default_setup(cfg, resume=args.resume)   # torchrun, output guard, logs, seeds, config.yaml
+args = default_argument_parser("train a model").parse_args()
+cfg = setup_cfg(args.config_file, args.opts)
+device = default_setup(cfg, resume=args.resume)   # torchrun, output guard, logs, seeds, config.yaml
 """
 
 from __future__ import annotations
@@ -41,10 +41,17 @@ def default_argument_parser(description: str, resume: bool = True) -> argparse.A
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default="", metavar="FILE", help="YAML config (default: the built-in defaults)")
     if resume:
-        p.add_argument("--resume", action="store_true",
-                       help="continue the run in OUTPUT_DIR from its checkpoint (start fresh if it has none)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                   help="config overrides, e.g. SOLVER.EPOCHS 3 DATA.LIMIT 64")
+        p.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the run in OUTPUT_DIR from its checkpoint (start fresh if it has none)",
+        )
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides, e.g. SOLVER.EPOCHS 3 DATA.LIMIT 64",
+    )
     return p
 
 
@@ -127,9 +134,14 @@ def default_setup(
             if changed:
                 logger.warning("resuming with a changed config: %s", "; ".join(changed))
         atomic_write_text(path, cfg.dump())
-    logger.info("world size %d, device %s, torch %s, %d CPU thread(s)%s", dist.get_world_size(), device,
-                torch.__version__, torch.get_num_threads(),
-                f"; config written to {os.path.join(cfg.OUTPUT_DIR, 'config.yaml')}" if write_outputs else "")
+    logger.info(
+        "world size %d, device %s, torch %s, %d CPU thread(s)%s",
+        dist.get_world_size(),
+        device,
+        torch.__version__,
+        torch.get_num_threads(),
+        f"; config written to {os.path.join(cfg.OUTPUT_DIR, 'config.yaml')}" if write_outputs else "",
+    )
     seed_all(cfg.SEED + dist.get_rank())
     return device
 
@@ -148,8 +160,17 @@ def run_main(fn: Callable[[], Any], extra_errors: Tuple[type, ...] = ()) -> int:
     from .checkpoint import CheckpointError
     from .train_loop import NonFiniteLossError
 
-    errors = (ConfigError, DatasetError, OutputDirError, NonFiniteLossError, ArchDefError, RegistryError,
-              CheckpointMismatchError, CheckpointError, *extra_errors)
+    errors = (
+        ConfigError,
+        DatasetError,
+        OutputDirError,
+        NonFiniteLossError,
+        ArchDefError,
+        RegistryError,
+        CheckpointMismatchError,
+        CheckpointError,
+        *extra_errors,
+    )
     try:
         fn()
         return 0

@@ -70,8 +70,10 @@ def all_reduce_sum(x: Union[torch.Tensor, float]) -> Union[torch.Tensor, float]:
     """The sum over ranks of a tensor (returned on its own device) or a number."""
     if get_world_size() == 1:
         return x.detach().clone() if isinstance(x, torch.Tensor) else x
-    t = x.detach().to(_device(), torch.float64, copy=True) if isinstance(x, torch.Tensor) else torch.tensor(
-        float(x), dtype=torch.float64, device=_device()
+    t = (
+        x.detach().to(_device(), torch.float64, copy=True)
+        if isinstance(x, torch.Tensor)
+        else torch.tensor(float(x), dtype=torch.float64, device=_device())
     )
     dist.all_reduce(t)
     if isinstance(x, torch.Tensor):

@@ -113,8 +113,15 @@ def check_finite(loss: torch.Tensor, where: str) -> float:
 
 def progress(iterable: Iterable, *, desc: str, total: Optional[int] = None):
     """A tqdm bar on rank 0 (a plain iterator on the other ranks)."""
-    return tqdm(iterable, desc=desc, total=total, disable=not dist.is_main_process(), dynamic_ncols=True,
-                mininterval=0.5, leave=True)
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        disable=not dist.is_main_process(),
+        dynamic_ncols=True,
+        mininterval=0.5,
+        leave=True,
+    )
 
 
 def train_one_epoch(
@@ -166,8 +173,12 @@ def train_one_epoch(
         loss_sum += loss_value * n
         correct += topk_correct(logits.detach(), target, (1,))[0]
         seen += n
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.1f}",
-                        lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+        bar.set_postfix(
+            loss=f"{loss_sum / seen:.4f}",
+            acc=f"{100 * correct / seen:.1f}",
+            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+            refresh=False,
+        )
     totals = dist.all_reduce_sum(torch.tensor([loss_sum, correct, seen], dtype=torch.float64))
     return {
         "loss": float(totals[0] / max(totals[2], 1)),
@@ -193,5 +204,9 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, desc: 
     model.train(was_training)
     sums = dist.all_reduce_sum(sums)
     n = max(float(sums[3]), 1.0)
-    return {"loss": float(sums[0]) / n, "acc1": 100 * float(sums[1]) / n, "acc5": 100 * float(sums[2]) / n,
-            "images": int(sums[3])}
+    return {
+        "loss": float(sums[0]) / n,
+        "acc1": 100 * float(sums[1]) / n,
+        "acc5": 100 * float(sums[2]) / n,
+        "images": int(sums[3]),
+    }

@@ -73,13 +73,25 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]
     val_loader = build_loader(cfg, "val")
     check_model_fits_data(cfg, train_loader.dataset)
     flops_m, params_m = count_flops_params(model, cfg.DATA.INPUT_SIZE)
-    logger.info("model %s: %.3f MFLOPs, %.4f M params at %dx%d; %d train / %d val images",
-                cfg.MODEL.ARCH, flops_m, params_m, cfg.DATA.INPUT_SIZE, cfg.DATA.INPUT_SIZE,
-                len(train_loader.dataset), len(val_loader.dataset))
+    logger.info(
+        "model %s: %.3f MFLOPs, %.4f M params at %dx%d; %d train / %d val images",
+        cfg.MODEL.ARCH,
+        flops_m,
+        params_m,
+        cfg.DATA.INPUT_SIZE,
+        cfg.DATA.INPUT_SIZE,
+        len(train_loader.dataset),
+        len(val_loader.dataset),
+    )
     s = cfg.SOLVER
     optimizer = build_sgd(model, lr=s.BASE_LR, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY)
-    scheduler = build_lr_scheduler(optimizer, name=s.LR_SCHEDULER, epochs=s.EPOCHS, warmup_epochs=s.WARMUP_EPOCHS,
-                                   updates_per_epoch=len(train_loader))
+    scheduler = build_lr_scheduler(
+        optimizer,
+        name=s.LR_SCHEDULER,
+        epochs=s.EPOCHS,
+        warmup_epochs=s.WARMUP_EPOCHS,
+        updates_per_epoch=len(train_loader),
+    )
     ema = build_ema(model, s.EMA.DECAY) if s.EMA.ENABLED else None
     criterion = build_criterion(s.LABEL_SMOOTHING)
     if dist.get_world_size() > 1:
@@ -97,9 +109,18 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]
     for epoch in range(start_epoch, s.EPOCHS):
         set_epoch(train_loader, epoch)
         try:
-            stats = train_one_epoch(net, train_loader, optimizer, criterion, epoch=epoch, device=device,
-                                    scheduler=scheduler, ema=ema, start_step=epoch * len(train_loader),
-                                    desc=f"epoch {epoch + 1}/{s.EPOCHS}")
+            stats = train_one_epoch(
+                net,
+                train_loader,
+                optimizer,
+                criterion,
+                epoch=epoch,
+                device=device,
+                scheduler=scheduler,
+                ema=ema,
+                start_step=epoch * len(train_loader),
+                desc=f"epoch {epoch + 1}/{s.EPOCHS}",
+            )
         except NonFiniteLossError as e:
             raise NonFiniteLossError(f"{e}. {checkpointer.describe_last()}") from None
         dist.sync_buffers(model)  # each rank's BatchNorm statistics saw only its shard
@@ -110,8 +131,9 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]
         if last or (s.EVAL_PERIOD and (epoch + 1) % s.EVAL_PERIOD == 0):
             val = evaluate(eval_model, val_loader, device=device, desc="val")
             record.update({f"val_{k}": v for k, v in val.items() if k != "images"})
-        logger.info("epoch %d/%d  %s", epoch + 1, s.EPOCHS,
-                    "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
+        logger.info(
+            "epoch %d/%d  %s", epoch + 1, s.EPOCHS, "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
+        )
         metrics.write(record)
         checkpointer.save(epoch=epoch)
     return finish(cfg, eval_model, device, flops_m, params_m)
@@ -124,8 +146,12 @@ def finish(cfg: CfgNode, model: nn.Module, device: torch.device, flops_m: float,
     if len(set(digests)) > 1:
         logger.warning("the ranks ended with different weights (sha256 %s); rank 0's are saved", digests)
     summary: Dict[str, Any] = {
-        "arch": cfg.MODEL.ARCH, "input_size": cfg.DATA.INPUT_SIZE, "flops_m": flops_m, "params_m": params_m,
-        "weights": os.path.join(out, FINAL_WEIGHTS), "weights_sha256_per_rank": digests,
+        "arch": cfg.MODEL.ARCH,
+        "input_size": cfg.DATA.INPUT_SIZE,
+        "flops_m": flops_m,
+        "params_m": params_m,
+        "weights": os.path.join(out, FINAL_WEIGHTS),
+        "weights_sha256_per_rank": digests,
     }
     for split in ("val", "test"):
         summary[split] = evaluate(model, build_loader(cfg, split), device=device, desc=split)
@@ -134,9 +160,16 @@ def finish(cfg: CfgNode, model: nn.Module, device: torch.device, flops_m: float,
         atomic_write_text(os.path.join(out, "arch_def.json"), json.dumps(to_jsonable(model.arch_def), indent=1) + "\n")
         atomic_write_text(os.path.join(out, "eval.json"), json.dumps(summary, indent=1) + "\n")
     dist.barrier()
-    logger.info("final: val top-1 %.2f top-5 %.2f | test top-1 %.2f top-5 %.2f | %.3f MFLOPs %.4f M params | %s",
-                summary["val"]["acc1"], summary["val"]["acc5"], summary["test"]["acc1"], summary["test"]["acc5"],
-                flops_m, params_m, summary["weights"])
+    logger.info(
+        "final: val top-1 %.2f top-5 %.2f | test top-1 %.2f top-5 %.2f | %.3f MFLOPs %.4f M params | %s",
+        summary["val"]["acc1"],
+        summary["val"]["acc5"],
+        summary["test"]["acc1"],
+        summary["test"]["acc5"],
+        flops_m,
+        params_m,
+        summary["weights"],
+    )
     return summary
 
 

@@ -6,6 +6,12 @@ from .loss import CostLoss
 from .supernet import SEARCH_OPS, Supernet, build_masked_candidate, build_supernet
 
 __all__ = [
-    "ChannelSpace", "Choice", "CostLoss", "SEARCH_OPS", "Supernet", "build_masked_candidate", "build_supernet",
+    "ChannelSpace",
+    "Choice",
+    "CostLoss",
+    "SEARCH_OPS",
+    "Supernet",
+    "build_masked_candidate",
+    "build_supernet",
     "gumbel_weights",
 ]

@@ -163,7 +163,9 @@ def _range_dict(decl, what: str, where: str):
 
     if isinstance(decl, dict):
         if sorted(decl) != ["max", "min", "step"]:
-            raise ArchDefError(f'{where}: a {what} range dict needs exactly the keys "min", "max", "step", got {decl!r}')
+            raise ArchDefError(
+                f'{where}: a {what} range dict needs exactly the keys "min", "max", "step", got {decl!r}'
+            )
         return (decl["min"], decl["max"], decl["step"])
     return decl
 
@@ -187,9 +189,7 @@ def parse_int_options(decl: OptionDecl, what: str, where: str) -> List[int]:
             raise ArchDefError(f"{where}: {what} options must be ints, got {decl!r}")
         values = [int(v) for v in decl]
     else:
-        raise ArchDefError(
-            f"{where}: {what} must be an int, a (min, max, step) tuple or a list of ints, got {decl!r}"
-        )
+        raise ArchDefError(f"{where}: {what} must be an int, a (min, max, step) tuple or a list of ints, got {decl!r}")
     bad = [v for v in values if v <= 0]
     if bad:
         raise ArchDefError(f"{where}: {what} options must be positive, got {bad[0]}")
@@ -212,9 +212,7 @@ def parse_float_options(decl: OptionDecl, what: str, where: str) -> List[float]:
             raise ArchDefError(f"{where}: {what} options must be a non-empty list of numbers, got {decl!r}")
         values = [float(v) for v in decl]
     else:
-        raise ArchDefError(
-            f"{where}: {what} must be a number, a (min, max, step) tuple or a list, got {decl!r}"
-        )
+        raise ArchDefError(f"{where}: {what} must be a number, a (min, max, step) tuple or a list, got {decl!r}")
     if any(v <= 0 for v in values):
         raise ArchDefError(f"{where}: {what} options must be positive, got {values}")
     if len(set(values)) != len(values):

@@ -47,8 +47,9 @@ class BudgetError(ValueError):
 
 def log_probs(net, temperature: float = 1.0) -> Dict[str, torch.Tensor]:
     """log softmax(alpha / temperature) per choice, detached, float64."""
-    return {label: torch.log_softmax(net.alpha(label).detach().cpu().double() / temperature, -1)
-            for label in net.choices}
+    return {
+        label: torch.log_softmax(net.alpha(label).detach().cpu().double() / temperature, -1) for label in net.choices
+    }
 
 
 def index_log_prob(index: Index, logp: Dict[str, torch.Tensor]) -> float:
@@ -63,8 +64,9 @@ def uniform_log_prob(net) -> float:
 
 def one_hot_batch(net, index: Dict[str, torch.Tensor]) -> Weights:
     """Batched one-hot weights, ``(N, options)`` per choice, from ``(N,)`` option indices."""
-    return {label: torch.nn.functional.one_hot(index[label].long(), c.size).double()
-            for label, c in net.choices.items()}
+    return {
+        label: torch.nn.functional.one_hot(index[label].long(), c.size).double() for label, c in net.choices.items()
+    }
 
 
 def batch_cost(net, kind: str, index: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -78,8 +80,9 @@ def sample_uniform(net, n: int, generator: Optional[torch.Generator] = None) -> 
     return {label: torch.randint(c.size, (n,), generator=generator) for label, c in net.choices.items()}
 
 
-def sample_within(net, kind: str, target: float, tolerance: float, n: int, seed: int = 0,
-                  max_draws: int = 2_000_000) -> List[Tuple[Index, float]]:
+def sample_within(
+    net, kind: str, target: float, tolerance: float, n: int, seed: int = 0, max_draws: int = 2_000_000
+) -> List[Tuple[Index, float]]:
     """``n`` distinct architectures drawn uniformly per choice, conditioned on an exact cost within
     ``tolerance`` of ``target`` (rejection sampling, costed in vectorised batches).
 
@@ -211,11 +214,11 @@ class CostTable:
         for cand_name, cand in block.candidates.items():
             factors = dict(block.factors[cand_name])
             hidden = getattr(cand, "hidden_space", None)
-            free = [hidden.label] if hidden is not None and hidden.label in local and hidden.label not in factors \
-                else []
+            free = (
+                [hidden.label] if hidden is not None and hidden.label in local and hidden.label not in factors else []
+            )
             labels = state + free
-            grid, value = self._costed(labels, factors, lambda w, c=cand: _cost_value(c.cost(spatial, w)[0],
-                                                                                       self.kind))
+            grid, value = self._costed(labels, factors, lambda w, c=cand: _cost_value(c.cost(spatial, w)[0], self.kind))
             grid, s_in, s_out, cost, col = self._items(grid, value, labels, a, b)
             opts = torch.full((len(grid), len(local)), -1, dtype=torch.long)
             for j, lbl in enumerate(local):
@@ -232,8 +235,9 @@ class CostTable:
         labels = [lbl for lbl in (self.res_label, label) if lbl is not None]
         grid, value = self._costed(labels, {}, lambda w: _cost_value(self.net.head_cost(spatial, w), self.kind))
         _, s_in, s_out, cost, _ = self._items(grid, value, labels, label, label)
-        return _Term("head", label, label, self._size(label), s_in, s_out, cost, [],
-                     torch.zeros(len(s_in), 0, dtype=torch.long))
+        return _Term(
+            "head", label, label, self._size(label), s_in, s_out, cost, [], torch.zeros(len(s_in), 0, dtype=torch.long)
+        )
 
     # -- solving --------------------------------------------------------------------------------
     def _item_log_probs(self, logp: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
@@ -283,8 +287,9 @@ class CostTable:
         """Exact (cheapest, most expensive) architecture cost of the space."""
         return self.extreme(False)[1], self.extreme(True)[1]
 
-    def budgeted(self, target: float, tolerance: float, logp: Dict[str, torch.Tensor],
-                 buckets_per_window: int = 64) -> Tuple[Index, float, float]:
+    def budgeted(
+        self, target: float, tolerance: float, logp: Dict[str, torch.Tensor], buckets_per_window: int = 64
+    ) -> Tuple[Index, float, float]:
         """The most probable assignment whose exact cost is within ``tolerance`` of ``target``.
 
         Returns ``(index, exact cost, log-probability)``. Costs are rounded to buckets of
@@ -397,8 +402,12 @@ def _step(dp: torch.Tensor, term: _Term, cost: torch.Tensor, lp: torch.Tensor, d
         if len(ks) == 0:
             continue
         src = cols[None, :] - offsets[ks][:, None]  # the bucket each item extends
-        vals = torch.where(src >= 0, dp[term.s_in[ks]].gather(1, src.clamp_min(0)), torch.tensor(-math.inf,
-                           dtype=torch.float64)) + lp[ks][:, None]
+        vals = (
+            torch.where(
+                src >= 0, dp[term.s_in[ks]].gather(1, src.clamp_min(0)), torch.tensor(-math.inf, dtype=torch.float64)
+            )
+            + lp[ks][:, None]
+        )
         for s in term.s_out[ks].unique().tolist():
             rows = term.s_out[ks] == s
             v, arg = vals[rows].max(0)
@@ -413,9 +422,14 @@ def cost_range(net, kind: str, table: Optional[CostTable] = None) -> Tuple[float
     return (table or CostTable(net, kind)).extremes()
 
 
-def budgeted_index(net, kind: str, target: float, tolerance: float = 0.05,
-                   logp: Optional[Dict[str, torch.Tensor]] = None,
-                   table: Optional[CostTable] = None) -> Tuple[Index, float, float]:
+def budgeted_index(
+    net,
+    kind: str,
+    target: float,
+    tolerance: float = 0.05,
+    logp: Optional[Dict[str, torch.Tensor]] = None,
+    table: Optional[CostTable] = None,
+) -> Tuple[Index, float, float]:
     """The most probable architecture (under ``logp``, default log softmax(alpha)) whose exact cost
     is within ``tolerance`` of ``target``: ``(index, cost, log-probability)``."""
     table = table or CostTable(net, kind)

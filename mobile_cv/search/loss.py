@@ -34,8 +34,16 @@ class CostLoss:
 
     FORMS = ("target", "target_dual", "relative", "fbnet")
 
-    def __init__(self, form: str = "target", target: float = 0.0, weight: float = 1.0, beta: float = 0.1,
-                 alpha: float = 0.2, fbnet_beta: float = 0.6, dual_lr: float = 0.02) -> None:
+    def __init__(
+        self,
+        form: str = "target",
+        target: float = 0.0,
+        weight: float = 1.0,
+        beta: float = 0.1,
+        alpha: float = 0.2,
+        fbnet_beta: float = 0.6,
+        dual_lr: float = 0.02,
+    ) -> None:
         if form not in self.FORMS:
             raise ValueError(f"cost loss form must be one of {self.FORMS}, got {form!r}")
         if form in ("target", "target_dual", "relative") and not target > 0:

@@ -68,8 +68,7 @@ class Cost:
         self.params = self.params + weight * params
 
 
-def soft_identity(x: torch.Tensor, y: torch.Tensor, a: ChannelSpace, b: ChannelSpace,
-                  weights: Weights) -> torch.Tensor:
+def soft_identity(x: torch.Tensor, y: torch.Tensor, a: ChannelSpace, b: ChannelSpace, weights: Weights) -> torch.Tensor:
     """``x`` (fitted to ``b``'s width) with probability P(width a == width b), else ``y``: the
     derived block is an identity exactly when the two widths are equal."""
     p = p_equal(a, b, weights)
@@ -122,8 +121,9 @@ class SearchBlock(nn.Module):
         raise NotImplementedError
 
 
-def _conv_cost(cost: Cost, k: int, cin: Scalar, cout: Scalar, area: Scalar, groups_eff: Scalar = 1.0,
-               weight: Scalar = 1.0) -> None:
+def _conv_cost(
+    cost: Cost, k: int, cin: Scalar, cout: Scalar, area: Scalar, groups_eff: Scalar = 1.0, weight: Scalar = 1.0
+) -> None:
     """k x k conv: FLOPs = k*k * H*W * cin * cout / groups; params = k*k * cin * cout / groups."""
     params = k * k * cin * cout / groups_eff
     cost.add(params * area, params, weight)
@@ -131,8 +131,16 @@ def _conv_cost(cost: Cost, k: int, cin: Scalar, cout: Scalar, area: Scalar, grou
 
 # ---- conv_kN ------------------------------------------------------------------------------
 class MaskedConvBlock(ConvBlock, SearchBlock):
-    def __init__(self, in_space: ChannelSpace, out_space: ChannelSpace, stride: int, op: str, kernel_size: int,
-                 act: str = "relu", bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_space: ChannelSpace,
+        out_space: ChannelSpace,
+        stride: int,
+        op: str,
+        kernel_size: int,
+        act: str = "relu",
+        bias: bool = True,
+    ) -> None:
         ConvBlock.__init__(self, in_space.max, out_space.max, stride, kernel_size, act, bias)
         self.in_space, self.out_space, self.op, self.stride = in_space, out_space, op, stride
         self.extra: Dict[str, Any] = {} if bias else {"bias": False}
@@ -170,16 +178,38 @@ def _expand_cost(block: nn.Module, cost: Cost, cin: Scalar, ch: Scalar, area: Sc
 class MaskedIRBlock(IRBlock, SearchBlock):
     """Inverted residual with masked output and hidden (expansion) channels."""
 
-    def __init__(self, in_space: ChannelSpace, out_space: ChannelSpace, hidden_space: ChannelSpace, stride: int,
-                 op: str, kernel_size: int, act: str = "relu", se: Optional[str] = None, bias: bool = False,
-                 width_divisor: int = 8, zero_last_bn_gamma: bool = False, extra: Optional[Dict] = None) -> None:
+    def __init__(
+        self,
+        in_space: ChannelSpace,
+        out_space: ChannelSpace,
+        hidden_space: ChannelSpace,
+        stride: int,
+        op: str,
+        kernel_size: int,
+        act: str = "relu",
+        se: Optional[str] = None,
+        bias: bool = False,
+        width_divisor: int = 8,
+        zero_last_bn_gamma: bool = False,
+        extra: Optional[Dict] = None,
+    ) -> None:
         nn.Module.__init__(self)
         self.se_space = hidden_space.map(lambda h: se_mid_channels(h, 1.0, False, width_divisor))
         # gamma 0 silences the branch at init: only safe where every derived block keeps the
         # residual (otherwise the branch is the block's only output and the network starts dead)
         self._build_layers(
-            in_space.max, hidden_space.max, self.se_space.max if se else 0, out_space.max, stride, kernel_size,
-            act, se, bias, 1, 1, zero_last_bn_gamma and stride == 1 and always_equal(in_space, out_space),
+            in_space.max,
+            hidden_space.max,
+            self.se_space.max if se else 0,
+            out_space.max,
+            stride,
+            kernel_size,
+            act,
+            se,
+            bias,
+            1,
+            1,
+            zero_last_bn_gamma and stride == 1 and always_equal(in_space, out_space),
             with_pw=not always_equal(in_space, hidden_space),
         )
         self.in_space, self.out_space, self.hidden_space, self.op = in_space, out_space, hidden_space, op
@@ -234,11 +264,21 @@ def expansion_for(c_in: int, hidden: int, divisor: int) -> float:
 
 # ---- ir_pool --------------------------------------------------------------------------------
 class MaskedIRPoolBlock(IRPoolBlock, SearchBlock):
-    def __init__(self, in_space: ChannelSpace, out_space: ChannelSpace, hidden_space: ChannelSpace, stride: int,
-                 op: str, act: str = "relu", bias: bool = False, width_divisor: int = 8) -> None:
+    def __init__(
+        self,
+        in_space: ChannelSpace,
+        out_space: ChannelSpace,
+        hidden_space: ChannelSpace,
+        stride: int,
+        op: str,
+        act: str = "relu",
+        bias: bool = False,
+        width_divisor: int = 8,
+    ) -> None:
         nn.Module.__init__(self)
-        self._build_layers(in_space.max, hidden_space.max, out_space.max, act, bias,
-                           with_pw=not always_equal(in_space, hidden_space))
+        self._build_layers(
+            in_space.max, hidden_space.max, out_space.max, act, bias, with_pw=not always_equal(in_space, hidden_space)
+        )
         self.in_space, self.out_space, self.hidden_space, self.op = in_space, out_space, hidden_space, op
         self.pw_maybe_identity = can_be_equal(in_space, hidden_space)
         self.width_divisor = width_divisor
@@ -273,7 +313,8 @@ class MaskedSkipBlock(SkipBlock, SearchBlock):
         self.in_space, self.out_space, self.op, self.stride = in_space, out_space, op, stride
         self.identity_possible = stride == 1 and can_be_equal(in_space, out_space)
         self.conv = (
-            None if stride == 1 and always_equal(in_space, out_space)
+            None
+            if stride == 1 and always_equal(in_space, out_space)
             else ConvBNAct(in_space.max, out_space.max, 1, stride, act="relu")
         )
         self.in_channels, self.out_channels = in_space.max, out_space.max
@@ -307,8 +348,15 @@ class MaskedGenericBlock(SearchBlock):
     exact for conv-like ops; equivalence is guaranteed only with a fixed input width.
     """
 
-    def __init__(self, in_space: ChannelSpace, out_space: ChannelSpace, stride: int, op: str,
-                 module: nn.Module, kwargs: Dict[str, Any]) -> None:
+    def __init__(
+        self,
+        in_space: ChannelSpace,
+        out_space: ChannelSpace,
+        stride: int,
+        op: str,
+        module: nn.Module,
+        kwargs: Dict[str, Any],
+    ) -> None:
         super().__init__()
         self.in_space, self.out_space, self.op, self.stride = in_space, out_space, op, stride
         self.module = module

@@ -59,7 +59,10 @@ def run_blocks(blocks: "nn.ModuleDict", x: torch.Tensor, weights: Weights, check
     for block in blocks.values():
         if checkpoint and torch.is_grad_enabled():
             x = torch.utils.checkpoint.checkpoint(
-                block, x, weights, use_reentrant=False,
+                block,
+                x,
+                weights,
+                use_reentrant=False,
                 context_fn=lambda b=block: (nullcontext(), frozen_bn_statistics(b)),
             )
         else:
@@ -76,8 +79,14 @@ def is_zero(w) -> bool:
 class MixedBlock(nn.Module):
     """``sum_k w_k * candidate_k(x)`` with ``w_k = prod_{(label, i) in factors_k} g_label[i]``."""
 
-    def __init__(self, candidates: Dict[str, SearchBlock], factors: Dict[str, List[Factor]],
-                 in_space: ChannelSpace, out_space: ChannelSpace, stride: int) -> None:
+    def __init__(
+        self,
+        candidates: Dict[str, SearchBlock],
+        factors: Dict[str, List[Factor]],
+        in_space: ChannelSpace,
+        out_space: ChannelSpace,
+        stride: int,
+    ) -> None:
         super().__init__()
         self.candidates = nn.ModuleDict(candidates)
         self.factors = {k: list(v) for k, v in factors.items()}
@@ -91,7 +100,7 @@ class MixedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
         if len(self.candidates) == 1:
-            (name, cand), = self.candidates.items()
+            ((name, cand),) = self.candidates.items()
             return fit_channels(cand(x, weights), self.out_space.max) * self.candidate_weight(name, weights)
         out = 0
         for name, cand in self.candidates.items():
@@ -170,7 +179,7 @@ class SubsampledRes(nn.Module):
             if o != self.full_out:
                 # interspersed zeros; scaled so a global pool sees the mean over occupied positions
                 z = y.new_zeros(y.shape[0], y.shape[1], self.full_out, self.full_out)
-                z[:, :, place[:, None], place[None, :]] = y * (self.full_out ** 2 / o ** 2)
+                z[:, :, place[:, None], place[None, :]] = y * (self.full_out**2 / o**2)
                 y = z
             out = out + g[i] * y
         return out

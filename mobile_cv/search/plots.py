@@ -34,18 +34,27 @@ def plot_probabilities(history: List[Dict[str, Any]], choices: Sequence[Choice],
     im = None
     for ax, choice in zip(axes.flat, choices):
         probs = np.array([r["probs"][choice.label] for r in history]).T  # options x epochs
-        im = ax.imshow(probs, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, origin="lower",
-                       extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, choice.size - 0.5))
+        im = ax.imshow(
+            probs,
+            aspect="auto",
+            cmap="viridis",
+            vmin=0.0,
+            vmax=1.0,
+            origin="lower",
+            extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, choice.size - 0.5),
+        )
         ax.xaxis.get_major_locator().set_params(integer=True)
         step = max(1, choice.size // 8)
         ax.set_yticks(range(0, choice.size, step))
         ax.set_yticklabels([_fmt(o) for o in choice.options[::step]], fontsize=6)
         top = int(probs[:, -1].argmax())
-        ax.set_title(f"{choice.label}: {_fmt(choice.options[top])} p={probs[top, -1]:.2f} "
-                     f"(uniform {1 / choice.size:.2f})", fontsize=7)
+        ax.set_title(
+            f"{choice.label}: {_fmt(choice.options[top])} p={probs[top, -1]:.2f} (uniform {1 / choice.size:.2f})",
+            fontsize=7,
+        )
         ax.set_xlabel("epoch", fontsize=7)
         ax.tick_params(axis="x", labelsize=6)
-    for ax in list(axes.flat)[len(choices):]:
+    for ax in list(axes.flat)[len(choices) :]:
         ax.axis("off")
     fig.suptitle("DMaskingNAS: choice probabilities softmax(alpha) per epoch")
     fig.tight_layout(rect=(0, 0, 0.93, 1))
@@ -72,8 +81,12 @@ def plot_cost_accuracy(history: List[Dict[str, Any]], path: str) -> None:
     a2.plot(epochs, [r["weights_acc1"] for r in history], "o-", label="train (weights split)")
     a2.plot(epochs, [r["val_acc1"] for r in history], "s-", label="val (supernet)")
     if any("alpha_acc1" in r for r in history):
-        a2.plot([r["epoch"] + 1 for r in history if "alpha_acc1" in r],
-                [r["alpha_acc1"] for r in history if "alpha_acc1" in r], "^-", label="alpha split")
+        a2.plot(
+            [r["epoch"] + 1 for r in history if "alpha_acc1" in r],
+            [r["alpha_acc1"] for r in history if "alpha_acc1" in r],
+            "^-",
+            label="alpha split",
+        )
     a2.set_xlabel("epoch")
     a2.set_ylabel("top-1 %")
     a2.legend(fontsize=8)

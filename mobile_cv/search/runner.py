@@ -158,8 +158,17 @@ class SearchStep:
     optimizer's gradients are cleared before each backward pass.
     """
 
-    def __init__(self, cfg: CfgNode, net: Supernet, ddp: nn.Module, cost_loss: CostLoss, w_opt, a_opt, scheduler,
-                 device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: CfgNode,
+        net: Supernet,
+        ddp: nn.Module,
+        cost_loss: CostLoss,
+        w_opt,
+        a_opt,
+        scheduler,
+        device: torch.device,
+    ) -> None:
         self.net, self.ddp, self.cost_loss, self.device = net, ddp, cost_loss, device
         self.w_opt, self.a_opt, self.scheduler = w_opt, a_opt, scheduler
         self.kind, self.hard = cfg.SEARCH.COST.KIND, tuple(cfg.SEARCH.SAMPLED_CHOICES)
@@ -230,31 +239,51 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
     val_loader = build_loader(cfg, "val")
     check_model_fits_data(cfg, w_loader.dataset)
 
-    net = build_supernet(resolve_arch(s.SPACE), num_classes=cfg.MODEL.NUM_CLASSES, mode=s.MODE,
-                         in_chans=cfg.MODEL.IN_CHANS)
+    net = build_supernet(
+        resolve_arch(s.SPACE), num_classes=cfg.MODEL.NUM_CLASSES, mode=s.MODE, in_chans=cfg.MODEL.IN_CHANS
+    )
     _check_input_size(cfg, net)
     net.checkpoint_blocks = s.CHECKPOINT_BLOCKS
     table = CostTable(net, s.COST.KIND)  # exact costs of every option; the budgeted derivation's model
     cost_loss = build_cost_loss(cfg, table)
     net.to(device)
-    logger.info("search space %s (%s, sampled choices %s): %d choices, 10^%.1f architectures, %.2f M supernet "
-                "weights; %d weight / %d alpha / %d val images", s.SPACE, s.MODE, list(s.SAMPLED_CHOICES),
-                len(net.choices),
-                net.log10_size(), sum(p.numel() for p in net.weight_parameters()) / 1e6, len(w_loader.dataset),
-                len(a_loader.dataset), len(val_loader.dataset))
+    logger.info(
+        "search space %s (%s, sampled choices %s): %d choices, 10^%.1f architectures, %.2f M supernet "
+        "weights; %d weight / %d alpha / %d val images",
+        s.SPACE,
+        s.MODE,
+        list(s.SAMPLED_CHOICES),
+        len(net.choices),
+        net.log10_size(),
+        sum(p.numel() for p in net.weight_parameters()) / 1e6,
+        len(w_loader.dataset),
+        len(a_loader.dataset),
+        len(val_loader.dataset),
+    )
 
-    w_opt = build_sgd(net, lr=s.WEIGHTS.LR, momentum=s.WEIGHTS.MOMENTUM, weight_decay=s.WEIGHTS.WEIGHT_DECAY,
-                      skip=net.arch_parameters())
+    w_opt = build_sgd(
+        net,
+        lr=s.WEIGHTS.LR,
+        momentum=s.WEIGHTS.MOMENTUM,
+        weight_decay=s.WEIGHTS.WEIGHT_DECAY,
+        skip=net.arch_parameters(),
+    )
     # beta1 0.5 (DARTS' choice for architecture parameters): less momentum, alpha follows the
     # current supernet rather than its past
-    a_opt = torch.optim.Adam(net.arch_parameters(), lr=s.ALPHA.LR, betas=(0.5, 0.999),
-                             weight_decay=s.ALPHA.WEIGHT_DECAY)
-    scheduler = build_lr_scheduler(w_opt, name=s.WEIGHTS.LR_SCHEDULER, epochs=s.EPOCHS, warmup_epochs=0,
-                                   updates_per_epoch=len(w_loader))
+    a_opt = torch.optim.Adam(
+        net.arch_parameters(), lr=s.ALPHA.LR, betas=(0.5, 0.999), weight_decay=s.ALPHA.WEIGHT_DECAY
+    )
+    scheduler = build_lr_scheduler(
+        w_opt, name=s.WEIGHTS.LR_SCHEDULER, epochs=s.EPOCHS, warmup_epochs=0, updates_per_epoch=len(w_loader)
+    )
     ddp: nn.Module = (
-        nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                            find_unused_parameters=bool(s.SAMPLED_CHOICES))
-        if dist.get_world_size() > 1 else net
+        nn.parallel.DistributedDataParallel(
+            net,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(s.SAMPLED_CHOICES),
+        )
+        if dist.get_world_size() > 1
+        else net
     )
     checkpointer = Checkpointer(out, supernet=net, weight_optimizer=w_opt, alpha_optimizer=a_opt, cost_loss=cost_loss)
     start_epoch = checkpointer.resume_or_start(resume).get("epoch", -1) + 1
@@ -282,19 +311,39 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
         flops, params = derived_cost(arch, cfg)
         probs = net.probabilities()
         record = {
-            "epoch": epoch, "temperature": net.temperature, **stats, "cost_multiplier": cost_loss.lam,
-            "val_acc1": val["acc1"], "val_loss": val["loss"],
-            f"expected_{kind}": expected, "derived_flops_m": flops, "derived_params_m": params,
-            "derived_input_size": arch["input_size"], "derived_arch": compact_arch(arch), **info,
+            "epoch": epoch,
+            "temperature": net.temperature,
+            **stats,
+            "cost_multiplier": cost_loss.lam,
+            "val_acc1": val["acc1"],
+            "val_loss": val["loss"],
+            f"expected_{kind}": expected,
+            "derived_flops_m": flops,
+            "derived_params_m": params,
+            "derived_input_size": arch["input_size"],
+            "derived_arch": compact_arch(arch),
+            **info,
             "probs": {label: [round(v, 5) for v in p.tolist()] for label, p in probs.items()},
             "time": time.perf_counter() - t0,
         }
         logger.info(
             "epoch %d/%d  T %.3f  weights loss %.4f acc %.1f | alpha loss %s | val acc %.2f | expected %s %.4g | "
-            "derived %.4g MFLOPs %.4g M params at %dpx, log p %.2f (argmax %.2f, uniform %.2f)", epoch + 1, s.EPOCHS,
-            net.temperature, stats["weights_loss"], stats["weights_acc1"],
-            f"{stats['alpha_loss']:.4f}" if "alpha_loss" in stats else "- (warm-up)", val["acc1"], kind, expected,
-            flops, params, arch["input_size"], info["log_prob"], info["log_prob_argmax"], info["log_prob_uniform"],
+            "derived %.4g MFLOPs %.4g M params at %dpx, log p %.2f (argmax %.2f, uniform %.2f)",
+            epoch + 1,
+            s.EPOCHS,
+            net.temperature,
+            stats["weights_loss"],
+            stats["weights_acc1"],
+            f"{stats['alpha_loss']:.4f}" if "alpha_loss" in stats else "- (warm-up)",
+            val["acc1"],
+            kind,
+            expected,
+            flops,
+            params,
+            arch["input_size"],
+            info["log_prob"],
+            info["log_prob_argmax"],
+            info["log_prob_uniform"],
         )
         metrics.write(record)
         if dist.is_main_process():
@@ -303,8 +352,9 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
     return finish_search(cfg, net, table)
 
 
-def _search_epoch(cfg: CfgNode, net: Supernet, step: SearchStep, w_loader, a_loader, epoch: int,
-                  train_alpha: bool) -> None:
+def _search_epoch(
+    cfg: CfgNode, net: Supernet, step: SearchStep, w_loader, a_loader, epoch: int, train_alpha: bool
+) -> None:
     """One epoch of weight steps, each followed by an alpha step ("interleaved"), or a pass of
     weight steps then a pass of alpha steps ("epoch"); the temperature follows the run's progress."""
     s = cfg.SEARCH
@@ -319,8 +369,9 @@ def _search_epoch(cfg: CfgNode, net: Supernet, step: SearchStep, w_loader, a_loa
         if alpha_batches is not None:
             step.alpha(*next(alpha_batches), f"{desc} alpha, iteration {i + 1}/{n}")
         w = step.sums["weights"]
-        bar.set_postfix(loss=f"{w[0] / w[4]:.3f}", acc=f"{100 * w[3] / w[4]:.1f}", T=f"{net.temperature:.2f}",
-                        refresh=False)
+        bar.set_postfix(
+            loss=f"{w[0] / w[4]:.3f}", acc=f"{100 * w[3] / w[4]:.1f}", T=f"{net.temperature:.2f}", refresh=False
+        )
     if train_alpha and not interleaved:
         for i, (x, y) in enumerate(progress(a_loader, desc=f"{desc} alpha", total=len(a_loader))):
             step.alpha(x, y, f"{desc} alpha, iteration {i + 1}/{len(a_loader)}")
@@ -335,10 +386,16 @@ def finish_search(cfg: CfgNode, net: Supernet, table: CostTable) -> Dict[str, An
     probs = net.probabilities()
     top = {label: round(float(p.max()), 4) for label, p in probs.items()}
     summary = {
-        "space": cfg.SEARCH.SPACE, "mode": cfg.SEARCH.MODE, "sampled_choices": list(cfg.SEARCH.SAMPLED_CHOICES),
-        "epochs": cfg.SEARCH.EPOCHS, "cost_kind": cfg.SEARCH.COST.KIND, "cost_form": cfg.SEARCH.COST.FORM,
+        "space": cfg.SEARCH.SPACE,
+        "mode": cfg.SEARCH.MODE,
+        "sampled_choices": list(cfg.SEARCH.SAMPLED_CHOICES),
+        "epochs": cfg.SEARCH.EPOCHS,
+        "cost_kind": cfg.SEARCH.COST.KIND,
+        "cost_form": cfg.SEARCH.COST.FORM,
         "target": cfg.SEARCH.COST.TARGET or None,
-        "derived_flops_m": flops, "derived_params_m": params, "input_size": arch["input_size"],
+        "derived_flops_m": flops,
+        "derived_params_m": params,
+        "input_size": arch["input_size"],
         "final_val_acc1": history[-1]["val_acc1"] if history else None,
         "arch_def": os.path.join(out, "arch_def.json"),
         # how decided the learned distribution is, and how probable the derived architecture
@@ -355,9 +412,11 @@ def finish_search(cfg: CfgNode, net: Supernet, table: CostTable) -> Dict[str, An
         summary["argmax_target_error"] = info[f"argmax_{cfg.SEARCH.COST.KIND}"] / cfg.SEARCH.COST.TARGET - 1
     if dist.is_main_process():
         atomic_write_text(os.path.join(out, "arch_def.json"), json.dumps(to_jsonable(arch), indent=1) + "\n")
-        atomic_write_text(os.path.join(out, "arch_def.py"),
-                          f'"""Derived by DMaskingNAS from {cfg.SEARCH.SPACE} ({flops:.4g} MFLOPs, '
-                          f'{params:.4g} M params at {arch["input_size"]}px)."""\n\n' + format_arch_def_py(arch))
+        atomic_write_text(
+            os.path.join(out, "arch_def.py"),
+            f'"""Derived by DMaskingNAS from {cfg.SEARCH.SPACE} ({flops:.4g} MFLOPs, '
+            f'{params:.4g} M params at {arch["input_size"]}px)."""\n\n' + format_arch_def_py(arch),
+        )
         atomic_write_text(os.path.join(out, "search.json"), json.dumps(summary, indent=1) + "\n")
         from .plots import plot_search
 
@@ -372,7 +431,8 @@ def print_summary(summary: Dict[str, Any], arch: Dict[str, Any], history: List[D
     lines = [
         f"DMaskingNAS search of {summary['space']} ({summary['mode']}, {summary['epochs']} epochs, "
         f"{summary['cost_kind']} cost, {summary['cost_form']} form"
-        + (f", target {summary['target']:g}" if summary["target"] else "") + ")",
+        + (f", target {summary['target']:g}" if summary["target"] else "")
+        + ")",
         f"{'block':<8} {'op':<18} {'out':>5} {'stride':>6} {'expansion':>9}",
     ]
     for s, stage in enumerate(arch["blocks"]):
@@ -381,9 +441,13 @@ def print_summary(summary: Dict[str, Any], arch: Dict[str, Any], history: List[D
             lines.append(f"xif{s}_{b:<3} {op:<18} {c:>5} {stride:>6} {e:>9}")
     lines.append(
         f"derived: {summary['derived_flops_m']:.4g} MFLOPs, {summary['derived_params_m']:.4g} M params at "
-        f"{summary['input_size']}px" + (f" ({100 * summary['target_error']:+.1f}% from the target; the plain argmax "
-                                         f"architecture: {100 * summary['argmax_target_error']:+.1f}%)"
-                                         if "target_error" in summary else "")
+        f"{summary['input_size']}px"
+        + (
+            f" ({100 * summary['target_error']:+.1f}% from the target; the plain argmax "
+            f"architecture: {100 * summary['argmax_target_error']:+.1f}%)"
+            if "target_error" in summary
+            else ""
+        )
     )
     lines.append(
         f"log-probability of the derived architecture {summary['log_prob']:.2f} (the argmax: "
@@ -395,6 +459,8 @@ def print_summary(summary: Dict[str, Any], arch: Dict[str, Any], history: List[D
         lines.append("epoch  T      val_acc  expected  derived_MFLOPs")
         for r in history:
             exp = r.get(f"expected_{summary['cost_kind']}")
-            lines.append(f"{r['epoch'] + 1:>5}  {r['temperature']:<6.3f} {r['val_acc1']:>7.2f}  {exp:>8.4g}  "
-                         f"{r['derived_flops_m']:>14.4g}")
+            lines.append(
+                f"{r['epoch'] + 1:>5}  {r['temperature']:<6.3f} {r['val_acc1']:>7.2f}  {exp:>8.4g}  "
+                f"{r['derived_flops_m']:>14.4g}"
+            )
     print("\n".join(lines), flush=True)

@@ -16,8 +16,9 @@ A search space is an arch def whose rows may be search ops (and which has a
     }
 
 Row field 1 is the row's maximum width; ``channels`` lists the options (an int, a
-``(min, max, step)`` tuple -- ``{"min": .., "max": .., "step": ..}`` in JSON -- or a list). ``masked-channel`` masks one op's output
-channels; ``choice`` also picks the block type among ``ops``. ``expansion`` options
+``(min, max, step)`` tuple -- ``{"min": .., "max": .., "step": ..}`` in JSON -- or a list).
+``masked-channel`` masks one op's output channels; ``choice`` also picks the block type
+among ``ops``. ``expansion`` options
 (relative to the row's maximum input width) mask the hidden channels of
 inverted-residual candidates. A row's channel choice is shared by its repeated
 blocks; block type and expansion are chosen per block.
@@ -84,8 +85,13 @@ def _uses_expansion(spec: Any) -> bool:
 
 
 def build_masked_candidate(
-    in_space: ChannelSpace, out_space: ChannelSpace, stride: int, op: str,
-    hidden_space: Optional[ChannelSpace] = None, where: str = "", **kwargs: Any,
+    in_space: ChannelSpace,
+    out_space: ChannelSpace,
+    stride: int,
+    op: str,
+    hidden_space: Optional[ChannelSpace] = None,
+    where: str = "",
+    **kwargs: Any,
 ) -> SearchBlock:
     """A masked block for registered op ``op`` between two channel spaces.
 
@@ -98,8 +104,9 @@ def build_masked_candidate(
         if block is ConvBlock:
             if kwargs.get("groups", 1) != 1:
                 raise ArchDefError(f'{where}: grouped "{op}" cannot be searched')
-            return MaskedConvBlock(in_space, out_space, stride, op, fixed["kernel_size"], fixed["act"],
-                                   kwargs.get("bias", True))
+            return MaskedConvBlock(
+                in_space, out_space, stride, op, fixed["kernel_size"], fixed["act"], kwargs.get("bias", True)
+            )
         if block is IRBlock:
             if fixed.get("pw_groups", 1) != 1 or kwargs.get("pwl_groups", 1) != 1:
                 raise ArchDefError(
@@ -111,13 +118,30 @@ def build_masked_candidate(
             # settings the derived row repeats (width_divisor travels in the derived basic_args)
             extra = {k: v for k, v in kwargs.items() if k in ("bias", "zero_last_bn_gamma", "less_se_channels")}
             return MaskedIRBlock(
-                in_space, out_space, hidden_space, stride, op, fixed["kernel_size"], fixed["act"], fixed["se"],
-                kwargs.get("bias", False), kwargs.get("width_divisor", 1), kwargs.get("zero_last_bn_gamma", False),
+                in_space,
+                out_space,
+                hidden_space,
+                stride,
+                op,
+                fixed["kernel_size"],
+                fixed["act"],
+                fixed["se"],
+                kwargs.get("bias", False),
+                kwargs.get("width_divisor", 1),
+                kwargs.get("zero_last_bn_gamma", False),
                 extra,
             )
         if block is IRPoolBlock:
-            return MaskedIRPoolBlock(in_space, out_space, hidden_space, stride, op, fixed["act"],
-                                     kwargs.get("bias", False), kwargs.get("width_divisor", 1))
+            return MaskedIRPoolBlock(
+                in_space,
+                out_space,
+                hidden_space,
+                stride,
+                op,
+                fixed["act"],
+                kwargs.get("bias", False),
+                kwargs.get("width_divisor", 1),
+            )
         if block is SkipBlock:
             return MaskedSkipBlock(in_space, out_space, stride, op)
     module = spec(in_space.max, out_space.max, stride, **kwargs)
@@ -165,12 +189,36 @@ for _name, _builder in (
         OPS.register(_name, _SearchOp(_name, _builder))
 
 
+def _candidate_ops(op: str, kwargs: Dict[str, Any], where: str) -> List[str]:
+    """The candidate op names of a ``masked-channel`` ("op") or ``choice`` ("ops") row, popped from kwargs."""
+    if op == "masked-channel":
+        if "ops" in kwargs:
+            raise ArchDefError(f'{where}: "masked-channel" takes one "op"; use a "choice" row for "ops"')
+        if "op" not in kwargs:
+            raise ArchDefError(f'{where}: "masked-channel" needs an "op" kwarg naming the masked op')
+        return [kwargs.pop("op")]
+    if "op" in kwargs:
+        raise ArchDefError(f'{where}: "choice" takes a list "ops" of candidate ops, not "op"')
+    ops = kwargs.pop("ops", None)
+    if not isinstance(ops, (list, tuple)) or not ops:
+        raise ArchDefError(f'{where}: "choice" needs "ops": a non-empty list of candidate op names')
+    if len(set(ops)) != len(ops):
+        raise ArchDefError(f"{where}: candidate ops {list(ops)} repeat a name")
+    return list(ops)
+
+
 # ---- the supernet ---------------------------------------------------------------------------
 class Supernet(nn.Module):
     """Weights and architecture logits of a search space; see the module docstring."""
 
-    def __init__(self, space: Dict[str, Any], num_classes: int = 1000, mode: str = "dmasking",
-                 in_chans: int = 3, name: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        space: Dict[str, Any],
+        num_classes: int = 1000,
+        mode: str = "dmasking",
+        in_chans: int = 3,
+        name: Optional[str] = None,
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ArchDefError(f"mode must be one of {MODES}, got {mode!r}")
@@ -197,14 +245,20 @@ class Supernet(nn.Module):
             stride = 1
             for b in blocks.values():
                 stride *= b.stride if isinstance(b.stride, int) else 1
-            sizes = check_resolution_options(search["resolution"], self.input_size, stride,
-                                             f"{self._label()}: search.resolution")
+            sizes = check_resolution_options(
+                search["resolution"], self.input_size, stride, f"{self._label()}: search.resolution"
+            )
             self.res_sizes = sizes
             if len(sizes) > 1:
                 self._add_choice("resolution", tuple(sizes), "resolution")
                 self.body = OPS.get("subsampled-res")(
-                    ChannelSpace.fixed(in_chans), blocks[list(blocks)[-1]].out_space, 1,
-                    blocks=blocks, sizes=sizes, input_size=self.input_size, label="resolution",
+                    ChannelSpace.fixed(in_chans),
+                    blocks[list(blocks)[-1]].out_space,
+                    1,
+                    blocks=blocks,
+                    sizes=sizes,
+                    input_size=self.input_size,
+                    label="resolution",
                 )
             else:
                 self.input_size = sizes[0]
@@ -239,7 +293,13 @@ class Supernet(nn.Module):
                 for rep in range(repeats):
                     name = f"xif{s}_{index}"
                     blocks[name] = self._build_block(
-                        name, ops, in_space, out_space, stride if rep == 0 else 1, exp_decl, kwargs,
+                        name,
+                        ops,
+                        in_space,
+                        out_space,
+                        stride if rep == 0 else 1,
+                        exp_decl,
+                        kwargs,
                         f"{where}{f', repeat {rep}' if rep else ''} (block {name})",
                     )
                     rows[name] = (s, r)
@@ -250,33 +310,8 @@ class Supernet(nn.Module):
     def _parse_search_row(self, op: str, c_max: int, kwargs: Dict[str, Any], where: str, first: str):
         kwargs = dict(kwargs)
         if op in ("masked-channel", "choice"):
-            decl = kwargs.pop("channels", c_max)
-            options = parse_int_options(decl, "channels", where)
-            above = [c for c in options if c > c_max]
-            if above:
-                raise ArchDefError(
-                    f"{where}: channels option {above[0]} is above the row's maximum {c_max} (field 1); "
-                    f"raise field 1 or drop the option"
-                )
-            if len(options) > 1:
-                out_space = ChannelSpace(tuple(options), self._add_choice(f"{first}.channels", tuple(options), "channels"))
-            else:
-                out_space = ChannelSpace.fixed(options[0])
-            if op == "masked-channel":
-                if "ops" in kwargs:
-                    raise ArchDefError(f'{where}: "masked-channel" takes one "op"; use a "choice" row for "ops"')
-                if "op" not in kwargs:
-                    raise ArchDefError(f'{where}: "masked-channel" needs an "op" kwarg naming the masked op')
-                ops = [kwargs.pop("op")]
-            else:
-                if "op" in kwargs:
-                    raise ArchDefError(f'{where}: "choice" takes a list "ops" of candidate ops, not "op"')
-                ops = kwargs.pop("ops", None)
-                if not isinstance(ops, (list, tuple)) or not ops:
-                    raise ArchDefError(f'{where}: "choice" needs "ops": a non-empty list of candidate op names')
-                ops = list(ops)
-                if len(set(ops)) != len(ops):
-                    raise ArchDefError(f"{where}: candidate ops {ops} repeat a name")
+            out_space = self._row_channels(kwargs.pop("channels", c_max), c_max, where, first)
+            ops = _candidate_ops(op, kwargs, where)
         else:
             if "channels" in kwargs or "ops" in kwargs:
                 raise ArchDefError(
@@ -297,6 +332,19 @@ class Supernet(nn.Module):
                 raise ArchDefError(f"{where}: 'expansion' given but no candidate op {ops} takes one")
         return ops, out_space, exp_decl, kwargs
 
+    def _row_channels(self, decl: Any, c_max: int, where: str, first: str) -> ChannelSpace:
+        """The output channel space of a search row (a choice when it has several options)."""
+        options = parse_int_options(decl, "channels", where)
+        above = [c for c in options if c > c_max]
+        if above:
+            raise ArchDefError(
+                f"{where}: channels option {above[0]} is above the row's maximum {c_max} (field 1); "
+                f"raise field 1 or drop the option"
+            )
+        if len(options) == 1:
+            return ChannelSpace.fixed(options[0])
+        return ChannelSpace(tuple(options), self._add_choice(f"{first}.channels", tuple(options), "channels"))
+
     def _candidate_kwargs(self, op: str, kwargs: Dict[str, Any], where: str) -> Dict[str, Any]:
         builder = OPS.get(op)
         accepted = accepted_kwargs(builder)
@@ -304,8 +352,17 @@ class Supernet(nn.Module):
         merged.update({k: v for k, v in kwargs.items() if accepted is None or k in accepted})
         return merged
 
-    def _build_block(self, name: str, ops: List[str], in_space: ChannelSpace, out_space: ChannelSpace, stride: int,
-                     exp_decl: Any, kwargs: Dict[str, Any], where: str) -> MixedBlock:
+    def _build_block(
+        self,
+        name: str,
+        ops: List[str],
+        in_space: ChannelSpace,
+        out_space: ChannelSpace,
+        stride: int,
+        exp_decl: Any,
+        kwargs: Dict[str, Any],
+        where: str,
+    ) -> MixedBlock:
         for k in kwargs:
             if not any(accepted_kwargs(OPS.get(op)) is None or k in accepted_kwargs(OPS.get(op)) for op in ops):
                 accepted = sorted(set().union(*(accepted_kwargs(OPS.get(op)) or set() for op in ops)))
@@ -357,7 +414,9 @@ class Supernet(nn.Module):
 
     def _make(self, op, in_space, out_space, stride, hidden, kwargs, where) -> SearchBlock:
         try:
-            return OPS.get("masked-channel")(in_space, out_space, stride, op=op, hidden_space=hidden, where=where, **kwargs)
+            return OPS.get("masked-channel")(
+                in_space, out_space, stride, op=op, hidden_space=hidden, where=where, **kwargs
+            )
         except ArchDefError:
             raise
         except (TypeError, ValueError, RuntimeError, RegistryError) as e:
@@ -410,8 +469,10 @@ class Supernet(nn.Module):
         """Mixing weights selecting option ``index[label]`` of every choice (others: argmax of alpha)."""
         full = {**self.argmax(), **index}
         dev = next(iter(self.alphas.values())).device if len(self.alphas) else torch.device("cpu")
-        return {label: nn.functional.one_hot(torch.tensor(full[label]), c.size).float().to(dev)
-                for label, c in self.choices.items()}
+        return {
+            label: nn.functional.one_hot(torch.tensor(full[label]), c.size).float().to(dev)
+            for label, c in self.choices.items()
+        }
 
     def argmax(self, weights: Optional[Weights] = None) -> Dict[str, int]:
         if weights is None:
@@ -538,47 +599,61 @@ class Supernet(nn.Module):
 
         for (s, r), names in rows.items():
             todo, p = by_stage[s], pos[s]
+            width, k = self._encode_row_width(names, todo, p, c_cur, s, r, fail)
             space = blocks[names[0]].out_space
-            first = todo[p] if p < len(todo) else None
-            if first is not None and first.out_channels in space.widths and first.stride == blocks[names[0]].stride:
-                width = first.out_channels
-                k = 1
-                while k < len(names) and p + k < len(todo) and todo[p + k].out_channels == width \
-                        and todo[p + k].stride == 1:
-                    k += 1
-            elif c_cur in space.widths and blocks[names[0]].stride == 1:
-                width, k = c_cur, 0
-            else:
-                what = f"block {first.name} ({first.op}, {first.out_channels} ch)" if first else "the stage's end"
-                fail(f"space row {r} of stage {s} (widths {list(space.widths)}) cannot take {what}")
             if space.label:
                 index[space.label] = space.widths.index(width)
             for i, name in enumerate(names):
-                block = blocks[name]
                 spec = todo[p + i] if i < k else None
-                op = spec.op if spec else "skip"
-                cands = [c for n, c in block.candidates.items() if c.op == op]
-                if not cands:
-                    fail(f'space block {name} has no candidate "{op}" (for {spec.name if spec else "an identity"})')
-                cand = cands[0]
-                op_label = next((lbl for lbl, _ in block.factors[next(iter(block.candidates))]
-                                 if self.choices[lbl].kind == "op"), None)
-                if op_label:
-                    index[op_label] = list(self.choices[op_label].options).index(op)
-                hidden_space = getattr(cand, "hidden_space", None)
-                if spec is not None and hidden_space is not None:
-                    model_block = _plain_block(spec, c_cur if i == 0 else width, arch_def)
-                    h = model_block.hidden_channels
-                    if h not in hidden_space.widths:
-                        fail(f"block {spec.name}: hidden width {h} is not among the space's {list(hidden_space.widths)}")
-                    if hidden_space.label:
-                        index[hidden_space.label] = hidden_space.widths.index(h)
+                self._encode_block(index, name, spec, c_cur if i == 0 else width, arch_def, fail)
             pos[s] = p + k
             c_cur = width
         for s, todo in by_stage.items():
             if pos[s] != len(todo):
                 fail(f"block {todo[pos[s]].name} is left over after the space's rows of stage {s}")
         return index
+
+    def _encode_row_width(self, names: List[str], todo: list, p: int, c_cur: int, s: int, r: int, fail):
+        """The width of a space row and how many of the arch def's next blocks (from ``p``) it takes."""
+        blocks = self._blocks()
+        space, stride = blocks[names[0]].out_space, blocks[names[0]].stride
+        first = todo[p] if p < len(todo) else None
+        if first is not None and first.out_channels in space.widths and first.stride == stride:
+            k = 1
+            while (
+                k < len(names)
+                and p + k < len(todo)
+                and todo[p + k].out_channels == first.out_channels
+                and todo[p + k].stride == 1
+            ):
+                k += 1
+            return first.out_channels, k
+        if c_cur in space.widths and stride == 1:
+            return c_cur, 0  # the whole row is identity skips
+        what = f"block {first.name} ({first.op}, {first.out_channels} ch)" if first else "the stage's end"
+        fail(f"space row {r} of stage {s} (widths {list(space.widths)}) cannot take {what}")
+
+    def _encode_block(self, index: Dict[str, int], name: str, spec, c_in: int, arch_def: Dict[str, Any], fail):
+        """Set the block-type and expansion choices of space block ``name`` to derive ``spec``
+        (None: an identity skip)."""
+        block = self._blocks()[name]
+        op = spec.op if spec else "skip"
+        cands = [c for c in block.candidates.values() if c.op == op]
+        if not cands:
+            fail(f'space block {name} has no candidate "{op}" (for {spec.name if spec else "an identity"})')
+        op_label = next(
+            (lbl for lbl, _ in block.factors[next(iter(block.candidates))] if self.choices[lbl].kind == "op"), None
+        )
+        if op_label:
+            index[op_label] = list(self.choices[op_label].options).index(op)
+        hidden_space = getattr(cands[0], "hidden_space", None)
+        if spec is None or hidden_space is None:
+            return
+        h = _plain_block(spec, c_in, arch_def).hidden_channels
+        if h not in hidden_space.widths:
+            fail(f"block {spec.name}: hidden width {h} is not among the space's {list(hidden_space.widths)}")
+        if hidden_space.label:
+            index[hidden_space.label] = hidden_space.widths.index(h)
 
     def copy_to(self, model: nn.Module, weights: Optional[Weights] = None) -> None:
         """Copy the shared weights of the chosen path into ``model = build_model(self.derive(weights))``."""
@@ -609,8 +684,9 @@ def _plain_block(spec, c_in: int, arch_def: Dict[str, Any]) -> nn.Module:
     return build_block(spec, c_in, dict(arch_def.get("basic_args", {})))
 
 
-def build_supernet(space_def_or_name: Union[str, Dict[str, Any]], num_classes: int = 1000,
-                   mode: str = "dmasking", in_chans: int = 3) -> Supernet:
+def build_supernet(
+    space_def_or_name: Union[str, Dict[str, Any]], num_classes: int = 1000, mode: str = "dmasking", in_chans: int = 3
+) -> Supernet:
     """Build the supernet of a search space (a dict or a name registered in ``arch_defs``).
 
     Args:
