@@ -12,6 +12,7 @@ from . import search  # noqa: F401  (registers masked-channel, choice, subsample
 from .arch_def import ArchDefError, scale_arch_def, unify
 from .builder import FBNet, build_model
 from .checkpoint import CheckpointMismatchError, load_state_dict
+from .errors import UserError
 from .flops import count_flops_params
 from .ops import OPS
 from .registry import Registry, RegistryError
@@ -22,6 +23,7 @@ __all__ = [
     "OPS",
     "Registry",
     "RegistryError",
+    "UserError",
     "ArchDefError",
     "CheckpointMismatchError",
     "FBNet",

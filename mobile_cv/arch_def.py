@@ -30,12 +30,13 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional
 
+from .errors import UserError
 from .layers import round_channels
 
 TOP_LEVEL_KEYS = ("input_size", "basic_args", "blocks")
 
 
-class ArchDefError(ValueError):
+class ArchDefError(UserError, ValueError):
     """An arch def (or search space) is malformed; the message names the place and the fix."""
 
 

@@ -12,10 +12,12 @@ from typing import Any, Dict, List, Mapping, Tuple
 import torch
 from torch import nn
 
+from .errors import UserError
+
 SHOW = 5
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(UserError, RuntimeError):
     """A state dict's keys or shapes do not fit the model."""
 
 

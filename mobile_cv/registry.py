@@ -16,8 +16,10 @@ from typing import Any, Callable, List, Optional
 
 from fvcore.common.registry import Registry as _FvcoreRegistry
 
+from .errors import UserError
 
-class RegistryError(KeyError):
+
+class RegistryError(UserError, KeyError):
     """A registry lookup or registration failed; the message says how to fix it."""
 
     def __str__(self) -> str:  # KeyError would repr() the message (quotes, escapes)

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from mobile_cv.errors import UserError
+
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,7 +24,7 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # also a valid timm name (no "."
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ZooEntryError(ValueError):
+class ZooEntryError(UserError, ValueError):
     """A zoo entry is malformed; the message names the entry, the field and the fix."""
 
 

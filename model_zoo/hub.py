@@ -33,6 +33,7 @@ import torch
 from iopath.common.file_io import HTTPURLHandler, PathManager
 
 from mobile_cv.checkpoint import CheckpointMismatchError, extract_state_dict
+from mobile_cv.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ _PATH_MANAGER.register_handler(HTTPURLHandler())
 _PATH_MANAGER.set_logging(False)  # iopath telemetry: nothing to report to
 
 
-class ModelZooError(RuntimeError):
+class ModelZooError(UserError, RuntimeError):
     """Getting pretrained weights failed; the message names the file or URL and the fix."""
 
 

@@ -115,7 +115,7 @@ def test_build_loader_from_config():
     cfg.merge_from_list(["DATA.LIMIT", "40", "SOLVER.BATCH_SIZE", "16", "SEARCH.BATCH_SIZE", "8"])
     train = build_loader(cfg, "train")
     assert len(train) == 2 and len(train.dataset) == 40  # the partial batch is dropped
-    assert build_loader(cfg, "search_alpha").batch_size == 8
+    assert build_loader(cfg, "search_alpha", batch_size=8, weight_split=0.8).batch_size == 8
     val = build_loader(cfg, "val")
     assert sum(len(y) for _, y in val) == 40
 

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mobile_cv import engine  # noqa: E402
+from mobile_cv import comm, engine  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
         cfg = engine.setup_cfg(args.config_file, args.opts)
         device = engine.default_setup(cfg, write_outputs=False)
         result = engine.evaluate_weights(cfg, args.weights, split=args.split, device=device)
-        if engine.distributed.is_main_process():
+        if comm.is_main_process():
             print(json.dumps(result), flush=True)
 
     return engine.run_main(body)

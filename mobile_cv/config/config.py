@@ -17,11 +17,12 @@ from typing import Any, Iterable, List, Sequence, Tuple
 import yaml
 from yacs.config import CfgNode as _YacsNode
 
+from ..errors import UserError
 from ..registry import did_you_mean
 from .defaults import _C, CHOICES, LIST_CHOICES
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file, override or value is invalid; the message says how to fix it."""
 
 

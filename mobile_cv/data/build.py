@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from .. import comm as dist
 from ..registry import RegistryError
 from .datasets import DATASETS, SPLIT_SEED, ClassificationDataset, DatasetError, stratified_split
 
@@ -75,13 +76,12 @@ def build_dataset(
 
 
 def dataset_kwargs(cfg: Any) -> Dict[str, Any]:
-    """The :func:`build_dataset` keyword arguments a config gives (the from_config mapping)."""
+    """The :func:`build_dataset` keyword arguments the DATA config gives (the from_config mapping)."""
     return dict(
         root=cfg.DATA.ROOT,
         input_size=cfg.DATA.INPUT_SIZE,
         val_fraction=cfg.DATA.VAL_FRACTION,
         test_fraction=cfg.DATA.TEST_FRACTION,
-        weight_split=cfg.SEARCH.WEIGHT_SPLIT,
         limit=cfg.DATA.LIMIT,
     )
 
@@ -164,27 +164,30 @@ def build_loader(
     split: str,
     *,
     batch_size: Optional[int] = None,
+    weight_split: Optional[float] = None,
     distributed: Optional[bool] = None,
 ) -> DataLoader:
-    """The loader of one split as the config says; ``loader.dataset`` is the split's dataset.
+    """The loader of one split as the DATA config says; ``loader.dataset`` is the split's dataset.
 
     Args:
-        cfg: the run's config.
+        cfg: the run's config (DATA, SEED, DEVICE, SOLVER.BATCH_SIZE).
         split: one of :data:`SPLITS`.
-        batch_size: images per step over all ranks; default ``SEARCH.BATCH_SIZE`` for the
-            ``search_*`` splits, ``SOLVER.BATCH_SIZE`` otherwise.
+        batch_size: images per step over all ranks (default ``SOLVER.BATCH_SIZE``).
+        weight_split: for the ``search_*`` splits, the ``search_weights`` fraction of the
+            train split (the search passes ``SEARCH.WEIGHT_SPLIT``).
         distributed: shard over the torchrun ranks; default: when more than one process runs.
     """
-    from ..engine import distributed as dist
-
-    dataset = build_dataset(cfg.DATA.NAME, split, **dataset_kwargs(cfg))
-    if batch_size is None:
-        batch_size = cfg.SEARCH.BATCH_SIZE if split.startswith("search_") else cfg.SOLVER.BATCH_SIZE
+    if split.startswith("search_") and weight_split is None:
+        raise ValueError(f"split {split!r} needs weight_split, the search_weights fraction of the train split")
+    kwargs = dataset_kwargs(cfg)
+    if weight_split is not None:
+        kwargs["weight_split"] = weight_split
+    dataset = build_dataset(cfg.DATA.NAME, split, **kwargs)
     if distributed is None:
         distributed = dist.get_world_size() > 1
     return build_loader_from_dataset(
         dataset,
-        batch_size=batch_size,
+        batch_size=batch_size or cfg.SOLVER.BATCH_SIZE,
         training=split in TRAINING_SPLITS,
         seed=cfg.SEED,
         num_workers=cfg.DATA.NUM_WORKERS,

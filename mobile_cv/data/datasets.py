@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from ..registry import Registry
 
 # Seed of every fixed split and order; independent of the run's SEED on purpose.
@@ -52,7 +53,7 @@ DATASETS = Registry(
 )
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A data folder or file is missing, unreadable or malformed; the message names it."""
 
 

@@ -11,7 +11,6 @@ Pieces the tools (train, eval, search) share::
     metrics = engine.MetricsWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl"), start_epoch)
 """
 
-from . import distributed
 from .checkpoint import (
     CHECKPOINT_FILE,
     Checkpointer,
@@ -72,7 +71,6 @@ __all__ = [
     "check_output_dir",
     "default_argument_parser",
     "default_setup",
-    "distributed",
     "evaluate",
     "evaluate_weights",
     "get_rng_state",

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import comm as dist
 from ..checkpoint import load_state_dict
-from . import distributed as dist
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ CHECKPOINT_FILE = "checkpoint.pth"
 FORMAT = "mobile_cv.engine.checkpoint/1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint cannot be read, or does not hold what this run needs."""
 
 

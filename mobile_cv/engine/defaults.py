@@ -12,13 +12,14 @@ import logging
 import os
 import random
 import sys
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from .. import comm as dist
 from ..config import CfgNode, ConfigError, check_config, get_cfg
-from . import distributed as dist
+from ..errors import UserError
 from .checkpoint import CHECKPOINT_FILE, atomic_write_text
 from .logger import setup_logger
 
@@ -28,7 +29,7 @@ logger = logging.getLogger("mobile_cv.engine")
 RUN_FILES = (CHECKPOINT_FILE, "metrics.jsonl", "model_final.pth")
 
 
-class OutputDirError(RuntimeError):
+class OutputDirError(UserError, RuntimeError):
     """The output folder holds another run's outputs."""
 
 
@@ -146,35 +147,14 @@ def default_setup(
     return device
 
 
-def run_main(fn: Callable[[], Any], extra_errors: Tuple[type, ...] = ()) -> int:
-    """Run a tool's body; a user error prints ``error: <message>`` and returns 1 (no traceback).
-
-    User errors: bad config, data, arch def, output folder, checkpoint, NaN loss, and
-    ``extra_errors`` (a tool's own). Anything else is a bug and raises. The process group is left in all cases.
+def run_main(fn: Callable[[], Any]) -> int:
+    """Run a tool's body; a :class:`~mobile_cv.errors.UserError` prints ``error: <message>`` and
+    returns 1 (no traceback). Anything else is a bug and raises. The process group is left in all cases.
     """
-    from ..arch_def import ArchDefError
-    from ..checkpoint import CheckpointMismatchError
-    from ..config import ConfigError
-    from ..data import DatasetError
-    from ..registry import RegistryError
-    from .checkpoint import CheckpointError
-    from .train_loop import NonFiniteLossError
-
-    errors = (
-        ConfigError,
-        DatasetError,
-        OutputDirError,
-        NonFiniteLossError,
-        ArchDefError,
-        RegistryError,
-        CheckpointMismatchError,
-        CheckpointError,
-        *extra_errors,
-    )
     try:
         fn()
         return 0
-    except errors as e:
+    except UserError as e:
         prefix = f"[rank {dist.get_rank()}] " if dist.get_world_size() > 1 else ""
         print(f"{prefix}error: {e}", file=sys.stderr, flush=True)
         return 1

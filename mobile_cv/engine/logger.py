@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import distributed as dist
+from .. import comm as dist
 from .checkpoint import atomic_write_text
 
 LOGGER_NAME = "mobile_cv"

@@ -13,10 +13,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import distributed as dist
+from .. import comm as dist
+from ..errors import UserError
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or infinite; the run stops before saving anything."""
 
 

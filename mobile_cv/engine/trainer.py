@@ -21,12 +21,12 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
+from .. import comm as dist
 from ..arch_def import to_jsonable
 from ..checkpoint import extract_state_dict, load_state_dict
 from ..config import CfgNode
 from ..data import ClassificationDataset, DatasetError, build_loader, set_epoch
 from ..flops import count_flops_params
-from . import distributed as dist
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import Checkpointer, atomic_save, atomic_write_text, load_file, state_digest
 from .defaults import build_model_from_cfg

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..errors import UserError
 from .choices import Weights
 from .masked import Spatial
 
@@ -41,7 +42,7 @@ Index = Dict[str, int]  # choice label -> option index
 RESOLUTION = "resolution"
 
 
-class BudgetError(ValueError):
+class BudgetError(UserError, ValueError):
     """No architecture of the space meets the requested budget."""
 
 

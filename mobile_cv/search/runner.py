@@ -37,11 +37,11 @@ from typing import Any, Dict, Iterator, List, Tuple
 import torch
 from torch import nn
 
+from .. import comm as dist
 from ..arch_def import format_arch_def_py, to_jsonable
 from ..builder import build_model
 from ..config import CfgNode, ConfigError
 from ..data import build_loader, set_epoch
-from ..engine import distributed as dist
 from ..engine import train_loop
 from ..engine.checkpoint import Checkpointer, atomic_write_text, state_digest
 from ..engine.defaults import resolve_arch
@@ -234,9 +234,9 @@ def _cycle(loader) -> Iterator:
 def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]:
     """Search SEARCH.SPACE on DATA; call after :func:`mobile_cv.engine.default_setup`."""
     s, out = cfg.SEARCH, cfg.OUTPUT_DIR
-    w_loader = build_loader(cfg, "search_weights")
-    a_loader = build_loader(cfg, "search_alpha")
-    val_loader = build_loader(cfg, "val")
+    w_loader = build_loader(cfg, "search_weights", batch_size=s.BATCH_SIZE, weight_split=s.WEIGHT_SPLIT)
+    a_loader = build_loader(cfg, "search_alpha", batch_size=s.BATCH_SIZE, weight_split=s.WEIGHT_SPLIT)
+    val_loader = build_loader(cfg, "val", batch_size=s.BATCH_SIZE)
     check_model_fits_data(cfg, w_loader.dataset)
 
     net = build_supernet(
