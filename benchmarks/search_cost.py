@@ -3,7 +3,7 @@
 same data, measured interleaved in one run.
 
 A search epoch is what ``tools/search.py`` runs after the warm-up (the real
-:class:`~mobile_cv.search.runner.SearchStep`): a weight step on each ``search_weights``
+:class:`~mobile_cv.engine.search.SearchStep` in the engine's loop): a weight step on each ``search_weights``
 batch (80% of the train split), each followed by an alpha step on a ``search_alpha``
 batch. It is timed for three settings of ``SEARCH.SAMPLED_CHOICES``: the paper's full
 mixture (every block type at every resolution), sampled resolutions (the default), and
@@ -29,10 +29,10 @@ import mobile_cv  # noqa: E402
 from mobile_cv.arch_def import load_arch_def_file  # noqa: E402
 from mobile_cv.config import get_cfg  # noqa: E402
 from mobile_cv.data import build_dataset, build_loader_from_dataset, set_epoch  # noqa: E402
-from mobile_cv.engine.train_loop import build_lr_scheduler, build_sgd  # noqa: E402
+from mobile_cv.engine import LRSchedule, SetEpoch, Trainer  # noqa: E402
+from mobile_cv.engine.search import SearchStep, Temperature, _build_optimizers  # noqa: E402
 from mobile_cv.search import CostLoss, build_supernet  # noqa: E402
 from mobile_cv.search.derive import CostTable, log_probs  # noqa: E402
-from mobile_cv.search.runner import SearchStep, _search_epoch  # noqa: E402
 
 SETTINGS = {  # label -> SEARCH.SAMPLED_CHOICES
     "full mixture": [],
@@ -50,7 +50,7 @@ def loaders(batch: int, input_size: int, limit: int):
 
 
 class SearchEpoch:
-    """The search loop's epoch (weights and alpha), for one SAMPLED_CHOICES setting."""
+    """One post-warm-up epoch of the search loop (weights and alpha), for one SAMPLED_CHOICES setting."""
 
     def __init__(self, space: str, sampled, target: float, batch: int, w_loader, a_loader) -> None:
         cfg = get_cfg()
@@ -66,20 +66,28 @@ class SearchEpoch:
                 "target",
                 "SEARCH.COST.TARGET",
                 target,
+                "SEARCH.WARMUP_EPOCHS",
+                0,
             ]
         )
-        self.cfg, self.w_loader, self.a_loader = cfg, w_loader, a_loader
-        self.net = build_supernet(space, num_classes=10, in_chans=1)
-        w_opt = build_sgd(self.net, lr=0.1, momentum=0.9, weight_decay=1e-4, skip=self.net.arch_parameters())
-        a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=0.01)
-        sched = build_lr_scheduler(w_opt, name="cosine", epochs=8, warmup_epochs=0, updates_per_epoch=len(w_loader))
-        self.step = SearchStep(
-            cfg, self.net, self.net, CostLoss("target", target=target), w_opt, a_opt, sched, torch.device("cpu")
+        net = build_supernet(space, num_classes=10, in_chans=1)
+        w_opt, a_opt, scheduler = _build_optimizers(cfg, net, len(w_loader))
+        step = SearchStep(cfg, net, net, CostLoss("target", target=target), (w_opt, a_opt), a_loader)
+        self.trainer = Trainer(
+            step,
+            w_loader,
+            epochs=1,
+            desc="search",
+            hooks=[
+                SetEpoch(w_loader, a_loader),
+                Temperature(net, cfg.SEARCH.TEMPERATURE.INIT, cfg.SEARCH.TEMPERATURE.FINAL),
+                LRSchedule(scheduler),
+            ],
         )
 
     def __call__(self) -> float:
         t0 = time.perf_counter()
-        _search_epoch(self.cfg, self.net, self.step, self.w_loader, self.a_loader, epoch=2, train_alpha=True)
+        self.trainer.train()
         return time.perf_counter() - t0
 
 

@@ -14,7 +14,7 @@ from conftest import KILL_AT_ITERATION
 import mobile_cv
 from mobile_cv.config import get_cfg
 from mobile_cv.engine import read_metrics
-from mobile_cv.search.runner import temperature_at
+from mobile_cv.engine.search import temperature_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SPACE = {

@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mobile_cv import engine  # noqa: E402
-from mobile_cv.search.runner import run_search  # noqa: E402
+from mobile_cv.engine.search import run_search  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Running things: torchrun helpers, checkpoints, logging, the plain training loop.
+"""Running things: the epoch loop with hooks (training and search), checkpoints, logging.
 
 Pieces the tools (train, eval, search) share::
 
@@ -8,7 +8,9 @@ Pieces the tools (train, eval, search) share::
     device = engine.default_setup(cfg, resume=args.resume)
     ckpt = engine.Checkpointer(cfg.OUTPUT_DIR, model=model, optimizer=opt)
     extra = ckpt.resume_or_start(args.resume)
-    metrics = engine.MetricsWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl"), start_epoch)
+    trainer = engine.Trainer(step, loader, epochs=n, hooks=[engine.SetEpoch(loader), ...,
+                             engine.SaveCheckpoint(ckpt)])
+    trainer.train(start_epoch)
 """
 
 from .checkpoint import (
@@ -36,7 +38,9 @@ from .defaults import (
     seed_all,
     setup_cfg,
 )
+from .hooks import EMAUpdate, Evaluate, LRSchedule, SaveCheckpoint, SetEpoch, SyncBuffers, WriteMetrics
 from .logger import MetricsWriter, read_metrics, setup_logger
+from .loop import HookBase, StepBase, Trainer, create_ddp_model
 from .train_loop import (
     NonFiniteLossError,
     build_criterion,
@@ -47,11 +51,21 @@ from .train_loop import (
     evaluate,
     progress,
     topk_correct,
-    train_one_epoch,
 )
 from .trainer import check_model_fits_data, evaluate_weights, train
 
 __all__ = [
+    "EMAUpdate",
+    "Evaluate",
+    "HookBase",
+    "LRSchedule",
+    "SaveCheckpoint",
+    "SetEpoch",
+    "StepBase",
+    "SyncBuffers",
+    "Trainer",
+    "WriteMetrics",
+    "create_ddp_model",
     "CHECKPOINT_FILE",
     "CheckpointError",
     "Checkpointer",
@@ -87,6 +101,5 @@ __all__ = [
     "state_digest",
     "topk_correct",
     "train",
-    "train_one_epoch",
     "unwrap",
 ]

@@ -1,4 +1,4 @@
-"""Config-free training pieces: optimizer, LR schedule, loss, EMA (timm's), one epoch, evaluation.
+"""Config-free training pieces: optimizer, LR schedule, loss, EMA (timm's), the NaN guard, evaluation.
 
 All metrics are summed over torchrun ranks, so every rank returns the same numbers.
 """
@@ -6,7 +6,6 @@ All metrics are summed over torchrun ranks, so every rank returns the same numbe
 from __future__ import annotations
 
 import math
-import time
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
@@ -123,71 +122,6 @@ def progress(iterable: Iterable, *, desc: str, total: Optional[int] = None):
         mininterval=0.5,
         leave=True,
     )
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: Iterable,
-    optimizer: torch.optim.Optimizer,
-    criterion: nn.Module,
-    *,
-    epoch: int,
-    device: torch.device,
-    scheduler=None,
-    ema: Optional[nn.Module] = None,
-    start_step: int = 0,
-    desc: str = "",
-) -> Dict[str, float]:
-    """One pass over ``loader``; returns the epoch's mean ``loss``, ``acc1`` (%), last ``lr``, ``steps``, ``time``.
-
-    Args:
-        model: the model (or its DistributedDataParallel wrapper).
-        epoch: 0-based; names the epoch in the bar and in errors unless ``desc`` is given.
-        scheduler: a timm scheduler, a pure function of the update count: it sets the lr at
-            ``start_step`` and after each update.
-        ema: a timm ModelEma; updated after each update.
-        start_step: updates done before this epoch (the scheduler's and EMA's clock).
-    """
-    model.train()
-    ema_target = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    t0 = time.perf_counter()
-    loss_sum, correct, seen, step = 0.0, 0, 0, start_step
-    if scheduler is not None:
-        # the lr of the first update comes from the schedule, not from a restored optimizer state
-        scheduler.step_update(start_step)
-    desc = desc or f"epoch {epoch + 1}"
-    bar = progress(loader, desc=desc, total=len(loader))
-    for i, (images, target) in enumerate(bar):
-        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        logits = model(images)
-        loss = criterion(logits, target)
-        loss_value = check_finite(loss, f"{desc}, iteration {i + 1}/{len(loader)}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        if scheduler is not None:
-            scheduler.step_update(step)
-        if ema is not None:
-            ema.update(ema_target, step=step)
-        n = target.numel()
-        loss_sum += loss_value * n
-        correct += topk_correct(logits.detach(), target, (1,))[0]
-        seen += n
-        bar.set_postfix(
-            loss=f"{loss_sum / seen:.4f}",
-            acc=f"{100 * correct / seen:.1f}",
-            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-            refresh=False,
-        )
-    totals = dist.all_reduce_sum(torch.tensor([loss_sum, correct, seen], dtype=torch.float64))
-    return {
-        "loss": float(totals[0] / max(totals[2], 1)),
-        "acc1": float(100 * totals[1] / max(totals[2], 1)),
-        "lr": optimizer.param_groups[0]["lr"],
-        "steps": step - start_step,
-        "time": time.perf_counter() - t0,
-    }
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any, Dict
 
 import torch
@@ -25,20 +26,21 @@ from .. import comm as dist
 from ..arch_def import to_jsonable
 from ..checkpoint import extract_state_dict, load_state_dict
 from ..config import CfgNode
-from ..data import ClassificationDataset, DatasetError, build_loader, set_epoch
+from ..data import ClassificationDataset, DatasetError, build_loader
 from ..flops import count_flops_params
+from . import train_loop
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import Checkpointer, atomic_save, atomic_write_text, load_file, state_digest
 from .defaults import build_model_from_cfg
-from .logger import MetricsWriter
+from .hooks import EMAUpdate, Evaluate, LRSchedule, SaveCheckpoint, SetEpoch, SyncBuffers, WriteMetrics
+from .loop import StepBase, Trainer, create_ddp_model
 from .train_loop import (
-    NonFiniteLossError,
     build_criterion,
     build_ema,
     build_lr_scheduler,
     build_sgd,
     evaluate,
-    train_one_epoch,
+    topk_correct,
 )
 
 logger = logging.getLogger("mobile_cv.engine")
@@ -58,6 +60,49 @@ def check_model_fits_data(cfg: CfgNode, dataset: ClassificationDataset) -> None:
             f"MODEL.IN_CHANS is {cfg.MODEL.IN_CHANS} but {dataset.name} has {dataset.in_chans}-channel images; "
             f"set MODEL.IN_CHANS {dataset.in_chans}"
         )
+
+
+class PlainStep(StepBase):
+    """SGD on the cross-entropy of one batch; the epoch's mean loss and top-1 as ``train_*``."""
+
+    def __init__(self, model: nn.Module, optimizer, criterion: nn.Module, device: torch.device) -> None:
+        self.model, self.optimizer, self.criterion, self.device = model, optimizer, criterion, device
+        self.sums = torch.zeros(3, dtype=torch.float64)  # loss, correct, images
+        self.steps, self.t0 = 0, time.perf_counter()
+
+    def __call__(self, batch) -> None:
+        self.model.train()
+        images, target = (t.to(self.device, non_blocking=True) for t in batch)
+        logits = self.model(images)
+        loss = self.criterion(logits, target)
+        value = train_loop.check_finite(loss, self.trainer.where)  # module lookup: tests patch it
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        n = target.numel()
+        self.sums += torch.tensor([value * n, topk_correct(logits.detach(), target, (1,))[0], n], dtype=torch.float64)
+
+    def postfix(self) -> Dict[str, str]:
+        loss, correct, seen = self.sums.tolist()
+        return {
+            "loss": f"{loss / max(seen, 1):.4f}",
+            "acc": f"{100 * correct / max(seen, 1):.1f}",
+            "lr": f"{self.optimizer.param_groups[0]['lr']:.2e}",
+        }
+
+    def results(self) -> Dict[str, float]:
+        t = dist.all_reduce_sum(self.sums)
+        out = {
+            "train_loss": float(t[0] / max(t[2], 1)),
+            "train_acc1": float(100 * t[1] / max(t[2], 1)),
+            "train_lr": self.optimizer.param_groups[0]["lr"],
+            "train_steps": self.steps,
+            "train_time": time.perf_counter() - self.t0,
+        }
+        self.sums.zero_()
+        self.steps, self.t0 = 0, time.perf_counter()
+        return out
 
 
 def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]:
@@ -93,49 +138,27 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]
         updates_per_epoch=len(train_loader),
     )
     ema = build_ema(model, s.EMA.DECAY) if s.EMA.ENABLED else None
-    criterion = build_criterion(s.LABEL_SMOOTHING)
-    if dist.get_world_size() > 1:
-        net: nn.Module = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    else:
-        net = model
     # no scheduler: timm's are functions of the update count (see build_lr_scheduler)
     checkpointer = Checkpointer(out, model=model, optimizer=optimizer, ema=ema)
     start_epoch = checkpointer.resume_or_start(resume).get("epoch", -1) + 1
-    metrics = MetricsWriter(os.path.join(out, "metrics.jsonl"), start_epoch)
     eval_model = ema.module if ema is not None else model
-
-    for epoch in range(start_epoch, s.EPOCHS):
-        set_epoch(train_loader, epoch)
-        try:
-            stats = train_one_epoch(
-                net,
-                train_loader,
-                optimizer,
-                criterion,
-                epoch=epoch,
-                device=device,
-                scheduler=scheduler,
-                ema=ema,
-                start_step=epoch * len(train_loader),
-                desc=f"epoch {epoch + 1}/{s.EPOCHS}",
-            )
-        except NonFiniteLossError as e:
-            raise NonFiniteLossError(f"{e}. {checkpointer.describe_last()}") from None
-        dist.sync_buffers(model)  # each rank's BatchNorm statistics saw only its shard
-        if ema is not None:
-            dist.sync_buffers(ema.module)
-        record: Dict[str, Any] = {"epoch": epoch, **{f"train_{k}": v for k, v in stats.items()}}
-        last = epoch == s.EPOCHS - 1
-        if last or (s.EVAL_PERIOD and (epoch + 1) % s.EVAL_PERIOD == 0):
-            val = evaluate(eval_model, val_loader, device=device, desc="val")
-            record.update({f"val_{k}": v for k, v in val.items() if k != "images"})
-        logger.info(
-            "epoch %d/%d  %s", epoch + 1, s.EPOCHS, "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
-        )
-        metrics.write(record)
-        checkpointer.save(epoch=epoch)
+    step = PlainStep(create_ddp_model(model, device), optimizer, build_criterion(s.LABEL_SMOOTHING), device)
+    trainer = Trainer(
+        step,
+        train_loader,
+        epochs=s.EPOCHS,
+        describe_failure=checkpointer.describe_last,
+        hooks=[
+            SetEpoch(train_loader),
+            LRSchedule(scheduler),
+            EMAUpdate(ema, model) if ema is not None else None,
+            SyncBuffers(*([model] + ([ema.module] if ema is not None else []))),
+            Evaluate(eval_model, val_loader, device, period=s.EVAL_PERIOD),
+            WriteMetrics(os.path.join(out, "metrics.jsonl"), start_epoch),
+            SaveCheckpoint(checkpointer),
+        ],
+    )
+    trainer.train(start_epoch)
     return finish(cfg, eval_model, device, flops_m, params_m)
 
 

@@ -1,4 +1,4 @@
-"""The DMaskingNAS search loop (tools/search.py), DMASKINGNAS.md section 6.
+"""The DMaskingNAS search loop (tools/search.py): the engine's epoch loop with a two-phase step.
 
 After ``WARMUP_EPOCHS`` that train the weights only, every weight step (SGD,
 cross-entropy, on the ``search_weights`` split) is followed by one alpha step (Adam,
@@ -32,41 +32,32 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from .. import comm as dist
+from .. import comm
 from ..arch_def import format_arch_def_py, to_jsonable
 from ..builder import build_model
 from ..config import CfgNode, ConfigError
-from ..data import build_loader, set_epoch
-from ..engine import train_loop
-from ..engine.checkpoint import Checkpointer, atomic_write_text, state_digest
-from ..engine.defaults import resolve_arch
-from ..engine.logger import MetricsWriter, read_metrics
-from ..engine.train_loop import NonFiniteLossError, build_lr_scheduler, build_sgd, evaluate, progress, topk_correct
-from ..engine.trainer import check_model_fits_data
+from ..data import build_loader
 from ..flops import count_flops_params
-from .choices import Weights
-from .derive import BudgetError, CostTable, index_log_prob, log_probs, uniform_log_prob
-from .loss import CostLoss
-from .mixed import frozen_bn_statistics
-from .supernet import Supernet, build_supernet
+from ..search import CostLoss, Supernet, build_supernet
+from ..search.choices import Weights
+from ..search.derive import BudgetError, CostTable, index_log_prob, log_probs, uniform_log_prob
+from ..search.mixed import frozen_bn_statistics
+from ..search.plots import plot_search
+from . import train_loop
+from .checkpoint import Checkpointer, atomic_write_text, state_digest
+from .defaults import resolve_arch
+from .hooks import Evaluate, LRSchedule, SaveCheckpoint, SetEpoch, SyncBuffers, WriteMetrics
+from .logger import read_metrics
+from .loop import HookBase, StepBase, Trainer, create_ddp_model
+from .train_loop import build_lr_scheduler, build_sgd, topk_correct
+from .trainer import check_model_fits_data
 
 logger = logging.getLogger("mobile_cv.search")
-
-
-class _FixedWeights(nn.Module):
-    """The supernet with fixed mixing weights, as a plain ``model(x)`` for evaluation."""
-
-    def __init__(self, net: nn.Module, weights: Weights) -> None:
-        super().__init__()
-        self.net, self.weights = net, weights
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, self.weights)
 
 
 def temperature_at(init: float, final: float, progress: float) -> float:
@@ -79,7 +70,7 @@ def temperature_at(init: float, final: float, progress: float) -> float:
 
 
 def build_cost_loss(cfg: CfgNode, table: CostTable) -> CostLoss:
-    """The alpha loss of SEARCH.COST, checked against the space's exact cost range."""
+    """The alpha loss of SEARCH.COST; a budget no architecture meets is refused here."""
     c = cfg.SEARCH.COST
     lo, hi = table.extremes()
     unit = "MFLOPs" if c.KIND == "flops" else "M params"
@@ -151,39 +142,81 @@ def _check_input_size(cfg: CfgNode, net: Supernet) -> None:
         )
 
 
-class SearchStep:
-    """The two steps of a search: weights (SGD on cross-entropy) and alpha (Adam on the cost-aware loss).
+class _FixedWeights(nn.Module):
+    """The supernet with fixed mixing weights, as a plain ``model(x)`` for evaluation."""
+
+    def __init__(self, net: nn.Module, weights: Weights) -> None:
+        super().__init__()
+        self.net, self.weights = net, weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.weights)
+
+
+def _cycle(loader) -> Iterator:
+    """Batches of ``loader`` over and over (in the same order: the order is f(seed, epoch))."""
+    return itertools.chain.from_iterable(itertools.repeat(loader))
+
+
+class SearchStep(StepBase):
+    """A weight step (SGD on cross-entropy) and, after the warm-up, an alpha step (Adam on the
+    cost-aware loss): each on the next batch (``ALPHA.SCHEDULE`` "interleaved") or a pass of
+    alpha steps after the epoch's weight steps ("epoch").
 
     Both draw fresh Gumbel weights (hard samples for the kinds in ``SAMPLED_CHOICES``); every
     optimizer's gradients are cleared before each backward pass.
+
+    Args:
+        model: ``net`` or its DistributedDataParallel wrapper.
+        optimizers: ``(weights, alpha)``.
     """
 
     def __init__(
         self,
         cfg: CfgNode,
         net: Supernet,
-        ddp: nn.Module,
+        model: nn.Module,
         cost_loss: CostLoss,
-        w_opt,
-        a_opt,
-        scheduler,
-        device: torch.device,
+        optimizers: Sequence[torch.optim.Optimizer],
+        alpha_loader,
     ) -> None:
-        self.net, self.ddp, self.cost_loss, self.device = net, ddp, cost_loss, device
-        self.w_opt, self.a_opt, self.scheduler = w_opt, a_opt, scheduler
-        self.kind, self.hard = cfg.SEARCH.COST.KIND, tuple(cfg.SEARCH.SAMPLED_CHOICES)
+        s = cfg.SEARCH
+        self.net, self.model, self.cost_loss, self.alpha_loader = net, model, cost_loss, alpha_loader
+        self.w_opt, self.a_opt = optimizers
+        self.kind, self.hard, self.warmup = s.COST.KIND, tuple(s.SAMPLED_CHOICES), s.WARMUP_EPOCHS
+        self.interleaved = s.ALPHA.SCHEDULE == "interleaved"
+        self.device = next(net.parameters()).device
         self.ce = nn.CrossEntropyLoss()
         # loss, ce, cost, correct, images per phase
         self.sums = {"weights": torch.zeros(5, dtype=torch.float64), "alpha": torch.zeros(5, dtype=torch.float64)}
+        self.t0 = time.perf_counter()
+        self._alpha_batches, self._alpha_epoch = None, -1
+
+    @property
+    def trains_alpha(self) -> bool:
+        return self.trainer.epoch >= self.warmup
+
+    def __call__(self, batch) -> None:
+        self.weights(*batch)
+        if self.trains_alpha and self.interleaved:
+            if self._alpha_epoch != self.trainer.epoch:  # the alpha split's order of this epoch
+                self._alpha_batches, self._alpha_epoch = _cycle(self.alpha_loader), self.trainer.epoch
+            self.alpha(*next(self._alpha_batches), self.trainer.where)
+
+    def end_epoch(self) -> None:
+        if self.trains_alpha and not self.interleaved:
+            n = len(self.alpha_loader)
+            for i, batch in enumerate(train_loop.progress(self.alpha_loader, desc="alpha", total=n)):
+                self.alpha(*batch, f"{self.trainer.desc} {self.trainer.epoch + 1}, alpha iteration {i + 1}/{n}")
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor):
+        self.net.train()
         x, y = x.to(self.device), y.to(self.device)
         g = self.net.sample_weights(hard=self.hard)
-        logits = self.ddp(x, g)
-        return logits, y, g
+        return self.model(x, g), y, g
 
     def _backward(self, loss: torch.Tensor, optimizer, where: str) -> float:
-        value = train_loop.check_finite(loss, where)
+        value = train_loop.check_finite(loss, where)  # module lookup: tests patch it
         self.w_opt.zero_grad(set_to_none=True)
         self.a_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -195,11 +228,9 @@ class SearchStep:
         correct = topk_correct(logits.detach(), y, (1,))[0]
         self.sums[phase] += torch.tensor([value * n, ce * n, cost * n, correct, n], dtype=torch.float64)
 
-    def weights(self, x, y, step: int, where: str) -> None:
+    def weights(self, x, y) -> None:
         logits, y, _ = self._forward(x, y)
-        loss = self.ce(logits, y)
-        value = self._backward(loss, self.w_opt, where)
-        self.scheduler.step_update(step + 1)
+        value = self._backward(self.ce(logits, y), self.w_opt, f"{self.trainer.where} (weights)")
         self._record("weights", value, value, 0.0, logits, y)
 
     def alpha(self, x, y, where: str) -> None:
@@ -207,15 +238,23 @@ class SearchStep:
             logits, y, g = self._forward(x, y)
             ce = self.ce(logits, y)
             cost = self.net.expected_cost(self.kind, g)  # the sampled architecture's effective cost
-            value = self._backward(self.cost_loss(ce, cost), self.a_opt, where)
-        self.cost_loss.observe(float(dist.all_reduce_mean(cost.detach())))
+            value = self._backward(self.cost_loss(ce, cost), self.a_opt, f"{where} (alpha)")
+        self.cost_loss.observe(float(comm.all_reduce_mean(cost.detach())))
         self._record("alpha", value, float(ce.detach()), float(cost.detach()), logits, y)
 
+    def postfix(self) -> Dict[str, str]:
+        w = self.sums["weights"]
+        return {
+            "loss": f"{w[0] / max(w[4], 1):.3f}",
+            "acc": f"{100 * w[3] / max(w[4], 1):.1f}",
+            "T": f"{self.net.temperature:.2f}",
+        }
+
     def results(self) -> Dict[str, float]:
-        """Means over all ranks since the last call, as ``weights_*`` and ``alpha_*`` keys."""
+        """Means over all ranks since the last call, as ``weights_*`` and ``alpha_*`` keys, and ``time``."""
         out: Dict[str, float] = {}
         for phase, sums in self.sums.items():
-            t = dist.all_reduce_sum(sums)
+            t = comm.all_reduce_sum(sums)
             if float(t[4]) == 0:
                 continue
             n = float(t[4])
@@ -223,12 +262,96 @@ class SearchStep:
             if phase == "alpha":
                 out.update({"alpha_ce": float(t[1]) / n, f"alpha_sampled_{self.kind}": float(t[2]) / n})
             sums.zero_()
+        out["time"] = time.perf_counter() - self.t0
+        self.t0 = time.perf_counter()
         return out
 
 
-def _cycle(loader) -> Iterator:
-    """Batches of ``loader`` over and over (in the same order: the order is f(seed, epoch))."""
-    return itertools.chain.from_iterable(itertools.repeat(loader))
+class Temperature(HookBase):
+    """Before each step: the Gumbel temperature of the run's progress (:func:`temperature_at`)."""
+
+    def __init__(self, net: Supernet, init: float, final: float) -> None:
+        self.net, self.init, self.final = net, init, final
+
+    def before_step(self) -> None:
+        t = self.trainer
+        progress = (t.epoch + t.iter / t.steps_per_epoch) / t.epochs
+        self.net.set_temperature(temperature_at(self.init, self.final, progress))
+
+
+class Derive(HookBase):
+    """After each epoch: the budgeted derivation, its exact cost and the learned distribution
+    into the record; arch_def.json rewritten."""
+
+    def __init__(self, cfg: CfgNode, net: Supernet, table: CostTable, cost_loss: CostLoss) -> None:
+        self.cfg, self.net, self.table, self.cost_loss = cfg, net, table, cost_loss
+
+    def after_epoch(self) -> None:
+        kind = self.cfg.SEARCH.COST.KIND
+        with torch.no_grad():
+            expected = self.net.expected_cost(kind, self.net.sample_weights(noise=False)).item()
+        arch, info = derive(self.net, self.cfg, self.table)
+        flops, params = derived_cost(arch, self.cfg)
+        self.trainer.record.update(
+            {
+                "temperature": self.net.temperature,
+                "cost_multiplier": self.cost_loss.lam,
+                f"expected_{kind}": expected,
+                "derived_flops_m": flops,
+                "derived_params_m": params,
+                "derived_input_size": arch["input_size"],
+                "derived_arch": compact_arch(arch),
+                **info,
+                "probs": {label: [round(v, 5) for v in p.tolist()] for label, p in self.net.probabilities().items()},
+            }
+        )
+        if comm.is_main_process():
+            path = os.path.join(self.cfg.OUTPUT_DIR, "arch_def.json")
+            atomic_write_text(path, json.dumps(to_jsonable(arch), indent=1) + "\n")
+
+
+def _log_line(kind: str):
+    def fmt(r: Dict[str, Any]) -> str:
+        alpha = f"{r['alpha_loss']:.4f}" if "alpha_loss" in r else "- (warm-up)"
+        return (
+            f"T {r['temperature']:.3f}  weights loss {r['weights_loss']:.4f} acc {r['weights_acc1']:.1f} | alpha loss "
+            f"{alpha} | val acc {r['val_acc1']:.2f} | expected {kind} {r[f'expected_{kind}']:.4g} | derived "
+            f"{r['derived_flops_m']:.4g} MFLOPs {r['derived_params_m']:.4g} M params at {r['derived_input_size']}px, "
+            f"log p {r['log_prob']:.2f} (argmax {r['log_prob_argmax']:.2f}, uniform {r['log_prob_uniform']:.2f})"
+        )
+
+    return fmt
+
+
+class FinishSearch(HookBase):
+    """After the last epoch: arch_def.json/.py, the plots, search.json and the summary table."""
+
+    def __init__(self, cfg: CfgNode, net: Supernet, table: CostTable) -> None:
+        self.cfg, self.net, self.table = cfg, net, table
+        self.summary: Dict[str, Any] = {}
+
+    def after_train(self) -> None:
+        self.summary = finish_search(self.cfg, self.net, self.table)
+
+
+def _build_optimizers(cfg: CfgNode, net: Supernet, steps_per_epoch: int):
+    s = cfg.SEARCH
+    w_opt = build_sgd(
+        net,
+        lr=s.WEIGHTS.LR,
+        momentum=s.WEIGHTS.MOMENTUM,
+        weight_decay=s.WEIGHTS.WEIGHT_DECAY,
+        skip=net.arch_parameters(),
+    )
+    # beta1 0.5 (DARTS' choice for architecture parameters): less momentum, alpha follows the
+    # current supernet rather than its past
+    a_opt = torch.optim.Adam(
+        net.arch_parameters(), lr=s.ALPHA.LR, betas=(0.5, 0.999), weight_decay=s.ALPHA.WEIGHT_DECAY
+    )
+    scheduler = build_lr_scheduler(
+        w_opt, name=s.WEIGHTS.LR_SCHEDULER, epochs=s.EPOCHS, warmup_epochs=0, updates_per_epoch=steps_per_epoch
+    )
+    return w_opt, a_opt, scheduler
 
 
 def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]:
@@ -260,121 +383,36 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
         len(a_loader.dataset),
         len(val_loader.dataset),
     )
-
-    w_opt = build_sgd(
-        net,
-        lr=s.WEIGHTS.LR,
-        momentum=s.WEIGHTS.MOMENTUM,
-        weight_decay=s.WEIGHTS.WEIGHT_DECAY,
-        skip=net.arch_parameters(),
-    )
-    # beta1 0.5 (DARTS' choice for architecture parameters): less momentum, alpha follows the
-    # current supernet rather than its past
-    a_opt = torch.optim.Adam(
-        net.arch_parameters(), lr=s.ALPHA.LR, betas=(0.5, 0.999), weight_decay=s.ALPHA.WEIGHT_DECAY
-    )
-    scheduler = build_lr_scheduler(
-        w_opt, name=s.WEIGHTS.LR_SCHEDULER, epochs=s.EPOCHS, warmup_epochs=0, updates_per_epoch=len(w_loader)
-    )
-    ddp: nn.Module = (
-        nn.parallel.DistributedDataParallel(
-            net,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=bool(s.SAMPLED_CHOICES),
-        )
-        if dist.get_world_size() > 1
-        else net
-    )
+    w_opt, a_opt, scheduler = _build_optimizers(cfg, net, len(w_loader))
     checkpointer = Checkpointer(out, supernet=net, weight_optimizer=w_opt, alpha_optimizer=a_opt, cost_loss=cost_loss)
     start_epoch = checkpointer.resume_or_start(resume).get("epoch", -1) + 1
-    metrics = MetricsWriter(os.path.join(out, "metrics.jsonl"), start_epoch)
-    step = SearchStep(cfg, net, ddp, cost_loss, w_opt, a_opt, scheduler, device)
-    kind = s.COST.KIND
+    model = create_ddp_model(net, device, find_unused_parameters=bool(s.SAMPLED_CHOICES))
+    step = SearchStep(cfg, net, model, cost_loss, (w_opt, a_opt), a_loader)
 
-    for epoch in range(start_epoch, s.EPOCHS):
-        t0 = time.perf_counter()
-        set_epoch(w_loader, epoch)
-        set_epoch(a_loader, epoch)
-        train_alpha = epoch >= s.WARMUP_EPOCHS
-        try:
-            _search_epoch(cfg, net, step, w_loader, a_loader, epoch, train_alpha)
-        except NonFiniteLossError as e:
-            raise NonFiniteLossError(f"{e}. {checkpointer.describe_last()}") from None
-        stats = step.results()
-        dist.sync_buffers(net)
-        net.eval()
-        eval_weights = net.sample_weights(noise=False, hard=step.hard)
-        val = evaluate(_FixedWeights(net, eval_weights), val_loader, device=device, desc="val")
-        with torch.no_grad():
-            expected = net.expected_cost(kind, net.sample_weights(noise=False)).item()
-        arch, info = derive(net, cfg, table)
-        flops, params = derived_cost(arch, cfg)
-        probs = net.probabilities()
-        record = {
-            "epoch": epoch,
-            "temperature": net.temperature,
-            **stats,
-            "cost_multiplier": cost_loss.lam,
-            "val_acc1": val["acc1"],
-            "val_loss": val["loss"],
-            f"expected_{kind}": expected,
-            "derived_flops_m": flops,
-            "derived_params_m": params,
-            "derived_input_size": arch["input_size"],
-            "derived_arch": compact_arch(arch),
-            **info,
-            "probs": {label: [round(v, 5) for v in p.tolist()] for label, p in probs.items()},
-            "time": time.perf_counter() - t0,
-        }
-        logger.info(
-            "epoch %d/%d  T %.3f  weights loss %.4f acc %.1f | alpha loss %s | val acc %.2f | expected %s %.4g | "
-            "derived %.4g MFLOPs %.4g M params at %dpx, log p %.2f (argmax %.2f, uniform %.2f)",
-            epoch + 1,
-            s.EPOCHS,
-            net.temperature,
-            stats["weights_loss"],
-            stats["weights_acc1"],
-            f"{stats['alpha_loss']:.4f}" if "alpha_loss" in stats else "- (warm-up)",
-            val["acc1"],
-            kind,
-            expected,
-            flops,
-            params,
-            arch["input_size"],
-            info["log_prob"],
-            info["log_prob_argmax"],
-            info["log_prob_uniform"],
-        )
-        metrics.write(record)
-        if dist.is_main_process():
-            atomic_write_text(os.path.join(out, "arch_def.json"), json.dumps(to_jsonable(arch), indent=1) + "\n")
-        checkpointer.save(epoch=epoch)
-    return finish_search(cfg, net, table)
+    def eval_model() -> nn.Module:  # the supernet with the deterministic weights of its sampling
+        return _FixedWeights(net, net.sample_weights(noise=False, hard=step.hard))
 
-
-def _search_epoch(
-    cfg: CfgNode, net: Supernet, step: SearchStep, w_loader, a_loader, epoch: int, train_alpha: bool
-) -> None:
-    """One epoch of weight steps, each followed by an alpha step ("interleaved"), or a pass of
-    weight steps then a pass of alpha steps ("epoch"); the temperature follows the run's progress."""
-    s = cfg.SEARCH
-    n = len(w_loader)
-    interleaved = s.ALPHA.SCHEDULE == "interleaved"
-    alpha_batches = _cycle(a_loader) if train_alpha and interleaved else None
-    desc = f"search {epoch + 1}/{s.EPOCHS}"
-    bar = progress(w_loader, desc=desc + ("" if train_alpha else " (warm-up: weights only)"), total=n)
-    for i, (x, y) in enumerate(bar):
-        net.set_temperature(temperature_at(s.TEMPERATURE.INIT, s.TEMPERATURE.FINAL, (epoch + i / n) / s.EPOCHS))
-        step.weights(x, y, epoch * n + i, f"{desc} weights, iteration {i + 1}/{n}")
-        if alpha_batches is not None:
-            step.alpha(*next(alpha_batches), f"{desc} alpha, iteration {i + 1}/{n}")
-        w = step.sums["weights"]
-        bar.set_postfix(
-            loss=f"{w[0] / w[4]:.3f}", acc=f"{100 * w[3] / w[4]:.1f}", T=f"{net.temperature:.2f}", refresh=False
-        )
-    if train_alpha and not interleaved:
-        for i, (x, y) in enumerate(progress(a_loader, desc=f"{desc} alpha", total=len(a_loader))):
-            step.alpha(x, y, f"{desc} alpha, iteration {i + 1}/{len(a_loader)}")
+    finish = FinishSearch(cfg, net, table)
+    trainer = Trainer(
+        step,
+        w_loader,
+        epochs=s.EPOCHS,
+        desc="search",
+        describe_failure=checkpointer.describe_last,
+        hooks=[
+            SetEpoch(w_loader, a_loader),
+            Temperature(net, s.TEMPERATURE.INIT, s.TEMPERATURE.FINAL),
+            LRSchedule(scheduler),
+            SyncBuffers(net),
+            Evaluate(eval_model, val_loader, device, keys=("acc1", "loss")),
+            Derive(cfg, net, table, cost_loss),
+            WriteMetrics(os.path.join(out, "metrics.jsonl"), start_epoch, fmt=_log_line(s.COST.KIND)),
+            SaveCheckpoint(checkpointer),
+            finish,
+        ],
+    )
+    trainer.train(start_epoch)
+    return finish.summary
 
 
 def finish_search(cfg: CfgNode, net: Supernet, table: CostTable) -> Dict[str, Any]:
@@ -383,8 +421,7 @@ def finish_search(cfg: CfgNode, net: Supernet, table: CostTable) -> Dict[str, An
     arch, info = derive(net, cfg, table)
     flops, params = derived_cost(arch, cfg)
     history = read_metrics(os.path.join(out, "metrics.jsonl"))
-    probs = net.probabilities()
-    top = {label: round(float(p.max()), 4) for label, p in probs.items()}
+    top = {label: round(float(p.max()), 4) for label, p in net.probabilities().items()}
     summary = {
         "space": cfg.SEARCH.SPACE,
         "mode": cfg.SEARCH.MODE,
@@ -404,13 +441,13 @@ def finish_search(cfg: CfgNode, net: Supernet, table: CostTable) -> Dict[str, An
         "mean_top_prob": round(sum(top.values()) / max(len(top), 1), 4),
         "mean_top_prob_uniform": round(sum(1 / c.size for c in net.choices.values()) / max(len(top), 1), 4),
         # every rank must end with the same alpha (DDP all-reduces its gradients)
-        "alpha_sha256_per_rank": dist.all_gather_object(state_digest(net.alphas)),
+        "alpha_sha256_per_rank": comm.all_gather_object(state_digest(net.alphas)),
     }
     if cfg.SEARCH.COST.TARGET > 0:
         got = flops if cfg.SEARCH.COST.KIND == "flops" else params
         summary["target_error"] = got / cfg.SEARCH.COST.TARGET - 1
         summary["argmax_target_error"] = info[f"argmax_{cfg.SEARCH.COST.KIND}"] / cfg.SEARCH.COST.TARGET - 1
-    if dist.is_main_process():
+    if comm.is_main_process():
         atomic_write_text(os.path.join(out, "arch_def.json"), json.dumps(to_jsonable(arch), indent=1) + "\n")
         atomic_write_text(
             os.path.join(out, "arch_def.py"),
@@ -418,11 +455,9 @@ def finish_search(cfg: CfgNode, net: Supernet, table: CostTable) -> Dict[str, An
             f'{params:.4g} M params at {arch["input_size"]}px)."""\n\n' + format_arch_def_py(arch),
         )
         atomic_write_text(os.path.join(out, "search.json"), json.dumps(summary, indent=1) + "\n")
-        from .plots import plot_search
-
         plot_search(history, list(net.choices.values()), out)
         print_summary(summary, arch, history)
-    dist.barrier()
+    comm.barrier()
     return summary
 
 

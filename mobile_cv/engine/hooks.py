@@ -1,0 +1,124 @@
+"""Hooks shared by training and search (see :mod:`mobile_cv.engine.loop`).
+
+Order matters within a phase; the tools register them as: set the loaders' epoch,
+learning-rate schedule, EMA, then after each epoch: sync BatchNorm buffers, evaluate,
+(search: derive), write metrics, save the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, Optional
+
+from torch import nn
+
+from .. import comm
+from ..data import set_epoch
+from .checkpoint import Checkpointer
+from .logger import MetricsWriter
+from .loop import HookBase
+from .train_loop import evaluate
+
+logger = logging.getLogger("mobile_cv.engine")
+
+
+class SetEpoch(HookBase):
+    """Before each epoch: the loaders' order (and worker seeds) become a function of (seed, epoch)."""
+
+    def __init__(self, *loaders) -> None:
+        self.loaders = loaders
+
+    def before_epoch(self) -> None:
+        for loader in self.loaders:
+            set_epoch(loader, self.trainer.epoch)
+
+
+class LRSchedule(HookBase):
+    """A timm scheduler stepped on the update count: at each epoch start and after each update.
+
+    timm schedulers are pure functions of the count, so a resumed run continues exactly
+    (and a changed config takes effect) without restoring scheduler state.
+    """
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+
+    def before_epoch(self) -> None:
+        self.scheduler.step_update(self.trainer.epoch * self.trainer.steps_per_epoch)
+
+    def after_step(self) -> None:
+        self.scheduler.step_update(self.trainer.global_step + 1)
+
+
+class EMAUpdate(HookBase):
+    """After each update: the exponential moving average of ``model``'s weights (timm ModelEmaV3)."""
+
+    def __init__(self, ema, model: nn.Module) -> None:
+        self.ema, self.model = ema, model
+
+    def after_step(self) -> None:
+        self.ema.update(self.model, step=self.trainer.global_step + 1)
+
+
+class SyncBuffers(HookBase):
+    """After each epoch: every rank takes rank 0's BatchNorm statistics (each saw only its shard)."""
+
+    def __init__(self, *modules: nn.Module) -> None:
+        self.modules = modules
+
+    def after_epoch(self) -> None:
+        for m in self.modules:
+            comm.sync_buffers(m)
+
+
+class Evaluate(HookBase):
+    """After every ``period``-th epoch and the last: top-1/top-5 and loss on ``loader`` as ``val_*``.
+
+    Args:
+        model: the module to evaluate, or a function returning it (evaluated then).
+        period: epochs between evaluations (0: the last epoch only).
+    """
+
+    def __init__(self, model, loader, device, period: int = 1, keys=("acc1", "acc5", "loss")) -> None:
+        self.model, self.loader, self.device, self.period, self.keys = model, loader, device, period, keys
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        if not (t.epoch == t.epochs - 1 or (self.period and (t.epoch + 1) % self.period == 0)):
+            return
+        model = self.model() if callable(self.model) and not isinstance(self.model, nn.Module) else self.model
+        val = evaluate(model, self.loader, device=self.device, desc="val")
+        t.record.update({f"val_{k}": val[k] for k in self.keys})
+
+
+class WriteMetrics(HookBase):
+    """After each epoch: one log line and one metrics.jsonl record (rank 0).
+
+    Args:
+        fmt: ``record -> str`` for the log line (default: every number in the record).
+    """
+
+    def __init__(self, path: str, start_epoch: int, fmt: Optional[Callable[[Dict[str, Any]], str]] = None) -> None:
+        self.writer = MetricsWriter(path, start_epoch)
+        self.fmt = fmt
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        r = t.record
+        line = (
+            self.fmt(r)
+            if self.fmt
+            else "  ".join(f"{k} {v:.4g}" for k, v in r.items() if k != "epoch" and isinstance(v, (int, float)))
+        )
+        logger.info("epoch %d/%d  %s", t.epoch + 1, t.epochs, line)
+        self.writer.write(r)
+
+
+class SaveCheckpoint(HookBase):
+    """After each epoch: everything needed to resume, written atomically (collective: every rank calls it)."""
+
+    def __init__(self, checkpointer: Checkpointer) -> None:
+        self.checkpointer = checkpointer
+
+    def after_epoch(self) -> None:
+        self.checkpointer.save(epoch=self.trainer.epoch)
