@@ -91,52 +91,33 @@ class IRBlock(nn.Module):
         pwl_groups: int = 1,
         less_se_channels: bool = False,
         zero_last_bn_gamma: bool = False,
+        *,
+        hidden_channels: Optional[int] = None,
+        se_channels: Optional[int] = None,
+        expansion_conv: Optional[bool] = None,
     ) -> None:
+        """Keyword-only, for explicit widths (a searched block builds its maximum widths so):
+        ``hidden_channels`` replaces ``expansion``, ``se_channels`` the SE bottleneck rule, and
+        ``expansion_conv`` whether the 1x1 expansion exists (default: hidden != in_channels)."""
         super().__init__()
         _check_positive(expansion=expansion, width_divisor=width_divisor, pw_groups=pw_groups, pwl_groups=pwl_groups)
-        hidden = ir_hidden_channels(in_channels, expansion, width_divisor)
-        se_mid = se_mid_channels(hidden, expansion, less_se_channels, width_divisor) if se is not None else 0
-        self._build_layers(
-            in_channels,
-            hidden,
-            se_mid,
-            out_channels,
-            stride,
-            kernel_size,
-            act,
-            se,
-            bias,
-            pw_groups,
-            pwl_groups,
-            zero_last_bn_gamma and in_channels == out_channels and stride == 1,
-            with_pw=hidden != in_channels,
-        )
-        self.use_residual = in_channels == out_channels and stride == 1
-
-    def _build_layers(
-        self,
-        in_channels: int,
-        hidden: int,
-        se_mid: int,
-        out_channels: int,
-        stride: int,
-        kernel_size: int,
-        act: str,
-        se: Optional[str],
-        bias: bool,
-        pw_groups: int,
-        pwl_groups: int,
-        zero_gamma: bool,
-        with_pw: bool,
-    ) -> None:
-        """Create pw/shuffle/dw/se/pwl for explicit widths (the masked search block reuses this)."""
+        hidden = hidden_channels or ir_hidden_channels(in_channels, expansion, width_divisor)
+        if se is None:
+            se_mid = 0
+        else:
+            se_mid = se_channels or se_mid_channels(hidden, expansion, less_se_channels, width_divisor)
+        residual = in_channels == out_channels and stride == 1
+        with_pw = hidden != in_channels if expansion_conv is None else expansion_conv
         self.pw = ConvBNAct(in_channels, hidden, 1, groups=pw_groups, bias=bias, act=act) if with_pw else None
         self.shuffle = ChannelShuffle(pw_groups) if pw_groups > 1 else None
         self.dw = ConvBNAct(hidden, hidden, kernel_size, stride, groups=hidden, bias=bias, act=act)
         self.se = SqueezeExcite(hidden, se_mid, act, se) if se is not None else None
-        self.pwl = ConvBNAct(hidden, out_channels, 1, groups=pwl_groups, bias=bias, act=None, zero_gamma=zero_gamma)
+        self.pwl = ConvBNAct(
+            hidden, out_channels, 1, groups=pwl_groups, bias=bias, act=None, zero_gamma=zero_last_bn_gamma and residual
+        )
         self.in_channels, self.hidden_channels, self.out_channels = in_channels, hidden, out_channels
         self.kernel_size, self.stride = kernel_size, stride
+        self.use_residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
@@ -168,15 +149,15 @@ class IRPoolBlock(nn.Module):
         act: str = "relu",
         bias: bool = False,
         width_divisor: int = 1,
+        *,
+        hidden_channels: Optional[int] = None,
+        expansion_conv: Optional[bool] = None,
     ) -> None:
+        """Keyword-only, for explicit widths: as :class:`IRBlock`'s."""
         super().__init__()
         _check_positive(expansion=expansion, width_divisor=width_divisor)
-        hidden = ir_hidden_channels(in_channels, expansion, width_divisor)
-        self._build_layers(in_channels, hidden, out_channels, act, bias, with_pw=hidden != in_channels)
-
-    def _build_layers(
-        self, in_channels: int, hidden: int, out_channels: int, act: str, bias: bool, with_pw: bool
-    ) -> None:
+        hidden = hidden_channels or ir_hidden_channels(in_channels, expansion, width_divisor)
+        with_pw = hidden != in_channels if expansion_conv is None else expansion_conv
         self.pw = ConvBNAct(in_channels, hidden, 1, bias=bias, act=act) if with_pw else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.pwl = ConvBNAct(hidden, out_channels, 1, bias=bias, bn=False, act=act)

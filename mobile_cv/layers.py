@@ -105,6 +105,13 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.se(self.avg_pool(x))
 
+    def masked(self, x: torch.Tensor, mid_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The forward with the bottleneck's channels multiplied by ``mid_mask`` (a searched width)."""
+        s = self.se[0](self.avg_pool(x))
+        if mid_mask is not None:
+            s = s * mid_mask.view(1, -1, 1, 1)
+        return x * self.se[2](self.se[1](s))
+
 
 class ChannelShuffle(nn.Module):
     """ShuffleNet channel shuffle, written with view/transpose so it exports to ONNX."""

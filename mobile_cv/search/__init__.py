@@ -1,17 +1,31 @@
-"""DMaskingNAS (FBNetV2): channel masking, resolution subsampling, Gumbel supernet,
-effective-shape cost, derivation of plain arch defs. See :mod:`.supernet`."""
+"""DMaskingNAS (FBNetV2), the model side: channel masking, resolution subsampling, Gumbel
+supernet, effective-shape cost, derivation of plain arch defs. The search loop that trains
+it is :mod:`mobile_cv.engine.search`.
+
+* :mod:`.space`: search-space rows -> the supernet's blocks and choices
+* :mod:`.choices`, :mod:`.masked`, :mod:`.mixed`: choices and masks, masked blocks (and the
+  registry of masked forms), block-type mixtures and resolution search
+* :mod:`.supernet`: the supernet (sampling, forward, differentiable cost)
+* :mod:`.encode`, :mod:`.derive`: plain arch defs <-> choices; budgeted derivation
+* :mod:`.loss`: the cost-aware losses
+"""
 
 from .choices import ChannelSpace, Choice, gumbel_weights
 from .loss import CostLoss
-from .supernet import SEARCH_OPS, Supernet, build_masked_candidate, build_supernet
+from .masked import MASKED_BLOCKS, CandidateSpec, SearchBlock, build_masked_candidate, register_masked_block
+from .supernet import SEARCH_OPS, Supernet, build_supernet
 
 __all__ = [
+    "MASKED_BLOCKS",
+    "CandidateSpec",
     "ChannelSpace",
     "Choice",
     "CostLoss",
     "SEARCH_OPS",
+    "SearchBlock",
     "Supernet",
     "build_masked_candidate",
     "build_supernet",
     "gumbel_weights",
+    "register_masked_block",
 ]

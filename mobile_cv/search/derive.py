@@ -158,7 +158,7 @@ class CostTable:
         owner: Dict[str, str] = {}
         spatial = Spatial(tuple(net.res_sizes), RESOLUTION) if self.res_label else Spatial((net.input_size,))
         prev_out = None
-        for name, block in net._blocks().items():
+        for name, block in net.search_blocks().items():
             if prev_out is not None and block.in_space != prev_out:
                 raise NotImplementedError(f"block {name}: its input width is not the previous block's output")
             term = self._block_term(name, block, spatial)

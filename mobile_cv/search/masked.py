@@ -16,19 +16,28 @@ whenever the weights are one-hot:
 Every masked block also computes its cost by effective shape propagation
 (``cost``): FLOPs/params of each conv from effective channel counts
 (sum_i g_i c_i) and effective spatial sizes, in the published counting convention.
+
+The masked form of a plain block class is registered with it (:data:`MASKED_BLOCKS`,
+:func:`register_masked_block`): a new block type brings its own masked form, and
+:func:`build_masked_candidate` (the ``masked-channel`` op) looks it up; ops without one
+become a :class:`MaskedGenericBlock`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from ..blocks import ConvBlock, IRBlock, IRPoolBlock, SkipBlock, se_mid_channels
+from ..arch_def import ArchDefError
+from ..blocks import ConvBlock, IRBlock, IRPoolBlock, SkipBlock, ir_hidden_channels, se_mid_channels
+from ..flops import count_flops_params
 from ..layers import ConvBNAct
+from ..ops import OPS, OpSpec
+from ..registry import Registry
 from .choices import ChannelSpace, Weights, always_equal, can_be_equal, fit_channels, p_equal
 
 Scalar = Union[float, torch.Tensor]
@@ -66,6 +75,54 @@ class Cost:
     def add(self, flops: Scalar, params: Scalar, weight: Scalar = 1.0) -> None:
         self.flops = self.flops + weight * flops
         self.params = self.params + weight * params
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """What a masked candidate block is built from.
+
+    Attributes:
+        op: the registered op name (e.g. ``"ir_k3_hs"``).
+        in_space, out_space: its input and output channel spaces.
+        stride: its stride.
+        fixed: the constructor arguments the op name fixes (kernel size, activation, SE gate).
+        kwargs: the row's other settings (``bias``, ``width_divisor``, ...).
+        hidden_space: the hidden (expanded) channel space of blocks with an expansion.
+        where: the row, for error messages.
+    """
+
+    op: str
+    in_space: ChannelSpace
+    out_space: ChannelSpace
+    stride: int
+    fixed: Dict[str, Any] = field(default_factory=dict)
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    hidden_space: Optional[ChannelSpace] = None
+    where: str = ""
+
+
+MASKED_BLOCKS = Registry(
+    "MASKED_BLOCKS", contract="builder(CandidateSpec) -> SearchBlock, keyed by a plain block class"
+)
+
+
+def _class_key(block_cls: type) -> str:
+    return f"{block_cls.__module__}.{block_cls.__qualname__}"
+
+
+def register_masked_block(block_cls: type):
+    """Decorator: register the masked form of plain block class ``block_cls``::
+
+    @register_masked_block(MyBlock)
+    class MaskedMyBlock(MyBlock, SearchBlock):
+        def __init__(self, spec: CandidateSpec): ...
+    """
+
+    def deco(builder):
+        MASKED_BLOCKS.register(_class_key(block_cls), builder)
+        return builder
+
+    return deco
 
 
 def soft_identity(x: torch.Tensor, y: torch.Tensor, a: ChannelSpace, b: ChannelSpace, weights: Weights) -> torch.Tensor:
@@ -130,19 +187,16 @@ def _conv_cost(
 
 
 # ---- conv_kN ------------------------------------------------------------------------------
+@register_masked_block(ConvBlock)
 class MaskedConvBlock(ConvBlock, SearchBlock):
-    def __init__(
-        self,
-        in_space: ChannelSpace,
-        out_space: ChannelSpace,
-        stride: int,
-        op: str,
-        kernel_size: int,
-        act: str = "relu",
-        bias: bool = True,
-    ) -> None:
-        ConvBlock.__init__(self, in_space.max, out_space.max, stride, kernel_size, act, bias)
-        self.in_space, self.out_space, self.op, self.stride = in_space, out_space, op, stride
+    def __init__(self, spec: CandidateSpec) -> None:
+        if spec.kwargs.get("groups", 1) != 1:
+            raise ArchDefError(f'{spec.where}: grouped "{spec.op}" cannot be searched')
+        bias = spec.kwargs.get("bias", True)
+        ConvBlock.__init__(
+            self, spec.in_space.max, spec.out_space.max, spec.stride, spec.fixed["kernel_size"], spec.fixed["act"], bias
+        )
+        self.in_space, self.out_space, self.op, self.stride = spec.in_space, spec.out_space, spec.op, spec.stride
         self.extra: Dict[str, Any] = {} if bias else {"bias": False}
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
@@ -175,56 +229,50 @@ def _expand_cost(block: nn.Module, cost: Cost, cin: Scalar, ch: Scalar, area: Sc
         _conv_cost(cost, 1, cin, ch, area, weight=keep)
 
 
+@register_masked_block(IRBlock)
 class MaskedIRBlock(IRBlock, SearchBlock):
     """Inverted residual with masked output and hidden (expansion) channels."""
 
-    def __init__(
-        self,
-        in_space: ChannelSpace,
-        out_space: ChannelSpace,
-        hidden_space: ChannelSpace,
-        stride: int,
-        op: str,
-        kernel_size: int,
-        act: str = "relu",
-        se: Optional[str] = None,
-        bias: bool = False,
-        width_divisor: int = 8,
-        zero_last_bn_gamma: bool = False,
-        extra: Optional[Dict] = None,
-    ) -> None:
-        nn.Module.__init__(self)
-        self.se_space = hidden_space.map(lambda h: se_mid_channels(h, 1.0, False, width_divisor))
-        # gamma 0 silences the branch at init: only safe where every derived block keeps the
-        # residual (otherwise the branch is the block's only output and the network starts dead)
-        self._build_layers(
+    def __init__(self, spec: CandidateSpec) -> None:
+        f, kw = spec.fixed, spec.kwargs
+        if f.get("pw_groups", 1) != 1 or kw.get("pwl_groups", 1) != 1:
+            raise ArchDefError(
+                f'{spec.where}: op "{spec.op}" uses grouped convs and channel shuffle, which break prefix channel '
+                f"masks; it cannot be used in a search space"
+            )
+        if kw.get("less_se_channels"):
+            raise ArchDefError(f"{spec.where}: less_se_channels=True is not supported in search spaces")
+        in_space, out_space, hidden_space = spec.in_space, spec.out_space, spec.hidden_space
+        divisor = kw.get("width_divisor", 1)
+        self.se_space = hidden_space.map(lambda h: se_mid_channels(h, 1.0, False, divisor))
+        IRBlock.__init__(
+            self,
             in_space.max,
-            hidden_space.max,
-            self.se_space.max if se else 0,
             out_space.max,
-            stride,
-            kernel_size,
-            act,
-            se,
-            bias,
-            1,
-            1,
-            zero_last_bn_gamma and stride == 1 and always_equal(in_space, out_space),
-            with_pw=not always_equal(in_space, hidden_space),
+            spec.stride,
+            f["kernel_size"],
+            act=f["act"],
+            se=f["se"],
+            bias=kw.get("bias", False),
+            # gamma 0 silences the branch at init: only safe where every derived block keeps the
+            # residual (otherwise the branch is the block's only output and the network starts dead)
+            zero_last_bn_gamma=kw.get("zero_last_bn_gamma", False) and always_equal(in_space, out_space),
+            hidden_channels=hidden_space.max,
+            se_channels=self.se_space.max,
+            expansion_conv=not always_equal(in_space, hidden_space),
         )
-        self.in_space, self.out_space, self.hidden_space, self.op = in_space, out_space, hidden_space, op
+        self.in_space, self.out_space, self.hidden_space, self.op = in_space, out_space, hidden_space, spec.op
         # expansion conv of the derived block disappears when hidden == input width
         self.pw_maybe_identity = can_be_equal(in_space, hidden_space)
-        self.residual_possible = stride == 1 and can_be_equal(in_space, out_space)
-        self.width_divisor = width_divisor
-        self.extra = dict(extra or {})
+        self.residual_possible = spec.stride == 1 and can_be_equal(in_space, out_space)
+        self.width_divisor = divisor
+        # settings the derived row repeats (width_divisor travels in the derived basic_args)
+        self.extra = {k: v for k, v in kw.items() if k in ("bias", "zero_last_bn_gamma", "less_se_channels")}
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
         y = apply_mask(self.dw(_expand(self, x, weights)), self.hidden_space, weights)
         if self.se is not None:
-            s = self.se.avg_pool(y)
-            s = apply_mask(self.se.se[0](s), self.se_space, weights)
-            y = y * self.se.se[2](self.se.se[1](s))
+            y = self.se.masked(y, self.se_space.mask(weights))
         y = apply_mask(self.pwl(y), self.out_space, weights)
         if self.residual_possible:
             y = y + p_equal(self.in_space, self.out_space, weights) * fit_channels(x, self.out_space.max)
@@ -252,8 +300,6 @@ class MaskedIRBlock(IRBlock, SearchBlock):
 
 def expansion_for(c_in: int, hidden: int, divisor: int) -> float:
     """An expansion ratio (4 decimals, like the released defs) that rebuilds ``hidden`` from ``c_in``."""
-    from ..blocks import ir_hidden_channels
-
     base = round(hidden / c_in, 4)
     for delta in (0.0, 1e-4, -1e-4, 2e-4, -2e-4):
         e = round(base + delta, 4)
@@ -263,25 +309,23 @@ def expansion_for(c_in: int, hidden: int, divisor: int) -> float:
 
 
 # ---- ir_pool --------------------------------------------------------------------------------
+@register_masked_block(IRPoolBlock)
 class MaskedIRPoolBlock(IRPoolBlock, SearchBlock):
-    def __init__(
-        self,
-        in_space: ChannelSpace,
-        out_space: ChannelSpace,
-        hidden_space: ChannelSpace,
-        stride: int,
-        op: str,
-        act: str = "relu",
-        bias: bool = False,
-        width_divisor: int = 8,
-    ) -> None:
-        nn.Module.__init__(self)
-        self._build_layers(
-            in_space.max, hidden_space.max, out_space.max, act, bias, with_pw=not always_equal(in_space, hidden_space)
+    def __init__(self, spec: CandidateSpec) -> None:
+        in_space, out_space, hidden_space = spec.in_space, spec.out_space, spec.hidden_space
+        bias = spec.kwargs.get("bias", False)
+        IRPoolBlock.__init__(
+            self,
+            in_space.max,
+            out_space.max,
+            act=spec.fixed["act"],
+            bias=bias,
+            hidden_channels=hidden_space.max,
+            expansion_conv=not always_equal(in_space, hidden_space),
         )
-        self.in_space, self.out_space, self.hidden_space, self.op = in_space, out_space, hidden_space, op
+        self.in_space, self.out_space, self.hidden_space, self.op = in_space, out_space, hidden_space, spec.op
         self.pw_maybe_identity = can_be_equal(in_space, hidden_space)
-        self.width_divisor = width_divisor
+        self.width_divisor = spec.kwargs.get("width_divisor", 1)
         self.extra: Dict[str, Any] = {"bias": True} if bias else {}
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
@@ -305,12 +349,14 @@ class MaskedIRPoolBlock(IRPoolBlock, SearchBlock):
 
 
 # ---- skip -----------------------------------------------------------------------------------
+@register_masked_block(SkipBlock)
 class MaskedSkipBlock(SkipBlock, SearchBlock):
     """Identity when input and output widths are equal (stride 1), else 1x1 conv + BN + ReLU."""
 
-    def __init__(self, in_space: ChannelSpace, out_space: ChannelSpace, stride: int, op: str = "skip") -> None:
-        nn.Module.__init__(self)
-        self.in_space, self.out_space, self.op, self.stride = in_space, out_space, op, stride
+    def __init__(self, spec: CandidateSpec) -> None:
+        nn.Module.__init__(self)  # SkipBlock decides identity from the max widths; here it is a choice
+        in_space, out_space, stride = spec.in_space, spec.out_space, spec.stride
+        self.in_space, self.out_space, self.op, self.stride = in_space, out_space, spec.op, stride
         self.identity_possible = stride == 1 and can_be_equal(in_space, out_space)
         self.conv = (
             None
@@ -348,19 +394,11 @@ class MaskedGenericBlock(SearchBlock):
     exact for conv-like ops; equivalence is guaranteed only with a fixed input width.
     """
 
-    def __init__(
-        self,
-        in_space: ChannelSpace,
-        out_space: ChannelSpace,
-        stride: int,
-        op: str,
-        module: nn.Module,
-        kwargs: Dict[str, Any],
-    ) -> None:
+    def __init__(self, spec: CandidateSpec, module: nn.Module) -> None:
         super().__init__()
-        self.in_space, self.out_space, self.op, self.stride = in_space, out_space, op, stride
+        self.in_space, self.out_space, self.op, self.stride = spec.in_space, spec.out_space, spec.op, spec.stride
         self.module = module
-        self.extra = dict(kwargs)
+        self.extra = dict(spec.kwargs)
         self._counted: Dict[int, Tuple[float, float, int]] = {}
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
@@ -368,8 +406,6 @@ class MaskedGenericBlock(SearchBlock):
 
     def _count(self, size: int) -> Tuple[float, float, int]:
         if size not in self._counted:
-            from ..flops import count_flops_params
-
             probe = {}
 
             def hook(m, inp, out):
@@ -405,3 +441,17 @@ class MaskedGenericBlock(SearchBlock):
 
     def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
         return dict(self.extra)
+
+
+def build_masked_candidate(spec: CandidateSpec) -> SearchBlock:
+    """The masked block of ``spec.op``: the masked form registered for its block class, or a
+    :class:`MaskedGenericBlock` around the op built at the maximum widths."""
+    builder = OPS.get(spec.op)
+    if isinstance(builder, OpSpec) and _class_key(builder.block) in MASKED_BLOCKS:
+        return MASKED_BLOCKS.get(_class_key(builder.block))(spec)
+    module = builder(spec.in_space.max, spec.out_space.max, spec.stride, **spec.kwargs)
+    if not isinstance(module, nn.Module):
+        raise ArchDefError(
+            f'{spec.where}: the builder of op "{spec.op}" returned {type(module).__name__}, not an nn.Module'
+        )
+    return MaskedGenericBlock(spec, module)
