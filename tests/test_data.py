@@ -91,7 +91,7 @@ def test_shuffle_order_is_a_function_of_seed_and_epoch_only():
 
 def test_training_shards_split_the_epoch_between_ranks():
     ds = small(64)
-    shards = [build_loader_from_dataset(ds, batch_size=16, training=True, seed=0, rank=r, world_size=2) for r in (0, 1)]
+    shards = [build_loader_from_dataset(ds, batch_size=16, training=True, seed=0, shard=(r, 2)) for r in (0, 1)]
     seen = [[int(i) for i in s.sampler] for s in shards]
     for s in shards:
         s.sampler.set_epoch(0)
@@ -107,7 +107,7 @@ def test_fewer_images_than_a_batch_is_an_error():
     with pytest.raises(DatasetError, match="fewer than one batch of 32"):
         build_loader_from_dataset(small(20), batch_size=32, training=True)
     with pytest.raises(DatasetError, match="does not divide among 3"):
-        build_loader_from_dataset(small(20), batch_size=8, training=True, world_size=3)
+        build_loader_from_dataset(small(20), batch_size=8, training=True, shard=(0, 3))
 
 
 def test_build_loader_from_config():
@@ -209,7 +209,7 @@ def make_cifar(root, n=20):
 
 def test_cifar10_folder_splits(tmp_path):
     make_cifar(tmp_path)
-    kw = dict(root=str(tmp_path), val_fraction=0.1)
+    kw = dict(root=str(tmp_path), held_out=(0.1, 0.1))
     train, val, test = (build_dataset("cifar10", s, **kw) for s in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (90, 10, 20)
     assert sorted(val.targets.tolist()) == list(range(10))  # one of each class

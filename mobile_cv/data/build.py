@@ -13,7 +13,7 @@ weights, the rest trains alpha; independent of SEED).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -33,8 +33,7 @@ def build_dataset(
     *,
     root: str = "",
     input_size: int = 32,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
+    held_out: Tuple[float, float] = (0.1, 0.1),
     weight_split: float = 0.8,
     limit: int = 0,
 ) -> ClassificationDataset:
@@ -45,7 +44,7 @@ def build_dataset(
         split: one of :data:`SPLITS`.
         root: data folder (unused by ``embedded_mnist``).
         input_size: image side in pixels.
-        val_fraction / test_fraction: held-out fractions for datasets without those splits.
+        held_out: the (val, test) fractions held out for datasets without those splits.
         weight_split: the ``search_weights`` fraction of the train split.
         limit: keep only the first ``limit`` images (0: all).
     """
@@ -60,8 +59,8 @@ def build_dataset(
         root,
         base,
         input_size=input_size,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
+        val_fraction=held_out[0],
+        test_fraction=held_out[1],
         training=split in TRAINING_SPLITS,
     )
     if split.startswith("search_"):
@@ -80,8 +79,7 @@ def dataset_kwargs(cfg: Any) -> Dict[str, Any]:
     return dict(
         root=cfg.DATA.ROOT,
         input_size=cfg.DATA.INPUT_SIZE,
-        val_fraction=cfg.DATA.VAL_FRACTION,
-        test_fraction=cfg.DATA.TEST_FRACTION,
+        held_out=(cfg.DATA.VAL_FRACTION, cfg.DATA.TEST_FRACTION),
         limit=cfg.DATA.LIMIT,
     )
 
@@ -111,17 +109,18 @@ def build_loader_from_dataset(
     training: bool,
     seed: int = 0,
     num_workers: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
+    shard: Tuple[int, int] = (0, 1),
     pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader over this rank's shard of ``dataset``.
 
     Args:
+        shard: ``(rank, world_size)``: this process's share of the data.
         batch_size: images per step summed over all ranks (must divide by ``world_size``).
         training: shuffle (by ``seed`` + epoch, see :func:`set_epoch`) and drop the last
             partial batch; otherwise the rank's contiguous shard in order.
     """
+    rank, world_size = shard
     if batch_size % world_size:
         raise DatasetError(f"the batch size {batch_size} does not divide among {world_size} processes")
     per_rank = batch_size // world_size
@@ -191,7 +190,6 @@ def build_loader(
         training=split in TRAINING_SPLITS,
         seed=cfg.SEED,
         num_workers=cfg.DATA.NUM_WORKERS,
-        rank=dist.get_rank() if distributed else 0,
-        world_size=dist.get_world_size() if distributed else 1,
+        shard=(dist.get_rank(), dist.get_world_size()) if distributed else (0, 1),
         pin_memory=torch.cuda.is_available() and cfg.DEVICE != "cpu",
     )

@@ -89,56 +89,51 @@ def encode(net, arch_def: Dict[str, Any]) -> Dict[str, int]:
     if set(by_stage) != set(range(n_stages)):
         raise ArchDefError(f"{label}: it has {len(by_stage)} stages, the space has {n_stages}")
     pos = {s: 0 for s in by_stage}
-
-    def fail(msg: str):
-        raise ArchDefError(f"{label}: {msg}; the space does not contain this architecture")
-
     for (s, r), names in rows.items():
         todo, p = by_stage[s], pos[s]
-        width, k = _encode_row_width(net, names, todo, p, c_cur, s, r, fail)
+        width, k = _encode_row_width(net, names, todo[p:], c_cur, (s, r))
         space = blocks[names[0]].out_space
         if space.label:
             index[space.label] = space.widths.index(width)
         for i, name in enumerate(names):
             spec = todo[p + i] if i < k else None
-            _encode_block(net, index, name, spec, c_cur if i == 0 else width, arch_def, fail)
+            _encode_block(net, index, name, spec, c_cur if i == 0 else width, arch_def)
         pos[s] = p + k
         c_cur = width
     for s, todo in by_stage.items():
         if pos[s] != len(todo):
-            fail(f"block {todo[pos[s]].name} is left over after the space's rows of stage {s}")
+            _not_contained(f"block {todo[pos[s]].name} is left over after the space's rows of stage {s}")
     return index
 
 
-def _encode_row_width(net, names: List[str], todo: list, p: int, c_cur: int, s: int, r: int, fail):
-    """The width of a space row and how many of the arch def's next blocks (from ``p``) it takes."""
+def _not_contained(msg: str):
+    raise ArchDefError(f"arch def to encode: {msg}; the space does not contain this architecture")
+
+
+def _encode_row_width(net, names: List[str], todo: list, c_cur: int, row: Tuple[int, int]) -> Tuple[int, int]:
+    """The width of space row ``row`` (stage, row) and how many of the arch def's next blocks ``todo`` it takes."""
     blocks = net.search_blocks()
     space, stride = blocks[names[0]].out_space, blocks[names[0]].stride
-    first = todo[p] if p < len(todo) else None
+    first = todo[0] if todo else None
     if first is not None and first.out_channels in space.widths and first.stride == stride:
         k = 1
-        while (
-            k < len(names)
-            and p + k < len(todo)
-            and todo[p + k].out_channels == first.out_channels
-            and todo[p + k].stride == 1
-        ):
+        while k < len(names) and k < len(todo) and todo[k].out_channels == first.out_channels and todo[k].stride == 1:
             k += 1
         return first.out_channels, k
     if c_cur in space.widths and stride == 1:
         return c_cur, 0  # the whole row is identity skips
     what = f"block {first.name} ({first.op}, {first.out_channels} ch)" if first else "the stage's end"
-    fail(f"space row {r} of stage {s} (widths {list(space.widths)}) cannot take {what}")
+    _not_contained(f"space row {row[1]} of stage {row[0]} (widths {list(space.widths)}) cannot take {what}")
 
 
-def _encode_block(net, index: Dict[str, int], name: str, spec, c_in: int, arch_def: Dict[str, Any], fail):
+def _encode_block(net, index: Dict[str, int], name: str, spec, c_in: int, arch_def: Dict[str, Any]) -> None:
     """Set the block-type and expansion choices of space block ``name`` to derive ``spec``
     (None: an identity skip)."""
     block = net.search_blocks()[name]
     op = spec.op if spec else "skip"
     cands = [c for c in block.candidates.values() if c.op == op]
     if not cands:
-        fail(f'space block {name} has no candidate "{op}" (for {spec.name if spec else "an identity"})')
+        _not_contained(f'space block {name} has no candidate "{op}" (for {spec.name if spec else "an identity"})')
     op_label = next(
         (lbl for lbl, _ in block.factors[next(iter(block.candidates))] if net.choices[lbl].kind == "op"), None
     )
@@ -149,6 +144,6 @@ def _encode_block(net, index: Dict[str, int], name: str, spec, c_in: int, arch_d
         return
     h = _plain_block(spec, c_in, arch_def).hidden_channels
     if h not in hidden_space.widths:
-        fail(f"block {spec.name}: hidden width {h} is not among the space's {list(hidden_space.widths)}")
+        _not_contained(f"block {spec.name}: hidden width {h} is not among the space's {list(hidden_space.widths)}")
     if hidden_space.label:
         index[hidden_space.label] = hidden_space.widths.index(h)
