@@ -8,6 +8,10 @@ flops_m, params_m = mobile_cv.count_flops_params(model, 128)
 def build_my_op(in_channels, out_channels, stride, **kwargs): ...
 """
 
+# the published arch defs and this project's search spaces register themselves (data, not
+# library code: a plain import, after everything they use is defined)
+import arch_defs  # noqa: E402, F401, I001
+
 from . import search  # noqa: F401  (registers masked-channel, choice, subsampled-res in OPS)
 from .arch_def import ArchDefError, scale_arch_def, unify
 from .builder import FBNet, build_model

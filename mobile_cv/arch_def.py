@@ -25,13 +25,17 @@ kwargs win); a ``basic_args`` key that no block in the model accepts is an error
 from __future__ import annotations
 
 import copy
+import json
 import math
 import numbers
+import os
+import runpy
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional
 
 from .errors import UserError
 from .layers import round_channels
+from .registry import did_you_mean
 
 TOP_LEVEL_KEYS = ("input_size", "basic_args", "blocks")
 
@@ -80,8 +84,6 @@ def check_top_level(arch_def: Any, arch_name: Optional[str] = None, extra_keys: 
     valid = set(TOP_LEVEL_KEYS) | set(extra_keys)
     unknown = sorted(set(arch_def) - valid)
     if unknown:
-        from .registry import did_you_mean
-
         raise ArchDefError(
             f"{label}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], valid)} (valid keys: {sorted(valid)})"
         )
@@ -218,10 +220,6 @@ def format_arch_def_py(arch_def: Dict[str, Any], var_name: str = "ARCH_DEF") -> 
 
 def load_arch_def_file(path: str) -> Dict[str, Any]:
     """Read an arch def from a ``.json`` file or a ``.py`` file defining ``ARCH_DEF``."""
-    import json
-    import os
-    import runpy
-
     if not os.path.isfile(path):
         raise ArchDefError(f"arch def file {path!r} does not exist")
     if path.endswith(".json"):

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from mobile_cv.arch_def import load_arch_def_file
+from mobile_cv.arch_registry import get_arch_def
 from mobile_cv.errors import UserError
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
@@ -141,12 +143,8 @@ class ZooEntry:
     def arch_def(self) -> Dict[str, Any]:
         """The arch def to build: from ``arch_defs`` or from the shipped ``.json`` file."""
         if self.arch.endswith(".json"):
-            from mobile_cv.arch_def import load_arch_def_file
-
             return load_arch_def_file(_resolve(self.arch))
-        import arch_defs
-
-        return arch_defs.get(self.arch)
+        return get_arch_def(self.arch)
 
 
 def _resolve(path: str) -> str:

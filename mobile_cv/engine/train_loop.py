@@ -9,6 +9,10 @@ import math
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
+from timm.loss import LabelSmoothingCrossEntropy
+from timm.optim import param_groups_weight_decay
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
@@ -29,8 +33,6 @@ def build_sgd(
     Args:
         skip: parameters to leave out, e.g. a supernet's architecture parameters.
     """
-    from timm.optim import param_groups_weight_decay
-
     skipped = {id(p) for p in skip}
     groups = []
     for group in param_groups_weight_decay(model, weight_decay):
@@ -58,8 +60,6 @@ def build_lr_scheduler(
     config (a lower SOLVER.BASE_LR after a NaN takes effect) and continues at the update
     count of the resumed epoch.
     """
-    from timm.scheduler import create_scheduler_v2
-
     base_lr = optimizer.param_groups[0]["lr"]
     scheduler, _ = create_scheduler_v2(
         optimizer,
@@ -76,15 +76,11 @@ def build_lr_scheduler(
 
 def build_criterion(label_smoothing: float) -> nn.Module:
     """timm's label-smoothing cross-entropy, or plain cross-entropy for ``label_smoothing == 0``."""
-    from timm.loss import LabelSmoothingCrossEntropy
-
     return LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing > 0 else nn.CrossEntropyLoss()
 
 
 def build_ema(model: nn.Module, decay: float) -> nn.Module:
     """timm's ModelEmaV3 with its decay warm-up (short runs are not stuck near the init)."""
-    from timm.utils import ModelEmaV3
-
     return ModelEmaV3(model, decay=decay, use_warmup=True)
 
 

@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from ..arch_def import ArchDefError
+
 # label -> mixing weights over its options; costs also take a leading batch dim (N, options):
 # N architectures (e.g. one-hot rows) costed in one vectorised pass
 Weights = Dict[str, torch.Tensor]
@@ -159,8 +161,6 @@ def _is_number(x) -> bool:
 
 def _range_dict(decl, what: str, where: str):
     """``{"min": a, "max": b, "step": c}``: the JSON spelling of a ``(min, max, step)`` tuple."""
-    from ..arch_def import ArchDefError
-
     if isinstance(decl, dict):
         if sorted(decl) != ["max", "min", "step"]:
             raise ArchDefError(
@@ -175,8 +175,6 @@ _JSON_HINT = ' (in JSON a (min, max, step) tuple becomes a list: write {"min": .
 
 def parse_int_options(decl: OptionDecl, what: str, where: str) -> List[int]:
     """Channel options from an int, a ``(min, max, step)`` tuple or a list of ints."""
-    from ..arch_def import ArchDefError
-
     decl = _range_dict(decl, what, where)
     if isinstance(decl, numbers.Integral) and not isinstance(decl, bool):
         values = [int(decl)]
@@ -200,8 +198,6 @@ def parse_int_options(decl: OptionDecl, what: str, where: str) -> List[int]:
 
 def parse_float_options(decl: OptionDecl, what: str, where: str) -> List[float]:
     """Expansion options from a number, a ``(min, max, step)`` tuple or a list of numbers."""
-    from ..arch_def import ArchDefError
-
     decl = _range_dict(decl, what, where)
     if _is_number(decl):
         values = [float(decl)]
@@ -221,8 +217,6 @@ def parse_float_options(decl: OptionDecl, what: str, where: str) -> List[float]:
 
 
 def _range_options(decl: tuple, what: str, where: str, integer: bool) -> list:
-    from ..arch_def import ArchDefError
-
     if len(decl) != 3 or not all(_is_number(v) for v in decl):
         raise ArchDefError(f"{where}: {what} range must be (min, max, step), got {decl!r}")
     lo, hi, step = decl

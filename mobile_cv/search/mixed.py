@@ -27,6 +27,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from ..arch_def import ArchDefError
 from .choices import ChannelSpace, Weights, fit_channels
 from .masked import Cost, SearchBlock, Spatial
 
@@ -195,8 +196,6 @@ class SubsampledRes(nn.Module):
 
 def check_resolution_options(sizes, input_size: int, min_size: int, where: str) -> List[int]:
     """Validate resolution options (ints in [min_size, input_size], no repeats)."""
-    from ..arch_def import ArchDefError
-
     if not isinstance(sizes, (list, tuple)) or not sizes:
         raise ArchDefError(f"{where}: resolution options must be a non-empty list of ints, got {sizes!r}")
     out = []
