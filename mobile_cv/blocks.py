@@ -16,8 +16,6 @@ expansion conv when that equals the input width, SE hidden width =
 round_channels(int(hidden / 4)), residual add when the shape is unchanged.
 """
 
-from __future__ import annotations
-
 from typing import Optional
 
 import torch

@@ -9,8 +9,6 @@ after global average pooling), so ``model.load_state_dict(published_sd)`` works
 with ``strict=True``.
 """
 
-from __future__ import annotations
-
 import copy
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
@@ -158,12 +156,17 @@ class FBNet(nn.Module):
         self.arch_name = arch_name
         self.input_size = int(arch_def.get("input_size", 224))
         self.num_classes, self.in_chans = num_classes, in_chans
-        self.num_features = self.backbone.out_channels
+        # timm's contract: features out of forward_features, and into the classifier (no hidden head layer)
+        self.num_features = self.head_hidden_size = self.backbone.out_channels
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The head on ``forward_features``' output; ``pre_logits``: the pooled features
+        (``head_hidden_size`` of them) without the classifier (timm's contract)."""
+        if pre_logits:
+            return self.head.avg_pool(x).flatten(1)
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

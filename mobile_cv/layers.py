@@ -5,8 +5,6 @@ Attribute names (``conv``, ``bn``, ``se.se.0.conv``...) are part of the publishe
 checkpoint layout; do not rename them.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Optional
 

@@ -535,3 +535,29 @@ def test_tool_lists_and_describes(capsys):
     assert tool.main(["info", "fbnet_c"]) == 0
     assert "counted now    378.233 MFLOPs, 5.5254 Mparams at 224x224" in capsys.readouterr().out
     assert tool.main(["info", "fbnet_d"]) == 2
+
+
+def test_timm_model_contract_for_every_registered_model():
+    """timm's conventions on every model it lists from this package: features and pre-logits
+    widths, classifier access and reset, and FX tracing followed by TorchScript (the path of
+    timm's FX feature extraction)."""
+    import warnings
+
+    names = [e.lower() for e in model_zoo.list_models()]
+    assert names and all(timm.is_model(n) for n in names)
+    for name in names:
+        model = timm.create_model(name, num_classes=7).eval()
+        size = model.pretrained_cfg["input_size"]
+        x = torch.randn(2, *size[:1], 64, 64)
+        feats = model.forward_features(x)
+        assert feats.shape[:2] == (2, model.num_features), name
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.shape == (2, model.head_hidden_size) and model.head_hidden_size == model.num_features, name
+        assert model.forward_head(feats).shape == (2, 7) and model.get_classifier().out_channels == 7
+        model.reset_classifier(0)
+        assert model(x).shape == (2, model.num_features)
+        model.reset_classifier(3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scripted = torch.jit.script(torch.fx.symbolic_trace(model))
+        torch.testing.assert_close(scripted(x), model(x))
