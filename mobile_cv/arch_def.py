@@ -158,10 +158,9 @@ def scale_arch_def(arch_def: Dict[str, Any], width_mult: float = 1.0, depth_mult
     ``max(1, ceil(n * depth_mult))`` of its ``n`` blocks; extra blocks repeat the
     stage's last row with stride 1, dropped blocks come off the end of the stage.
     """
-    if not (isinstance(width_mult, numbers.Real) and width_mult > 0):
-        raise ArchDefError(f"width_mult must be a positive number, got {width_mult!r}")
-    if not (isinstance(depth_mult, numbers.Real) and depth_mult > 0):
-        raise ArchDefError(f"depth_mult must be a positive number, got {depth_mult!r}")
+    for key, value in (("width_mult", width_mult), ("depth_mult", depth_mult)):
+        if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < math.inf):
+            raise ArchDefError(f"{key} must be a positive finite number, got {value!r}")
     ret = copy.deepcopy(arch_def)
     if width_mult == 1.0 and depth_mult == 1.0:
         return ret

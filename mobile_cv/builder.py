@@ -18,7 +18,7 @@ from torch import nn
 
 from .arch_def import ArchDefError, BlockSpec, scale_arch_def, unify
 from .arch_registry import get_arch_def
-from .ops import OPS, accepted_kwargs
+from .ops import OPS, OpSpec, accepted_kwargs, check_kwarg_values
 from .registry import RegistryError, did_you_mean
 
 
@@ -67,10 +67,15 @@ def build_block(
     if used_basic_args is not None:
         used_basic_args.update(kwargs)
     kwargs.update(spec.kwargs)
+    check_kwarg_values(builder, kwargs, where)
+    # a user's op may raise anything for a bad row; the built-in blocks raise these three
+    caught = (TypeError, ValueError, RuntimeError) if isinstance(builder, OpSpec) else Exception
     try:
         module = builder(in_channels, spec.out_channels, spec.stride, **copy.deepcopy(kwargs))
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ArchDefError(f'{where}: building op "{spec.op}" from {in_channels} input channels failed: {e}') from e
+    except caught as e:
+        raise ArchDefError(
+            f'{where}: building op "{spec.op}" from {in_channels} input channels failed: {type(e).__name__}: {e}'
+        ) from e
     if not isinstance(module, nn.Module):
         raise ArchDefError(f'{where}: the builder of op "{spec.op}" returned {type(module).__name__}, not an nn.Module')
     return module

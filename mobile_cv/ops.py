@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Set
 
 from torch import nn
 
+from .arch_def import ArchDefError
 from .blocks import ConvBlock, IRBlock, IRPoolBlock, SkipBlock
 from .registry import Registry
 
@@ -61,6 +63,22 @@ def _signature_kwargs(fn: Callable) -> Optional[Set[str]]:
         "stride",
         "self",
     }
+
+
+def check_kwarg_values(builder: Callable, kwargs: Dict[str, Any], where: str) -> None:
+    """Refuse values a block would silently misread: a non-boolean for a boolean setting
+    (``"bias": "False"`` is true in Python) and non-finite numbers."""
+    block = builder.block if isinstance(builder, OpSpec) else builder
+    try:
+        params = inspect.signature(block).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
+        params = {}
+    for k, v in kwargs.items():
+        p = params.get(k)
+        if p is not None and isinstance(p.default, bool) and not isinstance(v, bool):
+            raise ArchDefError(f"{where}: kwarg {k!r} must be true or false, got {v!r} ({type(v).__name__})")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ArchDefError(f"{where}: kwarg {k!r} must be a finite number, got {v!r}")
 
 
 def accepted_kwargs(builder: Callable) -> Optional[Set[str]]:

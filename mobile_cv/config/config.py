@@ -169,6 +169,10 @@ RANGES = {
     "SEARCH.TEMPERATURE.INIT": (0.0, None, False),
     "SEARCH.TEMPERATURE.FINAL": (0.0, None, False),
     "SEARCH.COST.TARGET": (0.0, None, True),
+    "MODEL.DROP_RATE": (0.0, 1.0, True),
+    "SOLVER.LABEL_SMOOTHING": (0.0, 1.0, True),
+    "SOLVER.EMA.DECAY": (0.0, 1.0, True),
+    "SEED": (0, None, True),
     "SEARCH.COST.TARGET_WEIGHT": (0.0, None, True),
     "SOLVER.EPOCHS": (1, None, True),
     "SOLVER.BATCH_SIZE": (1, None, True),
@@ -199,6 +203,11 @@ def check_config(cfg: CfgNode) -> None:
     _check_ranges(cfg)
     if cfg.DATA.VAL_FRACTION + cfg.DATA.TEST_FRACTION >= 1.0:
         raise ConfigError("DATA.VAL_FRACTION + DATA.TEST_FRACTION must leave some images for training (< 1)")
+    if cfg.SEARCH.WARMUP_EPOCHS >= cfg.SEARCH.EPOCHS:
+        raise ConfigError(
+            f"SEARCH.WARMUP_EPOCHS ({cfg.SEARCH.WARMUP_EPOCHS}) must be below SEARCH.EPOCHS ({cfg.SEARCH.EPOCHS}): "
+            f"alpha trains only after the warm-up"
+        )
 
 
 def get_cfg() -> CfgNode:

@@ -178,7 +178,7 @@ CHOICES = {
     "SEARCH.WEIGHTS.OPTIMIZER": ("sgd",),
     "SEARCH.WEIGHTS.LR_SCHEDULER": ("cosine", "tanh", "constant"),
     "SEARCH.COST.KIND": ("flops", "params"),
-    "SEARCH.COST.FORM": ("target", "target_dual", "relative", "fbnet"),
+    "SEARCH.COST.FORM": ("target", "relative", "fbnet"),
     "SEARCH.ALPHA.SCHEDULE": ("interleaved", "epoch"),
     "DEVICE": ("auto", "cpu", "cuda"),
 }

@@ -75,14 +75,14 @@ def build_cost_loss(cfg: CfgNode, table: CostTable) -> CostLoss:
     lo, hi = table.extremes()
     unit = "MFLOPs" if c.KIND == "flops" else "M params"
     logger.info("%s: the space's architectures cost %.4g-%.4g %s", cfg.SEARCH.SPACE, lo, hi, unit)
-    if c.FORM in ("target", "target_dual") and not c.TARGET > 0:
+    if c.FORM == "target" and not c.TARGET > 0:
         raise ConfigError("SEARCH.COST.FORM is 'target' but SEARCH.COST.TARGET is 0; set the budget in millions")
     if c.TARGET > 0:  # whether any architecture meets the budget does not depend on alpha: check it now
         try:
             table.budgeted(c.TARGET, c.TOLERANCE, log_probs(table.net))
         except BudgetError as e:
             raise ConfigError(f"SEARCH.COST.TARGET {c.TARGET:g} with TOLERANCE {c.TOLERANCE:g}: {e}") from None
-    if c.FORM in ("target", "target_dual"):
+    if c.FORM == "target":
         return CostLoss(c.FORM, target=c.TARGET, weight=c.TARGET_WEIGHT)
     if c.FORM == "relative":
         return CostLoss("relative", target=math.sqrt(lo * hi), beta=c.EXPONENT)
@@ -239,7 +239,6 @@ class SearchStep(StepBase):
             ce = self.ce(logits, y)
             cost = self.net.expected_cost(self.kind, g)  # the sampled architecture's effective cost
             value = self._backward(self.cost_loss(ce, cost), self.a_opt, f"{where} (alpha)")
-        self.cost_loss.observe(float(comm.all_reduce_mean(cost.detach())))
         self._record("alpha", value, float(ce.detach()), float(cost.detach()), logits, y)
 
     def postfix(self) -> Dict[str, str]:
@@ -283,8 +282,8 @@ class Derive(HookBase):
     """After each epoch: the budgeted derivation, its exact cost and the learned distribution
     into the record; arch_def.json rewritten."""
 
-    def __init__(self, cfg: CfgNode, net: Supernet, table: CostTable, cost_loss: CostLoss) -> None:
-        self.cfg, self.net, self.table, self.cost_loss = cfg, net, table, cost_loss
+    def __init__(self, cfg: CfgNode, net: Supernet, table: CostTable) -> None:
+        self.cfg, self.net, self.table = cfg, net, table
 
     def after_epoch(self) -> None:
         kind = self.cfg.SEARCH.COST.KIND
@@ -295,7 +294,6 @@ class Derive(HookBase):
         self.trainer.record.update(
             {
                 "temperature": self.net.temperature,
-                "cost_multiplier": self.cost_loss.lam,
                 f"expected_{kind}": expected,
                 "derived_flops_m": flops,
                 "derived_params_m": params,
@@ -384,7 +382,7 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
         len(val_loader.dataset),
     )
     w_opt, a_opt, scheduler = _build_optimizers(cfg, net, len(w_loader))
-    checkpointer = Checkpointer(out, supernet=net, weight_optimizer=w_opt, alpha_optimizer=a_opt, cost_loss=cost_loss)
+    checkpointer = Checkpointer(out, supernet=net, weight_optimizer=w_opt, alpha_optimizer=a_opt)
     start_epoch = checkpointer.resume_or_start(resume).get("epoch", -1) + 1
     model = create_ddp_model(net, device, find_unused_parameters=bool(s.SAMPLED_CHOICES))
     step = SearchStep(cfg, net, model, cost_loss, (w_opt, a_opt), a_loader)
@@ -405,7 +403,7 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
             LRSchedule(scheduler),
             SyncBuffers(net),
             Evaluate(eval_model, val_loader, device, keys=("acc1", "loss")),
-            Derive(cfg, net, table, cost_loss),
+            Derive(cfg, net, table),
             WriteMetrics(os.path.join(out, "metrics.jsonl"), start_epoch, fmt=_log_line(s.COST.KIND)),
             SaveCheckpoint(checkpointer),
             finish,

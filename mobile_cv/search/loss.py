@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
@@ -32,7 +30,7 @@ class CostLoss:
         alpha, fbnet_beta: FBNet's a and b.
     """
 
-    FORMS = ("target", "target_dual", "relative", "fbnet")
+    FORMS = ("target", "relative", "fbnet")
 
     def __init__(
         self,
@@ -42,26 +40,13 @@ class CostLoss:
         beta: float = 0.1,
         alpha: float = 0.2,
         fbnet_beta: float = 0.6,
-        dual_lr: float = 0.02,
     ) -> None:
         if form not in self.FORMS:
             raise ValueError(f"cost loss form must be one of {self.FORMS}, got {form!r}")
-        if form in ("target", "target_dual", "relative") and not target > 0:
+        if form in ("target", "relative") and not target > 0:
             raise ValueError(f"the {form} form needs a positive target (in millions of FLOPs or params)")
         self.form, self.target, self.weight, self.beta = form, float(target), weight, beta
         self.alpha, self.fbnet_beta = alpha, fbnet_beta
-        self.dual_lr, self.lam = dual_lr, 0.0
-
-    def observe(self, cost: float) -> None:
-        """Dual ascent on the multiplier of form "target_dual" after a step with this sampled cost."""
-        if self.form == "target_dual":
-            self.lam += self.dual_lr * math.log(cost / self.target)
-
-    def state_dict(self):
-        return {"lam": self.lam}
-
-    def load_state_dict(self, state) -> None:
-        self.lam = float(state["lam"])
 
     def penalty(self, cost: torch.Tensor) -> torch.Tensor:
         """The cost term alone (for logs): what multiplies or is added to CE."""
@@ -69,11 +54,9 @@ class CostLoss:
             return self.weight * torch.log(cost / self.target).abs()
         if self.form == "relative":
             return (cost / self.target) ** self.beta
-        if self.form == "target_dual":
-            return self.lam * torch.log(cost / self.target)
         return self.alpha * torch.log(cost.clamp_min(1.0 + 1e-6)) ** self.fbnet_beta
 
     def __call__(self, ce: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
-        if self.form in ("target", "target_dual"):
+        if self.form == "target":
             return ce + self.penalty(cost)
         return ce * self.penalty(cost)
