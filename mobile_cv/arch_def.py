@@ -217,18 +217,30 @@ def format_arch_def_py(arch_def: Dict[str, Any], var_name: str = "ARCH_DEF") -> 
     return "\n".join(lines) + "\n"
 
 
+def _refuse_non_finite(path: str):
+    def parse_constant(name: str):  # json reads NaN and Infinity by default
+        raise ArchDefError(f"arch def file {path!r} holds {name}: every number must be finite")
+
+    return parse_constant
+
+
 def load_arch_def_file(path: str) -> Dict[str, Any]:
     """Read an arch def from a ``.json`` file or a ``.py`` file defining ``ARCH_DEF``."""
     if not os.path.isfile(path):
         raise ArchDefError(f"arch def file {path!r} does not exist")
     if path.endswith(".json"):
         try:
-            with open(path) as f:
-                arch_def = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ArchDefError(f"arch def file {path!r} is not valid JSON: {e}") from e
+            with open(path, encoding="utf-8") as f:
+                arch_def = json.load(f, parse_constant=_refuse_non_finite(path))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ArchDefError(f"arch def file {path!r} is not valid UTF-8 JSON: {e}") from e
     elif path.endswith(".py"):
-        namespace = runpy.run_path(path)
+        try:
+            namespace = runpy.run_path(path)
+        except (SyntaxError, UnicodeDecodeError) as e:
+            raise ArchDefError(f"arch def file {path!r} is not valid Python: {type(e).__name__}: {e}") from e
+        except Exception as e:  # the file's own code failed: name the file, not our frames
+            raise ArchDefError(f"arch def file {path!r} raised {type(e).__name__} when run: {e}") from e
         if "ARCH_DEF" not in namespace:
             raise ArchDefError(f"arch def file {path!r} defines no ARCH_DEF variable")
         arch_def = namespace["ARCH_DEF"]

@@ -7,6 +7,8 @@ missing, unexpected and wrongly-shaped keys are listed, with the counts.
 
 from __future__ import annotations
 
+import pickle
+import re
 from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
@@ -90,4 +92,44 @@ def load_state_dict(
     missing, unexpected, wrong = state_dict_mismatches(model, state_dict)
     if wrong or (strict and (missing or unexpected)):
         raise CheckpointMismatchError(describe_mismatch(model, state_dict, source))
+    check_values(model, state_dict, source)
     model.load_state_dict(state_dict, strict=strict)
+
+
+def check_values(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Refuse a floating-point weight stored as integers or booleans (torch would cast it
+    silently) and NaN or infinite weights (the model would only ever output NaN)."""
+    own = model.state_dict()
+    for k, v in state_dict.items():
+        if k not in own:
+            continue
+        if own[k].is_floating_point() and not v.is_floating_point():
+            raise CheckpointMismatchError(
+                f"{source}: {k!r} holds {v.dtype} values; the model's weight is {own[k].dtype} (not float weights?)"
+            )
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise CheckpointMismatchError(
+                f"{source}: {k!r} holds {bad} NaN/infinite value(s); the checkpoint is corrupt or from a diverged run"
+            )
+
+
+def describe_load_failure(source: str, error: Exception) -> str:
+    """One readable sentence for a failed ``torch.load(weights_only=True)``, without torch's advice to
+    pass ``weights_only=False`` (the one thing not to do with a file of unknown origin)."""
+    refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+    if isinstance(error, pickle.UnpicklingError) and refused:
+        return (
+            f"{source}: refused to load: it references the Python object {refused.group(1)}. Checkpoints are "
+            f"loaded with torch.load(weights_only=True), which unpickles only tensors and plain containers, "
+            f"because unpickling other objects can run arbitrary code. If you trust the file, re-save its "
+            f"weights as a plain state dict: torch.save(model.state_dict(), path)."
+        )
+    # torch's own message suggests weights_only=False, the one thing not to do with an unknown file
+    unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(error))
+    detail = unpickler.group(1) if unpickler else (str(error).strip().splitlines() or [""])[0]
+    return (
+        f"{source}: not a readable PyTorch checkpoint ({type(error).__name__}: {detail[:200]}). "
+        f"It is truncated, corrupt or another kind of file (torch.load(weights_only=True) reads only "
+        f"tensors and plain containers)."
+    )

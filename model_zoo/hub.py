@@ -1,16 +1,18 @@
 """Fetching, caching and safely reading checkpoints.
 
-Downloads go through iopath's ``PathManager`` (``HTTPURLHandler``). That handler
-caches by itself, but its cache neither verifies content nor names files uniquely
-(every published FBNet URL ends in ``model.pth``), and a download that completes
-with the wrong bytes stays there. So it is used as the transport only: each
-download goes into a fresh staging folder inside the cache folder (iopath's own
-cache, ``.tmp`` and ``.lock`` files land there too), is verified (sha256 where
-known, loadable with ``torch.load(weights_only=True)`` as a dict of tensors, and
-whatever check the caller adds, e.g. "fits the model"), and only then moved into
-place with ``os.replace`` (atomic on one filesystem). The staging folder is
-removed whatever happens, so a failed, truncated, corrupt or rejected download
-leaves nothing behind and never replaces a good cached file.
+Downloads are streamed with urllib under a timeout (:data:`DEFAULT_TIMEOUT` seconds, or
+``$FBNET_DOWNLOAD_TIMEOUT``, or ``timeout=``) that bounds the connection and every
+read: a server that goes silent before its headers or in the middle of the body is
+given up on within that time. (iopath's HTTP handler, used before, has no timeout: a
+stalled server hung the download forever.)
+
+Each download goes into a fresh staging folder inside the cache folder, is verified
+(sha256 where known, loadable with ``torch.load(weights_only=True)`` as a dict of
+tensors, and whatever check the caller adds, e.g. "fits the model"), and only then
+moved into place with ``os.replace`` (atomic on one filesystem). The staging folder is
+removed whatever happens, so a failed, stalled, truncated, corrupt or rejected download
+leaves nothing behind and never replaces a good cached file; staging folders of a
+killed process (its pid is in the name) are removed by the next download.
 
 The cache folder is ``cache_dir`` if given, else ``$FBNET_CACHE``, else
 ``<torch.hub.get_dir()>/checkpoints/fbnetv2``.
@@ -18,33 +20,33 @@ The cache folder is ``cache_dir`` if given, else ``$FBNET_CACHE``, else
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import logging
 import os
-import pickle
 import re
 import shutil
+import socket
 import tempfile
+import urllib.error
+import urllib.request
 from typing import Callable, Dict, Optional, TypeVar
 from urllib.parse import urlparse
 
 import torch
-from iopath.common.file_io import HTTPURLHandler, PathManager
 
-from mobile_cv.checkpoint import CheckpointMismatchError, extract_state_dict
+from mobile_cv.checkpoint import CheckpointMismatchError, describe_load_failure, extract_state_dict
 from mobile_cv.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "FBNET_CACHE"
+TIMEOUT_ENV = "FBNET_DOWNLOAD_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0  # seconds of silence (connecting, or between two reads) before giving up
 
 T = TypeVar("T")
 StateDict = Dict[str, torch.Tensor]
-
-_PATH_MANAGER = PathManager()
-_PATH_MANAGER.register_handler(HTTPURLHandler())
-_PATH_MANAGER.set_logging(False)  # iopath telemetry: nothing to report to
 
 
 class ModelZooError(UserError, RuntimeError):
@@ -116,30 +118,11 @@ def read_state_dict(path: str, sha256: Optional[str] = None, source: Optional[st
         # weights_only: unpickling arbitrary objects can run arbitrary code.
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises anything from EOFError to KeyError on bad bytes
-        raise CheckpointFormatError(_describe_load_failure(source, e)) from None
+        raise CheckpointFormatError(describe_load_failure(source, e)) from None
     try:
         return extract_state_dict(obj, source)
     except CheckpointMismatchError as e:
         raise CheckpointFormatError(f"{e}; expected a state dict or a checkpoint dict holding one") from None
-
-
-def _describe_load_failure(source: str, error: Exception) -> str:
-    refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
-    if isinstance(error, pickle.UnpicklingError) and refused:
-        return (
-            f"{source}: refused to load: it references the Python object {refused.group(1)}. Checkpoints are "
-            f"loaded with torch.load(weights_only=True), which unpickles only tensors and plain containers, "
-            f"because unpickling other objects can run arbitrary code. If you trust the file, re-save its "
-            f"weights as a plain state dict: torch.save(model.state_dict(), path)."
-        )
-    # torch's own message suggests weights_only=False, the one thing not to do with an unknown file
-    unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(error))
-    detail = unpickler.group(1) if unpickler else (str(error).strip().splitlines() or [""])[0]
-    return (
-        f"{source}: not a readable PyTorch checkpoint ({type(error).__name__}: {detail[:200]}). "
-        f"It is truncated, corrupt or another kind of file (torch.load(weights_only=True) reads only "
-        f"tensors and plain containers)."
-    )
 
 
 def fetch_checkpoint(
@@ -149,6 +132,7 @@ def fetch_checkpoint(
     name: Optional[str] = None,
     force_download: bool = False,
     prepare: Optional[Callable[[StateDict], T]] = None,
+    timeout: Optional[float] = None,
 ) -> T:
     """The state dict at ``url``, downloaded once into the cache.
 
@@ -161,6 +145,8 @@ def fetch_checkpoint(
             is replaced only by a download that passes every check.
         prepare: called on the state dict, its result returned; if it raises, a fresh
             download is not cached (e.g. a checkpoint of another architecture).
+        timeout: seconds the server may stay silent (connecting or mid-body) before the
+            download fails (default: ``$FBNET_DOWNLOAD_TIMEOUT`` or :data:`DEFAULT_TIMEOUT`).
 
     Returns:
         ``prepare(state_dict)``, or the state dict itself without ``prepare``.
@@ -178,14 +164,58 @@ def fetch_checkpoint(
         else:
             logger.info("using %s (cached from %s)", cached, url)
             return prepare(state_dict)
-    return _download(url, cached, sha256, prepare)
+    return _download(url, cached, sha256, prepare, download_timeout(timeout))
 
 
-def _download(url: str, dest: str, sha256: Optional[str], prepare: Callable[[StateDict], T]) -> T:
+def download_timeout(timeout: Optional[float] = None) -> float:
+    """``timeout``, else ``$FBNET_DOWNLOAD_TIMEOUT``, else :data:`DEFAULT_TIMEOUT` (seconds, > 0)."""
+    if timeout is None:
+        env = os.environ.get(TIMEOUT_ENV)
+        try:
+            timeout = float(env) if env else DEFAULT_TIMEOUT
+        except ValueError:
+            raise ModelZooError(f"${TIMEOUT_ENV} must be a number of seconds, got {env!r}") from None
+    if not 0 < timeout < float("inf"):
+        raise ModelZooError(f"the download timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned_downloads(cache_dir: str) -> None:
+    """Staging folders of downloads whose process is gone (killed before it could clean up)."""
+    for path in glob.glob(os.path.join(glob.escape(cache_dir), ".download-*")):
+        m = re.match(r"\.download-(\d+)-", os.path.basename(path))
+        if m is None or not _pid_alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _stream(url: str, path: str, timeout: float) -> None:
+    """GET ``url`` into ``path``; ``timeout`` bounds connecting and every read."""
+    with urllib.request.urlopen(url, timeout=timeout) as r, open(path, "wb") as f:
+        expected = r.headers.get("Content-Length")
+        got = 0
+        for chunk in iter(lambda: r.read(1 << 16), b""):
+            f.write(chunk)
+            got += len(chunk)
+        if expected is not None and got != int(expected):
+            raise urllib.error.ContentTooShortError(f"retrieval incomplete: got {got} of {expected} bytes", None)
+
+
+def _download(url: str, dest: str, sha256: Optional[str], prepare: Callable[[StateDict], T], timeout: float) -> T:
     cache_dir = os.path.dirname(dest)
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".download-", dir=cache_dir)
+        remove_abandoned_downloads(cache_dir)
+        staging = tempfile.mkdtemp(prefix=f".download-{os.getpid()}-", dir=cache_dir)
     except OSError as e:
         raise ModelZooError(
             f"cannot write to the cache folder {cache_dir} ({e}); pass cache_dir= or set ${CACHE_ENV} to a "
@@ -194,9 +224,20 @@ def _download(url: str, dest: str, sha256: Optional[str], prepare: Callable[[Sta
     if sha256 is None:
         logger.info("no sha256 recorded for %s: checking only that it is a state dict that fits", url)
     try:
+        local = os.path.join(staging, os.path.basename(dest))
         try:
-            local = _PATH_MANAGER.get_local_path(url, force=True, cache_dir=staging)
-        except (OSError, http.client.HTTPException) as e:  # urllib's HTTPError, ContentTooShortError, ...
+            try:
+                _stream(url, local, timeout)
+            except urllib.error.URLError as e:  # a connect timeout arrives wrapped
+                if isinstance(e.reason, (socket.timeout, TimeoutError)):
+                    raise TimeoutError(str(e.reason)) from None
+                raise
+        except (socket.timeout, TimeoutError) as e:
+            raise DownloadError(
+                f"downloading {url} failed: the server sent nothing for {timeout:g} s ({e}). Try again later, or "
+                f"raise the timeout (${TIMEOUT_ENV}); nothing was written to {cache_dir}."
+            ) from None
+        except (OSError, http.client.HTTPException) as e:  # urllib's HTTPError, URLError, ContentTooShortError
             raise DownloadError(
                 f"downloading {url} failed: {e}. Check the URL and the connection; nothing was written to {cache_dir}."
             ) from None

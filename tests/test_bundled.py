@@ -1,9 +1,11 @@
-"""Bundled zoo weights load offline and reach their recorded accuracy on the embedded test split."""
+"""Bundled zoo weights load offline, reach their recorded accuracy on the embedded test split,
+and record the FLOPs and params of the model they build."""
 
 import pytest
 import timm
 import torch
 
+import mobile_cv
 import model_zoo
 from mobile_cv.data import build_dataset, build_loader_from_dataset
 from mobile_cv.engine import evaluate
@@ -28,3 +30,14 @@ def test_bundled_model_through_timm_gives_the_same_logits():
     x = torch.randn(2, 1, entry.input_size, entry.input_size)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize("entry", model_zoo.BUNDLED, ids=[e.name for e in model_zoo.BUNDLED])
+def test_bundled_entry_records_the_flops_and_params_of_its_model(entry):
+    model = model_zoo.create_model(entry.name)  # the entry's arch file, num_classes and in_chans
+    assert model.input_size == entry.input_size
+    flops, params = mobile_cv.count_flops_params(model, entry.input_size)
+    assert flops == pytest.approx(entry.flops_m, rel=1e-3)
+    assert params == pytest.approx(entry.params_m, rel=1e-3)
+    # the count depends on the input size, so the entry's number is the one at its input size
+    assert mobile_cv.count_flops_params(model, entry.input_size + 8)[0] > 1.2 * flops

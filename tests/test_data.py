@@ -91,11 +91,32 @@ def test_shuffle_order_is_a_function_of_seed_and_epoch_only():
 
 def test_training_shards_split_the_epoch_between_ranks():
     ds = small(64)
-    shards = [build_loader_from_dataset(ds, batch_size=16, training=True, seed=0, shard=(r, 2)) for r in (0, 1)]
-    seen = [[int(i) for i in s.sampler] for s in shards]
-    for s in shards:
-        s.sampler.set_epoch(0)
-    assert shards[0].batch_size == 8 and not set(seen[0]) & set(seen[1]) and len(seen[0]) + len(seen[1]) == 64
+
+    def shards(seed=0):
+        return [build_loader_from_dataset(ds, batch_size=16, training=True, seed=seed, shard=(r, 2)) for r in (0, 1)]
+
+    def epoch_indices(loaders, epoch):
+        out = []
+        for loader in loaders:
+            set_epoch(loader, epoch)  # before iterating, as the training loop does
+            out.append([int(i) for i in loader.sampler])
+        return out
+
+    ranks = shards()
+    assert ranks[0].batch_size == 8
+    per_epoch = [epoch_indices(ranks, e) for e in range(3)]
+    for seen in per_epoch:  # each epoch: the ranks split the 64 images, none twice, none left out
+        assert len(seen[0]) == len(seen[1]) == 32 and sorted(seen[0] + seen[1]) == list(range(64))
+    for r in (0, 1):  # every rank's order changes from epoch to epoch ...
+        assert len({tuple(seen[r]) for seen in per_epoch}) == 3
+    assert set(per_epoch[0][0]) != set(per_epoch[1][0])  # ... and so does which images it gets
+    # the same (seed, epoch) gives the same shards: on fresh loaders, and back on these ones
+    assert epoch_indices(shards(), 1) == per_epoch[1]
+    assert epoch_indices(ranks, 0) == per_epoch[0]
+    assert epoch_indices(shards(seed=1), 1) != per_epoch[1]
+    # the loaders deliver the sampler's order: rank 0's labels in epoch 2
+    set_epoch(ranks[0], 2)
+    assert torch.cat([y for _, y in ranks[0]]).tolist() == [int(ds.targets[i]) for i in per_epoch[2][0]]
 
 
 def test_eval_shards_cover_every_image_once():
@@ -113,6 +134,9 @@ def test_fewer_images_than_a_batch_is_an_error():
 def test_build_loader_from_config():
     cfg = get_cfg()
     cfg.merge_from_list(["DATA.LIMIT", "40", "SOLVER.BATCH_SIZE", "16", "SEARCH.BATCH_SIZE", "8"])
+    with pytest.raises(DatasetError, match="DATA.INPUT_SIZE is 0"):
+        build_loader(cfg, "train")  # 0 means "the arch's": setup_cfg resolves it
+    cfg.merge_from_list(["DATA.INPUT_SIZE", "32"])
     train = build_loader(cfg, "train")
     assert len(train) == 2 and len(train.dataset) == 40  # the partial batch is dropped
     assert build_loader(cfg, "search_alpha", batch_size=8, weight_split=0.8).batch_size == 8

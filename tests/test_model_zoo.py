@@ -480,6 +480,44 @@ def test_timm_lists_every_entry_without_clashing_with_its_own_models():
     assert model_zoo.register_timm() == []  # idempotent
 
 
+def _conv_shapes(model):
+    """(in, out, kernel, stride, groups, output side) of every Conv2d, in forward order, at 224 px."""
+    shapes = []
+
+    def hook(m, inputs, out):
+        shapes.append((m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.groups, out.shape[-1]))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 224, 224))
+    for h in handles:
+        h.remove()
+    return shapes
+
+
+def test_fbnet_c_and_timm_fbnetc_100_differ_only_in_three_expansion_convs():
+    """docs/model_zoo.md and docs/benchmarks.md: the same FBNet-C layout (stem, widths, kernels,
+    strides, expansions, 1984-wide head), but timm's three expansion-1 blocks keep a 1x1 expansion
+    conv that the published fbnet_c omits; our classifier is a 1x1 conv, timm's a Linear (same MACs)."""
+    ours, theirs = mobile_cv.build_model("fbnet_c"), timm.create_model("fbnetc_100")
+    a, b = _conv_shapes(ours), _conv_shapes(theirs)
+    assert [s for s in a if s[4] > 1] == [s for s in b if s[4] > 1]  # every depthwise conv, in order
+    assert Counter(b) - Counter(a) == Counter({(16, 16, 1, 1, 1, 112): 1, (24, 24, 1, 1, 1, 56): 2})
+    assert Counter(a) - Counter(b) == Counter({(1984, 1000, 1, 1, 1, 1): 1})
+    assert mobile_cv.count_flops_params(ours, 224) == pytest.approx((378.23344, 5.525424))
+    assert mobile_cv.count_flops_params(theirs, 224) == pytest.approx((385.057376, 5.526832))
+    # our fbnet_c with those three expansion convs counts exactly as timm's
+    from arch_defs.fbnet import fbnet_c
+
+    def add_pw(row):
+        return [*row[:4], {**row[4], "expansion_conv": True}, *row[5:]]
+
+    e1 = [r for stage in fbnet_c["blocks"] for r in stage if r[0].startswith("ir_") and r[4]["expansion"] == 1]
+    assert len(e1) == 3
+    with_pw = {**fbnet_c, "blocks": [[add_pw(r) if r in e1 else r for r in stage] for stage in fbnet_c["blocks"]]}
+    assert mobile_cv.count_flops_params(mobile_cv.build_model(with_pw), 224) == pytest.approx((385.057376, 5.526832))
+
+
 def test_timm_pretrained_cfg():
     cfg = timm.models.get_pretrained_cfg("fbnetv2_f1")
     entry = model_zoo.get_entry("FBNetV2_F1")

@@ -1,5 +1,7 @@
 """Registry-driven tests: every registered op and every registered arch."""
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -116,9 +118,80 @@ def test_custom_op_registration_and_use_in_arch_def():
         mobile_cv.OPS.unregister("test_dw_only")
 
 
-def test_every_registered_op_is_covered_by_a_registry_driven_test():
-    from mobile_cv.search import SEARCH_OPS
+def _check_masked_row(block, x, net, labels, widths):
+    """Every combination of the options of ``labels`` gives ``max(widths)`` channels at stride 2,
+    zero beyond the chosen width (the row's ``.channels`` choice); the outputs in product order."""
+    outs = []
+    for index in itertools.product(*(range(net.choices[label].size) for label in labels)):
+        w = net.one_hot(dict(zip(labels, index)))
+        with torch.no_grad():
+            y = block(x, w)
+        c = widths[index[labels.index("xif1_0.channels")]]
+        assert y.shape == (x.shape[0], max(widths), x.shape[-2] // 2, x.shape[-1] // 2), (index, tuple(y.shape))
+        assert y[:, c:].abs().sum() == 0 and y[:, :c].abs().sum() > 0, (index, c)  # masked to the chosen width
+        outs.append(y)
+    return outs
 
-    # plain ops: the forward/backward test above; search ops: tests/test_search.py
-    untested = [n for n in mobile_cv.OPS.names() if n not in PLAIN_OPS and n not in SEARCH_OPS]
-    assert untested == []
+
+def _tiny_arch(row, **top):
+    # stem 8 channels at stride 1, then the row under test (block xif1_0) at stride 2, on 16x16 inputs
+    return {"input_size": 16, "blocks": [[["conv_k3", 8, 1, 1]], [row]], **top}
+
+
+@pytest.mark.parametrize("name", mobile_cv.OPS.names())
+def test_every_registered_op_name_builds_with_its_channels_and_stride(name):
+    """Every name in the registry, looked up by name, builds a block with the row's output
+    channels and stride on a tiny input (search ops through a supernet). A newly registered
+    op that no branch below knows how to build fails here instead of going untested."""
+    from mobile_cv.search import SEARCH_OPS, build_supernet
+    from mobile_cv.search.masked import SearchBlock
+    from mobile_cv.search.mixed import MixedBlock, SubsampledRes
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    if name in PLAIN_OPS:
+        kwargs = {"expansion": 2} if "expansion" in (mobile_cv.OPS.get(name).accepted_kwargs() or ()) else {}
+        model = mobile_cv.build_model(_tiny_arch([name, 24, 2, 1, kwargs]), num_classes=3).eval()
+        block = model.backbone.stages.xif1_0
+        with torch.no_grad():
+            y = block(model.backbone.stages.xif0_0(x))
+        assert y.shape[:2] == (2, 24)
+        # stride 2 halves 16x16 to 8x8; the pooling IR block ends in a global pool
+        assert y.shape[-2:] == ((1, 1) if name.startswith("ir_pool") else (8, 8))
+        return
+    assert name in SEARCH_OPS, f"registered op {name!r} is neither a plain OpSpec nor a known search op"
+    if name == "masked-channel":
+        row = ["masked-channel", 24, 2, 1, {"op": "ir_k3_se", "channels": [8, 16, 24], "expansion": 2}]
+        net = build_supernet(_tiny_arch(row), num_classes=3).eval()
+        block = net.search_blocks()["xif1_0"]
+        assert isinstance(block, MixedBlock) and len(block.candidates) == 1
+        assert isinstance(next(iter(block.candidates.values())), SearchBlock)
+        with torch.no_grad():
+            stem = net.search_blocks()["xif0_0"](x, net.one_hot({}))
+        _check_masked_row(block, stem, net, ["xif1_0.channels"], [8, 16, 24])
+    elif name == "choice":
+        row = ["choice", 24, 2, 1, {"ops": ["ir_k3", "ir_k5_hs", "skip"], "channels": [8, 24], "expansion": 2}]
+        net = build_supernet(_tiny_arch(row), num_classes=3).eval()
+        block = net.search_blocks()["xif1_0"]
+        assert isinstance(block, MixedBlock) and set(block.candidates) == {"ir_k3", "ir_k5_hs", "skip"}
+        with torch.no_grad():
+            stem = net.search_blocks()["xif0_0"](x, net.one_hot({}))
+        outs = _check_masked_row(block, stem, net, ["xif1_0.op", "xif1_0.channels"], [8, 24])
+        # (op, channels) in product order: the three block types at full width differ
+        full = [outs[1], outs[3], outs[5]]
+        assert not torch.allclose(full[0], full[1]) and not torch.allclose(full[0], full[2])
+    else:  # subsampled-res: the resolution search over the whole body
+        space = _tiny_arch(["ir_k3", 24, 2, 1, {"expansion": 2}], search={"resolution": [8, 16]})
+        net = build_supernet(space, num_classes=3).eval()
+        assert isinstance(net.body, SubsampledRes) and net.body.sizes == (8, 16)
+        for i, size in enumerate((8, 16)):
+            w = net.one_hot({"resolution": i})
+            with torch.no_grad():
+                y = net.body(x, w)
+                # independently: the blocks on a plain strided subsample of the input
+                plain = x[:, :, :: 16 // size, :: 16 // size]
+                for b in net.search_blocks().values():
+                    plain = b(plain, w)
+            assert y.shape == (2, 24, 8, 8) and plain.shape == (2, 24, size // 2, size // 2)
+            # the output keeps the full-size grid; a global pool sees the subsampled body's mean
+            torch.testing.assert_close(y.mean((2, 3)), plain.mean((2, 3)), rtol=1e-5, atol=1e-6)

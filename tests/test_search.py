@@ -1,7 +1,9 @@
 """DMaskingNAS supernet: equivalence with derived models, effective-shape cost,
 gradients, derivation, containment of the released models, and bad spaces."""
 
+import itertools
 import json
+import math
 import os
 import random
 
@@ -215,7 +217,37 @@ def test_channel_choice_is_shared_by_a_rows_repeats_and_sizes_are_reported():
         "xif1_0.channels",
         "xif2_0.channels",
     ]
-    assert net.log10_size() == pytest.approx(sum(__import__("math").log10(c.size) for c in net.choices.values()))
+
+
+def _distinct_architectures(net):
+    """Brute force: derive and build every combination of options; count the distinct networks
+    (resolution, block types, and every weight's shape)."""
+    seen = set()
+    for index in itertools.product(*(range(c.size) for c in net.choices.values())):
+        arch = net.derive(net.one_hot(dict(zip(net.choices, index))))
+        model = mobile_cv.build_model(arch, num_classes=10)
+        ops = tuple(r[0] for stage in arch["blocks"] for r in stage)
+        shapes = tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
+        seen.add((arch["input_size"], ops, shapes))
+    return len(seen)
+
+
+# hidden widths at width_divisor 8: 16 * 1.04 = 16.64 rounds to 16 like 16 * 1, so 3 options, 2 architectures
+COLLIDING = space([["conv_k3_hs", 16, 2, 1]], [["ir_k3_hs", 24, 2, 1, {"expansion": [1, 1.04, 2]}]], HEAD)
+
+
+@pytest.mark.parametrize(
+    "which,count",
+    [
+        ("channels", 2 * 4 * 3),  # (8, 16) x (8, 16, 24, 32) shared by both repeats x (16, 32, 48)
+        ("expansion", 4 * 4 * 5),  # hidden widths 8/16/32/64 x 16/24/48/96 x 24/40/48/64/72: all distinct
+        ("colliding", 2),
+    ],
+)
+def test_space_size_is_the_number_of_distinct_architectures(which, count):
+    net = build_supernet(COLLIDING if which == "colliding" else SPACES[which], num_classes=10)
+    assert _distinct_architectures(net) == count  # enumerated, not computed from the choices
+    assert net.log10_size() == pytest.approx(math.log10(count), abs=1e-12)
 
 
 def test_search_ops_are_registered_and_refuse_plain_builds():

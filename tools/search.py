@@ -26,9 +26,9 @@ def main(argv=None) -> int:
     args = engine.default_argument_parser(__doc__).parse_args(argv)
 
     def body() -> None:
-        cfg = engine.setup_cfg(args.config_file, args.opts)
+        cfg = engine.setup_cfg(args.config_file, args.opts, arch_key="SEARCH.SPACE")
         device = engine.default_setup(
-            cfg, resume=args.resume, run_files=engine.RUN_FILES + ("arch_def.json", "search.json")
+            cfg, resume=args.resume, run_files=engine.RUN_FILES + ("arch_def.json", "search.json"), tool="search"
         )
         run_search(cfg, resume=args.resume, device=device)
 

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
 
     def body() -> None:
         cfg = engine.setup_cfg(args.config_file, args.opts)
-        device = engine.default_setup(cfg, resume=args.resume)
+        device = engine.default_setup(cfg, resume=args.resume, tool="train")
         engine.train(cfg, resume=args.resume, device=device)
 
     return engine.run_main(body)

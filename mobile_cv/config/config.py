@@ -116,10 +116,12 @@ class CfgNode(_YacsNode):
         if not os.path.isfile(cfg_filename):
             raise ConfigError(f"config file {cfg_filename!r} does not exist")
         try:
-            with open(cfg_filename) as f:
+            with open(cfg_filename, encoding="utf-8") as f:
                 loaded = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {cfg_filename!r} is not valid YAML: {e}") from e
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {cfg_filename!r} is not valid UTF-8 YAML: {e}") from e
+        except OSError as e:
+            raise ConfigError(f"config file {cfg_filename!r} cannot be read: {e.strerror}") from e
         if loaded is None:
             return
         if not isinstance(loaded, dict):
@@ -178,7 +180,7 @@ RANGES = {
     "SOLVER.BATCH_SIZE": (1, None, True),
     "SEARCH.EPOCHS": (1, None, True),
     "SEARCH.BATCH_SIZE": (1, None, True),
-    "DATA.INPUT_SIZE": (1, None, True),
+    "DATA.INPUT_SIZE": (0, None, True),
     "DATA.LIMIT": (0, None, True),
     "DATA.NUM_WORKERS": (0, None, True),
     "SOLVER.WARMUP_EPOCHS": (0, None, True),

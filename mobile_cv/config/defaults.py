@@ -40,8 +40,9 @@ _C.DATA.NAME = "embedded_mnist"
 # Data folder ("" for embedded_mnist, which needs none).
 _C.DATA.ROOT = ""
 # Side of the square network input in pixels (MNIST digits are padded from 28 to 32,
-# then resized if this differs from 32).
-_C.DATA.INPUT_SIZE = 32
+# then resized if this differs from 32). 0: the "input_size" of the arch def (MODEL.ARCH;
+# SEARCH.SPACE for a search), so a searched arch_def.json trains at the resolution it chose.
+_C.DATA.INPUT_SIZE = 0
 # Fraction of the labelled pool held out as the val split when the dataset has no val
 # split of its own (embedded_mnist, cifar10). The hold-out is stratified by class and
 # fixed: it does not depend on SEED.

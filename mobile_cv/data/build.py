@@ -76,6 +76,11 @@ def build_dataset(
 
 def dataset_kwargs(cfg: Any) -> Dict[str, Any]:
     """The :func:`build_dataset` keyword arguments the DATA config gives (the from_config mapping)."""
+    if cfg.DATA.INPUT_SIZE <= 0:
+        raise DatasetError(
+            "DATA.INPUT_SIZE is 0 (the arch def's input_size), which engine.setup_cfg resolves; "
+            "set DATA.INPUT_SIZE when building loaders from a config of your own"
+        )
     return dict(
         root=cfg.DATA.ROOT,
         input_size=cfg.DATA.INPUT_SIZE,

@@ -326,9 +326,25 @@ def _open_rgb(path: str):
 
     try:
         with Image.open(path) as im:
+            if im.mode.startswith("I"):  # 16-bit ("I;16", "I;16B", ...) or 32-bit integer grey
+                return _scale_16bit(im, path).convert("RGB")
+            if im.mode == "F":
+                raise DatasetError(f"image {path} has float pixels (PIL mode F); save it as 8- or 16-bit")
             return im.convert("RGB")
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three for broken files
         raise DatasetError(f"cannot decode image {path}: {e}") from e
+
+
+def _scale_16bit(im, path: str):
+    """A 16-bit grey image as 8-bit grey, 0..65535 onto 0..255 (PIL's convert would clip at 255)."""
+    from PIL import Image
+
+    a = np.asarray(im, dtype=np.int64)
+    if a.min() < 0 or a.max() > 65535:
+        raise DatasetError(f"image {path}: integer pixels outside 0..65535 (PIL mode {im.mode}); save it as 8/16-bit")
+    if a.ndim != 2:
+        raise DatasetError(f"image {path}: multi-channel integer pixels (PIL mode {im.mode}) are not supported")
+    return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8))
 
 
 class _FolderImages:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .. import comm as dist
-from ..checkpoint import load_state_dict
+from ..checkpoint import describe_load_failure, load_state_dict
 from ..errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def load_file(path: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
-        raise CheckpointError(f"cannot load {path}: {e}") from e
+        raise CheckpointError(describe_load_failure(path, e)) from None
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -8,21 +8,25 @@ device = default_setup(cfg, resume=args.resume)   # torchrun, output guard, logs
 from __future__ import annotations
 
 import argparse
+import glob
+import hashlib
+import json
 import logging
 import os
 import random
 import sys
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .. import comm as dist
-from ..arch_def import ArchDefError, load_arch_def_file
+from ..arch_def import ArchDefError, load_arch_def_file, to_jsonable, unify
+from ..arch_registry import get_arch_def
 from ..builder import build_model
 from ..config import CfgNode, ConfigError, check_config, get_cfg
 from ..errors import UserError
-from .checkpoint import CHECKPOINT_FILE, atomic_write_text
+from .checkpoint import CHECKPOINT_FILE, CheckpointError, atomic_write_text, load_file
 from .logger import setup_logger
 
 logger = logging.getLogger("mobile_cv.engine")
@@ -58,8 +62,12 @@ def default_argument_parser(description: str, resume: bool = True) -> argparse.A
     return p
 
 
-def setup_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
-    """Defaults, then ``config_file``, then ``opts``; checked and frozen."""
+def setup_cfg(config_file: str = "", opts: Sequence[str] = (), arch_key: str = "MODEL.ARCH") -> CfgNode:
+    """Defaults, then ``config_file``, then ``opts``; checked and frozen.
+
+    DATA.INPUT_SIZE 0 becomes the ``input_size`` of the arch def named by ``arch_key``
+    (``"SEARCH.SPACE"`` for a search); a size below the network's total stride is refused.
+    """
     flags = [o for o in opts if str(o).startswith("--")]
     if flags:
         raise ConfigError(
@@ -71,8 +79,32 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     check_config(cfg)
+    _resolve_input_size(cfg, arch_key)
     cfg.freeze()
     return cfg
+
+
+def arch_def_of(arch: str) -> Dict[str, Any]:
+    """The arch-def dict a MODEL.ARCH / SEARCH.SPACE value names (a file or a registered name)."""
+    resolved = resolve_arch(arch)
+    return resolved if isinstance(resolved, dict) else get_arch_def(resolved)
+
+
+def _resolve_input_size(cfg: CfgNode, arch_key: str) -> None:
+    name = cfg.MODEL.ARCH if arch_key == "MODEL.ARCH" else cfg.SEARCH.SPACE
+    if (name.endswith((".json", ".py")) or os.sep in name) and not os.path.isfile(name):
+        return  # e.g. a search's arch_def.json not written yet: building the model says so
+    arch_def = arch_def_of(name)
+    if cfg.DATA.INPUT_SIZE == 0:
+        cfg.DATA.INPUT_SIZE = int(arch_def.get("input_size", 224))
+    stride = 1
+    for spec in unify(arch_def, name, plain=arch_key == "MODEL.ARCH"):
+        stride *= spec.stride if isinstance(spec.stride, int) else max(spec.stride)
+    if cfg.DATA.INPUT_SIZE < stride:
+        raise ConfigError(
+            f"DATA.INPUT_SIZE {cfg.DATA.INPUT_SIZE} is below the total stride {stride} of {arch_key} {name}: "
+            f"the last feature map would be empty; use DATA.INPUT_SIZE >= {stride} (0: the arch's own input_size)"
+        )
 
 
 def check_output_dir(output_dir: str, resume: bool, run_files: Sequence[str] = RUN_FILES) -> None:
@@ -100,7 +132,7 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"``: this rank's GPU when CUDA is available, else the CPU."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("DEVICE is 'cuda' but torch finds no CUDA device; use DEVICE cpu or auto")
+            raise ConfigError("DEVICE is 'cuda' but torch finds no CUDA device; use DEVICE cpu or auto")
         return torch.device("cuda", dist.get_local_rank())
     return torch.device("cpu")
 
@@ -112,8 +144,89 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def run_identity(cfg: CfgNode, tool: str) -> Dict[str, str]:
+    """What a checkpoint must match to be resumed by ``tool`` ("train" or "search"): the
+    architecture (or search space, and its mode) and the classifier's shape, as a digest."""
+    name = cfg.MODEL.ARCH if tool == "train" else cfg.SEARCH.SPACE
+    what = f"MODEL.ARCH {name}" if tool == "train" else f"SEARCH.SPACE {name} (MODE {cfg.SEARCH.MODE})"
+    arch = json.dumps(to_jsonable(arch_def_of(name)), sort_keys=True)
+    key = f"{tool}|{arch}|{cfg.MODEL.NUM_CLASSES}|{cfg.MODEL.IN_CHANS}|{cfg.SEARCH.MODE if tool == 'search' else ''}"
+    return {"tool": tool, "what": what, "digest": hashlib.sha256(key.encode()).hexdigest()[:16]}
+
+
+_STATE_OF_TOOL = {"train": "model", "search": "supernet"}
+
+
+def check_resume(cfg: CfgNode, tool: str) -> None:
+    """Refuse, before anything is written, a --resume whose checkpoint this run cannot continue:
+    another tool's, another architecture's or space's, or one past this run's epochs."""
+    path = os.path.join(cfg.OUTPUT_DIR, CHECKPOINT_FILE)
+    if not os.path.isfile(path):
+        return
+    data = load_file(path)
+    states, extra = data.get("states", {}) if isinstance(data, dict) else {}, {}
+    if isinstance(data, dict) and isinstance(data.get("extra"), dict):
+        extra = data["extra"]
+    other = next((t for t, key in _STATE_OF_TOOL.items() if key in states), None)
+    if other is None:
+        raise CheckpointError(f"{path} is not a checkpoint of tools/train.py or tools/search.py")
+    advice = "choose another OUTPUT_DIR, or resume with the config that wrote it"
+    if other != tool:
+        raise CheckpointError(f"--resume: {path} is a {other} checkpoint; this is a {tool} run ({advice})")
+    mine, theirs = run_identity(cfg, tool), extra.get("run")
+    if isinstance(theirs, dict) and theirs.get("digest") != mine["digest"]:
+        raise CheckpointError(
+            f"--resume: {path} was written for {theirs.get('what')} (classes/channels as then); "
+            f"this run has {mine['what']}, MODEL.NUM_CLASSES {cfg.MODEL.NUM_CLASSES}, "
+            f"MODEL.IN_CHANS {cfg.MODEL.IN_CHANS} ({advice})"
+        )
+    key = "SOLVER.EPOCHS" if tool == "train" else "SEARCH.EPOCHS"
+    epochs = cfg.SOLVER.EPOCHS if tool == "train" else cfg.SEARCH.EPOCHS
+    done = int(extra.get("epoch", -1)) + 1
+    if done > epochs:
+        raise CheckpointError(
+            f"--resume: {path} has already run {done} epochs, more than {key} {epochs}; "
+            f"set {key} {done} or more to continue it, or choose another OUTPUT_DIR"
+        )
+
+
+def check_buildable(cfg: CfgNode, tool: str) -> None:
+    """Build the run's model (``tool`` "train") or supernet ("search") on the meta device (no
+    memory, no weights), so a bad row fails before anything is written to OUTPUT_DIR."""
+    from ..search import build_supernet  # deferred: the search package is not needed to train
+
+    with torch.device("meta"):
+        try:
+            if tool == "train":
+                build_model_from_cfg(cfg)
+            else:
+                s = cfg.SEARCH
+                build_supernet(resolve_arch(s.SPACE), cfg.MODEL.NUM_CLASSES, s.MODE, cfg.MODEL.IN_CHANS)
+        except UserError:
+            raise
+        except Exception:  # an op that cannot be built on the meta device: the real build reports it
+            pass
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Delete the temporary files of atomic writes a killed process left behind."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), ".*.tmp")):
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
 def default_setup(
-    cfg: CfgNode, *, resume: bool = False, run_files: Sequence[str] = RUN_FILES, write_outputs: bool = True
+    cfg: CfgNode,
+    *,
+    resume: bool = False,
+    run_files: Sequence[str] = RUN_FILES,
+    write_outputs: bool = True,
+    tool: Optional[str] = None,
 ) -> torch.device:
     """Set up a run; returns this rank's device.
 
@@ -121,14 +234,25 @@ def default_setup(
     (unless ``resume``), sets up logging (rank 0 logs to stdout and OUTPUT_DIR/log.txt),
     seeds every RNG with ``SEED + rank`` and writes the final config to
     OUTPUT_DIR/config.yaml (rank 0). ``write_outputs=False`` (evaluation) skips
-    everything that touches OUTPUT_DIR.
+    everything that touches OUTPUT_DIR. With ``tool`` ("train" or "search"), the model is
+    checked (:func:`check_buildable`) and, with ``resume``, the checkpoint against this run
+    (:func:`check_resume`), before anything is written.
     """
     device = resolve_device(cfg.DEVICE)
     dist.init_distributed(device.type == "cuda")
     if write_outputs:
+        if os.path.exists(cfg.OUTPUT_DIR) and not os.path.isdir(cfg.OUTPUT_DIR):
+            raise OutputDirError(f"OUTPUT_DIR {cfg.OUTPUT_DIR!r} is a file, not a folder; choose another OUTPUT_DIR")
         # every rank checks before any rank writes, so nobody sees a file of this run
         check_output_dir(cfg.OUTPUT_DIR, resume, run_files)
+        if tool is not None:
+            check_buildable(cfg, tool)
+            if resume:
+                check_resume(cfg, tool)
         dist.barrier()
+        if dist.is_main_process():
+            for path in remove_stale_temporaries(cfg.OUTPUT_DIR):
+                logger.info("removed %s, left by an interrupted write", path)
     setup_logger(cfg.OUTPUT_DIR if write_outputs else None)
     if write_outputs and dist.is_main_process():
         path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
@@ -149,17 +273,46 @@ def default_setup(
     return device
 
 
+def _say(message: str) -> None:
+    prefix = f"[rank {dist.get_rank()}] " if dist.get_world_size() > 1 else ""
+    print(f"{prefix}{message}", file=sys.stderr, flush=True)
+
+
+def _one_line(message: str) -> str:
+    """A DataLoader worker's error arrives as "Caught X in DataLoader worker process 0." and the
+    worker's traceback; the user needs its last line, the error itself."""
+    if "Original Traceback" not in message:
+        return message
+    last = [line for line in message.splitlines() if line.strip()][-1]
+    return f"{last.split(': ', 1)[-1]} (in a data loader worker process)"
+
+
 def run_main(fn: Callable[[], Any]) -> int:
-    """Run a tool's body; a :class:`~mobile_cv.errors.UserError` prints ``error: <message>`` and
-    returns 1 (no traceback). Anything else is a bug and raises. The process group is left in all cases.
+    """Run a tool's body; what a user can fix is one line on stderr, no traceback:
+
+    * a :class:`~mobile_cv.errors.UserError`: ``error: <message>``, exit 1;
+    * an OSError (a file or folder that cannot be read or written, a full disk): the path
+      and the reason, and that every checkpoint already written is intact, exit 1;
+    * Ctrl-C: ``stopped``, exit 130.
+
+    Anything else is a bug and raises. The process group is left in all cases.
     """
     try:
         fn()
         return 0
     except UserError as e:
-        prefix = f"[rank {dist.get_rank()}] " if dist.get_world_size() > 1 else ""
-        print(f"{prefix}error: {e}", file=sys.stderr, flush=True)
+        _say(f"error: {_one_line(str(e))}")
         return 1
+    except OSError as e:
+        where = f" {e.filename!r}" if e.filename else ""
+        _say(
+            f"error: {type(e).__name__}{where}: {e.strerror or e}; files are written atomically, so "
+            f"every checkpoint already written is intact (rerun with --resume after fixing this)"
+        )
+        return 1
+    except KeyboardInterrupt:
+        _say("stopped; the last checkpoint is intact: rerun the same command with --resume to continue")
+        return 130
     finally:
         dist.shutdown()
 

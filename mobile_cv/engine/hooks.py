@@ -1,8 +1,9 @@
 """Hooks shared by training and search (see :mod:`mobile_cv.engine.loop`).
 
 Order matters within a phase; the tools register them as: set the loaders' epoch,
-learning-rate schedule, EMA, then after each epoch: sync BatchNorm buffers, evaluate,
-(search: derive), write metrics, save the checkpoint.
+learning-rate schedule, EMA, then after each epoch: sync BatchNorm buffers, save the
+checkpoint (first, so a failing evaluation loses nothing), evaluate, (search: derive),
+write metrics.
 """
 
 from __future__ import annotations
@@ -115,10 +116,15 @@ class WriteMetrics(HookBase):
 
 
 class SaveCheckpoint(HookBase):
-    """After each epoch: everything needed to resume, written atomically (collective: every rank calls it)."""
+    """After each epoch: everything needed to resume, written atomically (collective: every rank
+    calls it). Registered before evaluation, so a failed evaluation never loses the epoch.
 
-    def __init__(self, checkpointer: Checkpointer) -> None:
-        self.checkpointer = checkpointer
+    Args:
+        **extra: saved with every checkpoint (e.g. ``run``: what a resume must match).
+    """
+
+    def __init__(self, checkpointer: Checkpointer, **extra: Any) -> None:
+        self.checkpointer, self.extra = checkpointer, extra
 
     def after_epoch(self) -> None:
-        self.checkpointer.save(epoch=self.trainer.epoch)
+        self.checkpointer.save(epoch=self.trainer.epoch, **self.extra)

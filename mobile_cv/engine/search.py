@@ -50,7 +50,7 @@ from ..search.mixed import frozen_bn_statistics
 from ..search.plots import plot_search
 from . import train_loop
 from .checkpoint import Checkpointer, atomic_write_text, state_digest
-from .defaults import resolve_arch
+from .defaults import resolve_arch, run_identity
 from .hooks import Evaluate, LRSchedule, SaveCheckpoint, SetEpoch, SyncBuffers, WriteMetrics
 from .logger import read_metrics
 from .loop import HookBase, StepBase, Trainer, create_ddp_model
@@ -402,10 +402,10 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str,
             Temperature(net, s.TEMPERATURE.INIT, s.TEMPERATURE.FINAL),
             LRSchedule(scheduler),
             SyncBuffers(net),
+            SaveCheckpoint(checkpointer, run=run_identity(cfg, "search")),
             Evaluate(eval_model, val_loader, device, keys=("acc1", "loss")),
             Derive(cfg, net, table),
             WriteMetrics(os.path.join(out, "metrics.jsonl"), start_epoch, fmt=_log_line(s.COST.KIND)),
-            SaveCheckpoint(checkpointer),
             finish,
         ],
     )

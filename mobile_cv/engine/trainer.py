@@ -30,8 +30,8 @@ from ..data import ClassificationDataset, DatasetError, build_loader
 from ..flops import count_flops_params
 from . import train_loop
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .checkpoint import Checkpointer, atomic_save, atomic_write_text, load_file, state_digest
-from .defaults import build_model_from_cfg
+from .checkpoint import Checkpointer, CheckpointError, atomic_save, atomic_write_text, load_file, state_digest
+from .defaults import build_model_from_cfg, run_identity
 from .hooks import EMAUpdate, Evaluate, LRSchedule, SaveCheckpoint, SetEpoch, SyncBuffers, WriteMetrics
 from .loop import StepBase, Trainer, create_ddp_model
 from .train_loop import (
@@ -153,9 +153,9 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]
             LRSchedule(scheduler),
             EMAUpdate(ema, model) if ema is not None else None,
             SyncBuffers(*([model] + ([ema.module] if ema is not None else []))),
+            SaveCheckpoint(checkpointer, run=run_identity(cfg, "train")),
             Evaluate(eval_model, val_loader, device, period=s.EVAL_PERIOD),
             WriteMetrics(os.path.join(out, "metrics.jsonl"), start_epoch),
-            SaveCheckpoint(checkpointer),
         ],
     )
     trainer.train(start_epoch)
@@ -203,7 +203,14 @@ def evaluate_weights(cfg: CfgNode, weights: str, *, split: str, device: torch.de
     loader = build_loader(cfg, split)
     check_model_fits_data(cfg, loader.dataset)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:  # a training checkpoint.pth
-        obj = obj["states"].get("ema") or obj["states"]["model"]  # EMA keys carry "module.", stripped below
+        states = obj.get("states", {})
+        if "model" not in states:
+            raise CheckpointError(
+                f"{weights} is a {'search' if 'supernet' in states else 'non-training'} checkpoint, not trained "
+                f"weights: train the searched arch first (tools/train.py MODEL.ARCH <search folder>/arch_def.json) "
+                f"and evaluate its model_final.pth"
+            )
+        obj = states.get("ema") or states["model"]  # EMA keys carry "module.", stripped below
     load_state_dict(model, extract_state_dict(obj, weights), source=weights)
     result = evaluate(model.to(device), loader, device=device, desc=split)
     return {"arch": cfg.MODEL.ARCH, "weights": weights, "split": split, **result}

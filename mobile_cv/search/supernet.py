@@ -34,7 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..arch_def import check_top_level
+from ..arch_def import ArchDefError, check_top_level
+from ..arch_registry import arch_def_names
 from ..builder import ClsConvHead, resolve_arch_def
 from .choices import Choice, Weights, gumbel_weights, log10_size, straight_through
 from .encode import copy_to, derive_arch, encode
@@ -78,6 +79,12 @@ class Supernet(nn.Module):
         self.basic_args = builder.basic_args
         blocks, self.block_rows = builder.build_blocks()
         self.body, self.res_sizes = builder.build_body(blocks, self.input_size)
+        if not self.choices:
+            raise ArchDefError(
+                f"{name or 'this arch def'} has nothing to search: no row is a search op (masked-channel, choice, "
+                f'...) and it has no "search" key; a plain model is built with build_model. Search spaces: '
+                f"{', '.join(arch_def_names('space'))}"
+            )
         if self.res_sizes is not None and len(self.res_sizes) == 1:
             self.input_size = self.res_sizes[0]
         if self.body is None:
