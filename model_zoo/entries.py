@@ -115,8 +115,8 @@ BUNDLED: List[ZooEntry] = [
         top5=99.8,
         eval_set=(
             "embedded MNIST test split (500 digits, padded 28->32, resized to 24), measured by "
-            "python tools/eval.py --config-file output/bundle_mnist/train/config.yaml "
-            "--weights output/bundle_mnist/train/model_final.pth --split test"
+            "python tools/eval.py --config-file configs/train_embedded_mnist.yaml --split test "
+            "--weights model_zoo/weights/mnist_dmasking_1p5m.pth MODEL.ARCH model_zoo/weights/mnist_dmasking_1p5m.json"
         ),
         license=_MNIST_LICENSE,
         how_made=(

@@ -2,7 +2,8 @@
 """Train a plain model from scratch: a registered arch or an arch-def file (e.g. a search's arch_def.json).
 
     python tools/train.py --config-file configs/train_embedded_mnist.yaml
-    python tools/train.py --config-file configs/train_embedded_mnist.yaml MODEL.ARCH FBNetV2_F1 SOLVER.EPOCHS 3
+    python tools/train.py --config-file configs/train_embedded_mnist.yaml MODEL.ARCH FBNetV2_F1 \
+        DATA.INPUT_SIZE 32 SOLVER.EPOCHS 3             # DATA.INPUT_SIZE 0 (default): the arch's own
     python tools/train.py --config-file F --resume            # continue a killed run where it stopped
     torchrun --nproc_per_node=2 tools/train.py --config-file F   # DistributedDataParallel
 
