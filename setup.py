@@ -27,5 +27,14 @@ setup(
         "onnx>=1.15",
         "onnxruntime>=1.17",  # 1.25+ need Python 3.11+; on 3.10 pip picks 1.23.x
     ],
-    extras_require={"test": ["pytest>=7", "ruff==0.17.6"]},  # ruff pinned: formatting must not drift
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "ruff==0.17.6",  # pinned: formatting must not drift
+            # the ExecuTorch (.pte, phone) export path; exact pins: its export API moves between releases.
+            # They install beside torch 2.14.1 without touching it (executorch 1.5.1 needs torchao 0.18.x).
+            "executorch==1.5.1",
+            "torchao==0.18.0",
+        ]
+    },
 )

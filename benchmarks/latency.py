@@ -1,16 +1,25 @@
 #!/usr/bin/env python
-"""Batch-1 CPU inference latency: FBNetV2_F1..F4 (and our fbnet_c) vs timm models of
-similar FLOPs, measured interleaved in one run (round-robin, so machine noise hits
-every model alike). Prints per-model medians and ratios.
+"""Batch-1 CPU inference latency of each deployment path: FBNetV2_F1..F4 (and our fbnet_c) vs
+timm models of similar FLOPs, measured interleaved in one run (round-robin over every model
+and path, so machine noise hits all alike). Prints per-path medians and ratios to the anchor.
 
-    python benchmarks/latency.py [--rounds 30] [--threads 1]
+    python benchmarks/latency.py [--rounds 30] [--threads 1] [--models FBNetV2_F1 ...] [--paths eager et_fp32 ...]
+
+Paths (columns): ``eager`` (fp32 PyTorch), ``folded`` (eager, BN folded into the convs),
+``torchscript`` and ``onnxruntime`` (of the folded model, as tools/export.py writes them),
+``et_fp32`` and ``et_int8`` (ExecuTorch ``.pte`` with XNNPACK, run by ExecuTorch's Python
+runtime). The timm anchors get eager and ExecuTorch only. The int8 programs are calibrated on
+random noise: this measures their speed, not their accuracy (tools/export.py --int8 with
+--calib-data checks accuracy). The ExecuTorch columns need ``pip install executorch torchao``.
 """
 
 import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,62 +27,168 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 
 import mobile_cv  # noqa: E402
+from model_zoo import export  # noqa: E402
 
-# (label, builder, resolution); timm models at their default 224
-MODELS = [
-    ("ours FBNetV2_F1", lambda: mobile_cv.build_model("FBNetV2_F1"), 128),
-    ("timm mobilenetv3_small_100", lambda: timm.create_model("mobilenetv3_small_100"), 224),
-    ("ours FBNetV2_F2", lambda: mobile_cv.build_model("FBNetV2_F2"), 160),
-    ("ours FBNetV2_F3", lambda: mobile_cv.build_model("FBNetV2_F3"), 192),
-    ("ours FBNetV2_F4", lambda: mobile_cv.build_model("FBNetV2_F4"), 224),
-    ("timm mobilenetv3_large_100", lambda: timm.create_model("mobilenetv3_large_100"), 224),
-    ("ours fbnet_c", lambda: mobile_cv.build_model("fbnet_c"), 224),
-    ("timm fbnetc_100", lambda: timm.create_model("fbnetc_100"), 224),
-]
-# pairs whose ratio the table reports (similar FLOPs, or the same FBNet-C layout: ours omits the 1x1
-# expansion conv of the three expansion-1 blocks that timm's fbnetc_100 keeps, docs/model_zoo.md)
-PAIRS = [
-    ("ours FBNetV2_F1", "timm mobilenetv3_small_100"),
-    ("ours FBNetV2_F4", "timm mobilenetv3_large_100"),
-    ("ours fbnet_c", "timm fbnetc_100"),
-]
+# label -> (builder, resolution, ours); timm models at their default 224
+MODELS = {
+    "FBNetV2_F1": (lambda: mobile_cv.build_model("FBNetV2_F1"), 128, True),
+    "FBNetV2_F2": (lambda: mobile_cv.build_model("FBNetV2_F2"), 160, True),
+    "FBNetV2_F3": (lambda: mobile_cv.build_model("FBNetV2_F3"), 192, True),
+    "FBNetV2_F4": (lambda: mobile_cv.build_model("FBNetV2_F4"), 224, True),
+    "fbnet_c": (lambda: mobile_cv.build_model("fbnet_c"), 224, True),
+    "timm mobilenetv3_small_100": (lambda: timm.create_model("mobilenetv3_small_100"), 224, False),
+    "timm mobilenetv3_large_100": (lambda: timm.create_model("mobilenetv3_large_100"), 224, False),
+    "timm fbnetc_100": (lambda: timm.create_model("fbnetc_100"), 224, False),
+}
+# ours -> the anchor of about equal FLOPs (56.4 vs 56.5, 238.4 vs 216.6, 378.2 vs 385.1 MFLOPs; F2 and F3
+# have none). fbnet_c and timm's fbnetc_100 share the FBNet-C layout, but timm's keeps the 1x1 expansion
+# conv of the three expansion-1 blocks that ours omits (docs/model_zoo.md).
+ANCHORS = {
+    "FBNetV2_F1": "timm mobilenetv3_small_100",
+    "FBNetV2_F4": "timm mobilenetv3_large_100",
+    "fbnet_c": "timm fbnetc_100",
+}
+PATHS = ("eager", "folded", "torchscript", "onnxruntime", "et_fp32", "et_int8")
+ANCHOR_PATHS = ("eager", "et_fp32", "et_int8")
+
+
+def _executorch_available() -> bool:
+    try:
+        export._require_executorch()
+    except export.ExportError:
+        return False
+    return True
+
+
+def _torchscript(folded, x, tmp, threads):
+    path = export.export_torchscript(folded, x, os.path.join(tmp, "m.pt"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(path).eval()
+
+
+def _onnxruntime(folded, x, tmp, threads):
+    import onnxruntime
+
+    path = export.export_onnx(folded, x, os.path.join(tmp, "m.onnx"))
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feed = {"input": x.numpy()}
+    return lambda _: session.run(None, feed)
+
+
+def _executorch(int8):
+    def build(folded, x, tmp, threads):
+        path = os.path.join(tmp, "m_int8.pte" if int8 else "m.pte")
+        if int8:
+            export.export_executorch_int8(folded, x, path, allow_random_calibration=True)
+        else:
+            export.export_executorch(folded, x, path)
+        method = export.load_executorch(path)
+        return lambda inp: method.execute((inp,))
+
+    return build
+
+
+BUILDERS = {
+    "torchscript": _torchscript,
+    "onnxruntime": _onnxruntime,
+    "et_fp32": _executorch(False),
+    "et_int8": _executorch(True),
+}
+
+
+def build_runners(label, paths, threads, tmp):
+    """``(model info, {path: callable(x)})`` for one model."""
+    build, res, ours = MODELS[label]
+    model = build().eval()
+    flops, params = mobile_cv.count_flops_params(model, res, in_chans=3)
+    x = torch.randn(1, 3, res, res)
+    folded = mobile_cv.fuse_for_inference(model) if ours else model
+    runners = {}
+    for path in paths:
+        if not ours and path not in ANCHOR_PATHS:
+            continue
+        if path == "eager":
+            runners[path] = model
+        elif path == "folded":
+            runners[path] = folded
+        else:
+            folder = os.path.join(tmp, f"{label.replace(' ', '_')}_{path}")
+            os.makedirs(folder)
+            runners[path] = BUILDERS[path](folded, x, folder, threads)
+        print(f"  built {label} {path}", flush=True)
+    return {"res": res, "flops": flops, "params": params, "x": x}, runners
+
+
+def measure(models, rounds, warmup):
+    """Median ms of every (model, path), round-robin over all of them each round."""
+    times = {(label, p): [] for label, (_, runners) in models.items() for p in runners}
+    with torch.inference_mode():
+        for r in range(warmup + rounds):
+            for label, (info, runners) in models.items():
+                for p, run in runners.items():
+                    t0 = time.perf_counter()
+                    run(info["x"])
+                    dt = time.perf_counter() - t0
+                    if r >= warmup:
+                        times[(label, p)].append(dt * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def print_tables(models, med, paths):
+    def cell(label, p):
+        return f"{med[(label, p)]:>11.2f}" if (label, p) in med else f"{'-':>11}"
+
+    print(f"{'model':<28} {'res':>4} {'MFLOPs':>8} {'Mparams':>8} " + " ".join(f"{p:>11}" for p in paths))
+    for label, (info, _) in models.items():
+        row = f"{label:<28} {info['res']:>4} {info['flops']:>8.1f} {info['params']:>8.2f} "
+        print(row + " ".join(cell(label, p) for p in paths))
+    print("\nratio to the anchor of equal FLOPs, same path (< 1: ours is faster):")
+    shared = [p for p in paths if p in ANCHOR_PATHS]
+    print(f"{'ours / anchor':<58} " + " ".join(f"{p:>9}" for p in shared))
+    pairs = [(label, anchor) for label, anchor in ANCHORS.items() if label in models and anchor in models]
+    if not pairs:
+        print("  (none: --models holds no model together with its anchor)")
+    for label, anchor in pairs:
+        ratios = [f"{med[(label, p)] / med[(anchor, p)]:>8.2f}x" if (anchor, p) in med else f"{'-':>9}" for p in shared]
+        print(f"{label + ' / ' + anchor:<58} " + " ".join(ratios))
+
+
+def set_threads(threads: int, executorch: bool) -> None:
+    torch.set_num_threads(threads)
+    if executorch:
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool (default: one thread per core)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    paths = list(args.paths)
+    has_et = _executorch_available()
+    if not has_et and any(q.startswith("et_") for q in paths):
+        print(f"executorch is not installed: no ExecuTorch columns ({export.EXECUTORCH_PACKAGES})")
+        paths = [q for q in paths if not q.startswith("et_")]
+    set_threads(args.threads, has_et)
 
-    models = []
-    for label, build, res in MODELS:
-        m = build().eval()
-        flops, params = mobile_cv.count_flops_params(m, res, in_chans=3)
-        models.append((label, m, torch.randn(1, 3, res, res), flops, params))
-    times = {label: [] for label, *_ in models}
-    with torch.inference_mode():
-        for r in range(args.warmup + args.rounds):
-            for label, m, x, *_ in models:
-                t0 = time.perf_counter()
-                m(x)
-                dt = time.perf_counter() - t0
-                if r >= args.warmup:
-                    times[label].append(dt * 1e3)
-
-    med = {k: statistics.median(v) for k, v in times.items()}
-    base = "timm mobilenetv3_small_100"
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, {args.rounds} interleaved rounds")
-    print(f"{'model':<28} {'res':>4} {'MFLOPs':>8} {'Mparams':>8} {'median ms':>10} {'vs mnv3_small':>14}")
-    for label, _, x, flops, params in models:
-        print(
-            f"{label:<28} {x.shape[-1]:>4} {flops:>8.1f} {params:>8.2f} {med[label]:>10.2f} "
-            f"{med[label] / med[base]:>13.2f}x"
-        )
-    print("\npairs (ratio = first / second):")
-    for a, b in PAIRS:
-        print(f"  {a} / {b}: {med[a] / med[b]:.2f}x")
+    models = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in args.models:
+            models[label] = build_runners(label, paths, args.threads, tmp)
+        med = measure(models, args.rounds, args.warmup)
+    print(
+        f"\ntorch {torch.__version__}, {args.threads} thread(s), batch 1, {args.rounds} interleaved rounds; "
+        f"median ms per image (et_int8: calibrated on noise, speed only)"
+    )
+    print_tables(models, med, paths)
 
 
 if __name__ == "__main__":

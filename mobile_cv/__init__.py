@@ -18,6 +18,7 @@ from .builder import FBNet, build_model
 from .checkpoint import CheckpointMismatchError, load_state_dict
 from .errors import UserError
 from .flops import count_flops_params
+from .fuse import fuse_for_inference
 from .ops import OPS
 from .registry import Registry, RegistryError
 
@@ -33,6 +34,7 @@ __all__ = [
     "FBNet",
     "build_model",
     "count_flops_params",
+    "fuse_for_inference",
     "load_state_dict",
     "scale_arch_def",
     "unify",

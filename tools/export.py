@@ -1,14 +1,22 @@
 #!/usr/bin/env python
-"""Export a model to TorchScript and ONNX, then check each file against the eager model.
+"""Export a model to TorchScript, ONNX or ExecuTorch, then check each file against the eager model.
 
     python tools/export.py FBNetV2_F1 --out output/export               # zoo name (random weights)
     python tools/export.py FBNetV2_F1 --pretrained                      # with the zoo's weights
     python tools/export.py output/search/arch_def.json --checkpoint output/train/model.pth --num-classes 10
     python tools/export.py fbnet_c --formats onnx --resolution 192
+    python tools/export.py mnist_dmasking_1p5m --pretrained --format executorch \\
+        --int8 --calib-data configs/train_embedded_mnist.yaml          # phone: fp32 and int8 .pte
+    python tools/export.py output/search_embedded_mnist/arch_def.json --num-classes 10 --in-chans 1 \\
+        --weights output/train_embedded_mnist/model_final.pth --format executorch \\
+        --int8 --calib-data configs/train_embedded_mnist.yaml
 
-Each exported file is loaded back (torch.jit.load, onnxruntime) and run on a random
-batch next to the eager model; the max abs difference is printed, and the exit
-status is 1 if any exceeds --atol.
+Every format exports the model with its BatchNorms folded into the convs. Each exported
+file is loaded back (torch.jit.load, onnxruntime, ExecuTorch's runtime) and run on a
+random batch next to the eager model; the max abs difference is printed, and the exit
+status is 1 if any exceeds --atol. ``--int8`` (ExecuTorch) calibrates on the train split of
+the --calib-data config's dataset and checks top-1 on its val+test splits: the exit status
+is 1 if int8 loses more than --max-int8-loss points against the eager model.
 """
 
 import argparse
@@ -19,48 +27,111 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mobile_cv  # noqa: E402
 import model_zoo  # noqa: E402
-from model_zoo.export import FORMATS, ONNX_MIN_OPSET, export_and_check, resolve_model  # noqa: E402
+from mobile_cv.config import ConfigError  # noqa: E402
+from mobile_cv.data import DatasetError  # noqa: E402
+from model_zoo.export import (  # noqa: E402
+    CALIB_IMAGES,
+    DEFAULT_FORMATS,
+    FORMATS,
+    ONNX_MIN_OPSET,
+    ExportError,
+    export_and_check,
+    resolve_model,
+)
+
+USER_ERRORS = (
+    mobile_cv.ArchDefError,
+    mobile_cv.RegistryError,
+    mobile_cv.CheckpointMismatchError,
+    model_zoo.ModelZooError,
+    ConfigError,
+    DatasetError,
+    ExportError,
+    ValueError,
+)
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="zoo name, registered arch name, or .json/.py arch-def file")
-    p.add_argument("--checkpoint", help="checkpoint file to load (state dict or {'model_ema'|'state_dict': ...})")
+    p.add_argument(
+        "--checkpoint", "--weights", help="checkpoint file to load (state dict or {'model_ema'|'state_dict': ...})"
+    )
     p.add_argument("--pretrained", action="store_true", help="load the zoo entry's pretrained weights")
     p.add_argument("--num-classes", type=int, help="classifier outputs (default: the zoo entry's, else 1000)")
+    p.add_argument("--in-chans", type=int, help="input channels (default: the zoo entry's, else 3; MNIST: 1)")
     p.add_argument("--resolution", type=int, help="input size (default: the model's input_size)")
     p.add_argument("--out", default="output/export", help="output folder (default: output/export)")
-    p.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
+    p.add_argument("--formats", "--format", nargs="+", choices=FORMATS, default=list(DEFAULT_FORMATS))
     p.add_argument("--opset", type=int, default=ONNX_MIN_OPSET, help=f"ONNX opset (>= {ONNX_MIN_OPSET})")
     p.add_argument("--torchscript-method", choices=("script", "trace"), default="script")
     p.add_argument("--batch", type=int, default=2, help="batch size of the check input")
-    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed max abs difference")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed max abs difference (fp32 formats)")
+    p.add_argument("--int8", action="store_true", help="also an int8 ExecuTorch .pte (PT2E, XNNPACK)")
+    p.add_argument("--calib-data", metavar="CONFIG", help="config whose DATA section gives the calibration images")
+    p.add_argument("--calib-images", type=int, default=CALIB_IMAGES, help="train images to calibrate on")
+    p.add_argument(
+        "--allow-random-calib", action="store_true", help="calibrate int8 on random noise (latency only, no accuracy)"
+    )
+    p.add_argument("--max-int8-loss", type=float, default=1.0, help="largest allowed int8 top-1 loss, in points")
     p.add_argument("--cache-dir", help=f"download cache (default: ${model_zoo.CACHE_ENV} or the torch hub dir)")
     args = p.parse_args(argv)
+    if args.int8 and "executorch" not in args.formats:
+        p.error("--int8 is an ExecuTorch export: add --format executorch")
+    return args
 
+
+def report(fmt, r, args, shape) -> bool:
+    """Print one result line; whether it passed."""
+    size = f"{r.size_bytes / 1e6:.2f} MB"
+    if r.accuracy is not None:
+        a = r.accuracy
+        passed = a.loss <= args.max_int8_loss
+        print(
+            f"{fmt:<16} {r.path}  {size}  top-1 eager {a.eager_top1:.2f}% vs exported {a.exported_top1:.2f}% "
+            f"(loss {a.loss:.2f} points, agreement {a.agreement:.2f}%, max abs logit diff {a.max_abs_diff:.3g}) on "
+            f"{a.images} images ({a.source})  {'ok' if passed else 'FAILED'} (max loss {args.max_int8_loss:g})"
+        )
+        return passed
+    if fmt == "executorch_int8":  # random calibration: nothing to hold it to
+        print(f"{fmt:<16} {r.path}  {size}  calibrated on random noise: accuracy not checked")
+        return True
+    passed = r.max_abs_diff <= args.atol
+    print(
+        f"{fmt:<16} {r.path}  {size}  max abs diff vs eager {r.max_abs_diff:.3g}  {'ok' if passed else 'FAILED'}"
+        f" (atol {args.atol:g}, input {shape})"
+    )
+    return passed
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
-        model, name = resolve_model(args.model, args.checkpoint, args.pretrained, args.num_classes, args.cache_dir)
-    except (
-        mobile_cv.ArchDefError,
-        mobile_cv.RegistryError,
-        mobile_cv.CheckpointMismatchError,
-        model_zoo.ModelZooError,
-        ValueError,
-    ) as e:
+        model, name = resolve_model(
+            args.model, args.checkpoint, args.pretrained, args.num_classes, args.cache_dir, args.in_chans
+        )
+        resolution = args.resolution or model.input_size
+        results = export_and_check(
+            model,
+            args.out,
+            name,
+            resolution,
+            args.formats,
+            args.opset,
+            args.batch,
+            args.torchscript_method,
+            int8=args.int8,
+            calib_data=args.calib_data,
+            allow_random_calibration=args.allow_random_calib,
+            calib_images=args.calib_images,
+        )
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    resolution = args.resolution or model.input_size
-    results = export_and_check(
-        model, args.out, name, resolution, args.formats, args.opset, args.batch, args.torchscript_method
-    )
+    shape = f"{args.batch}x{model.in_chans}x{resolution}x{resolution}"
     ok = True
     for fmt, r in results.items():
-        passed = r.max_abs_diff <= args.atol
-        ok &= passed
-        print(
-            f"{fmt:<12} {r.path}  max abs diff vs eager {r.max_abs_diff:.3g}  {'ok' if passed else 'FAILED'}"
-            f" (atol {args.atol:g}, input {args.batch}x{model.in_chans}x{resolution}x{resolution})"
-        )
+        ok &= report(fmt, r, args, shape)
     return 0 if ok else 1
 
 

@@ -26,6 +26,7 @@ from ..arch_registry import get_arch_def
 from ..builder import build_model
 from ..config import CfgNode, ConfigError, check_config, get_cfg
 from ..errors import UserError
+from ..search import build_supernet
 from .checkpoint import CHECKPOINT_FILE, CheckpointError, atomic_write_text, load_file
 from .logger import setup_logger
 
@@ -193,8 +194,6 @@ def check_resume(cfg: CfgNode, tool: str) -> None:
 def check_buildable(cfg: CfgNode, tool: str) -> None:
     """Build the run's model (``tool`` "train") or supernet ("search") on the meta device (no
     memory, no weights), so a bad row fails before anything is written to OUTPUT_DIR."""
-    from ..search import build_supernet  # deferred: the search package is not needed to train
-
     with torch.device("meta"):
         try:
             if tool == "train":
