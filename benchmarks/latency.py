@@ -154,6 +154,13 @@ def print_tables(models, med, paths):
     for label, anchor in pairs:
         ratios = [f"{med[(label, p)] / med[(anchor, p)]:>8.2f}x" if (anchor, p) in med else f"{'-':>9}" for p in shared]
         print(f"{label + ' / ' + anchor:<58} " + " ".join(ratios))
+    # what a phone user gets against the anchor as most people run it (eager fp32)
+    deploy = [(label, anchor, p) for label, anchor in pairs for p in ("et_fp32", "et_int8") if (label, p) in med]
+    if deploy and any((a, "eager") in med for _, a, _ in deploy):
+        print("\nours deployed / anchor in eager fp32 (same run):")
+    for label, anchor, p in deploy:
+        if (anchor, "eager") in med:
+            print(f"  {label} {p} / {anchor} eager: {med[(label, p)] / med[(anchor, 'eager')]:.2f}x")
 
 
 def set_threads(threads: int, executorch: bool) -> None:

@@ -42,6 +42,8 @@ import torch
 import arch_defs
 import mobile_cv
 from mobile_cv.arch_def import load_arch_def_file
+from mobile_cv.config import check_config, get_cfg
+from mobile_cv.data import build_dataset, dataset_kwargs
 from mobile_cv.errors import UserError
 from mobile_cv.registry import RegistryError, did_you_mean
 
@@ -461,9 +463,6 @@ def load_images(
 
     ``limit`` keeps the first images of each split (a fixed, class-mixed order).
     """
-    from mobile_cv.config import check_config, get_cfg
-    from mobile_cv.data import build_dataset, dataset_kwargs
-
     cfg = get_cfg()
     cfg.merge_from_file(config_file)
     check_config(cfg)
