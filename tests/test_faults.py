@@ -606,7 +606,16 @@ def test_sigkill_during_checkpoint_write(files, tmp_path):
 def test_sigint_stops_with_one_line(files, tmp_path):
     out = tmp_path / "o"
     args = [os.path.join(ROOT, "tools", "train.py"), *train_args(files, out, "tiny.json", "SOLVER.EPOCHS", "50")]
-    p = subprocess.Popen([sys.executable, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a shell's background job inherits SIGINT ignored (and Python then keeps it ignored): restore it
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    p = subprocess.Popen(
+        [sys.executable, *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=restore,
+    )
     deadline = time.time() + 120
     while not (out / "checkpoint.pth").exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.1)
