@@ -45,7 +45,7 @@ lint: install
 # each runs and what it prints. The numbers in docs/benchmarks.md come from the full commands
 # given there (search_quality.py at its settings takes hours).
 bench: install
-	$(BIN)/python benchmarks/latency.py --rounds 5 --warmup 1
+	$(BIN)/python benchmarks/latency.py --rounds 5 --warmup 1 --models FBNetV2_F1 'timm mobilenetv3_small_100'
 	$(BIN)/python benchmarks/derive_speed.py --spaces mnist_small_space fbnetv2_f_space
 	$(BIN)/python benchmarks/search_memory.py --steps 2 --batch 8 --max-options 2 --tables channels
 	$(BIN)/python benchmarks/search_cost.py --rounds 1 --limit 64 --batch 32 --arch model_zoo/weights/mnist_dmasking_1p5m.json
