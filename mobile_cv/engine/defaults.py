@@ -22,8 +22,7 @@ import torch
 
 from .. import comm as dist
 from ..arch_def import ArchDefError, load_arch_def_file, to_jsonable, unify
-from ..arch_registry import get_arch_def
-from ..builder import build_model
+from ..builder import build_model, resolve_arch_def
 from ..config import CfgNode, ConfigError, check_config, get_cfg
 from ..errors import UserError
 from ..search import build_supernet
@@ -87,13 +86,12 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), arch_key: str = "
 
 def arch_def_of(arch: str) -> Dict[str, Any]:
     """The arch-def dict a MODEL.ARCH / SEARCH.SPACE value names (a file or a registered name)."""
-    resolved = resolve_arch(arch)
-    return resolved if isinstance(resolved, dict) else get_arch_def(resolved)
+    return resolve_arch_def(resolve_arch(arch))[0]
 
 
 def _resolve_input_size(cfg: CfgNode, arch_key: str) -> None:
     name = cfg.MODEL.ARCH if arch_key == "MODEL.ARCH" else cfg.SEARCH.SPACE
-    if (name.endswith((".json", ".py")) or os.sep in name) and not os.path.isfile(name):
+    if is_arch_file(name) and not os.path.isfile(name):
         return  # e.g. a search's arch_def.json not written yet: building the model says so
     arch_def = arch_def_of(name)
     if cfg.DATA.INPUT_SIZE == 0:
@@ -158,6 +156,11 @@ def run_identity(cfg: CfgNode, tool: str) -> Dict[str, str]:
 _STATE_OF_TOOL = {"train": "model", "search": "supernet"}
 
 
+def checkpoint_tool(states: Dict[str, Any]) -> Optional[str]:
+    """Which tool ("train" or "search") wrote a checkpoint with these states; None: neither."""
+    return next((t for t, key in _STATE_OF_TOOL.items() if key in states), None)
+
+
 def check_resume(cfg: CfgNode, tool: str) -> None:
     """Refuse, before anything is written, a --resume whose checkpoint this run cannot continue:
     another tool's, another architecture's or space's, or one past this run's epochs."""
@@ -168,7 +171,7 @@ def check_resume(cfg: CfgNode, tool: str) -> None:
     states, extra = data.get("states", {}) if isinstance(data, dict) else {}, {}
     if isinstance(data, dict) and isinstance(data.get("extra"), dict):
         extra = data["extra"]
-    other = next((t for t, key in _STATE_OF_TOOL.items() if key in states), None)
+    other = checkpoint_tool(states)
     if other is None:
         raise CheckpointError(f"{path} is not a checkpoint of tools/train.py or tools/search.py")
     advice = "choose another OUTPUT_DIR, or resume with the config that wrote it"
@@ -316,9 +319,14 @@ def run_main(fn: Callable[[], Any]) -> int:
         dist.shutdown()
 
 
+def is_arch_file(arch: str) -> bool:
+    """Whether a MODEL.ARCH / SEARCH.SPACE value names a file (else a registered name)."""
+    return arch.endswith((".json", ".py")) or os.sep in arch
+
+
 def resolve_arch(arch: str) -> Any:
     """MODEL.ARCH as :func:`mobile_cv.build_model` takes it: a dict read from a .json/.py file, or the name."""
-    if arch.endswith((".json", ".py")) or os.sep in arch:
+    if is_arch_file(arch):
         if not os.path.isfile(arch):
             raise ArchDefError(
                 f"MODEL.ARCH {arch!r}: no such arch-def file; give a registered name (arch_defs.names('model')) "

@@ -31,7 +31,7 @@ from ..flops import count_flops_params
 from . import train_loop
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import Checkpointer, CheckpointError, atomic_save, atomic_write_text, load_file, state_digest
-from .defaults import build_model_from_cfg, run_identity
+from .defaults import build_model_from_cfg, checkpoint_tool, run_identity
 from .hooks import EMAUpdate, Evaluate, LRSchedule, SaveCheckpoint, SetEpoch, SyncBuffers, WriteMetrics
 from .loop import StepBase, Trainer, create_ddp_model
 from .train_loop import (
@@ -204,9 +204,9 @@ def evaluate_weights(cfg: CfgNode, weights: str, *, split: str, device: torch.de
     check_model_fits_data(cfg, loader.dataset)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:  # a training checkpoint.pth
         states = obj.get("states", {})
-        if "model" not in states:
+        if checkpoint_tool(states) != "train":
             raise CheckpointError(
-                f"{weights} is a {'search' if 'supernet' in states else 'non-training'} checkpoint, not trained "
+                f"{weights} is a {checkpoint_tool(states) or 'non-training'} checkpoint, not trained "
                 f"weights: train the searched arch first (tools/train.py MODEL.ARCH <search folder>/arch_def.json) "
                 f"and evaluate its model_final.pth"
             )
