@@ -46,7 +46,7 @@ lint: install
 # given there (search_quality.py at its settings takes hours).
 bench: install
 	$(BIN)/python benchmarks/latency.py --rounds 5 --warmup 1 --models FBNetV2_F1 'timm mobilenetv3_small_100'
-	$(BIN)/python benchmarks/derive_speed.py --spaces mnist_small_space fbnetv2_f_space
+	$(BIN)/python benchmarks/budget_speed.py --spaces mnist_small_space fbnetv2_f_space
 	$(BIN)/python benchmarks/search_memory.py --steps 2 --batch 8 --max-options 2 --tables channels
 	$(BIN)/python benchmarks/search_cost.py --rounds 1 --limit 64 --batch 32 --arch model_zoo/weights/mnist_dmasking_1p5m.json
 	$(BIN)/python benchmarks/search_quality.py --budgets 0.3 --seeds --random 2 --train-epochs 1 \

@@ -27,7 +27,7 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 
 import mobile_cv  # noqa: E402
-from model_zoo import export  # noqa: E402
+from mobile_cv import export  # noqa: E402
 
 # label -> (builder, resolution, ours); timm models at their default 224
 MODELS = {
@@ -54,7 +54,7 @@ ANCHOR_PATHS = ("eager", "et_fp32", "et_int8")
 
 def _executorch_available() -> bool:
     try:
-        export._require_executorch()
+        export.require_executorch()
     except export.ExportError:
         return False
     return True

@@ -3,7 +3,7 @@
 same data, measured interleaved in one run.
 
 A search epoch is what ``tools/search.py`` runs after the warm-up (the real
-:class:`~mobile_cv.engine.search.SearchStep` in the engine's loop): a weight step on each ``search_weights``
+:class:`~mobile_cv.engine.steps.SearchStep` in the engine's loop): a weight step on each ``search_weights``
 batch (80% of the train split), each followed by an alpha step on a ``search_alpha``
 batch. It is timed for three settings of ``SEARCH.SAMPLED_CHOICES``: the paper's full
 mixture (every block type at every resolution), sampled resolutions (the default), and
@@ -29,10 +29,9 @@ import mobile_cv  # noqa: E402
 from mobile_cv.arch_def import load_arch_def_file  # noqa: E402
 from mobile_cv.config import get_cfg  # noqa: E402
 from mobile_cv.data import build_dataset, build_loader_from_dataset, set_epoch  # noqa: E402
-from mobile_cv.engine import LRSchedule, SetEpoch, Trainer  # noqa: E402
-from mobile_cv.engine.search import SearchStep, Temperature, _build_optimizers  # noqa: E402
+from mobile_cv.engine import LRSchedule, SearchStep, SetEpoch, Temperature, Trainer, build_search_optimizers  # noqa: E402
 from mobile_cv.search import CostLoss, build_supernet  # noqa: E402
-from mobile_cv.search.derive import CostTable, log_probs  # noqa: E402
+from mobile_cv.search.budget import BudgetTable, log_probs  # noqa: E402
 
 SETTINGS = {  # label -> SEARCH.SAMPLED_CHOICES
     "full mixture": [],
@@ -71,8 +70,9 @@ class SearchEpoch:
             ]
         )
         net = build_supernet(space, num_classes=10, in_chans=1)
-        w_opt, a_opt, scheduler = _build_optimizers(cfg, net, len(w_loader))
-        step = SearchStep(cfg, net, net, CostLoss("target", target=target), (w_opt, a_opt), a_loader)
+        w_opt, a_opt, scheduler = build_search_optimizers(cfg, net, len(w_loader))
+        cost = (CostLoss("target", target=target), lambda mixing: net.expected_cost("flops", mixing))
+        step = SearchStep(cfg, net, net, cost, (w_opt, a_opt), a_loader)
         self.trainer = Trainer(
             step,
             w_loader,
@@ -120,12 +120,12 @@ def main() -> None:
     torch.manual_seed(0)
 
     net = build_supernet(args.space, num_classes=10, in_chans=1)
-    table = CostTable(net, "flops")
-    largest = net.derive(net.one_hot(table.extreme(largest=True)[0]))
+    table = BudgetTable(net, "flops")
+    largest = net.derive_arch(net.one_hot(table.extreme(largest=True)[0]))
     if args.arch:
         derived = load_arch_def_file(args.arch)
     else:
-        derived = net.derive(net.one_hot(table.budgeted(args.target, 0.05, log_probs(net))[0]))
+        derived = net.derive_arch(net.one_hot(table.most_probable_within(args.target, 0.05, log_probs(net))[0]))
 
     make = loaders(args.batch, net.input_size, args.limit)
     w_loader, a_loader, train_loader = make("search_weights"), make("search_alpha"), make("train")

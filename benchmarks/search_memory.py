@@ -100,7 +100,7 @@ def run_one(mode: str, options: int, resolutions: int, device: str, steps: int, 
         return t
 
     def step():
-        w = net.sample_weights()
+        w = net.sample_mixing()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             ce = torch.nn.functional.cross_entropy(net(x, w), y)
             loss = loss_fn(ce, net.expected_cost("flops", w))
@@ -167,7 +167,7 @@ def run_f(sampled: tuple, checkpoint: bool, device: str, steps: int, batch: int)
     for i in range(steps):
         torch.manual_seed(i)  # every row samples the same Gumbel draws
         t0 = time.perf_counter()
-        w = net.sample_weights(hard=sampled)
+        w = net.sample_mixing(hard=sampled)
         loss = loss_fn(torch.nn.functional.cross_entropy(net(x, w), y), net.expected_cost("flops", w))
         loss.backward()
         net.zero_grad(set_to_none=True)

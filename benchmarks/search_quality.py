@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 
 from mobile_cv.arch_def import to_jsonable  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
-from mobile_cv.search.derive import sample_within  # noqa: E402
+from mobile_cv.search.budget import sample_within  # noqa: E402
 
 SEARCH_CONFIG = os.path.join("configs", "search_embedded_mnist.yaml")
 TRAIN_CONFIG = os.path.join("configs", "train_embedded_mnist.yaml")
@@ -230,7 +230,7 @@ def main() -> int:
     tasks = []
     for budget in args.budgets:
         drawn = sample_within(net, "flops", budget, args.tolerance, args.random, seed=args.random_seed)
-        tasks += [(budget, "random", i, net.derive(net.one_hot(index))) for i, (index, _) in enumerate(drawn)]
+        tasks += [(budget, "random", i, net.derive_arch(net.one_hot(index))) for i, (index, _) in enumerate(drawn)]
         tasks += [(budget, "searched", seed, None) for seed in args.seeds]
 
     def work(task):

@@ -6,14 +6,18 @@ registers the published FBNet/FBNetV2 models and this project's search spaces), 
 
     from mobile_cv.arch_registry import register_arch_def, get_arch_def, arch_def_names
     register_arch_def("my_net", my_def)   # then build_model("my_net") works
+
+:func:`resolve_arch_def` is the one answer to "is this a registered name or a file?": every
+tool, the zoo and export pass what the user typed through it.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List
+import os
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-from .arch_def import ArchDefError, check_top_level
+from .arch_def import ArchDefError, check_top_level, load_arch_def_file
 from .registry import Registry, RegistryError, did_you_mean
 
 ARCH_DEFS = Registry("ARCH_DEFS", contract='an arch-def dict {"input_size", "basic_args", "blocks"[, "search"]}')
@@ -44,3 +48,35 @@ def arch_def_names(kind: str = "all") -> List[str]:
     if kind not in ("all", "model", "space"):
         raise ValueError(f"kind must be 'all', 'model' or 'space', got {kind!r}")
     return [n for n in ARCH_DEFS.names() if kind == "all" or (("search" in ARCH_DEFS.get(n)) == (kind == "space"))]
+
+
+ARCH_FILE_SUFFIXES = (".json", ".py")
+
+
+def is_arch_file(value: str) -> bool:
+    """Whether ``value`` names an arch-def file (``.json``/``.py``, or any path) rather than a registered name."""
+    return value.endswith(ARCH_FILE_SUFFIXES) or os.sep in value
+
+
+def resolve_arch_def(spec: Union[str, Dict[str, Any]]) -> Tuple[Dict[str, Any], Optional[str]]:
+    """``(arch_def, name)`` from an arch-def dict, a registered name or a ``.json``/``.py`` file.
+
+    The dict is always a copy. ``name`` is the registered name, the file's path, or None for
+    a dict; error messages about the arch def name it.
+    """
+    if isinstance(spec, dict):
+        return copy.deepcopy(spec), None
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str):
+        raise ArchDefError(
+            f"expected an arch def dict, a registered arch name or an arch-def file, got {type(spec).__name__}"
+        )
+    if is_arch_file(spec):
+        if not os.path.isfile(spec):
+            raise ArchDefError(
+                f"{spec!r}: no such arch-def file; give a registered name (arch_defs.names()) or an existing "
+                f".json/.py file (a search writes OUTPUT_DIR/arch_def.json)"
+            )
+        return load_arch_def_file(spec), spec
+    return get_arch_def(spec), spec

@@ -11,24 +11,15 @@ with ``strict=True``.
 
 import copy
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Union
 
 import torch
 from torch import nn
 
 from .arch_def import ArchDefError, BlockSpec, scale_arch_def, unify
-from .arch_registry import get_arch_def
+from .arch_registry import resolve_arch_def
 from .ops import OPS, OpSpec, accepted_kwargs, check_kwarg_values
 from .registry import RegistryError, did_you_mean
-
-
-def resolve_arch_def(arch_def_or_name: Union[str, Dict[str, Any]]) -> Tuple[Dict[str, Any], Optional[str]]:
-    """``(arch_def, name)`` from a registered name or a dict (the dict is deep-copied)."""
-    if isinstance(arch_def_or_name, str):
-        return get_arch_def(arch_def_or_name), arch_def_or_name
-    if isinstance(arch_def_or_name, dict):
-        return copy.deepcopy(arch_def_or_name), None
-    raise ArchDefError(f"expected an arch def dict or a registered arch name, got {type(arch_def_or_name).__name__}")
 
 
 def build_block(
@@ -198,7 +189,8 @@ def build_model(arch_def_or_name: Union[str, Dict[str, Any]], num_classes: int =
     """Build a classification model from an arch def dict or a registered arch name.
 
     Args:
-        arch_def_or_name: a dict in the arch-def format or a registered name (``arch_defs.names()``).
+        arch_def_or_name: a dict in the arch-def format, a registered name (``arch_defs.names()``) or
+            the path of a ``.json``/``.py`` arch-def file.
         num_classes: classifier outputs (0: no classifier, the model returns pooled features).
         **overrides: ``in_chans`` (3), ``width_mult`` / ``depth_mult`` (1.0, see
             :func:`mobile_cv.arch_def.scale_arch_def`), ``input_size`` (the def's default

@@ -35,6 +35,7 @@ from .zoo import (
     list_models,
     load_pretrained,
     register,
+    resolve_model,
     unregister,
 )
 
@@ -65,5 +66,6 @@ __all__ = [
     "read_state_dict",
     "register",
     "register_timm",
+    "resolve_model",
     "unregister",
 ]

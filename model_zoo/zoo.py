@@ -12,10 +12,11 @@ from timm.models import adapt_input_conv
 from torch import nn
 
 import mobile_cv
+from mobile_cv.arch_registry import arch_def_names, is_arch_file, resolve_arch_def
 from mobile_cv.checkpoint import CheckpointMismatchError, describe_mismatch, load_state_dict
 from mobile_cv.registry import Registry, RegistryError, did_you_mean
 
-from .entry import ZooEntry
+from .entry import ZooEntry, ZooEntryError
 from .hub import ModelZooError, StateDict, fetch_checkpoint, is_url, read_state_dict
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,58 @@ def create_model(
     source, sha256 = _pretrained_source(entry, pretrained)
     load_pretrained(model, source, sha256, cache_dir, force_download, name=entry.name)
     return model
+
+
+def resolve_model(
+    spec: str,
+    checkpoint: Optional[str] = None,
+    pretrained: bool = False,
+    num_classes: Optional[int] = None,
+    cache_dir: Optional[str] = None,
+    in_chans: Optional[int] = None,
+) -> Tuple[mobile_cv.FBNet, str]:
+    """``(model in eval mode, name)`` from a zoo name, a registered arch or an arch-def ``.json``/``.py`` file.
+
+    Zoo entries win over registered archs of the same name; files and archs resolve through
+    :func:`mobile_cv.arch_registry.resolve_arch_def`.
+
+    Args:
+        checkpoint: a checkpoint file to load (``torch.load(weights_only=True)``).
+        pretrained: load the zoo entry's own weights (zoo names only).
+        num_classes: classifier outputs (default: the entry's, else 1000).
+        cache_dir: download cache for ``pretrained``.
+        in_chans: input channels (default: the entry's, else 3; 1 for a model trained on the MNIST digits).
+    """
+    entry = None if is_arch_file(spec) else _zoo_entry(spec)
+    chans = {} if in_chans is None else {"in_chans": in_chans}
+    if entry is not None:
+        model = create_model(entry.name, pretrained=pretrained, num_classes=num_classes, cache_dir=cache_dir, **chans)
+        name = entry.name
+    else:
+        if pretrained:
+            raise ZooEntryError(
+                f"{spec!r} is not a zoo entry, so it has no pretrained weights; pass a checkpoint instead"
+            )
+        try:
+            arch, _ = resolve_arch_def(spec)
+        except RegistryError:
+            known = sorted(set(list_models()) | set(arch_def_names("model")))
+            raise RegistryError(
+                f'"{spec}" is neither a zoo entry nor a registered arch{did_you_mean(spec, known)}, nor a .json/.py '
+                f"arch-def file (list them with: python tools/model_zoo.py list; python tools/flops.py)"
+            ) from None
+        model = mobile_cv.build_model(arch, num_classes=1000 if num_classes is None else num_classes, **chans)
+        name = os.path.splitext(os.path.basename(spec))[0] if is_arch_file(spec) else spec
+    if checkpoint:
+        load_pretrained(model, checkpoint)
+    return model.eval(), name
+
+
+def _zoo_entry(spec: str) -> Optional[ZooEntry]:
+    try:
+        return get_entry(spec)
+    except RegistryError:
+        return None
 
 
 def format_table(names: List[str], markdown: bool = False) -> str:

@@ -11,21 +11,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 torch.set_num_threads(2)
 
-# Runs a tool with SIGKILL sent to itself at the KILL_AT-th training iteration: a real kill at
-# an exact point, where a timer would be at the mercy of the machine's load.
-KILL_AT_ITERATION = """
-import os, runpy, signal, sys
-import mobile_cv.engine.train_loop as loop
-real, calls = loop.check_finite, [0]
-def check_finite(loss, where):
-    calls[0] += 1
-    if calls[0] == int(os.environ["KILL_AT"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(loss, where)
-loop.check_finite = check_finite
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
+# ``python KILL_AT_STEP N tools/x.py ARGS``: the tool, SIGKILLed before its N-th step (a hook).
+KILL_AT_STEP = os.path.join(ROOT, "tests", "kill_at_step.py")
 
 
 @pytest.fixture

@@ -59,8 +59,8 @@ def test_issue_keys_exist():
         "SEARCH.WEIGHTS.WEIGHT_DECAY",
         "SEARCH.COST.KIND",
         "SEARCH.COST.FORM",
-        "SEARCH.COST.ALPHA",
-        "SEARCH.COST.BETA",
+        "SEARCH.COST.FBNET_SCALE",
+        "SEARCH.COST.FBNET_EXPONENT",
         "SEARCH.COST.TARGET",
         "SEARCH.COST.TARGET_WEIGHT",
         "OUTPUT_DIR",
@@ -187,3 +187,19 @@ def test_frozen_config_refuses_changes():
     cfg = setup_cfg()
     with pytest.raises(AttributeError):
         cfg.SOLVER.EPOCHS = 3
+
+
+def test_renamed_keys_still_work_with_a_deprecation_line(caplog):
+    """SEARCH.COST.ALPHA/BETA (FBNet's coefficients) became FBNET_SCALE/FBNET_EXPONENT: "alpha" means
+    the architecture logits only. The old names set the new keys for one release, with a warning."""
+    import logging
+
+    logging.getLogger("mobile_cv").addHandler(caplog.handler)
+    try:
+        cfg = get_cfg()
+        cfg.merge_from_list(["SEARCH.COST.ALPHA", "0.3", "SEARCH.COST.BETA", "0.5"])
+    finally:
+        logging.getLogger("mobile_cv").removeHandler(caplog.handler)
+    assert (cfg.SEARCH.COST.FBNET_SCALE, cfg.SEARCH.COST.FBNET_EXPONENT) == (0.3, 0.5)
+    assert "SEARCH.COST.ALPHA (command line) is renamed SEARCH.COST.FBNET_SCALE" in caplog.text
+    assert "ALPHA" not in cfg.SEARCH.COST and "BETA" not in cfg.SEARCH.COST

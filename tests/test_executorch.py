@@ -12,8 +12,9 @@ from conftest import ROOT
 
 import mobile_cv
 from mobile_cv.arch_registry import arch_def_names
+from mobile_cv.export import ExportError, export_and_check, export_executorch, export_executorch_int8
 from mobile_cv.fuse import count_batchnorms
-from model_zoo.export import ExportError, export_and_check, export_executorch, export_executorch_int8, resolve_model
+from model_zoo import resolve_model
 
 FP32_ATOL = 1e-4
 FOLD_ATOL = 1e-5
@@ -63,7 +64,7 @@ def test_folding_is_exact_on_every_released_arch(arch):
 )
 def test_fp32_pte_matches_eager_in_executorch(spec, size, tmp_path):
     pytest.importorskip("executorch")
-    from model_zoo.export import run_executorch
+    from mobile_cv.export import run_executorch
 
     model, name = resolve_model(spec, num_classes=10)
     randomize_batchnorms(model)

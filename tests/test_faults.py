@@ -146,7 +146,7 @@ def test_bad_arch_file(case, tool, tmp_path):
     (tmp_path / name).write_bytes(content)
     out = tmp_path / "out"
     rc, err = tool("train", "MODEL.ARCH", tmp_path / name, "OUTPUT_DIR", out, *TRAIN)
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, *words)
     assert not out.exists()  # refused before anything was written
 
@@ -170,20 +170,20 @@ def test_bad_arch_row(case, tool, tmp_path):
     (out / "notes.txt").write_text("mine")
     before = snapshot(out)
     rc, err = tool("train", "MODEL.ARCH", tmp_path / "a.json", "OUTPUT_DIR", out, *TRAIN)
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, *words)
     assert snapshot(out) == before
 
 
 def test_unknown_arch_name_suggests(tool, tmp_path):
     rc, err = tool("train", "MODEL.ARCH", "FBNetV2_F9", "OUTPUT_DIR", tmp_path / "o", *TRAIN)
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, "FBNetV2_F9", "FBNetV2_F")
 
 
 def test_input_size_below_stride(tool, files, tmp_path):
     rc, err = tool("train", *train_args(files, tmp_path / "o"), "DATA.INPUT_SIZE", "4")
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, "DATA.INPUT_SIZE 4", "stride 8")
     assert not (tmp_path / "o").exists()
 
@@ -227,7 +227,7 @@ CONFIG_CASES = {
 def test_bad_config_value(case, tool, files, tmp_path):
     opts, words = CONFIG_CASES[case]
     rc, err = tool("train", "MODEL.ARCH", files / "tiny.json", "OUTPUT_DIR", tmp_path / "o", *opts)
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, *words)
     assert not (tmp_path / "o").exists()
 
@@ -243,7 +243,7 @@ SEARCH_CONFIG_CASES = {
 def test_bad_search_config(case, tool, files, tmp_path):
     opts, words = SEARCH_CONFIG_CASES[case]
     rc, err = tool("search", "SEARCH.SPACE", files / "space.json", "OUTPUT_DIR", tmp_path / "o", *SEARCH, *opts)
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, *words)
 
 
@@ -255,21 +255,21 @@ def test_bad_search_config(case, tool, files, tmp_path):
 def test_bad_config_file(content, words, tool, tmp_path):
     (tmp_path / "c.yaml").write_bytes(content)
     rc, err = tool("train", "--config-file", tmp_path / "c.yaml", "OUTPUT_DIR", tmp_path / "o")
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, *words)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_cuda_without_gpu(tool, files, tmp_path):
     rc, err = tool("train", *train_args(files, tmp_path / "o"), "DEVICE", "cuda")
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, "DEVICE", "cuda", "cpu")
 
 
 def test_output_dir_is_a_file(tool, files, tmp_path):
     (tmp_path / "o").write_text("keep me")
     rc, err = tool("train", *train_args(files, tmp_path / "o"))
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, "is a file")
     assert (tmp_path / "o").read_text() == "keep me"
 
@@ -285,7 +285,7 @@ def test_output_dir_read_only(tool, files, tmp_path):
         rc, err = tool("train", *train_args(files, out))
     finally:
         out.chmod(0o755)
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, "Permission", str(out))
     assert snapshot(out) == before
 
@@ -297,7 +297,7 @@ def test_existing_run_needs_resume(tool, files, train_run, tmp_path):
     run = copy_run(train_run, tmp_path)
     before = snapshot(run)
     rc, err = tool("train", *train_args(files, run))
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, "already holds a run", "--resume")
     assert snapshot(run) == before
 
@@ -330,7 +330,7 @@ def test_refused_resume_changes_nothing(case, tool, files, train_run, search_run
     else:
         args = ["SEARCH.SPACE", files / "space.json", "OUTPUT_DIR", run, *SEARCH, *extra]
     rc, err = tool(name, "--resume", *args)
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, *words)
     assert snapshot(run) == before
     # and the documented evaluation of the run still works from its config.yaml
@@ -346,7 +346,7 @@ def test_corrupt_checkpoint_on_resume(tool, files, train_run, tmp_path):
     (run / "checkpoint.pth").write_bytes(data[: len(data) // 2])
     before = snapshot(run)
     rc, err = tool("train", "--resume", *train_args(files, run, "tiny.json", "SOLVER.EPOCHS", "3"))
-    assert rc == 1
+    assert rc == 2
     line = one_error_line(err, "checkpoint.pth")
     assert "weights_only=False" not in line
     assert snapshot(run) == before
@@ -410,7 +410,7 @@ def test_bad_weights_for_eval(case, tool, files, train_run, search_run, tmp_path
     weights = weights or train_run / "model_final.pth"
     before = snapshot(train_run), snapshot(search_run)
     rc, err = tool("eval", "--weights", weights, "MODEL.ARCH", files / arch, *TRAIN[:2])
-    assert rc == 1
+    assert rc == 2
     line = one_error_line(err, *words)
     assert "weights_only=False" not in line
     assert (snapshot(train_run), snapshot(search_run)) == before
@@ -450,23 +450,23 @@ def test_broken_image_in_worker_process(tool, tmp_path):
         "OUTPUT_DIR",
         tmp_path / "o",
     )
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, "9.png", "worker")
 
 
 def test_missing_data_root(tool, tmp_path, files):
     rc, err = tool(*["train", "MODEL.ARCH", files / "tiny.json", "OUTPUT_DIR", tmp_path / "o"], "DATA.NAME", "cifar10")
-    assert rc == 1
+    assert rc == 2
     one_error_line(err, "cifar10")
 
 
 def test_16bit_images_are_scaled_not_clipped(tmp_path):
-    from mobile_cv.data.datasets import _open_rgb
+    from mobile_cv.data.datasets import open_rgb
 
     a = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
     Image.fromarray(a).save(tmp_path / "g16.png")
     assert Image.open(tmp_path / "g16.png").mode.startswith("I;16")
-    rgb = np.asarray(_open_rgb(str(tmp_path / "g16.png"))).astype(int)
+    rgb = np.asarray(open_rgb(str(tmp_path / "g16.png"))).astype(int)
     expected = np.round(a.astype(float) * 255 / 65535).astype(int)
     assert np.abs(rgb[..., 0] - expected).max() <= 1
     assert rgb[..., 0].mean() == pytest.approx(127.5, abs=1)  # clipping would give ~254

@@ -90,7 +90,7 @@ def test_a_registered_masked_form_is_searched_exactly(dwsep):
     for _ in range(12):
         index = {label: rng.randrange(c.size) for label, c in net.choices.items()}
         w = net.one_hot(index)
-        arch = net.derive(w)
+        arch = net.derive_arch(w)
         seen |= {row[0] for stage in arch["blocks"] for row in stage}
         model = mobile_cv.build_model(arch, num_classes=10).eval()
         net.copy_to(model, w)

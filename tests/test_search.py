@@ -97,7 +97,7 @@ def test_one_hot_supernet_equals_derived_model(which, mode):
     for _ in range(6):
         index = {label: rng.randrange(c.size) for label, c in net.choices.items()}
         w = net.one_hot(index)
-        arch = net.derive(w)
+        arch = net.derive_arch(w)
         model = mobile_cv.build_model(arch, num_classes=10).eval()
         net.copy_to(model, w)
         with torch.no_grad():
@@ -123,7 +123,7 @@ def test_spaces_contain_released_models(space_name, models):
     net = build_supernet(space_name)
     for name in models:
         w = net.one_hot(net.encode(arch_defs.get(name)))
-        derived = net.derive(w)
+        derived = net.derive_arch(w)
         pub = PUBLISHED[name]
         assert derived["input_size"] == pub["resolution"]
         flops, params = mobile_cv.count_flops_params(mobile_cv.build_model(derived), pub["resolution"])
@@ -152,7 +152,7 @@ def test_every_alpha_gets_a_gradient(source):
     torch.manual_seed(0)
     net = build_supernet(SPACES["all"], num_classes=10).train()
     randomize_bn(net)  # zero_last_bn_gamma would silence residual branches at init
-    w = net.sample_weights()
+    w = net.sample_mixing()
     if source == "ce":
         loss = nn.functional.cross_entropy(net(torch.randn(4, 3, 32, 32), w), torch.tensor([0, 1, 2, 3]))
     else:
@@ -186,21 +186,21 @@ def test_parameter_split_and_temperature():
     assert len(arch) == len(net.choices) and not (ids_a & ids_w)
     assert ids_a | ids_w == {id(p) for p in net.parameters()}
     net.eval()
-    assert all(torch.equal(a, b) for a, b in zip(net.sample_weights().values(), net.sample_weights().values()))
+    assert all(torch.equal(a, b) for a, b in zip(net.sample_mixing().values(), net.sample_mixing().values()))
     net.train()
-    w1, w2 = net.sample_weights(), net.sample_weights()
+    w1, w2 = net.sample_mixing(), net.sample_mixing()
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)  # Gumbel noise in train mode
     net.set_temperature(0.01)
     with torch.no_grad():
         net.alpha("resolution").copy_(torch.tensor([0.0, 1.0, 0.0]))
-    assert net.sample_weights(noise=False)["resolution"][1] > 0.999
+    assert net.sample_mixing(noise=False)["resolution"][1] > 0.999
     with pytest.raises(ValueError):
         net.set_temperature(0)
 
 
 def test_derived_arch_def_round_trips_through_json_and_py(tmp_path):
     net = build_supernet("mnist_small_space", num_classes=10, in_chans=1)
-    arch = net.derive()
+    arch = net.derive_arch()
     (tmp_path / "a.json").write_text(json.dumps(arch))
     (tmp_path / "a.py").write_text(format_arch_def_py(arch))
     for f in ("a.json", "a.py"):
@@ -224,7 +224,7 @@ def _distinct_architectures(net):
     (resolution, block types, and every weight's shape)."""
     seen = set()
     for index in itertools.product(*(range(c.size) for c in net.choices.values())):
-        arch = net.derive(net.one_hot(dict(zip(net.choices, index))))
+        arch = net.derive_arch(net.one_hot(dict(zip(net.choices, index))))
         model = mobile_cv.build_model(arch, num_classes=10)
         ops = tuple(r[0] for stage in arch["blocks"] for r in stage)
         shapes = tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
@@ -327,7 +327,7 @@ def test_custom_op_in_a_search_space():
         )
         net = build_supernet(sp, num_classes=10).eval()
         w = net.one_hot({"xif1_0.op": 1, "xif1_0.channels": 1})
-        arch = net.derive(w)
+        arch = net.derive_arch(w)
         assert arch["blocks"][1][0][0] == "test_sep_k3"
         model = mobile_cv.build_model(arch, num_classes=10).eval()
         net.copy_to(model, w)

@@ -9,13 +9,12 @@ import sys
 
 import pytest
 import torch
-from conftest import KILL_AT_ITERATION
+from conftest import KILL_AT_STEP
 
 import mobile_cv
 from mobile_cv.config import get_cfg
 from mobile_cv.data import build_dataset
-from mobile_cv.engine import read_metrics
-from mobile_cv.engine.search import temperature_at
+from mobile_cv.engine import read_metrics, temperature_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SPACE = {
@@ -170,10 +169,10 @@ def test_search_writes_every_output_and_its_result_trains(finished_search, tmp_p
 def test_sigkill_mid_epoch_then_resume_gives_the_same_alpha_and_arch(finished_search, space_file, tmp_path):
     ref, _ = finished_search
     out = tmp_path / "killed"
-    steps_per_epoch = 2 * (128 // 32)  # weights + alpha
-    kill_at = 4 + steps_per_epoch + 6  # epoch 3, inside its alpha phase (epoch 1 is weights only)
-    cmd = [sys.executable, "-c", KILL_AT_ITERATION, *tool("search.py", *search_args(space_file, out))[1:]]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KILL_AT": str(kill_at)})
+    steps_per_epoch = 128 // 32  # each a weight and (after the warm-up epoch) an alpha step
+    kill_at = 2 * steps_per_epoch + 3  # before the 3rd step of epoch 3 (epoch 1 is weights only)
+    cmd = [sys.executable, KILL_AT_STEP, str(kill_at), *tool("search.py", *search_args(space_file, out))[1:]]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     assert [r["epoch"] for r in read_metrics(out / "metrics.jsonl")] == [0, 1]
     assert not (out / "search.json").exists()
@@ -218,13 +217,13 @@ def test_target_below_the_smallest_model_is_refused(space_file, tmp_path):
         ),
         check=False,
     )
-    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "no architecture of the space costs 0.0001 MFLOPs" in p.stderr and "spans 0.002544-0.03338" in p.stderr
 
 
 def test_target_in_a_gap_between_the_space_costs_is_refused(space_file, tmp_path):
     p = run(tool("search.py", *search_args(space_file, tmp_path / "t"), "SEARCH.COST.TARGET", "0.01"), check=False)
-    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "no architecture of the space is within 5% of 0.01 MFLOPs" in p.stderr
     assert "the nearest cost 0.009376 MFLOPs (-6.2%), 0.01093 MFLOPs (+9.3%)" in p.stderr
     assert not (tmp_path / "t" / "checkpoint.pth").exists()
@@ -234,7 +233,7 @@ def test_output_folder_of_another_run_is_refused(finished_search, space_file):
     out, _ = finished_search
     before = open(out / "checkpoint.pth", "rb").read()
     p = run(tool("search.py", *search_args(space_file, out)), check=False)
-    assert p.returncode == 1 and "--resume" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "--resume" in p.stderr and "Traceback" not in p.stderr
     assert open(out / "checkpoint.pth", "rb").read() == before
 
 
@@ -252,7 +251,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(finished_search, spac
         tool("search.py", *search_args(space_file, out, epochs=4), "SEARCH.WEIGHTS.LR", "1e12", flags=["--resume"]),
         check=False,
     )
-    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "Traceback" not in p.stderr
     msg = p.stderr.strip().splitlines()[-1]
     assert "loss is nan" in msg.lower() or "loss is inf" in msg.lower()
     assert "search 4/4" in msg and "checkpoint.pth (after epoch 3) is intact" in msg
@@ -262,7 +261,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(finished_search, spac
 
 def test_unknown_config_key_names_the_closest(space_file, tmp_path):
     p = run(tool("search.py", "SEARCH.COST.TARGETT", "3", "OUTPUT_DIR", str(tmp_path / "k")), check=False)
-    assert p.returncode == 1 and "SEARCH.COST.TARGETT" in p.stderr and "SEARCH.COST.TARGET" in p.stderr
+    assert p.returncode == 2 and "SEARCH.COST.TARGETT" in p.stderr and "SEARCH.COST.TARGET" in p.stderr
 
 
 def test_target_form_lands_the_derived_flops_near_the_target_on_the_demo_space(tmp_path):

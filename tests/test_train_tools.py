@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import KILL_AT_ITERATION
+from conftest import KILL_AT_STEP
 
 from mobile_cv.engine import (
     Checkpointer,
@@ -130,7 +130,7 @@ def test_eval_tool_reproduces_the_summary(finished_run):
 def test_output_folder_of_another_run_is_refused(finished_run, arch_file):
     before = {n: sha256(finished_run / n) for n in ("checkpoint.pth", "metrics.jsonl", "model_final.pth")}
     p = run(tool("train.py", *train_args(arch_file, finished_run, 3)), check=False)
-    assert p.returncode == 1
+    assert p.returncode == 2
     assert str(finished_run) in p.stderr and "--resume" in p.stderr and "Traceback" not in p.stderr
     assert before == {n: sha256(finished_run / n) for n in before}
 
@@ -138,8 +138,8 @@ def test_output_folder_of_another_run_is_refused(finished_run, arch_file):
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(finished_run, arch_file, tmp_path):
     out = tmp_path / "killed"
     steps = 256 // 16
-    cmd = [sys.executable, "-c", KILL_AT_ITERATION, *tool("train.py", *train_args(arch_file, out, 3))[1:]]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KILL_AT": str(steps + 7)})
+    cmd = [sys.executable, KILL_AT_STEP, str(steps + 7), *tool("train.py", *train_args(arch_file, out, 3))[1:]]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     assert "epoch 2/3:  " in p.stderr  # it died inside the second epoch
     assert [r["epoch"] for r in read_metrics(out / "metrics.jsonl")] == [0]
@@ -160,7 +160,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(finished_run, arch_fi
     # resume for a 4th epoch with an absurd learning rate (the schedule follows the config on resume)
     args = train_args(arch_file, out, 4) + ["SOLVER.BASE_LR", "1e10"]
     p = run(tool("train.py", *args, flags=["--resume"]), check=False)
-    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "Traceback" not in p.stderr
     msg = p.stderr.strip().splitlines()[-1]
     assert "loss is nan" in msg.lower() or "loss is inf" in msg.lower()
     assert "epoch 4/4" in msg and "checkpoint.pth (after epoch 3) is intact" in msg

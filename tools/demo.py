@@ -24,17 +24,40 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from mobile_cv import engine  # noqa: E402
+from mobile_cv.engine.report import arch_table  # noqa: E402
+
+
+class StepFailed(Exception):
+    """A step's command exited with an error (it printed why)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"demo: step failed with exit code {code}")
+        self.code = code
 
 
 def run(cmd, capture=False):
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE if capture else None, text=True)
     if p.returncode != 0:
-        sys.exit(f"demo: step failed with exit code {p.returncode}")
+        raise StepFailed(p.returncode)
     return p.stdout
 
 
 def main() -> int:
+    def body() -> int:
+        try:
+            return demo()
+        except StepFailed as e:
+            print(e, file=sys.stderr)
+            return e.code
+
+    return engine.run_main(body)
+
+
+def demo() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target-mflops", type=float, default=0.3, help="FLOPs budget of the searched model")
     p.add_argument("--search-epochs", type=int, default=8)
@@ -109,10 +132,7 @@ def main() -> int:
         f"{found['mean_top_prob_uniform']:.2f}); log-probability of this architecture {found['log_prob']:.2f}, "
         f"of the argmax {found['log_prob_argmax']:.2f}, under uniform choices {found['log_prob_uniform']:.2f}"
     )
-    for s, stage in enumerate(arch["blocks"]):
-        for b, (op, c, stride, _, *kw) in enumerate(stage):
-            e = kw[0].get("expansion") if kw else None
-            print(f"    xif{s}_{b}  {op:<16} {c:>4} ch  stride {stride}" + (f"  expansion {e:g}" if e else ""))
+    print("\n".join("    " + line for line in arch_table(arch)))
     print(
         f"  trained from scratch for {args.train_epochs} epochs: test top-1 {test['acc1']:.2f}%, "
         f"top-5 {test['acc5']:.2f}% on {test['images']} held-out digits"

@@ -3,7 +3,7 @@
 
     python tools/export.py FBNetV2_F1 --out output/export               # zoo name (random weights)
     python tools/export.py FBNetV2_F1 --pretrained                      # with the zoo's weights
-    python tools/export.py output/search/arch_def.json --checkpoint output/train/model.pth --num-classes 10
+    python tools/export.py output/search/arch_def.json --checkpoint output/train/model_final.pth --num-classes 10
     python tools/export.py fbnet_c --formats onnx --resolution 192
     python tools/export.py mnist_dmasking_1p5m --pretrained --format executorch \\
         --int8 --calib-data configs/train_embedded_mnist.yaml          # phone: fp32 and int8 .pte
@@ -14,9 +14,10 @@
 Every format exports the model with its BatchNorms folded into the convs. Each exported
 file is loaded back (torch.jit.load, onnxruntime, ExecuTorch's runtime) and run on a
 random batch next to the eager model; the max abs difference is printed, and the exit
-status is 1 if any exceeds --atol. ``--int8`` (ExecuTorch) calibrates on the train split of
+status is 3 if any exceeds --atol. ``--int8`` (ExecuTorch) calibrates on the train split of
 the --calib-data config's dataset and checks top-1 on its val+test splits: the exit status
-is 1 if int8 loses more than --max-int8-loss points against the eager model.
+is 3 if int8 loses more than --max-int8-loss points against the eager model. A user error
+(an unknown model, a missing file, a bad setting) is one line and exit status 2.
 """
 
 import argparse
@@ -25,30 +26,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import mobile_cv  # noqa: E402
 import model_zoo  # noqa: E402
-from mobile_cv.config import ConfigError  # noqa: E402
-from mobile_cv.data import DatasetError  # noqa: E402
-from model_zoo.export import (  # noqa: E402
-    CALIB_IMAGES,
-    DEFAULT_FORMATS,
-    FORMATS,
-    ONNX_MIN_OPSET,
-    ExportError,
-    export_and_check,
-    resolve_model,
-)
-
-USER_ERRORS = (
-    mobile_cv.ArchDefError,
-    mobile_cv.RegistryError,
-    mobile_cv.CheckpointMismatchError,
-    model_zoo.ModelZooError,
-    ConfigError,
-    DatasetError,
-    ExportError,
-    ValueError,
-)
+from mobile_cv import engine  # noqa: E402
+from mobile_cv.export import CALIB_IMAGES, DEFAULT_FORMATS, FORMATS, ONNX_MIN_OPSET, export_and_check  # noqa: E402
 
 
 def parse_args(argv):
@@ -106,8 +86,9 @@ def report(fmt, r, args, shape) -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        model, name = resolve_model(
+
+    def body() -> int:
+        model, name = model_zoo.resolve_model(
             args.model, args.checkpoint, args.pretrained, args.num_classes, args.cache_dir, args.in_chans
         )
         resolution = args.resolution or model.input_size
@@ -125,14 +106,13 @@ def main(argv=None) -> int:
             allow_random_calibration=args.allow_random_calib,
             calib_images=args.calib_images,
         )
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    shape = f"{args.batch}x{model.in_chans}x{resolution}x{resolution}"
-    ok = True
-    for fmt, r in results.items():
-        ok &= report(fmt, r, args, shape)
-    return 0 if ok else 1
+        shape = f"{args.batch}x{model.in_chans}x{resolution}x{resolution}"
+        ok = True
+        for fmt, r in results.items():
+            ok &= report(fmt, r, args, shape)
+        return 0 if ok else engine.CHECK_FAILED_EXIT
+
+    return engine.run_main(body)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import arch_defs  # noqa: E402
 import mobile_cv  # noqa: E402
-from mobile_cv.arch_def import load_arch_def_file  # noqa: E402
+from mobile_cv import engine  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -27,24 +27,21 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     args = p.parse_args(argv)
 
-    rows = []
-    for name in args.archs or arch_defs.names("model"):
-        arch = load_arch_def_file(name) if name.endswith((".json", ".py")) else name
-        try:
-            model = mobile_cv.build_model(arch, num_classes=args.num_classes, in_chans=args.in_chans)
-        except (mobile_cv.ArchDefError, mobile_cv.RegistryError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        res = args.resolution or model.input_size
-        flops, params = mobile_cv.count_flops_params(model, res)
-        rows.append({"name": name, "resolution": res, "flops_m": round(flops, 6), "params_m": round(params, 6)})
-    if args.json:
-        print(json.dumps(rows, indent=1))
-    else:
-        print(f"{'name':<28} {'res':>5} {'MFLOPs':>12} {'Mparams':>10}")
-        for r in rows:
-            print(f"{r['name']:<28} {r['resolution']:>5} {r['flops_m']:>12.3f} {r['params_m']:>10.4f}")
-    return 0
+    def body() -> None:
+        rows = []
+        for name in args.archs or arch_defs.names("model"):
+            model = mobile_cv.build_model(name, num_classes=args.num_classes, in_chans=args.in_chans)
+            res = args.resolution or model.input_size
+            flops, params = mobile_cv.count_flops_params(model, res)
+            rows.append({"name": name, "resolution": res, "flops_m": round(flops, 6), "params_m": round(params, 6)})
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            print(f"{'name':<28} {'res':>5} {'MFLOPs':>12} {'Mparams':>10}")
+            for r in rows:
+                print(f"{r['name']:<28} {r['resolution']:>5} {r['flops_m']:>12.3f} {r['params_m']:>10.4f}")
+
+    return engine.run_main(body)
 
 
 if __name__ == "__main__":

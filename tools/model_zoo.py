@@ -13,8 +13,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import mobile_cv  # noqa: E402
 import model_zoo  # noqa: E402
+from mobile_cv import engine  # noqa: E402
+from mobile_cv.errors import UserError  # noqa: E402
 from model_zoo.zoo import computed_flops_params  # noqa: E402
 
 
@@ -28,25 +29,24 @@ def main(argv=None) -> int:
     info.add_argument("name")
     args = p.parse_args(argv)
 
-    if args.command == "list":
-        names = model_zoo.list_models(args.pattern)
-        if not names:
-            print(f"error: no zoo entry matches {args.pattern!r}", file=sys.stderr)
-            return 2
-        print(model_zoo.format_table(names, markdown=args.markdown))
-        return 0
-    try:
+    def body() -> None:
+        if args.command == "list":
+            names = model_zoo.list_models(args.pattern)
+            if not names:
+                raise UserError(
+                    f"no zoo entry matches {args.pattern!r} (python tools/model_zoo.py list shows them all)"
+                )
+            print(model_zoo.format_table(names, markdown=args.markdown))
+            return
         entry = model_zoo.get_entry(args.name)
-    except mobile_cv.RegistryError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for field in dataclasses.fields(entry):
-        print(f"{field.name:<14} {getattr(entry, field.name)}")
-    print(f"{'crop_pct':<14} {entry.crop_pct:.4f}")
-    print(f"{'timm name':<14} {entry.timm_name}")
-    flops, params = computed_flops_params(entry)
-    print(f"{'counted now':<14} {flops:.3f} MFLOPs, {params:.4f} Mparams at {entry.input_size}x{entry.input_size}")
-    return 0
+        for field in dataclasses.fields(entry):
+            print(f"{field.name:<14} {getattr(entry, field.name)}")
+        print(f"{'crop_pct':<14} {entry.crop_pct:.4f}")
+        print(f"{'timm name':<14} {entry.timm_name}")
+        flops, params = computed_flops_params(entry)
+        print(f"{'counted now':<14} {flops:.3f} MFLOPs, {params:.4f} Mparams at {entry.input_size}x{entry.input_size}")
+
+    return engine.run_main(body)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mobile_cv import engine  # noqa: E402
-from mobile_cv.engine.search import run_search  # noqa: E402
 
 
-def main(argv=None) -> int:
+def main(argv=None, hooks=()) -> int:
+    """``hooks``: extra :class:`mobile_cv.engine.HookBase` hooks for the run (the Python API's)."""
     args = engine.default_argument_parser(__doc__).parse_args(argv)
 
     def body() -> None:
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
         device = engine.default_setup(
             cfg, resume=args.resume, run_files=engine.RUN_FILES + ("arch_def.json", "search.json"), tool="search"
         )
-        run_search(cfg, resume=args.resume, device=device)
+        engine.run_search(cfg, resume=args.resume, device=device, hooks=hooks)
 
     return engine.run_main(body)
 

@@ -19,13 +19,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mobile_cv import engine  # noqa: E402
 
 
-def main(argv=None) -> int:
+def main(argv=None, hooks=()) -> int:
+    """``hooks``: extra :class:`mobile_cv.engine.HookBase` hooks for the run (the Python API's)."""
     args = engine.default_argument_parser(__doc__).parse_args(argv)
 
     def body() -> None:
         cfg = engine.setup_cfg(args.config_file, args.opts)
         device = engine.default_setup(cfg, resume=args.resume, tool="train")
-        engine.train(cfg, resume=args.resume, device=device)
+        engine.train(cfg, resume=args.resume, device=device, hooks=hooks)
 
     return engine.run_main(body)
 

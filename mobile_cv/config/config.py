@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import logging
 import os
 from typing import Any, Iterable, List, Sequence, Tuple
 
@@ -19,7 +20,9 @@ from yacs.config import CfgNode as _YacsNode
 
 from ..errors import UserError
 from ..registry import did_you_mean
-from .defaults import _C, CHOICES, LIST_CHOICES
+from .defaults import CHOICES, DEFAULTS, LIST_CHOICES, RENAMED_KEYS
+
+logger = logging.getLogger("mobile_cv")
 
 
 class ConfigError(UserError, ValueError):
@@ -92,6 +95,12 @@ class CfgNode(_YacsNode):
         keys = self.all_keys()
         nodes = {k.rsplit(".", 1)[0] for k in keys if "." in k}
         for full_key, value in pairs:
+            if full_key in RENAMED_KEYS:
+                new = RENAMED_KEYS[full_key]
+                logger.warning(
+                    "config key %s %s is renamed %s; the old name works until the next release", full_key, source, new
+                )
+                full_key = new
             if full_key not in keys:
                 what = "is a group of keys, not a key" if full_key in nodes else "does not exist"
                 close = _closest_keys(full_key, keys)
@@ -167,7 +176,7 @@ RANGES = {
     "DATA.VAL_FRACTION": (0.0, 1.0, True),
     "DATA.TEST_FRACTION": (0.0, 1.0, True),
     "SEARCH.WEIGHT_SPLIT": (0.0, 1.0, True),
-    "SEARCH.COST.TOLERANCE": (0.0, 1.0, True),
+    "SEARCH.COST.TOLERANCE": (0.0, 1.0, False),
     "SEARCH.TEMPERATURE.INIT": (0.0, None, False),
     "SEARCH.TEMPERATURE.FINAL": (0.0, None, False),
     "SEARCH.COST.TARGET": (0.0, None, True),
@@ -193,8 +202,8 @@ def _check_ranges(cfg: CfgNode) -> None:
     for key, (lo, hi, lo_ok) in RANGES.items():
         value = _get(cfg, key)
         if hi is not None:
-            if not lo <= value < hi:
-                raise ConfigError(f"config key {key} must be in [{lo}, {hi}), got {value!r}")
+            if not ((lo <= value) if lo_ok else (lo < value)) or not value < hi:
+                raise ConfigError(f"config key {key} must be in {'[' if lo_ok else '('}{lo}, {hi}), got {value!r}")
         elif not (value >= lo if lo_ok else value > lo):
             raise ConfigError(f"config key {key} must be {'>=' if lo_ok else '>'} {lo}, got {value!r}")
 
@@ -214,4 +223,4 @@ def check_config(cfg: CfgNode) -> None:
 
 def get_cfg() -> CfgNode:
     """A fresh, mutable copy of the defaults (mobile_cv/config/defaults.py)."""
-    return CfgNode(_C.clone())
+    return CfgNode(DEFAULTS.clone())

@@ -143,18 +143,19 @@ _C.SEARCH.COST.KIND = "flops"
 # "target":   CE + TARGET_WEIGHT * |log(cost / TARGET)|  (scale-free: in units of the budget)
 # "relative": CE * (cost / c_ref) ** EXPONENT, c_ref the space's geometric mid cost
 #             (scale-free, no budget)
-# "fbnet":    CE * ALPHA * log(cost) ** BETA  (FBNet; tuned for ImageNet-sized MFLOPs)
+# "fbnet":    CE * FBNET_SCALE * log(cost) ** FBNET_EXPONENT  (FBNet; tuned for ImageNet-sized MFLOPs)
 _C.SEARCH.COST.FORM = "relative"
 # Weight of the target form's penalty.
 _C.SEARCH.COST.TARGET_WEIGHT = 1.0
 # Exponent of the relative form.
 _C.SEARCH.COST.EXPONENT = 0.1
-# FBNet's cost-loss coefficients a and b (FORM "fbnet").
-_C.SEARCH.COST.ALPHA = 0.2
-_C.SEARCH.COST.BETA = 0.6
-# Budget in millions (MFLOPs or M params, by KIND); 0: none. With a budget, every form
-# derives the most probable architecture (under softmax(alpha)) whose exact cost is
-# within TOLERANCE of it (mobile_cv/search/derive.py); without, the argmax of every choice.
+# FBNet's cost-loss coefficients (FORM "fbnet"), its paper's alpha and beta (renamed: ALPHA
+# means the architecture logits here). SEARCH.COST.ALPHA / BETA still work, with a warning.
+_C.SEARCH.COST.FBNET_SCALE = 0.2
+_C.SEARCH.COST.FBNET_EXPONENT = 0.6
+# Budget in MFLOPs, M params or ms (by KIND); 0: none. With a budget, every form returns the
+# most probable architecture (under softmax(alpha)) whose exact cost is within TOLERANCE of
+# it (the budgeted search, mobile_cv/search/budget.py); without, the argmax of every choice.
 _C.SEARCH.COST.TARGET = 0.0
 # Allowed relative distance of the derived architecture's exact cost from TARGET.
 _C.SEARCH.COST.TOLERANCE = 0.05
@@ -170,6 +171,15 @@ _C.OUTPUT_DIR = "output/run"
 _C.SEED = 0
 # "auto" (cuda when available, else cpu), "cpu" or "cuda".
 _C.DEVICE = "auto"
+
+# The defaults tree, for the config module (get_cfg() returns a clone of it).
+DEFAULTS = _C
+
+# Old key -> new key: an old key still sets the new one, with a deprecation warning, for one release.
+RENAMED_KEYS = {
+    "SEARCH.COST.ALPHA": "SEARCH.COST.FBNET_SCALE",
+    "SEARCH.COST.BETA": "SEARCH.COST.FBNET_EXPONENT",
+}
 
 # Keys whose value must be one of a fixed set (checked by check_config).
 CHOICES = {

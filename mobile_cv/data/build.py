@@ -13,12 +13,13 @@ weights, the rest trains alpha; independent of SEED).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from .. import comm as dist
+from .. import comm
 from ..registry import RegistryError
 from .datasets import DATASETS, SPLIT_SEED, ClassificationDataset, DatasetError, stratified_split
 
@@ -55,14 +56,15 @@ def build_dataset(
     except RegistryError as e:
         raise DatasetError(f"DATA.NAME: {e}") from None
     base = "train" if split.startswith("search_") else split
-    ds = builder(
-        root,
-        base,
-        input_size=input_size,
-        val_fraction=held_out[0],
-        test_fraction=held_out[1],
-        training=split in TRAINING_SPLITS,
-    )
+    settings = {
+        "root": root,
+        "input_size": input_size,
+        "val_fraction": held_out[0],
+        "test_fraction": held_out[1],
+        "training": split in TRAINING_SPLITS,
+    }
+    wanted = inspect.signature(builder).parameters
+    ds = builder(base, **{k: v for k, v in settings.items() if k in wanted})
     if split.startswith("search_"):
         # a different seed than the train/val/test carving, so the two partitions are independent
         parts = stratified_split(ds.targets, {"search_alpha": 1.0 - weight_split}, SPLIT_SEED + 1, "search_weights")
@@ -188,13 +190,13 @@ def build_loader(
         kwargs["weight_split"] = weight_split
     dataset = build_dataset(cfg.DATA.NAME, split, **kwargs)
     if distributed is None:
-        distributed = dist.get_world_size() > 1
+        distributed = comm.get_world_size() > 1
     return build_loader_from_dataset(
         dataset,
         batch_size=batch_size or cfg.SOLVER.BATCH_SIZE,
         training=split in TRAINING_SPLITS,
         seed=cfg.SEED,
         num_workers=cfg.DATA.NUM_WORKERS,
-        shard=(dist.get_rank(), dist.get_world_size()) if distributed else (0, 1),
+        shard=(comm.get_rank(), comm.get_world_size()) if distributed else (0, 1),
         pin_memory=torch.cuda.is_available() and cfg.DEVICE != "cpu",
     )

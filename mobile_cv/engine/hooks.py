@@ -1,24 +1,32 @@
-"""Hooks shared by training and search (see :mod:`mobile_cv.engine.loop`).
+"""Every hook of the epoch loop (see :mod:`mobile_cv.engine.loop`): training's and the search's.
 
-Order matters within a phase; the tools register them as: set the loaders' epoch,
-learning-rate schedule, EMA, then after each epoch: sync BatchNorm buffers, save the
-checkpoint (first, so a failing evaluation loses nothing), evaluate, (search: derive),
-write metrics.
+Order matters within a phase; the tools register them as: set the loaders' epoch, (search:
+the temperature), learning-rate schedule, EMA, then after each epoch: sync BatchNorm buffers,
+save the checkpoint (first, so a failing evaluation loses nothing), evaluate, (search: record
+the architecture it would return now), write metrics.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from typing import Any, Callable, Dict, Optional
 
+import torch
 from torch import nn
 
 from .. import comm
+from ..arch_def import to_jsonable
 from ..data import set_epoch
-from .checkpoint import Checkpointer
+from ..search import Supernet
+from ..search.budget import BudgetTable, select_architecture
+from ..search.choices import Mixing
+from .checkpoint import Checkpointer, atomic_write_text
+from .evaluation import evaluate
 from .logger import MetricsWriter
 from .loop import HookBase
-from .train_loop import evaluate
+from .report import compact_arch, count_arch
 
 logger = logging.getLogger("mobile_cv.engine")
 
@@ -128,3 +136,72 @@ class SaveCheckpoint(HookBase):
 
     def after_epoch(self) -> None:
         self.checkpointer.save(epoch=self.trainer.epoch, **self.extra)
+
+
+def temperature_at(init: float, final: float, progress: float) -> float:
+    """``T = INIT * (FINAL / INIT) ** progress``; ``progress`` = epochs done / search epochs.
+
+    FBNet's schedule (5.0, times 0.956 every epoch for 90 epochs) is INIT 5.0, FINAL
+    5.0 * 0.956 ** 90 = 0.0866: then T = 5.0 * 0.956 ** epoch at the start of every epoch.
+    """
+    return init * (final / init) ** min(max(progress, 0.0), 1.0)
+
+
+class Temperature(HookBase):
+    """Before each step: the Gumbel temperature of the run's progress (:func:`temperature_at`)."""
+
+    def __init__(self, net: Supernet, init: float, final: float) -> None:
+        self.net, self.init, self.final = net, init, final
+
+    def before_step(self) -> None:
+        t = self.trainer
+        progress = (t.epoch + t.iter / t.steps_per_epoch) / t.epochs
+        self.net.set_temperature(temperature_at(self.init, self.final, progress))
+
+
+class RecordArchitecture(HookBase):
+    """After each epoch: the architecture the search would return now (the budgeted search's pick,
+    :func:`~mobile_cv.search.budget.select_architecture`), its exact cost and the learned
+    distribution into the record; ``arch_def.json`` rewritten.
+
+    Args:
+        cost_fn: mixing weights -> expected cost (the alpha step's), for ``expected_<kind>``.
+        output_dir: where ``arch_def.json`` goes.
+    """
+
+    def __init__(
+        self,
+        net: Supernet,
+        table: BudgetTable,
+        cost_fn: Callable[[Mixing], torch.Tensor],
+        budget: "tuple[float, float]",
+        model_io: "tuple[int, int]",
+        output_dir: str,
+    ) -> None:
+        self.net, self.table, self.cost_fn, self.output_dir = net, table, cost_fn, output_dir
+        (self.target, self.tolerance), (self.num_classes, self.in_chans) = budget, model_io
+
+    def after_epoch(self) -> None:
+        kind = self.table.kind
+        with torch.no_grad():
+            expected = float(self.cost_fn(self.net.sample_mixing(noise=False)))
+        index, info = select_architecture(self.net, self.table, self.target, self.tolerance)
+        arch = self.net.derive_arch(self.net.one_hot(index))
+        flops, params = count_arch(arch, self.num_classes, self.in_chans)
+        latency = {"derived_latency_ms": self.table.exact(index)} if kind == "latency" else {}
+        self.trainer.record.update(
+            {
+                "temperature": self.net.temperature,
+                f"expected_{kind}": expected,
+                "derived_flops_m": flops,
+                "derived_params_m": params,
+                **latency,
+                "derived_input_size": arch["input_size"],
+                "derived_arch": compact_arch(arch),
+                **info,
+                "probs": {label: [round(v, 5) for v in p.tolist()] for label, p in self.net.probabilities().items()},
+            }
+        )
+        if comm.is_main_process():
+            path = os.path.join(self.output_dir, "arch_def.json")
+            atomic_write_text(path, json.dumps(to_jsonable(arch), indent=1) + "\n")

@@ -1,4 +1,4 @@
-"""Logging (rank 0 only) and the per-epoch ``metrics.jsonl`` writer."""
+"""Logging (rank 0 only), progress bars (rank 0 only) and the per-epoch ``metrics.jsonl`` writer."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import logging
 import math
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
-from .. import comm as dist
+from tqdm import tqdm
+
+from .. import comm
 from .checkpoint import atomic_write_text
 
 LOGGER_NAME = "mobile_cv"
@@ -23,9 +25,9 @@ def setup_logger(output_dir: Optional[str] = None, name: str = LOGGER_NAME) -> l
         log.removeHandler(h)
         h.close()
     log.propagate = False
-    rank = dist.get_rank()
+    rank = comm.get_rank()
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    prefix = "" if dist.get_world_size() == 1 else f"[rank {rank}] "
+    prefix = "" if comm.get_world_size() == 1 else f"[rank {rank}] "
     fmt = logging.Formatter(f"[%(asctime)s] {prefix}%(message)s", datefmt="%m/%d %H:%M:%S")
     console = logging.StreamHandler(sys.stdout if rank == 0 else sys.stderr)
     console.setFormatter(fmt)
@@ -36,6 +38,19 @@ def setup_logger(output_dir: Optional[str] = None, name: str = LOGGER_NAME) -> l
         fh.setFormatter(fmt)
         log.addHandler(fh)
     return log
+
+
+def progress(iterable: Iterable, *, desc: str, total: Optional[int] = None):
+    """A tqdm bar on rank 0 (a plain iterator on the other ranks)."""
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        disable=not comm.is_main_process(),
+        dynamic_ncols=True,
+        mininterval=0.5,
+        leave=True,
+    )
 
 
 def _jsonable(x: Any) -> Any:
@@ -63,7 +78,7 @@ class MetricsWriter:
 
     def __init__(self, path: str, start_epoch: int = 0) -> None:
         self.path = path
-        self.enabled = dist.is_main_process()
+        self.enabled = comm.is_main_process()
         if not self.enabled:
             return
         kept = [r for r in read_metrics(path) if r.get("epoch", -1) < start_epoch] if start_epoch else []

@@ -12,17 +12,42 @@ metrics, checkpointing, and for a search the temperature, derivation, arch-def f
 and plots. Hooks talk through the trainer: ``trainer.epoch``, ``trainer.iter`` (the
 batch index in the epoch), ``trainer.global_step`` and ``trainer.record``, the epoch's
 metrics dict that hooks fill and the metrics hook writes.
+
+Every hook lives in :mod:`mobile_cv.engine.hooks`, the steps in :mod:`mobile_cv.engine.steps`;
+:func:`mobile_cv.engine.train` and :func:`mobile_cv.engine.run_search` wire them, and take
+extra hooks of the caller's (``hooks=``), e.g. a test's fault injection.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import torch
 from torch import nn
 
 from .. import comm
-from .train_loop import NonFiniteLossError, progress
+from ..errors import UserError
+from .logger import progress
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The training loss became NaN or infinite; the run stops before saving anything."""
+
+
+def check_finite(loss: torch.Tensor, where: str) -> float:
+    """The loss averaged over ranks; :class:`NonFiniteLossError` on every rank if any rank's is NaN/inf.
+
+    Args:
+        where: for the message, e.g. ``"epoch 3/10, iteration 17"``.
+    """
+    value = float(comm.all_reduce_mean(loss.detach()))
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"the training loss is {value} at {where}; stopping without saving. "
+            f"Lower the learning rate or add warm-up epochs"
+        )
+    return value
 
 
 class HookBase:

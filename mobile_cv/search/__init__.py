@@ -6,7 +6,8 @@ it is :mod:`mobile_cv.engine.search`.
 * :mod:`.choices`, :mod:`.masked`, :mod:`.mixed`: choices and masks, masked blocks (and the
   registry of masked forms), block-type mixtures and resolution search
 * :mod:`.supernet`: the supernet (sampling, forward, differentiable cost)
-* :mod:`.encode`, :mod:`.derive`: plain arch defs <-> choices; budgeted derivation
+* :mod:`.encode`: plain arch defs <-> choices (``derive_arch``, ``encode``, ``copy_to``)
+* :mod:`.budget`: the exact cost table of every option and the budgeted search over it
 * :mod:`.loss`: the cost-aware losses
 """
 

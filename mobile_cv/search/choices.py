@@ -25,7 +25,7 @@ from ..arch_def import ArchDefError
 
 # label -> mixing weights over its options; costs also take a leading batch dim (N, options):
 # N architectures (e.g. one-hot rows) costed in one vectorised pass
-Weights = Dict[str, torch.Tensor]
+Mixing = Dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -65,21 +65,21 @@ class ChannelSpace:
     def is_fixed(self) -> bool:
         return self.label is None
 
-    def eff(self, weights: Weights) -> Union[float, torch.Tensor]:
+    def eff(self, mixing: Mixing) -> Union[float, torch.Tensor]:
         """Effective width: sum_i g_i * c_i (a differentiable scalar; a float when fixed)."""
         if self.label is None:
             return float(self.widths[0])
-        g = weights[self.label]
+        g = mixing[self.label]
         return (g * torch.tensor(self.widths, dtype=g.dtype, device=g.device)).sum(-1)
 
-    def mask(self, weights: Weights) -> Optional[torch.Tensor]:
+    def mask(self, mixing: Mixing) -> Optional[torch.Tensor]:
         """M = sum_i g_i * 1_i over ``max`` channels (1_i: ones in the first c_i entries).
 
         ``None`` for a fixed width: nothing to mask.
         """
         if self.label is None:
             return None
-        g = weights[self.label]
+        g = mixing[self.label]
         widths = torch.tensor(self.widths, device=g.device)
         ones = (torch.arange(self.max, device=g.device)[None, :] < widths[:, None]).to(g.dtype)
         return g @ ones
@@ -105,7 +105,7 @@ def always_equal(a: ChannelSpace, b: ChannelSpace) -> bool:
     return a.is_fixed and b.is_fixed and a.widths == b.widths
 
 
-def p_equal(a: ChannelSpace, b: ChannelSpace, weights: Weights) -> Union[float, torch.Tensor]:
+def p_equal(a: ChannelSpace, b: ChannelSpace, mixing: Mixing) -> Union[float, torch.Tensor]:
     """Probability (under the mixing weights) that ``a`` and ``b`` take the same width.
 
     The derived network adds a residual (or drops an expansion conv) exactly when
@@ -115,16 +115,16 @@ def p_equal(a: ChannelSpace, b: ChannelSpace, weights: Weights) -> Union[float, 
     if a.label is None and b.label is None:
         return float(a.widths == b.widths)
     if a.label is not None and a.label == b.label:
-        g = weights[a.label]
+        g = mixing[a.label]
         same = torch.tensor([float(x == y) for x, y in zip(a.widths, b.widths)], dtype=g.dtype, device=g.device)
         return (g * same).sum(-1)
     if a.label is None:
         a, b = b, a
-    ga = weights[a.label]
+    ga = mixing[a.label]
     eq = torch.tensor([[float(x == y) for y in b.widths] for x in a.widths], dtype=ga.dtype, device=ga.device)
     if b.label is None:
         return (ga * eq[:, 0]).sum(-1)
-    return ((ga @ eq) * weights[b.label]).sum(-1)
+    return ((ga @ eq) * mixing[b.label]).sum(-1)
 
 
 def fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

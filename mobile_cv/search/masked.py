@@ -38,7 +38,7 @@ from ..flops import count_flops_params
 from ..layers import ConvBNAct
 from ..ops import OPS, OpSpec
 from ..registry import Registry
-from .choices import ChannelSpace, Weights, always_equal, can_be_equal, fit_channels, p_equal
+from .choices import ChannelSpace, Mixing, always_equal, can_be_equal, fit_channels, p_equal
 
 Scalar = Union[float, torch.Tensor]
 
@@ -50,14 +50,14 @@ class Spatial:
     sizes: Tuple[int, ...]
     label: Optional[str] = None
 
-    def eff(self, weights: Weights) -> Scalar:
+    def eff(self, mixing: Mixing) -> Scalar:
         if self.label is None:
             return float(self.sizes[0])
-        g = weights[self.label]
+        g = mixing[self.label]
         return (g * torch.tensor(self.sizes, dtype=g.dtype, device=g.device)).sum(-1)
 
-    def area(self, weights: Weights) -> Scalar:
-        e = self.eff(weights)
+    def area(self, mixing: Mixing) -> Scalar:
+        e = self.eff(mixing)
         return e * e
 
     def strided(self, stride: int) -> "Spatial":
@@ -125,15 +125,15 @@ def register_masked_block(block_cls: type):
     return deco
 
 
-def soft_identity(x: torch.Tensor, y: torch.Tensor, a: ChannelSpace, b: ChannelSpace, weights: Weights) -> torch.Tensor:
+def soft_identity(x: torch.Tensor, y: torch.Tensor, a: ChannelSpace, b: ChannelSpace, mixing: Mixing) -> torch.Tensor:
     """``x`` (fitted to ``b``'s width) with probability P(width a == width b), else ``y``: the
     derived block is an identity exactly when the two widths are equal."""
-    p = p_equal(a, b, weights)
+    p = p_equal(a, b, mixing)
     return p * fit_channels(x, b.max) + (1 - p) * y
 
 
-def apply_mask(y: torch.Tensor, space: ChannelSpace, weights: Weights) -> torch.Tensor:
-    m = space.mask(weights)
+def apply_mask(y: torch.Tensor, space: ChannelSpace, mixing: Mixing) -> torch.Tensor:
+    m = space.mask(mixing)
     return y if m is None else y * m.view(1, -1, 1, 1)
 
 
@@ -161,13 +161,13 @@ class SearchBlock(nn.Module):
     in_space: ChannelSpace
     out_space: ChannelSpace
 
-    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:  # pragma: no cover
+    def forward(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def out_spatial(self, spatial: Spatial) -> Spatial:
         return spatial.strided(self.stride)
 
-    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:  # pragma: no cover
+    def cost(self, spatial: Spatial, mixing: Mixing) -> Tuple[Cost, Spatial]:  # pragma: no cover
         raise NotImplementedError
 
     def weight_source(self) -> nn.Module:
@@ -199,14 +199,14 @@ class MaskedConvBlock(ConvBlock, SearchBlock):
         self.in_space, self.out_space, self.op, self.stride = spec.in_space, spec.out_space, spec.op, spec.stride
         self.extra: Dict[str, Any] = {} if bias else {"bias": False}
 
-    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
-        return apply_mask(ConvBlock.forward(self, x), self.out_space, weights)
+    def forward(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
+        return apply_mask(ConvBlock.forward(self, x), self.out_space, mixing)
 
-    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+    def cost(self, spatial: Spatial, mixing: Mixing) -> Tuple[Cost, Spatial]:
         out = spatial.strided(self.stride)
         c = Cost()
         k = self.conv.kernel_size[0]
-        _conv_cost(c, k, self.in_space.eff(weights), self.out_space.eff(weights), out.area(weights))
+        _conv_cost(c, k, self.in_space.eff(mixing), self.out_space.eff(mixing), out.area(mixing))
         return c, out
 
     def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
@@ -214,18 +214,18 @@ class MaskedConvBlock(ConvBlock, SearchBlock):
 
 
 # ---- ir_kN_* ------------------------------------------------------------------------------
-def _expand(block: nn.Module, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+def _expand(block: nn.Module, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
     """The masked 1x1 expansion of an IR / IR-pool block, an identity with probability
     P(hidden width == input width) (the derived block drops the conv then)."""
     if block.pw is None:
         return x
-    y = apply_mask(block.pw(x), block.hidden_space, weights)
-    return soft_identity(x, y, block.in_space, block.hidden_space, weights) if block.pw_maybe_identity else y
+    y = apply_mask(block.pw(x), block.hidden_space, mixing)
+    return soft_identity(x, y, block.in_space, block.hidden_space, mixing) if block.pw_maybe_identity else y
 
 
-def _expand_cost(block: nn.Module, cost: Cost, cin: Scalar, ch: Scalar, area: Scalar, weights: Weights) -> None:
+def _expand_cost(block: nn.Module, cost: Cost, cin: Scalar, ch: Scalar, area: Scalar, mixing: Mixing) -> None:
     if block.pw is not None:
-        keep = 1 - p_equal(block.in_space, block.hidden_space, weights) if block.pw_maybe_identity else 1.0
+        keep = 1 - p_equal(block.in_space, block.hidden_space, mixing) if block.pw_maybe_identity else 1.0
         _conv_cost(cost, 1, cin, ch, area, weight=keep)
 
 
@@ -269,24 +269,24 @@ class MaskedIRBlock(IRBlock, SearchBlock):
         # settings the derived row repeats (width_divisor travels in the derived basic_args)
         self.extra = {k: v for k, v in kw.items() if k in ("bias", "zero_last_bn_gamma", "less_se_channels")}
 
-    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
-        y = apply_mask(self.dw(_expand(self, x, weights)), self.hidden_space, weights)
+    def forward(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
+        y = apply_mask(self.dw(_expand(self, x, mixing)), self.hidden_space, mixing)
         if self.se is not None:
-            y = self.se.masked(y, self.se_space.mask(weights))
-        y = apply_mask(self.pwl(y), self.out_space, weights)
+            y = self.se.masked(y, self.se_space.mask(mixing))
+        y = apply_mask(self.pwl(y), self.out_space, mixing)
         if self.residual_possible:
-            y = y + p_equal(self.in_space, self.out_space, weights) * fit_channels(x, self.out_space.max)
+            y = y + p_equal(self.in_space, self.out_space, mixing) * fit_channels(x, self.out_space.max)
         return y
 
-    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+    def cost(self, spatial: Spatial, mixing: Mixing) -> Tuple[Cost, Spatial]:
         out = spatial.strided(self.stride)
-        cin, ch, cout = self.in_space.eff(weights), self.hidden_space.eff(weights), self.out_space.eff(weights)
-        a_in, a_out = spatial.area(weights), out.area(weights)
+        cin, ch, cout = self.in_space.eff(mixing), self.hidden_space.eff(mixing), self.out_space.eff(mixing)
+        a_in, a_out = spatial.area(mixing), out.area(mixing)
         c = Cost()
-        _expand_cost(self, c, cin, ch, a_in, weights)
+        _expand_cost(self, c, cin, ch, a_in, mixing)
         _conv_cost(c, self.kernel_size, 1, ch, a_out)  # depthwise: cin/groups = 1
         if self.se is not None:
-            cm = self.se_space.eff(weights)
+            cm = self.se_space.eff(mixing)
             c.add(ch * a_out, 0.0)  # global pool
             _conv_cost(c, 1, ch, cm, 1.0)
             _conv_cost(c, 1, cm, ch, 1.0)
@@ -294,8 +294,14 @@ class MaskedIRBlock(IRBlock, SearchBlock):
         return c, out
 
     def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
-        hidden = self.hidden_space.chosen(index)
-        return {"expansion": expansion_for(c_in, hidden, self.width_divisor), **self.extra}
+        return expansion_kwargs(self, index, c_in)
+
+
+def expansion_kwargs(block: SearchBlock, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
+    """The derived row's kwargs of a block with a hidden width: its expansion relative to the real
+    input width ``c_in`` and the settings the row repeats (IR and IR-pool blocks alike)."""
+    hidden = block.hidden_space.chosen(index)
+    return {"expansion": expansion_for(c_in, hidden, block.width_divisor), **block.extra}
 
 
 def expansion_for(c_in: int, hidden: int, divisor: int) -> float:
@@ -328,24 +334,23 @@ class MaskedIRPoolBlock(IRPoolBlock, SearchBlock):
         self.width_divisor = spec.kwargs.get("width_divisor", 1)
         self.extra: Dict[str, Any] = {"bias": True} if bias else {}
 
-    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
-        return apply_mask(self.pwl(self.pool(_expand(self, x, weights))), self.out_space, weights)
+    def forward(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
+        return apply_mask(self.pwl(self.pool(_expand(self, x, mixing))), self.out_space, mixing)
 
     def out_spatial(self, spatial: Spatial) -> Spatial:
         return spatial.pooled()
 
-    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
-        cin, ch, cout = self.in_space.eff(weights), self.hidden_space.eff(weights), self.out_space.eff(weights)
-        a = spatial.area(weights)
+    def cost(self, spatial: Spatial, mixing: Mixing) -> Tuple[Cost, Spatial]:
+        cin, ch, cout = self.in_space.eff(mixing), self.hidden_space.eff(mixing), self.out_space.eff(mixing)
+        a = spatial.area(mixing)
         c = Cost()
-        _expand_cost(self, c, cin, ch, a, weights)
+        _expand_cost(self, c, cin, ch, a, mixing)
         c.add(ch * a, 0.0)  # global pool
         _conv_cost(c, 1, ch, cout, 1.0)
         return c, spatial.pooled()
 
     def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
-        hidden = self.hidden_space.chosen(index)
-        return {"expansion": expansion_for(c_in, hidden, self.width_divisor), **self.extra}
+        return expansion_kwargs(self, index, c_in)
 
 
 # ---- skip -----------------------------------------------------------------------------------
@@ -365,18 +370,18 @@ class MaskedSkipBlock(SkipBlock, SearchBlock):
         )
         self.in_channels, self.out_channels = in_space.max, out_space.max
 
-    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
         if self.conv is None:
             return x
-        y = apply_mask(self.conv(x), self.out_space, weights)
-        return soft_identity(x, y, self.in_space, self.out_space, weights) if self.identity_possible else y
+        y = apply_mask(self.conv(x), self.out_space, mixing)
+        return soft_identity(x, y, self.in_space, self.out_space, mixing) if self.identity_possible else y
 
-    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+    def cost(self, spatial: Spatial, mixing: Mixing) -> Tuple[Cost, Spatial]:
         out = spatial.strided(self.stride)
         c = Cost()
         if self.conv is not None:
-            keep = 1 - p_equal(self.in_space, self.out_space, weights) if self.identity_possible else 1.0
-            _conv_cost(c, 1, self.in_space.eff(weights), self.out_space.eff(weights), out.area(weights), weight=keep)
+            keep = 1 - p_equal(self.in_space, self.out_space, mixing) if self.identity_possible else 1.0
+            _conv_cost(c, 1, self.in_space.eff(mixing), self.out_space.eff(mixing), out.area(mixing), weight=keep)
         return c, out
 
     def derive_kwargs(self, index: Dict[str, int], c_in: int) -> Dict[str, Any]:
@@ -401,8 +406,8 @@ class MaskedGenericBlock(SearchBlock):
         self.extra = dict(spec.kwargs)
         self._counted: Dict[int, Tuple[float, float, int]] = {}
 
-    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
-        return apply_mask(self.module(x), self.out_space, weights)
+    def forward(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
+        return apply_mask(self.module(x), self.out_space, mixing)
 
     def _count(self, size: int) -> Tuple[float, float, int]:
         if size not in self._counted:
@@ -425,14 +430,14 @@ class MaskedGenericBlock(SearchBlock):
     def out_spatial(self, spatial: Spatial) -> Spatial:
         return Spatial(tuple(self._count(s)[2] for s in spatial.sizes), spatial.label)
 
-    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+    def cost(self, spatial: Spatial, mixing: Mixing) -> Tuple[Cost, Spatial]:
         counts = [self._count(s) for s in spatial.sizes]
         out = self.out_spatial(spatial)
-        scale = (self.in_space.eff(weights) / self.in_space.max) * (self.out_space.eff(weights) / self.out_space.max)
+        scale = (self.in_space.eff(mixing) / self.in_space.max) * (self.out_space.eff(mixing) / self.out_space.max)
         if spatial.label is None:
             flops, params = counts[0][0], counts[0][1]
         else:
-            g = weights[spatial.label]
+            g = mixing[spatial.label]
             flops = (g * torch.tensor([f for f, _, _ in counts], dtype=g.dtype, device=g.device)).sum(-1)
             params = counts[0][1]
         c = Cost()

@@ -28,7 +28,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..arch_def import ArchDefError
-from .choices import ChannelSpace, Weights, fit_channels
+from .choices import ChannelSpace, Mixing, fit_channels
 from .masked import Cost, SearchBlock, Spatial
 
 Factor = Tuple[str, int]  # (label, option index)
@@ -48,7 +48,7 @@ def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
             m.momentum = v
 
 
-def run_blocks(blocks: "nn.ModuleDict", x: torch.Tensor, weights: Weights, checkpoint: bool = False) -> torch.Tensor:
+def run_blocks(blocks: "nn.ModuleDict", x: torch.Tensor, mixing: Mixing, checkpoint: bool = False) -> torch.Tensor:
     """Run ``blocks`` in order with the mixing weights.
 
     Args:
@@ -62,12 +62,12 @@ def run_blocks(blocks: "nn.ModuleDict", x: torch.Tensor, weights: Weights, check
             x = torch.utils.checkpoint.checkpoint(
                 block,
                 x,
-                weights,
+                mixing,
                 use_reentrant=False,
                 context_fn=lambda b=block: (nullcontext(), frozen_bn_statistics(b)),
             )
         else:
-            x = block(x, weights)
+            x = block(x, mixing)
     return x
 
 
@@ -93,33 +93,33 @@ class MixedBlock(nn.Module):
         self.factors = {k: list(v) for k, v in factors.items()}
         self.in_space, self.out_space, self.stride = in_space, out_space, stride
 
-    def candidate_weight(self, name: str, weights: Weights):
+    def candidate_weight(self, name: str, mixing: Mixing):
         w = 1.0
         for label, i in self.factors[name]:
-            w = w * weights[label][..., i]
+            w = w * mixing[label][..., i]
         return w
 
-    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
         if len(self.candidates) == 1:
             ((name, cand),) = self.candidates.items()
-            return fit_channels(cand(x, weights), self.out_space.max) * self.candidate_weight(name, weights)
+            return fit_channels(cand(x, mixing), self.out_space.max) * self.candidate_weight(name, mixing)
         out = 0
         for name, cand in self.candidates.items():
-            w = self.candidate_weight(name, weights)
+            w = self.candidate_weight(name, mixing)
             if is_zero(w):
                 continue  # a hard (straight-through) sample: only the chosen candidate runs
-            out = out + w * fit_channels(cand(x, weights), self.out_space.max)
+            out = out + w * fit_channels(cand(x, mixing), self.out_space.max)
         return out
 
     def out_spatial(self, spatial: Spatial) -> Spatial:
         return next(iter(self.candidates.values())).out_spatial(spatial)
 
-    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+    def cost(self, spatial: Spatial, mixing: Mixing) -> Tuple[Cost, Spatial]:
         total = Cost()
         out = self.out_spatial(spatial)
         for name, cand in self.candidates.items():
-            c, _ = cand.cost(spatial, weights)
-            w = self.candidate_weight(name, weights)
+            c, _ = cand.cost(spatial, mixing)
+            w = self.candidate_weight(name, mixing)
             total.add(c.flops, c.params, w)
         return total, out
 
@@ -161,21 +161,21 @@ class SubsampledRes(nn.Module):
             sp = block.out_spatial(sp)
         return sp.sizes[0]
 
-    def run_body(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
-        return run_blocks(self.blocks, x, weights, self.checkpoint_blocks)
+    def run_body(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
+        return run_blocks(self.blocks, x, mixing, self.checkpoint_blocks)
 
-    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             raise ValueError(
                 f"resolution search expects {self.input_size}x{self.input_size} inputs, got {tuple(x.shape[-2:])}"
             )
-        g = weights[self.label]
+        g = mixing[self.label]
         out = 0
         for i in range(len(self.sizes)):
             if is_zero(g[..., i]):
                 continue  # a hard sample: only the chosen resolution runs
             take, place = getattr(self, f"take_{i}"), getattr(self, f"place_{i}")
-            y = self.run_body(x.index_select(2, take).index_select(3, take), weights)
+            y = self.run_body(x.index_select(2, take).index_select(3, take), mixing)
             o = y.shape[-1]
             if o != self.full_out:
                 # interspersed zeros; scaled so a global pool sees the mean over occupied positions
@@ -185,11 +185,11 @@ class SubsampledRes(nn.Module):
             out = out + g[i] * y
         return out
 
-    def cost(self, spatial: Spatial, weights: Weights) -> Tuple[Cost, Spatial]:
+    def cost(self, spatial: Spatial, mixing: Mixing) -> Tuple[Cost, Spatial]:
         total = Cost()
         sp = Spatial(self.sizes, self.label)
         for block in self.blocks.values():
-            c, sp = block.cost(sp, weights)
+            c, sp = block.cost(sp, mixing)
             total.add(c.flops, c.params)
         return total, sp
 

@@ -21,8 +21,8 @@ The rows' format is in :mod:`mobile_cv.search.space`.
     g = net.sample_weights()               # one Gumbel draw per choice (plain softmax in eval)
     loss = ce(net(x, g), y) ...            # forward with those weights
     flops = net.expected_cost("flops", g)  # differentiable, millions
-    arch = net.derive()                    # argmax of every choice -> plain arch def
-    # the most probable architecture within 5% of 60 MFLOPs: mobile_cv.search.derive.budgeted_index
+    arch = net.derive_arch()                    # argmax of every choice -> plain arch def
+    # the most probable architecture within 5% of 60 MFLOPs: mobile_cv.search.budget.budgeted_search
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from torch import nn
 from ..arch_def import ArchDefError, check_top_level
 from ..arch_registry import arch_def_names
 from ..builder import ClsConvHead, resolve_arch_def
-from .choices import Choice, Weights, gumbel_weights, log10_size, straight_through
+from .choices import Choice, Mixing, gumbel_weights, log10_size, straight_through
 from .encode import copy_to, derive_arch, encode
 from .masked import Cost, Spatial
 from .mixed import run_blocks
@@ -56,7 +56,7 @@ class Supernet(nn.Module):
     """Weights and architecture logits of a search space; see the module docstring.
 
     Built by :class:`~mobile_cv.search.space.SpaceBuilder`; derivation and encoding are in
-    :mod:`mobile_cv.search.encode`, budgeted derivation in :mod:`mobile_cv.search.derive`.
+    :mod:`mobile_cv.search.encode`, the budgeted search in :mod:`mobile_cv.search.budget`.
     """
 
     def __init__(
@@ -117,7 +117,7 @@ class Supernet(nn.Module):
         return self.alphas[_alpha_key(label)]
 
     # -- mixing weights --------------------------------------------------------------------------
-    def sample_weights(self, noise: Optional[bool] = None, hard: Sequence[str] = ()) -> Weights:
+    def sample_mixing(self, noise: Optional[bool] = None, hard: Sequence[str] = ()) -> Mixing:
         """One mixing-weight vector per choice: Gumbel-softmax in train mode, softmax(alpha/T) in eval.
 
         Args:
@@ -141,7 +141,7 @@ class Supernet(nn.Module):
         (argmax(alpha + Gumbel noise) has exactly these probabilities; T only relaxes the sample)."""
         return {label: torch.softmax(self.alpha(label).detach(), -1) for label in self.choices}
 
-    def one_hot(self, index: Dict[str, int]) -> Weights:
+    def one_hot(self, index: Dict[str, int]) -> Mixing:
         """Mixing weights selecting option ``index[label]`` of every choice (others: argmax of alpha)."""
         full = {**self.argmax(), **index}
         dev = next(iter(self.alphas.values())).device if len(self.alphas) else torch.device("cpu")
@@ -150,19 +150,19 @@ class Supernet(nn.Module):
             for label, c in self.choices.items()
         }
 
-    def argmax(self, weights: Optional[Weights] = None) -> Dict[str, int]:
-        if weights is None:
+    def argmax(self, mixing: Optional[Mixing] = None) -> Dict[str, int]:
+        if mixing is None:
             return {label: int(self.alpha(label).argmax()) for label in self.choices}
-        return {label: int(weights[label].argmax()) for label in self.choices}
+        return {label: int(mixing[label].argmax()) for label in self.choices}
 
     # -- forward and cost -------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, weights: Optional[Weights] = None) -> torch.Tensor:
-        if weights is None:
-            weights = self.sample_weights()
+    def forward(self, x: torch.Tensor, mixing: Optional[Mixing] = None) -> torch.Tensor:
+        if mixing is None:
+            mixing = self.sample_mixing()
         if self.body is not None:
-            x = self.body(x, weights)
+            x = self.body(x, mixing)
         else:
-            x = run_blocks(self.blocks, x, weights, self.checkpoint_blocks)
+            x = run_blocks(self.blocks, x, mixing, self.checkpoint_blocks)
         return self.head(x)
 
     @property
@@ -180,7 +180,7 @@ class Supernet(nn.Module):
         """The supernet's blocks in order (inside the resolution search when there is one)."""
         return self.body.blocks if self.body is not None else self.blocks
 
-    def expected_cost(self, kind: str = "flops", weights: Optional[Weights] = None) -> torch.Tensor:
+    def expected_cost(self, kind: str = "flops", mixing: Optional[Mixing] = None) -> torch.Tensor:
         """Differentiable cost in millions by effective shape propagation (published convention).
 
         ``weights`` default to softmax(alpha / T) (no noise); pass the weights of the
@@ -188,44 +188,44 @@ class Supernet(nn.Module):
         """
         if kind not in ("flops", "params"):
             raise ValueError(f'kind must be "flops" or "params", got {kind!r}')
-        if weights is None:
-            weights = self.sample_weights(noise=False)
+        if mixing is None:
+            mixing = self.sample_mixing(noise=False)
         total = Cost()
         if self.body is not None:
-            c, sp = self.body.cost(Spatial((self.input_size,)), weights)
+            c, sp = self.body.cost(Spatial((self.input_size,)), mixing)
             total.add(c.flops, c.params)
         else:
             sp = Spatial((self.input_size,))
             for block in self.blocks.values():
-                c, sp = block.cost(sp, weights)
+                c, sp = block.cost(sp, mixing)
                 total.add(c.flops, c.params)
-        head = self.head_cost(sp, weights)
+        head = self.head_cost(sp, mixing)
         total.add(head.flops, head.params)
         value = total.flops if kind == "flops" else total.params
         value = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
         return value / 1e6
 
-    def head_cost(self, spatial: Spatial, weights: Weights) -> Cost:
+    def head_cost(self, spatial: Spatial, mixing: Mixing) -> Cost:
         """Global pool and 1x1 classifier on the last block's output (``spatial`` its size)."""
-        c_last = self.out_space.eff(weights)
+        c_last = self.out_space.eff(mixing)
         cost = Cost()
-        cost.add(c_last * spatial.area(weights), 0.0)
+        cost.add(c_last * spatial.area(mixing), 0.0)
         if self.num_classes:
             cost.add(c_last * self.num_classes, c_last * self.num_classes)
         return cost
 
     # -- derivation ------------------------------------------------------------------------------
-    def derive(self, weights: Optional[Weights] = None) -> Dict[str, Any]:
+    def derive_arch(self, mixing: Optional[Mixing] = None) -> Dict[str, Any]:
         """The plain arch def of the argmax of every choice (of ``weights`` if given, else of alpha)."""
-        return derive_arch(self, self.argmax(weights))
+        return derive_arch(self, self.argmax(mixing))
 
     def encode(self, arch_def: Dict[str, Any]) -> Dict[str, int]:
         """The choice indices that derive ``arch_def`` (see :func:`mobile_cv.search.encode.encode`)."""
         return encode(self, arch_def)
 
-    def copy_to(self, model: nn.Module, weights: Optional[Weights] = None) -> None:
-        """Copy the shared weights of the chosen path into ``model = build_model(self.derive(weights))``."""
-        copy_to(self, model, self.argmax(weights))
+    def copy_to(self, model: nn.Module, mixing: Optional[Mixing] = None) -> None:
+        """Copy the shared weights of the chosen path into ``model = build_model(self.derive_arch(weights))``."""
+        copy_to(self, model, self.argmax(mixing))
 
     def log10_size(self) -> float:
         """log10 of the number of architectures in the space."""

@@ -16,32 +16,25 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import torch
 from torch import nn
 
-from .. import comm as dist
+from .. import comm
 from ..arch_def import to_jsonable
 from ..checkpoint import extract_state_dict, load_state_dict
 from ..config import CfgNode
 from ..data import ClassificationDataset, DatasetError, build_loader
 from ..flops import count_flops_params
-from . import train_loop
+from .build import build_criterion, build_ema, build_lr_scheduler, build_sgd
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import Checkpointer, CheckpointError, atomic_save, atomic_write_text, load_file, state_digest
 from .defaults import build_model_from_cfg, checkpoint_tool, run_identity
+from .evaluation import evaluate
 from .hooks import EMAUpdate, Evaluate, LRSchedule, SaveCheckpoint, SetEpoch, SyncBuffers, WriteMetrics
-from .loop import StepBase, Trainer, create_ddp_model
-from .train_loop import (
-    build_criterion,
-    build_ema,
-    build_lr_scheduler,
-    build_sgd,
-    evaluate,
-    topk_correct,
-)
+from .loop import HookBase, Trainer, create_ddp_model
+from .steps import PlainStep
 
 logger = logging.getLogger("mobile_cv.engine")
 
@@ -62,55 +55,13 @@ def check_model_fits_data(cfg: CfgNode, dataset: ClassificationDataset) -> None:
         )
 
 
-class PlainStep(StepBase):
-    """SGD on the cross-entropy of one batch; the epoch's mean loss and top-1 as ``train_*``."""
-
-    def __init__(self, model: nn.Module, optimizer, criterion: nn.Module, device: torch.device) -> None:
-        self.model, self.optimizer, self.criterion, self.device = model, optimizer, criterion, device
-        self.sums = torch.zeros(3, dtype=torch.float64)  # loss, correct, images
-        self.steps, self.t0 = 0, time.perf_counter()
-
-    def __call__(self, batch) -> None:
-        self.model.train()
-        images, target = (t.to(self.device, non_blocking=True) for t in batch)
-        logits = self.model(images)
-        loss = self.criterion(logits, target)
-        value = train_loop.check_finite(loss, self.trainer.where)  # module lookup: tests patch it
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.steps += 1
-        n = target.numel()
-        self.sums += torch.tensor([value * n, topk_correct(logits.detach(), target, (1,))[0], n], dtype=torch.float64)
-
-    def postfix(self) -> Dict[str, str]:
-        loss, correct, seen = self.sums.tolist()
-        return {
-            "loss": f"{loss / max(seen, 1):.4f}",
-            "acc": f"{100 * correct / max(seen, 1):.1f}",
-            "lr": f"{self.optimizer.param_groups[0]['lr']:.2e}",
-        }
-
-    def results(self) -> Dict[str, float]:
-        t = dist.all_reduce_sum(self.sums)
-        out = {
-            "train_loss": float(t[0] / max(t[2], 1)),
-            "train_acc1": float(100 * t[1] / max(t[2], 1)),
-            "train_lr": self.optimizer.param_groups[0]["lr"],
-            "train_steps": self.steps,
-            "train_time": time.perf_counter() - self.t0,
-        }
-        self.sums.zero_()
-        self.steps, self.t0 = 0, time.perf_counter()
-        return out
-
-
-def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]:
+def train(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[HookBase] = ()) -> Dict[str, Any]:
     """Train MODEL.ARCH from scratch on DATA's train split; returns the eval summary.
 
     Call after :func:`mobile_cv.engine.default_setup`. Every epoch appends to
     metrics.jsonl and rewrites checkpoint.pth; with ``resume`` the run continues
     from the checkpoint and ends with the same weights as an uninterrupted run.
+    ``hooks`` run after the built-in ones.
     """
     out = cfg.OUTPUT_DIR
     model = build_model_from_cfg(cfg).to(device)  # first: a bad arch fails before a long folder scan
@@ -156,16 +107,19 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device) -> Dict[str, Any]
             SaveCheckpoint(checkpointer, run=run_identity(cfg, "train")),
             Evaluate(eval_model, val_loader, device, period=s.EVAL_PERIOD),
             WriteMetrics(os.path.join(out, "metrics.jsonl"), start_epoch),
+            *hooks,
         ],
     )
     trainer.train(start_epoch)
-    return finish(cfg, eval_model, device, flops_m, params_m)
+    return finish_training(cfg, eval_model, device, flops_m, params_m)
 
 
-def finish(cfg: CfgNode, model: nn.Module, device: torch.device, flops_m: float, params_m: float) -> Dict[str, Any]:
+def finish_training(
+    cfg: CfgNode, model: nn.Module, device: torch.device, flops_m: float, params_m: float
+) -> Dict[str, Any]:
     """Save the final weights and arch def, evaluate on val and test, write eval.json."""
     out = cfg.OUTPUT_DIR
-    digests = dist.all_gather_object(state_digest(model))
+    digests = comm.all_gather_object(state_digest(model))
     if len(set(digests)) > 1:
         logger.warning("the ranks ended with different weights (sha256 %s); rank 0's are saved", digests)
     summary: Dict[str, Any] = {
@@ -178,11 +132,11 @@ def finish(cfg: CfgNode, model: nn.Module, device: torch.device, flops_m: float,
     }
     for split in ("val", "test"):
         summary[split] = evaluate(model, build_loader(cfg, split), device=device, desc=split)
-    if dist.is_main_process():
+    if comm.is_main_process():
         atomic_save(model.state_dict(), os.path.join(out, FINAL_WEIGHTS))
         atomic_write_text(os.path.join(out, "arch_def.json"), json.dumps(to_jsonable(model.arch_def), indent=1) + "\n")
         atomic_write_text(os.path.join(out, "eval.json"), json.dumps(summary, indent=1) + "\n")
-    dist.barrier()
+    comm.barrier()
     logger.info(
         "final: val top-1 %.2f top-5 %.2f | test top-1 %.2f top-5 %.2f | %.3f MFLOPs %.4f M params | %s",
         summary["val"]["acc1"],

@@ -8,9 +8,9 @@ from torch import nn
 
 import mobile_cv
 from mobile_cv.search import CostLoss, build_supernet
-from mobile_cv.search.derive import (
+from mobile_cv.search.budget import (
     BudgetError,
-    CostTable,
+    BudgetTable,
     batch_cost,
     enumerate_all,
     index_log_prob,
@@ -38,7 +38,7 @@ def small():
     net = build_supernet(SMALL, num_classes=10)
     every = list(enumerate_all(net))
     batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
-    return net, CostTable(net, "flops"), batch, batch_cost(net, "flops", batch)
+    return net, BudgetTable(net, "flops"), batch, batch_cost(net, "flops", batch)
 
 
 def randomize_alpha(net, seed, scale=1.5):
@@ -53,7 +53,7 @@ def test_batched_costs_equal_one_at_a_time_and_the_counted_model(small):
     for j in (0, 777, 5000, len(costs) - 1):
         index = {label: int(v[j]) for label, v in batch.items()}
         one = net.expected_cost("flops", net.one_hot(index)).item()
-        arch = net.derive(net.one_hot(index))
+        arch = net.derive_arch(net.one_hot(index))
         counted, _ = mobile_cv.count_flops_params(mobile_cv.build_model(arch, num_classes=10), arch["input_size"])
         assert costs[j].item() == pytest.approx(one, rel=1e-6)
         assert costs[j].item() == pytest.approx(counted, rel=1e-6)
@@ -80,7 +80,7 @@ def test_budgeted_derivation_is_the_brute_force_optimum(small):
         for frac in (0.05, 0.2, 0.5, 0.8):
             target = lo + frac * (hi - lo)
             inside = (costs >= 0.95 * target) & (costs <= 1.05 * target)
-            index, cost, lp = table.budgeted(target, 0.05, logp)
+            index, cost, lp = table.most_probable_within(target, 0.05, logp)
             assert 0.95 * target <= cost <= 1.05 * target
             assert cost == pytest.approx(net.expected_cost("flops", net.one_hot(index)).item(), rel=1e-6)
             assert lp == pytest.approx(index_log_prob(index, logp))
@@ -94,22 +94,22 @@ def test_budgeted_derivation_returns_the_argmax_when_it_is_within_budget(small):
     randomize_alpha(net, 3)
     argmax = net.argmax()
     cost = net.expected_cost("flops", net.one_hot(argmax)).item()
-    index, got, _ = table.budgeted(cost * 1.02, 0.05, log_probs(net))
+    index, got, _ = table.most_probable_within(cost * 1.02, 0.05, log_probs(net))
     assert index == argmax and got == pytest.approx(cost, rel=1e-6)
 
 
 def test_budget_outside_the_space_is_a_clear_error(small):
     _, table, _, costs = small
     with pytest.raises(BudgetError, match=r"no architecture of the space costs 0\.001 MFLOPs.*spans"):
-        table.budgeted(0.001, 0.05, log_probs(build_supernet(SMALL, num_classes=10)))
+        table.most_probable_within(0.001, 0.05, log_probs(build_supernet(SMALL, num_classes=10)))
     with pytest.raises(BudgetError, match="pick a target in that range"):
-        table.budgeted(costs.max().item() * 2, 0.05, log_probs(build_supernet(SMALL, num_classes=10)))
+        table.most_probable_within(costs.max().item() * 2, 0.05, log_probs(build_supernet(SMALL, num_classes=10)))
 
 
 def test_random_architectures_within_budget_are_distinct_and_in_the_window(small):
     net, _, _, _ = small
     drawn = sample_within(net, "flops", 0.5, 0.05, 6, seed=1)
-    archs = {repr(net.derive(net.one_hot(index))) for index, _ in drawn}
+    archs = {repr(net.derive_arch(net.one_hot(index))) for index, _ in drawn}
     assert len(archs) == 6
     for index, cost in drawn:
         assert 0.475 <= cost <= 0.525
@@ -120,7 +120,7 @@ def test_random_architectures_within_budget_are_distinct_and_in_the_window(small
 
 def _alpha_gradient(net, form, unit, x, y):
     """d loss / d alpha with the cost counted in ``unit`` x MFLOPs (target 0.4 MFLOPs in that unit)."""
-    g = net.sample_weights(noise=False)
+    g = net.sample_mixing(noise=False)
     ce = nn.functional.cross_entropy(net(x, g), y)  # depends on alpha too
     cost = net.expected_cost("flops", g) * unit
     loss = CostLoss(form, target=0.4 * unit)(ce, cost)
@@ -166,7 +166,7 @@ def test_hard_sampling_runs_one_candidate_per_block_and_one_resolution():
     calls = []
     candidates = [(name, m) for name, m in net.named_modules() if name.split(".")[-2:-1] == ["candidates"]]
     hooks = [m.register_forward_hook(lambda m, i, o, n=name: calls.append(n)) for name, m in candidates]
-    g = net.sample_weights(hard=("op", "resolution"))
+    g = net.sample_mixing(hard=("op", "resolution"))
     out = net(torch.randn(2, 3, 32, 32), g)
     blocks = len(net.body.blocks)
     assert len(calls) == blocks  # one candidate per block, one resolution
@@ -189,7 +189,7 @@ def test_checkpointing_blocks_gives_the_same_gradients_and_bn_statistics():
     for checkpoint in (False, True):
         net = copy.deepcopy(base)
         net.checkpoint_blocks = checkpoint
-        nn.functional.cross_entropy(net(x, net.sample_weights(noise=False)), y).backward()
+        nn.functional.cross_entropy(net(x, net.sample_mixing(noise=False)), y).backward()
         grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
         stats = {n: b.clone() for n, b in net.named_buffers() if "running" in n}
         results.append((grads, stats))
@@ -206,7 +206,44 @@ def test_frozen_bn_statistics_keeps_running_stats_and_normalises_with_batch_stat
     before = {n: b.clone() for n, b in net.named_buffers() if "running" in n}
     x = torch.randn(4, 3, 32, 32)
     with frozen_bn_statistics(net):
-        out = net(x, net.sample_weights(noise=False))
+        out = net(x, net.sample_mixing(noise=False))
     assert all(torch.equal(before[n], b) for n, b in net.named_buffers() if "running" in n)
-    torch.testing.assert_close(out, net(x, net.sample_weights(noise=False)))  # same batch-stat forward
+    torch.testing.assert_close(out, net(x, net.sample_mixing(noise=False)))  # same batch-stat forward
     assert any(not torch.equal(before[n], b) for n, b in net.named_buffers() if "running" in n)
+
+
+def test_budgeted_search_finds_the_one_architecture_hidden_behind_a_more_probable_one(small):
+    """The window holds one architecture (3.090016 MFLOPs) and it shares its DP cell (same output
+    width, same rounded cost) with the argmax just above the window (3.090272 MFLOPs). The cell's
+    most probable member misses the window; the search must still find the one inside (the DP
+    before the rewrite decoded only cells' most probable members and reported no architecture)."""
+    net, table, batch, costs = small
+    argmax = {"xif0_0.channels": 0, "xif1_0.channels": 2, "xif1_0.op": 1, "xif1_0.expansion": 2, "xif1_1.op": 0}
+    argmax.update({"xif1_1.expansion": 2, "xif2_0.channels": 1, "xif2_0.op": 0, "xif2_0.expansion": 0})
+    argmax.update({"xif3_0.channels": 0, "resolution": 2})
+    with torch.no_grad():
+        for label, c in net.choices.items():
+            net.alpha(label).copy_(4.0 * nn.functional.one_hot(torch.tensor(argmax[label]), c.size).float())
+    target, tolerance = 3.0837871999999997, 0.002061361432462023
+    lo, hi = target * (1 - tolerance), target * (1 + tolerance)
+    inside = (costs >= lo) & (costs <= hi)
+    assert int(inside.sum()) == 1 and net.argmax() == argmax
+    assert hi < net.expected_cost("flops", net.one_hot(argmax)).item() < hi + 3e-4
+    logp = log_probs(net)
+    index, cost, lp = table.most_probable_within(target, tolerance, logp)
+    assert lo <= cost <= hi and cost == pytest.approx(costs[inside].item(), rel=1e-9)
+    total = sum(logp[label][batch[label]] for label in net.choices)
+    assert lp == pytest.approx(total[inside].item(), abs=1e-9) == index_log_prob(index, logp)
+
+
+def test_budgeted_search_proves_an_empty_window_and_names_the_nearest_costs(small):
+    net, table, _, costs = small
+    ordered = torch.unique(costs)
+    gaps = ordered[1:] - ordered[:-1]
+    j = int(gaps.argmax())  # the widest gap between two neighbouring costs of the space
+    below, above = ordered[j].item(), ordered[j + 1].item()
+    target = (below + above) / 2
+    tolerance = 0.3 * (above - below) / target
+    with pytest.raises(BudgetError, match="no architecture of the space is within") as e:
+        table.most_probable_within(target, tolerance, log_probs(net))
+    assert f"{below:.4g} MFLOPs" in str(e.value) and f"{above:.4g} MFLOPs" in str(e.value)

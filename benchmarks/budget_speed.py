@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""How long the exact cost range and the budgeted derivation take, per search space.
+"""How long the exact cost range and the budgeted search take, per search space.
 
-For each space: building the :class:`~mobile_cv.search.derive.CostTable` (every block's exact
+For each space: building the :class:`~mobile_cv.search.budget.BudgetTable` (every block's exact
 cost for every option combination, one vectorised pass per candidate), the exact cost range
-(``cost_range``), and the budgeted derivation (the most probable architecture within 5% of a
+(``cost_range``), and the budgeted search (the most probable architecture within 5% of a
 target) at three targets under random alphas; each beside the time of ONE one-hot cost
 evaluation (``Supernet.expected_cost``), the unit a greedy or sampling derivation pays per
 candidate architecture. Goal for the FBNetV2-F space (10^55.7 architectures): range and
 derivation within 10 s on 2 CPU cores.
 
-    python benchmarks/derive_speed.py [--spaces fbnetv2_f_space mnist_small_space] [--threads 2]
+    python benchmarks/budget_speed.py [--spaces fbnetv2_f_space mnist_small_space] [--threads 2]
 """
 
 import argparse
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from mobile_cv.search import build_supernet  # noqa: E402
-from mobile_cv.search.derive import CostTable, log_probs  # noqa: E402
+from mobile_cv.search.budget import BudgetTable, log_probs  # noqa: E402
 
 SPACES = ("fbnetv2_f_space", "fbnetv2_p_space", "fbnetv2_l_space", "mnist_small_space")
 
@@ -49,31 +49,31 @@ def main() -> None:
         f"one-hot expected_cost evaluation of the same supernet"
     )
     print(
-        f"{'space':<20} {'log10 #':>7} {'one-hot':>8} {'table':>7} {'range':>7} {'derive':>7} "
-        f"{'table+range+derive':>19} {'x one-hot':>10}  range / derived costs"
+        f"{'space':<20} {'log10 #':>7} {'one-hot':>8} {'table':>7} {'range':>7} {'search':>7} "
+        f"{'table+range+search':>19} {'x one-hot':>10}  range / found costs"
     )
     for name in args.spaces:
         mnist = name.startswith("mnist")
         net = build_supernet(name, num_classes=10 if mnist else 1000, in_chans=1 if mnist else 3)
         with torch.no_grad():
             t_one, _ = timed(lambda n=net: n.expected_cost(args.kind, n.one_hot(n.argmax())), repeat=5)
-        t_table, table = timed(lambda n=net: CostTable(n, args.kind))
+        t_table, table = timed(lambda n=net: BudgetTable(n, args.kind))
         t_range, (lo, hi) = timed(table.extremes)
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for a in net.arch_parameters():
                 a.copy_(torch.randn(a.shape, generator=g))
         logp = log_probs(net)
-        derive_times, costs = [], []
+        search_times, costs = [], []
         for frac in (0.2, 0.4, 0.6):
             target = lo + frac * (hi - lo)
-            t, (_, cost, _) = timed(lambda t=target, tb=table, lp=logp: tb.budgeted(t, 0.05, lp))
-            derive_times.append(t)
+            t, (_, cost, _) = timed(lambda t=target, tb=table, lp=logp: tb.most_probable_within(t, 0.05, lp))
+            search_times.append(t)
             costs.append(f"{cost / target - 1:+.1%}")
-        t_derive = statistics.median(derive_times)
-        total = t_table + t_range + t_derive
+        t_search = statistics.median(search_times)
+        total = t_table + t_range + t_search
         print(
-            f"{name:<20} {net.log10_size():>7.1f} {t_one:>8.3f} {t_table:>7.2f} {t_range:>7.3f} {t_derive:>7.2f} "
+            f"{name:<20} {net.log10_size():>7.1f} {t_one:>8.3f} {t_table:>7.2f} {t_range:>7.3f} {t_search:>7.2f} "
             f"{total:>19.2f} {total / t_one:>9.0f}x  {lo:.4g}-{hi:.4g}, off target by {' '.join(costs)}"
         )
 

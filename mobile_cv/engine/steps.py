@@ -1,0 +1,195 @@
+"""The steps the epoch loop (:class:`~mobile_cv.engine.loop.Trainer`) runs on each batch.
+
+* :class:`PlainStep`: SGD on the cross-entropy of one batch (training a plain model);
+* :class:`SearchStep`: DMaskingNAS's two phases, a weight step (SGD on cross-entropy) and,
+  after the warm-up, an alpha step (Adam on the cost-aware loss).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Callable, Dict, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .. import comm
+from ..config import CfgNode
+from ..search import CostLoss, Supernet
+from ..search.choices import Mixing
+from ..search.mixed import frozen_bn_statistics
+from .evaluation import topk_correct
+from .logger import progress
+from .loop import StepBase, check_finite
+
+
+class PlainStep(StepBase):
+    """SGD on the cross-entropy of one batch; the epoch's mean loss and top-1 as ``train_*``."""
+
+    def __init__(self, model: nn.Module, optimizer, criterion: nn.Module, device: torch.device) -> None:
+        self.model, self.optimizer, self.criterion, self.device = model, optimizer, criterion, device
+        self.sums = torch.zeros(3, dtype=torch.float64)  # loss, correct, images
+        self.steps, self.t0 = 0, time.perf_counter()
+
+    def __call__(self, batch) -> None:
+        self.model.train()
+        images, target = (t.to(self.device, non_blocking=True) for t in batch)
+        logits = self.model(images)
+        loss = self.criterion(logits, target)
+        value = check_finite(loss, self.trainer.where)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        n = target.numel()
+        self.sums += torch.tensor([value * n, topk_correct(logits.detach(), target, (1,))[0], n], dtype=torch.float64)
+
+    def postfix(self) -> Dict[str, str]:
+        loss, correct, seen = self.sums.tolist()
+        return {
+            "loss": f"{loss / max(seen, 1):.4f}",
+            "acc": f"{100 * correct / max(seen, 1):.1f}",
+            "lr": f"{self.optimizer.param_groups[0]['lr']:.2e}",
+        }
+
+    def results(self) -> Dict[str, float]:
+        t = comm.all_reduce_sum(self.sums)
+        out = {
+            "train_loss": float(t[0] / max(t[2], 1)),
+            "train_acc1": float(100 * t[1] / max(t[2], 1)),
+            "train_lr": self.optimizer.param_groups[0]["lr"],
+            "train_steps": self.steps,
+            "train_time": time.perf_counter() - self.t0,
+        }
+        self.sums.zero_()
+        self.steps, self.t0 = 0, time.perf_counter()
+        return out
+
+
+class FixedMixing(nn.Module):
+    """The supernet with fixed mixing weights, as a plain ``model(x)`` for evaluation."""
+
+    def __init__(self, net: nn.Module, mixing: Mixing) -> None:
+        super().__init__()
+        self.net, self.mixing = net, mixing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.mixing)
+
+
+def _cycle(loader) -> Iterator:
+    """Batches of ``loader`` over and over (in the same order: the order is f(seed, epoch))."""
+    return itertools.chain.from_iterable(itertools.repeat(loader))
+
+
+class SearchStep(StepBase):
+    """A weight step (SGD on cross-entropy) and, after the warm-up, an alpha step (Adam on the
+    cost-aware loss): each on the next batch (``ALPHA.SCHEDULE`` "interleaved") or a pass of
+    alpha steps after the epoch's weight steps ("epoch").
+
+    Both draw fresh Gumbel mixing weights (hard samples for the kinds in ``SAMPLED_CHOICES``);
+    every optimizer's gradients are cleared before each backward pass.
+
+    Args:
+        model: ``net`` or its DistributedDataParallel wrapper.
+        cost_fn: mixing weights -> the differentiable expected cost (MFLOPs, M params or ms).
+        optimizers: ``(weight optimizer, alpha optimizer)``.
+    """
+
+    def __init__(
+        self,
+        cfg: CfgNode,
+        net: Supernet,
+        model: nn.Module,
+        cost: "tuple[CostLoss, Callable[[Mixing], torch.Tensor]]",
+        optimizers: Sequence[torch.optim.Optimizer],
+        alpha_loader,
+    ) -> None:
+        s = cfg.SEARCH
+        self.net, self.model, self.alpha_loader = net, model, alpha_loader
+        self.cost_loss, self.cost_fn = cost
+        self.weight_opt, self.alpha_opt = optimizers
+        self.kind, self.hard, self.warmup = s.COST.KIND, tuple(s.SAMPLED_CHOICES), s.WARMUP_EPOCHS
+        self.interleaved = s.ALPHA.SCHEDULE == "interleaved"
+        self.device = next(net.parameters()).device
+        self.ce = nn.CrossEntropyLoss()
+        # loss, ce, cost, correct, images per phase
+        self.sums = {"weights": torch.zeros(5, dtype=torch.float64), "alpha": torch.zeros(5, dtype=torch.float64)}
+        self.t0 = time.perf_counter()
+        self._alpha_batches, self._alpha_epoch = None, -1
+
+    @property
+    def trains_alpha(self) -> bool:
+        return self.trainer.epoch >= self.warmup
+
+    def __call__(self, batch) -> None:
+        self.weight_step(*batch)
+        if self.trains_alpha and self.interleaved:
+            if self._alpha_epoch != self.trainer.epoch:  # the alpha split's order of this epoch
+                self._alpha_batches, self._alpha_epoch = _cycle(self.alpha_loader), self.trainer.epoch
+            self.alpha_step(*next(self._alpha_batches), self.trainer.where)
+
+    def end_epoch(self) -> None:
+        if self.trains_alpha and not self.interleaved:
+            n = len(self.alpha_loader)
+            for i, batch in enumerate(progress(self.alpha_loader, desc="alpha", total=n)):
+                self.alpha_step(*batch, f"{self.trainer.desc} {self.trainer.epoch + 1}, alpha iteration {i + 1}/{n}")
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor):
+        self.net.train()
+        x, y = x.to(self.device), y.to(self.device)
+        g = self.net.sample_mixing(hard=self.hard)
+        return self.model(x, g), y, g
+
+    def _backward(self, loss: torch.Tensor, optimizer, where: str) -> float:
+        value = check_finite(loss, where)
+        self.weight_opt.zero_grad(set_to_none=True)
+        self.alpha_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return value
+
+    def _record(self, phase: str, value: float, ce: float, cost: float, logits, y) -> None:
+        n = y.numel()
+        correct = topk_correct(logits.detach(), y, (1,))[0]
+        self.sums[phase] += torch.tensor([value * n, ce * n, cost * n, correct, n], dtype=torch.float64)
+
+    def weight_step(self, x, y) -> None:
+        """SGD on the supernet weights: cross-entropy of the sampled mixture."""
+        logits, y, _ = self._forward(x, y)
+        value = self._backward(self.ce(logits, y), self.weight_opt, f"{self.trainer.where} (weights)")
+        self._record("weights", value, value, 0.0, logits, y)
+
+    def alpha_step(self, x, y, where: str) -> None:
+        """Adam on the architecture logits: the cost-aware loss of the sampled mixture."""
+        with frozen_bn_statistics(self.net):
+            logits, y, g = self._forward(x, y)
+            ce = self.ce(logits, y)
+            cost = self.cost_fn(g)  # the sampled architecture's expected cost
+            value = self._backward(self.cost_loss(ce, cost), self.alpha_opt, f"{where} (alpha)")
+        self._record("alpha", value, float(ce.detach()), float(cost.detach()), logits, y)
+
+    def postfix(self) -> Dict[str, str]:
+        w = self.sums["weights"]
+        return {
+            "loss": f"{w[0] / max(w[4], 1):.3f}",
+            "acc": f"{100 * w[3] / max(w[4], 1):.1f}",
+            "T": f"{self.net.temperature:.2f}",
+        }
+
+    def results(self) -> Dict[str, float]:
+        """Means over all ranks since the last call, as ``weights_*`` and ``alpha_*`` keys, and ``time``."""
+        out: Dict[str, float] = {}
+        for phase, sums in self.sums.items():
+            t = comm.all_reduce_sum(sums)
+            if float(t[4]) == 0:
+                continue
+            n = float(t[4])
+            out.update({f"{phase}_loss": float(t[0]) / n, f"{phase}_acc1": 100 * float(t[3]) / n})
+            if phase == "alpha":
+                out.update({"alpha_ce": float(t[1]) / n, f"alpha_sampled_{self.kind}": float(t[2]) / n})
+            sums.zero_()
+        out["time"] = time.perf_counter() - self.t0
+        self.t0 = time.perf_counter()
+        return out
