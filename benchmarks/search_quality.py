@@ -15,7 +15,18 @@ each: on 2 cores two 1-thread runs do 1.5x the work of one 2-thread run), cached
 content under ``--out``: rerunning with more seeds or budgets reuses what is done.
 
     python benchmarks/search_quality.py --budgets 0.3 1.0 --seeds 0 1 2 --random 8
-    python benchmarks/search_quality.py ... --search-opts SEARCH.SAMPLING mixture   # another search setting
+    python benchmarks/search_quality.py ... --search-opts SEARCH.SAMPLED_CHOICES "[]"   # another search setting
+
+Latency mode (``--cost latency --table TABLE``): budgets in milliseconds; the random architectures
+are drawn near the budget by the table, then each is exported whole and timed in the table's
+runtime (alone, interleaved, as ``benchmarks/latency_prediction.py`` does), and the first
+``--random`` whose *measured* latency is within ``--tolerance`` of the budget are kept. The search
+runs with ``SEARCH.COST.KIND latency``; its architectures are timed the same way. With
+``--flops-budgets``, FLOPs searches run too, and per ms budget the one whose measured latency is
+closest is compared in accuracy per millisecond.
+
+    python benchmarks/search_quality.py --cost latency --table configs/latency/mnist_small_space_executorch.json \
+        --budgets 0.05 0.1 --flops-budgets 0.15 0.3 --seeds 0 1 2 --random 8
 """
 
 import argparse
@@ -34,6 +45,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from mobile_cv.arch_def import to_jsonable  # noqa: E402
+from mobile_cv.latency import LatencyTable  # noqa: E402
+from mobile_cv.latency.build import time_models  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import sample_within  # noqa: E402
 
@@ -130,12 +143,18 @@ def score(arch, args):
     return statistics.mean(accs), flops, params
 
 
-def search(budget, seed, args):
-    """Run tools/search.py for ``budget``; returns (arch def, search.json)."""
-    key = digest(
-        {"budget": budget, "seed": seed, "opts": args.search_opts, "space": args.space, "threads": args.threads}
-    )
-    out = os.path.join(args.out, "search", key)
+def search(budget, seed, args, kind=None):
+    """Run tools/search.py for ``budget`` (MFLOPs, or ms with ``kind`` "latency"); returns (arch def, search.json)."""
+    kind = kind or args.cost
+    cost = ["SEARCH.COST.KIND", kind]
+    if kind == "latency":
+        d = args.latency_table.data
+        cost += ["SEARCH.COST.LATENCY_TABLE", args.table, "SEARCH.COST.LATENCY_RUNTIME", d["runtime"]]
+        cost += ["SEARCH.COST.LATENCY_INT8", str(d["int8"]), "SEARCH.COST.LATENCY_THREADS", str(d["threads"])]
+    key = {"budget": budget, "seed": seed, "opts": args.search_opts, "space": args.space, "threads": args.threads}
+    if kind == "latency":
+        key.update(cost=cost, table=args.latency_table.data["date"])
+    out = os.path.join(args.out, "search", digest(key))
     if not os.path.exists(os.path.join(out, "search.json")):
         if os.path.exists(out):
             shutil.rmtree(out)  # an unfinished search: start over
@@ -148,6 +167,7 @@ def search(budget, seed, args):
                 SEARCH_CONFIG,
                 "SEARCH.SPACE",
                 args.space,
+                *(cost if kind == "latency" else []),
                 "SEARCH.COST.FORM",
                 "target",
                 "SEARCH.COST.TARGET",
@@ -166,6 +186,50 @@ def search(budget, seed, args):
     return json.load(open(os.path.join(out, "arch_def.json"))), json.load(open(os.path.join(out, "search.json")))
 
 
+def measured_latency(archs, args):
+    """Each arch exported whole and timed in the table's runtime (alone; cached by arch and table)."""
+    cache_path = os.path.join(args.out, "measured_latency.json")
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
+    ident = {k: args.latency_table.data[k] for k in ("runtime", "int8", "threads", "date")}
+    keys = [digest({"arch": to_jsonable(a), **ident}) for a in archs]
+    todo = [(k, a) for k, a in zip(keys, archs) if k not in cache]
+    if todo:
+        timed = time_models([a for _, a in todo], args.latency_table, rounds=args.rounds, warmup=3)
+        cache.update({k: t["ms"] for (k, _), t in zip(todo, timed)})
+        with open(cache_path, "w") as f:
+            json.dump(cache, f)
+    return [cache[k] for k in keys]
+
+
+def random_at_measured_latency(net, budget, args):
+    """``--random`` architectures whose measured latency is within ``--tolerance`` of ``budget`` (ms):
+    drawn uniformly per choice near the budget by the table, then timed whole."""
+    table = args.latency_table.budget_table(net)
+    kept, draws = [], 0
+    for attempt in range(6):
+        n = 4 * args.random
+        drawn = sample_within(
+            net,
+            "latency",
+            budget,
+            3 * args.tolerance,
+            n,
+            seed=args.random_seed + 1000 * attempt,
+            cost_fn=table.expected,
+        )
+        archs = [net.derive_arch(net.one_hot(index)) for index, _ in drawn]
+        draws += len(archs)
+        for arch, ms in zip(archs, measured_latency(archs, args)):
+            if abs(ms / budget - 1) <= args.tolerance and all(arch != a for a, _ in kept):
+                kept.append((arch, ms))
+        if len(kept) >= args.random:
+            return kept[: args.random]
+    sys.exit(
+        f"search_quality: only {len(kept)} of {draws} random architectures near {budget} ms measure within "
+        f"{100 * args.tolerance:g}% of it; pick a budget where the table predicts well or widen --tolerance"
+    )
+
+
 def pareto(points):
     """Points not dominated in (lower MFLOPs, higher accuracy), sorted by MFLOPs."""
     front, best = [], -1.0
@@ -176,24 +240,27 @@ def pareto(points):
     return front
 
 
-def plot(rows, path):
+def plot(rows, path, x="mflops"):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    rnd = [(r["mflops"], r["acc"]) for r in rows if r["kind"] == "random"]
-    src = [(r["mflops"], r["acc"]) for r in rows if r["kind"] == "searched"]
+    rnd = [(r[x], r["acc"]) for r in rows if r["kind"] == "random"]
+    src = [(r[x], r["acc"]) for r in rows if r["kind"] == "searched"]
+    flp = [(r[x], r["acc"]) for r in rows if r["kind"] == "flops_searched"]
     ax.scatter(*zip(*rnd), s=22, c="0.6", label="random (uniform per choice, same budget)")
     if src:
         ax.scatter(*zip(*src), s=60, c="tab:red", marker="*", label="searched (DMaskingNAS)")
+    if flp:
+        ax.scatter(*zip(*flp), s=40, c="tab:blue", marker="^", label="searched for FLOPs")
     for pts, style, label in ((rnd, "--", "random Pareto front"), (src, "-", "searched Pareto front")):
         if not pts:
             continue
         front = pareto(pts)
         ax.plot(*zip(*front), style, c="0.4" if style == "--" else "tab:red", lw=1, label=label)
-    ax.set_xlabel("MFLOPs (exact)")
+    ax.set_xlabel("MFLOPs (exact)" if x == "mflops" else "latency, measured whole model (ms)")
     ax.set_ylabel("held-out top-1 % (val + test)")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("search quality: searched vs random architectures at the same budgets", fontsize=10)
@@ -205,7 +272,11 @@ def plot(rows, path):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="mnist_small_space")
-    p.add_argument("--budgets", type=float, nargs="+", default=[0.3, 1.0], help="MFLOPs")
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.3, 1.0], help="MFLOPs (ms with --cost latency)")
+    p.add_argument("--cost", choices=("flops", "latency"), default="flops", help="what the budgets count")
+    p.add_argument("--table", help="--cost latency: the space's latency table (tools/latency_table.py)")
+    p.add_argument("--flops-budgets", type=float, nargs="*", default=[], help="--cost latency: FLOPs searches too")
+    p.add_argument("--rounds", type=int, default=15, help="--cost latency: timing rounds of whole models")
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="search seeds")
     p.add_argument("--random", type=int, default=8, help="random architectures per budget")
     p.add_argument("--random-seed", type=int, default=0)
@@ -224,21 +295,35 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (results depend on it)")
     p.add_argument("--out", default=os.path.join("output", "search_quality"))
     args = p.parse_args()
+    if args.cost == "latency" and not args.table:
+        p.error("--cost latency needs --table (python tools/latency_table.py SPACE --out TABLE)")
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
     net = build_supernet(args.space, num_classes=10, in_chans=1)
+    args.latency_table = LatencyTable.load(args.table) if args.cost == "latency" else None
     tasks = []
     for budget in args.budgets:
-        drawn = sample_within(net, "flops", budget, args.tolerance, args.random, seed=args.random_seed)
-        tasks += [(budget, "random", i, net.derive_arch(net.one_hot(index))) for i, (index, _) in enumerate(drawn)]
-        tasks += [(budget, "searched", seed, None) for seed in args.seeds]
+        if args.cost == "latency":
+            drawn = random_at_measured_latency(net, budget, args)
+            tasks += [(budget, "random", i, arch, {"ms": ms}) for i, (arch, ms) in enumerate(drawn)]
+        else:
+            drawn = sample_within(net, "flops", budget, args.tolerance, args.random, seed=args.random_seed)
+            tasks += [
+                (budget, "random", i, net.derive_arch(net.one_hot(index)), {}) for i, (index, _) in enumerate(drawn)
+            ]
+    searches = [(budget, "searched", seed, args.cost) for budget in args.budgets for seed in args.seeds]
+    searches += [(budget, "flops_searched", seed, "flops") for budget in args.flops_budgets for seed in args.seeds]
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        found = list(pool.map(lambda t: search(t[0], t[2], args, t[3]), searches))
+    ms = measured_latency([arch for arch, _ in found], args) if args.cost == "latency" else [None] * len(found)
+    for (budget, kind, seed, _), (arch, summary), t in zip(searches, found, ms):
+        extra = {k: summary.get(k) for k in ("log_prob", "log_prob_argmax", "log_prob_uniform", "mean_top_prob")}
+        if t is not None:
+            extra.update(ms=t, table_ms=summary.get("derived_latency_ms"))
+        tasks.append((budget, kind, seed, arch, extra))
 
     def work(task):
-        budget, kind, seed, arch = task
-        extra = {}
-        if kind == "searched":
-            arch, found = search(budget, seed, args)
-            extra = {k: found.get(k) for k in ("log_prob", "log_prob_argmax", "log_prob_uniform", "mean_top_prob")}
+        budget, kind, seed, arch, extra = task
         acc, flops, params = score(arch, args)
         row = {
             "budget": budget,
@@ -258,9 +343,23 @@ def main() -> int:
 
     with open(os.path.join(args.out, "search_quality.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    plot(rows, os.path.join(args.out, "search_quality.png"))
+    plot(rows, os.path.join(args.out, "search_quality.png"), "ms" if args.cost == "latency" else "mflops")
+    ok = print_verdicts(rows, args)
+    if args.cost == "latency" and args.flops_budgets:
+        print_flops_comparison(rows, args)
     print(
-        f"\n{args.space}: {args.random} random architectures per budget (uniform per choice, exact cost within "
+        f"({(time.time() - t0) / 60:.1f} min; rows in {args.out}/search_quality.jsonl, plot "
+        f"{args.out}/search_quality.png)"
+    )
+    return 0 if ok else 1
+
+
+def print_verdicts(rows, args) -> bool:
+    """Per budget: the random median / p75 / best beside the searched accuracies; whether the
+    searched median reaches the random 75th percentile."""
+    unit = "ms (measured)" if args.cost == "latency" else "MFLOPs (exact)"
+    print(
+        f"\n{args.space}: {args.random} random architectures per budget (uniform per choice, {unit} within "
         f"+-{100 * args.tolerance:g}%) vs the search with seeds {args.seeds}; every architecture trained "
         f"{args.train_epochs} epochs from scratch (seeds {args.train_seeds}), top-1 on 1,000 held-out digits"
     )
@@ -271,22 +370,41 @@ def main() -> int:
     ok = True
     for budget in args.budgets:
         rnd = [r["acc"] for r in rows if r["budget"] == budget and r["kind"] == "random"]
-        src = [r["acc"] for r in rows if r["budget"] == budget and r["kind"] == "searched"]
+        src = [r for r in rows if r["budget"] == budget and r["kind"] == "searched"]
         med, p75 = statistics.median(rnd), percentile(rnd, 75)
         if not src:
             print(f"{budget:>7g} {med:>14.2f} {p75:>11.2f} {max(rnd):>12.2f} {'-':>16} {'-':>22}  (no search)")
             continue
-        verdict = "searched median >= random p75" if statistics.median(src) >= p75 else "BELOW random p75"
-        ok &= statistics.median(src) >= p75
+        accs = [r["acc"] for r in src]
+        verdict = "searched median >= random p75" if statistics.median(accs) >= p75 else "BELOW random p75"
+        ok &= statistics.median(accs) >= p75
         print(
-            f"{budget:>7g} {med:>14.2f} {p75:>11.2f} {max(rnd):>12.2f} {statistics.median(src):>16.2f} "
-            f"{' '.join(f'{a:.2f}' for a in src):>22}  {verdict}"
+            f"{budget:>7g} {med:>14.2f} {p75:>11.2f} {max(rnd):>12.2f} {statistics.median(accs):>16.2f} "
+            f"{' '.join(f'{a:.2f}' for a in accs):>22}  {verdict}"
         )
-    print(
-        f"({(time.time() - t0) / 60:.1f} min; rows in {args.out}/search_quality.jsonl, plot "
-        f"{args.out}/search_quality.png)"
-    )
-    return 0 if ok else 1
+        if args.cost == "latency":
+            rnd_ms = " ".join(f"{r['ms']:.4f}" for r in rows if r["budget"] == budget and r["kind"] == "random")
+            src_ms = " ".join(f"{r['ms']:.4f}" for r in src)
+            table_ms = " ".join(f"{r['table_ms']:.4f}" for r in src)
+            print(f"{'':>7} measured ms: random {rnd_ms}; searched {src_ms} (by the table {table_ms})")
+    return ok
+
+
+def print_flops_comparison(rows, args) -> None:
+    """Per ms budget: the FLOPs-searched architecture whose measured latency is closest, beside the
+    latency-searched ones: accuracy and accuracy per millisecond."""
+    flops_rows = [r for r in rows if r["kind"] == "flops_searched"]
+    print("\nFLOPs search vs latency search at the same measured latency (accuracy per ms = top-1 % / ms):")
+    for budget in args.budgets:
+        src = [r for r in rows if r["budget"] == budget and r["kind"] == "searched"]
+        near = min(flops_rows, key=lambda r: abs(r["ms"] - budget))
+        lat_acc, lat_ms = statistics.median(r["acc"] for r in src), statistics.median(r["ms"] for r in src)
+        flops = f"{near['budget']:g} MFLOPs target, seed {near['seed']}, {near['mflops']:.3f} MFLOPs"
+        print(
+            f"  {budget:g} ms: latency-searched median {lat_acc:.2f}% at {lat_ms:.4f} ms "
+            f"({lat_acc / lat_ms:.0f} %/ms); the FLOPs-searched one nearest in latency ({flops}) "
+            f"{near['acc']:.2f}% at {near['ms']:.4f} ms ({near['acc'] / near['ms']:.0f} %/ms)"
+        )
 
 
 if __name__ == "__main__":

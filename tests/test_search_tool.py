@@ -338,3 +338,33 @@ def test_paper_scale_f_space_search_derives_within_the_target(tmp_path):
     flops, _ = mobile_cv.count_flops_params(mobile_cv.build_model(arch, num_classes=2), arch["input_size"])
     assert abs(flops / 240 - 1) <= 0.05
     assert "DMaskingNAS search of fbnetv2_f_space" in p.stdout and "derived:" in p.stdout
+
+
+def test_paper_scale_latency_budgeted_search_of_the_f_space(tmp_path):
+    """The FBNetV2-F space searched for a millisecond budget with the shipped ExecuTorch table
+    (configs/search_imagenet_latency.yaml: 1000 classes, so the folder has 1000 class folders):
+    the derived architecture's latency by the table is within 5% of the budget."""
+    from test_data import make_image_folder
+
+    root = tmp_path / "images"
+    make_image_folder(root, classes=[f"c{i:03d}" for i in range(1000)], per_class=3)
+    out = tmp_path / "f"
+    config = os.path.join(ROOT, "configs", "search_imagenet_latency.yaml")
+    overrides = ["DATA.ROOT", str(root), "DATA.NUM_WORKERS", "0", "DATA.LIMIT", "8", "SEARCH.EPOCHS", "2"]
+    overrides += ["SEARCH.WARMUP_EPOCHS", "1", "SEARCH.BATCH_SIZE", "2", "SEARCH.CHECKPOINT_BLOCKS", "False"]
+    overrides += ["SEARCH.SAMPLED_CHOICES", "['op', 'resolution']", "OUTPUT_DIR", str(out)]
+    p = run(
+        [sys.executable, os.path.join(ROOT, "tools", "search.py"), "--config-file", config, *overrides],
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    summary = json.load(open(out / "search.json"))
+    target = get_cfg_target(config)
+    assert summary["space"] == "fbnetv2_f_space" and summary["cost_kind"] == "latency"
+    assert abs(summary["derived_latency_ms"] / target - 1) <= 0.05 and abs(summary["target_error"]) <= 0.05
+    assert "ms by the latency table" in p.stdout
+
+
+def get_cfg_target(config_file):
+    cfg = get_cfg()
+    cfg.merge_from_file(config_file)
+    return cfg.SEARCH.COST.TARGET

@@ -195,6 +195,7 @@ RANGES = {
     "SOLVER.WARMUP_EPOCHS": (0, None, True),
     "SOLVER.EVAL_PERIOD": (0, None, True),
     "SEARCH.WARMUP_EPOCHS": (0, None, True),
+    "SEARCH.COST.LATENCY_THREADS": (1, None, True),
 }
 
 
@@ -214,6 +215,12 @@ def check_config(cfg: CfgNode) -> None:
     _check_ranges(cfg)
     if cfg.DATA.VAL_FRACTION + cfg.DATA.TEST_FRACTION >= 1.0:
         raise ConfigError("DATA.VAL_FRACTION + DATA.TEST_FRACTION must leave some images for training (< 1)")
+    if cfg.SEARCH.COST.KIND == "latency" and not cfg.SEARCH.COST.LATENCY_TABLE:
+        raise ConfigError(
+            "SEARCH.COST.KIND is 'latency' but SEARCH.COST.LATENCY_TABLE is empty; build the space's table with "
+            f"python tools/latency_table.py {cfg.SEARCH.SPACE} --out TABLE.json, then set SEARCH.COST.LATENCY_TABLE "
+            "TABLE.json"
+        )
     if cfg.SEARCH.WARMUP_EPOCHS >= cfg.SEARCH.EPOCHS:
         raise ConfigError(
             f"SEARCH.WARMUP_EPOCHS ({cfg.SEARCH.WARMUP_EPOCHS}) must be below SEARCH.EPOCHS ({cfg.SEARCH.EPOCHS}): "

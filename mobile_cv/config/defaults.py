@@ -137,8 +137,15 @@ _C.SEARCH.WEIGHTS.LR_SCHEDULER = "cosine"  # timm scheduler name, as SOLVER.LR_S
 _C.SEARCH.WEIGHTS.WEIGHT_DECAY = 1e-4  # L2 weight decay
 # Resource cost in the search loss (mobile_cv/search/loss.py).
 _C.SEARCH.COST = _YacsNode()
-# What is counted: "flops" (multiply-accumulates, mobile_cv.flops convention) or "params".
+# What is counted: "flops" (multiply-accumulates, mobile_cv.flops convention), "params", or
+# "latency" (milliseconds on a deployment runtime, by the LATENCY_TABLE measured for SEARCH.SPACE).
 _C.SEARCH.COST.KIND = "flops"
+# KIND "latency": the table file tools/latency_table.py wrote for SEARCH.SPACE (and MODEL.NUM_CLASSES,
+# MODEL.IN_CHANS), and what it must have been measured on; a table built otherwise is refused.
+_C.SEARCH.COST.LATENCY_TABLE = ""
+_C.SEARCH.COST.LATENCY_RUNTIME = "executorch"  # "executorch", "onnxruntime" or "eager"
+_C.SEARCH.COST.LATENCY_INT8 = False  # int8 programs (ExecuTorch PT2E)
+_C.SEARCH.COST.LATENCY_THREADS = 1  # runtime threads
 # The alpha loss; cost = the sampled architecture's effective cost, in millions:
 # "target":   CE + TARGET_WEIGHT * |log(cost / TARGET)|  (scale-free: in units of the budget)
 # "relative": CE * (cost / c_ref) ** EXPONENT, c_ref the space's geometric mid cost
@@ -188,7 +195,8 @@ CHOICES = {
     "SEARCH.ALPHA.OPTIMIZER": ("adam",),
     "SEARCH.WEIGHTS.OPTIMIZER": ("sgd",),
     "SEARCH.WEIGHTS.LR_SCHEDULER": ("cosine", "tanh", "constant"),
-    "SEARCH.COST.KIND": ("flops", "params"),
+    "SEARCH.COST.KIND": ("flops", "params", "latency"),
+    "SEARCH.COST.LATENCY_RUNTIME": ("executorch", "onnxruntime", "eager"),
     "SEARCH.COST.FORM": ("target", "relative", "fbnet"),
     "SEARCH.ALPHA.SCHEDULE": ("interleaved", "epoch"),
     "DEVICE": ("auto", "cpu", "cuda"),

@@ -26,6 +26,7 @@ from ..arch_registry import is_arch_file, resolve_arch_def
 from ..builder import build_model
 from ..config import CfgNode, ConfigError, check_config, get_cfg
 from ..errors import UserError
+from ..latency.table import LatencyTable
 from ..search import build_supernet
 from .checkpoint import CHECKPOINT_FILE, CheckpointError, atomic_write_text, load_file
 from .logger import setup_logger
@@ -196,16 +197,29 @@ def check_resume(cfg: CfgNode, tool: str) -> None:
         )
 
 
+def load_latency_table(cfg: CfgNode, net) -> LatencyTable:
+    """SEARCH.COST.LATENCY_TABLE, checked against this search: its space, resolutions, classifier,
+    and the runtime, int8 and thread count SEARCH.COST asks for."""
+    c = cfg.SEARCH.COST
+    table = LatencyTable.load(c.LATENCY_TABLE)
+    want = {"runtime": c.LATENCY_RUNTIME, "int8": c.LATENCY_INT8, "threads": c.LATENCY_THREADS}
+    table.check(cfg.SEARCH.SPACE, resolve_arch_def(cfg.SEARCH.SPACE)[0], net, want)
+    return table
+
+
 def check_buildable(cfg: CfgNode, tool: str) -> None:
     """Build the run's model (``tool`` "train") or supernet ("search") on the meta device (no
-    memory, no weights), so a bad row fails before anything is written to OUTPUT_DIR."""
+    memory, no weights), and load a search's latency table, so a bad row or table fails before
+    anything is written to OUTPUT_DIR."""
     with torch.device("meta"):
         try:
             if tool == "train":
                 build_model_from_cfg(cfg)
             else:
                 s = cfg.SEARCH
-                build_supernet(s.SPACE, cfg.MODEL.NUM_CLASSES, s.MODE, cfg.MODEL.IN_CHANS)
+                net = build_supernet(s.SPACE, cfg.MODEL.NUM_CLASSES, s.MODE, cfg.MODEL.IN_CHANS)
+                if s.COST.KIND == "latency":  # a wrong or broken table fails here, not after the data scan
+                    load_latency_table(cfg, net)
         except UserError:
             raise
         except Exception:  # an op that cannot be built on the meta device: the real build reports it
@@ -291,13 +305,14 @@ def _one_line(message: str) -> str:
     return f"{last.split(': ', 1)[-1]} (in a data loader worker process)"
 
 
-def run_main(fn: Callable[[], Any]) -> int:
+def run_main(fn: Callable[[], Any], stopped: str = "") -> int:
     """The one entry of every tool: run its body; what a user can fix is one line on stderr, no traceback:
 
     * a :class:`~mobile_cv.errors.UserError`: ``error: <message>``, exit :data:`USER_ERROR_EXIT` (2);
     * an OSError (a file or folder that cannot be read or written, a full disk): the path
       and the reason, and that every checkpoint already written is intact, exit 2;
-    * Ctrl-C: ``stopped``, exit 130.
+    * Ctrl-C: ``stopped``, exit 130 (``stopped`` replaces the default line, which tells how to
+      resume a training run or a search).
 
     ``fn`` returns the exit status (None: 0), e.g. :data:`CHECK_FAILED_EXIT` (3) when a tool ran
     but a check it makes failed. Anything else is a bug and raises (Python's traceback, exit 1). The process group is
@@ -316,7 +331,7 @@ def run_main(fn: Callable[[], Any]) -> int:
         )
         return USER_ERROR_EXIT
     except KeyboardInterrupt:
-        _say("stopped; the last checkpoint is intact: rerun the same command with --resume to continue")
+        _say(stopped or "stopped; the last checkpoint is intact: rerun the same command with --resume to continue")
         return 130
     finally:
         comm.shutdown()

@@ -47,7 +47,7 @@ from ..search.choices import Mixing
 from ..search.plots import plot_search
 from .build import build_cost_loss, build_search_optimizers
 from .checkpoint import Checkpointer, atomic_write_text, state_digest
-from .defaults import run_identity
+from .defaults import load_latency_table, run_identity
 from .hooks import (
     Evaluate,
     LRSchedule,
@@ -84,8 +84,12 @@ def check_input_size(cfg: CfgNode, net: Supernet) -> None:
 
 def build_cost_model(cfg: CfgNode, net: Supernet) -> "tuple[BudgetTable, Callable[[Mixing], torch.Tensor]]":
     """The exact cost table of every option (the budgeted search's model) and the differentiable
-    expected cost the alpha step minimises: effective-shape FLOPs or params of the supernet."""
+    expected cost the alpha step minimises: effective-shape FLOPs or params of the supernet, or
+    the exact expectation of the latency table's milliseconds (:meth:`BudgetTable.expected`)."""
     kind = cfg.SEARCH.COST.KIND
+    if kind == "latency":
+        table = load_latency_table(cfg, net).budget_table(net)
+        return table, table.expected
     table = BudgetTable(net, kind)
     return table, lambda mixing: net.expected_cost(kind, mixing)
 

@@ -92,12 +92,25 @@ def export_executorch(model: torch.nn.Module, example: torch.Tensor, path: str) 
     return write_bytes(program_bytes(model.eval(), example), path)
 
 
-def load_executorch(path: str):
+class LoadedMethod:
+    """A program's ``forward`` method loaded by ExecuTorch's Python runtime, holding the program
+    (the method points into it: a method whose program is garbage-collected crashes the runtime)."""
+
+    def __init__(self, source) -> None:
+        from executorch.runtime import Runtime
+
+        self.source = source  # the bytes, when loaded from memory, must outlive the program too
+        self.program = Runtime.get().load_program(source)
+        self.method = self.program.load_method("forward")
+
+    def execute(self, inputs):
+        return self.method.execute(inputs)
+
+
+def load_executorch(path: str) -> LoadedMethod:
     """The ``forward`` method of a ``.pte`` file, loaded by ExecuTorch's Python runtime."""
     require_executorch()
-    from executorch.runtime import Runtime
-
-    return Runtime.get().load_program(Path(path)).load_method("forward")
+    return LoadedMethod(Path(path))
 
 
 def run_executorch(path: str, inputs: torch.Tensor, method=None) -> torch.Tensor:

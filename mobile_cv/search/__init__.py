@@ -11,7 +11,7 @@ it is :mod:`mobile_cv.engine.search`.
 * :mod:`.loss`: the cost-aware losses
 """
 
-from .choices import ChannelSpace, Choice, gumbel_weights
+from .choices import ChannelSpace, Choice, gumbel_softmax
 from .loss import CostLoss
 from .masked import MASKED_BLOCKS, CandidateSpec, SearchBlock, build_masked_candidate, register_masked_block
 from .supernet import SEARCH_OPS, Supernet, build_supernet
@@ -27,6 +27,6 @@ __all__ = [
     "Supernet",
     "build_masked_candidate",
     "build_supernet",
-    "gumbel_weights",
+    "gumbel_softmax",
     "register_masked_block",
 ]

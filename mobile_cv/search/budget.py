@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -176,8 +176,10 @@ class Term:
             p = p * mixing[self.out_label][..., self.dst]
         for j, label in enumerate(self.local_labels):
             opt = self.local_options[:, j]
-            p = p * torch.where(opt >= 0, mixing[label][..., opt.clamp_min(0)], torch.ones((), dtype=torch.float64))
-        return p if isinstance(p, torch.Tensor) else torch.ones(len(self.src), dtype=torch.float64)
+            p = p * torch.where(opt >= 0, mixing[label][..., opt.clamp_min(0)], torch.ones((), device=opt.device))
+        return (
+            p if isinstance(p, torch.Tensor) else torch.ones(len(self.src), dtype=torch.float64, device=self.src.device)
+        )
 
 
 ItemCost = Callable[..., torch.Tensor]  # (candidate, spatial, labels, grid) -> (len(grid),) costs
@@ -233,6 +235,7 @@ class BudgetTable:
             self.terms.append(term)
             spatial, prev_out = block.out_spatial(spatial), block.out_space
         self.terms.append(self._head_term(prev_out, spatial, constant))
+        self._moved: Dict[torch.device, List[Term]] = {}
 
     def _space(self) -> str:
         return f"search space {self.net.name!r}" if self.net.name else "the search space"
@@ -318,17 +321,29 @@ class BudgetTable:
         """The expectation of the table's cost when every choice takes its options with the
         probabilities ``mixing`` (independently): each term's items weighted by the product of the
         mixing weights of the choices the item depends on. Differentiable in ``mixing``; with one-hot
-        weights it is the chosen architecture's table cost. Batched ``(N, options)`` weights give N."""
+        weights it is the chosen architecture's table cost. Batched ``(N, options)`` mixing weights give N."""
         total = 0.0
-        for t in self.terms:
-            p = t.item_probability(mixing)  # (..., K)
-            per_res = p @ t.cost.T.to(p.dtype) if p.dim() > 1 else t.cost.to(p.dtype) @ p  # (..., R) or (R,)
+        device = next(iter(mixing.values())).device if mixing else torch.device("cpu")
+        for t in self._terms_on(device):
+            p = t.item_probability(mixing).double()  # (..., K); float64: exact sums at one-hot weights
+            per_res = p @ t.cost.T if p.dim() > 1 else t.cost @ p  # (..., R) or (R,)
             if self.res_label:
-                g = mixing[self.res_label]
-                total = total + (per_res * g.to(per_res.dtype)).sum(-1)
+                g = mixing[self.res_label].double()
+                total = total + (per_res * g).sum(-1)
             else:
                 total = total + per_res[..., 0]
         return total
+
+    def _terms_on(self, device: torch.device) -> List[Term]:
+        """The terms with their tensors on ``device`` (moved once per device, for GPU searches)."""
+        if device.type == "cpu":
+            return self.terms
+        if device not in self._moved:
+            self._moved[device] = [
+                replace(t, **{f: getattr(t, f).to(device) for f in ("src", "dst", "cost", "local_options")})
+                for t in self.terms
+            ]
+        return self._moved[device]
 
     def exact(self, index: Index) -> float:
         """The table cost of one architecture."""

@@ -1,4 +1,4 @@
-"""Choice points, channel spaces and the Gumbel-softmax weights that mix them.
+"""Choice points, channel spaces and the Gumbel-softmax mixing weights that mix them.
 
 A *choice* is a label with ``n`` options and one logit vector ``alpha`` (kept by the
 supernet). Each forward pass draws one weight vector per label
@@ -110,7 +110,7 @@ def p_equal(a: ChannelSpace, b: ChannelSpace, mixing: Mixing) -> Union[float, to
 
     The derived network adds a residual (or drops an expansion conv) exactly when
     two widths are equal; weighting that path by this probability makes the
-    supernet equal the derived network whenever the weights are one-hot.
+    supernet equal the derived network whenever the mixing weights are one-hot.
     """
     if a.label is None and b.label is None:
         return float(a.widths == b.widths)
@@ -143,7 +143,7 @@ def straight_through(g: torch.Tensor) -> torch.Tensor:
     return hard - g.detach() + g
 
 
-def gumbel_weights(alpha: torch.Tensor, temperature: float, noise: bool) -> torch.Tensor:
+def gumbel_softmax(alpha: torch.Tensor, temperature: float, noise: bool) -> torch.Tensor:
     """softmax((alpha + Gumbel noise) / T), or plain softmax(alpha / T) without noise."""
     if noise:
         u = torch.rand_like(alpha).clamp_(1e-10, 1.0 - 1e-10)

@@ -5,7 +5,7 @@ widths of its channel spaces, so its parameter names are the plain block's and a
 derived block's weights are a leading slice of the masked block's
 (:func:`slice_into`). The forward multiplies outputs by ``M = sum_i g_i 1_i``
 (after BN and activation) and returns the same tensor a derived block returns
-whenever the weights are one-hot:
+whenever the mixing weights are one-hot:
 
 * a residual add, and the "no expansion conv when hidden == input width" rule,
   depend on two widths being equal; those paths are weighted by the probability
@@ -156,7 +156,7 @@ def slice_into(dst: nn.Module, src: nn.Module) -> None:
 
 
 class SearchBlock(nn.Module):
-    """Interface of the supernet's blocks: forward with weights, cost, derivation."""
+    """Interface of the supernet's blocks: forward and cost with mixing weights, the derived row."""
 
     in_space: ChannelSpace
     out_space: ChannelSpace

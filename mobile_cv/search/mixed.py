@@ -14,7 +14,7 @@ choices it stands for, so one class serves
 :class:`SubsampledRes` searches the input resolution (DMaskingNAS section 3):
 subsample the input with nearest neighbours, run the wrapped blocks on the small
 map, place each output back into a zero map of the full output size at the
-positions its inputs came from, and sum the placed maps with the Gumbel weights.
+positions its inputs came from, and sum the placed maps with the Gumbel mixing weights.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def run_blocks(blocks: "nn.ModuleDict", x: torch.Tensor, mixing: Mixing, checkpo
 
 def is_zero(w) -> bool:
     """Whether a mixing weight is exactly zero in the forward pass (a hard sample's unchosen
-    option; soft Gumbel weights are never exactly zero)."""
+    option; soft Gumbel mixing weights are never exactly zero)."""
     return isinstance(w, torch.Tensor) and not bool(w.detach().ne(0).any())
 
 

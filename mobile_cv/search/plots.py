@@ -68,14 +68,21 @@ def plot_cost_accuracy(history: List[Dict[str, Any]], path: str) -> None:
     if not history:
         return
     epochs = [r["epoch"] + 1 for r in history]
-    kind = "flops" if any("expected_flops" in r for r in history) else "params"
+    kind = next(k for k in ("flops", "params", "latency") if any(f"expected_{k}" in r for r in history))
+    derived = "derived_latency_ms" if kind == "latency" else f"derived_{kind}_m"
+    what = "expected latency (table)" if kind == "latency" else f"effective {kind}"
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a1.plot(epochs, [r[f"expected_{kind}"] for r in history], "o-", label=f"effective {kind} of softmax(alpha/T)")
-    a1.plot(epochs, [r[f"derived_{kind}_m"] for r in history], "s-", label=f"derived {kind} (exact)")
+    a1.plot(epochs, [r[f"expected_{kind}"] for r in history], "o-", label=f"{what} of softmax(alpha/T)")
+    a1.plot(
+        epochs,
+        [r[derived] for r in history],
+        "s-",
+        label=f"derived {kind} (exact{', table' if kind == 'latency' else ''})",
+    )
     for ax in (a1, a2):
         ax.xaxis.get_major_locator().set_params(integer=True)
     a1.set_xlabel("epoch")
-    a1.set_ylabel("MFLOPs" if kind == "flops" else "M params")
+    a1.set_ylabel({"flops": "MFLOPs", "params": "M params", "latency": "ms"}[kind])
     a1.legend(fontsize=8)
     a1.set_title("cost")
     a2.plot(epochs, [r["weights_acc1"] for r in history], "o-", label="train (weights split)")

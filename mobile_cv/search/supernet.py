@@ -18,8 +18,8 @@ A search space is an arch def whose rows may be search ops (and which has a
 The rows' format is in :mod:`mobile_cv.search.space`.
 
     net = build_supernet("fbnetv2_f_space", num_classes=1000)
-    g = net.sample_weights()               # one Gumbel draw per choice (plain softmax in eval)
-    loss = ce(net(x, g), y) ...            # forward with those weights
+    g = net.sample_mixing()               # one Gumbel draw per choice (plain softmax in eval)
+    loss = ce(net(x, g), y) ...            # forward with those mixing weights
     flops = net.expected_cost("flops", g)  # differentiable, millions
     arch = net.derive_arch()                    # argmax of every choice -> plain arch def
     # the most probable architecture within 5% of 60 MFLOPs: mobile_cv.search.budget.budgeted_search
@@ -37,7 +37,7 @@ from torch import nn
 from ..arch_def import ArchDefError, check_top_level
 from ..arch_registry import arch_def_names
 from ..builder import ClsConvHead, resolve_arch_def
-from .choices import Choice, Mixing, gumbel_weights, log10_size, straight_through
+from .choices import Choice, Mixing, gumbel_softmax, log10_size, straight_through
 from .encode import copy_to, derive_arch, encode
 from .masked import Cost, Spatial
 from .mixed import run_blocks
@@ -121,7 +121,7 @@ class Supernet(nn.Module):
         """One mixing-weight vector per choice: Gumbel-softmax in train mode, softmax(alpha/T) in eval.
 
         Args:
-            hard: kinds of choices ("op", "resolution", "channels", "expansion") whose weights
+            hard: kinds of choices ("op", "resolution", "channels", "expansion") whose mixing weights
                 are the one-hot of the sample in the forward pass with the soft sample's gradient
                 (straight-through Gumbel-softmax, as GDAS): only the sampled block type of a
                 block, or the sampled resolution, runs.
@@ -132,7 +132,7 @@ class Supernet(nn.Module):
         noise = self.training if noise is None else noise
         out = {}
         for label, choice in self.choices.items():
-            g = gumbel_weights(self.alpha(label), self.temperature, noise)
+            g = gumbel_softmax(self.alpha(label), self.temperature, noise)
             out[label] = straight_through(g) if choice.kind in hard else g
         return out
 
@@ -183,7 +183,7 @@ class Supernet(nn.Module):
     def expected_cost(self, kind: str = "flops", mixing: Optional[Mixing] = None) -> torch.Tensor:
         """Differentiable cost in millions by effective shape propagation (published convention).
 
-        ``weights`` default to softmax(alpha / T) (no noise); pass the weights of the
+        ``mixing`` defaults to softmax(alpha / T) (no noise); pass the mixing weights of the
         forward pass to cost exactly the sampled mixture.
         """
         if kind not in ("flops", "params"):
@@ -216,7 +216,7 @@ class Supernet(nn.Module):
 
     # -- derivation ------------------------------------------------------------------------------
     def derive_arch(self, mixing: Optional[Mixing] = None) -> Dict[str, Any]:
-        """The plain arch def of the argmax of every choice (of ``weights`` if given, else of alpha)."""
+        """The plain arch def of the argmax of every choice (of ``mixing`` if given, else of alpha)."""
         return derive_arch(self, self.argmax(mixing))
 
     def encode(self, arch_def: Dict[str, Any]) -> Dict[str, int]:
@@ -224,7 +224,7 @@ class Supernet(nn.Module):
         return encode(self, arch_def)
 
     def copy_to(self, model: nn.Module, mixing: Optional[Mixing] = None) -> None:
-        """Copy the shared weights of the chosen path into ``model = build_model(self.derive_arch(weights))``."""
+        """Copy the shared weights of the chosen path into ``model = build_model(self.derive_arch(mixing))``."""
         copy_to(self, model, self.argmax(mixing))
 
     def log10_size(self) -> float:

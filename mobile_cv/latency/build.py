@@ -1,0 +1,481 @@
+"""Building a latency table: every block configuration of a space timed alone in a runtime.
+
+    table = build_latency_table("mnist_small_space", "output/mnist.json", LatencySettings(runtime="eager"))
+
+1. The space's distinct block configurations (and the head) come from the same enumeration the
+   budgeted search uses (:func:`~mobile_cv.latency.configs.space_configs`). Up to ``max_configs``
+   of them, every one is timed ("exact" table). Above that, each block position's configs are
+   covered by a grid (per op and structure; ``grid_points`` values per axis, the axes' extremes
+   included, input sizes in pixels squared) and the rest is interpolated multilinearly; ``held_out``
+   configurations off the grid are timed too, and the interpolation's error on them is recorded.
+2. Every configuration is exported and lowered (in ``jobs`` worker processes, ``chunk`` at a time:
+   the slow part, while nothing is timed), each program written to ``TABLE.partial/`` as it is done,
+   so an interrupted build resumes with what it finished.
+3. Then all the programs are loaded and timed alone in this process, together: ``warmup`` rounds,
+   then ``rounds`` interleaved rounds over every configuration (each once per round, the order
+   rotated), batch 1, ``threads`` threads; a configuration's sample in a round is the median of the
+   calls that fit in ~1 ms (at least 3). A slow spell of the machine then falls on every
+   configuration alike. The median over rounds and the spread (quartiles, fastest round) are kept,
+   and the runtime's call cost (a trivial program timed in the same rounds) with them.
+4. The finished table is written atomically and ``TABLE.partial/`` removed; a finished table with
+   the same settings is reused, not rebuilt; one with other settings is refused (nothing changed).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import datetime
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import random
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..arch_registry import resolve_arch_def
+from ..builder import build_model
+from ..search import build_supernet
+from .configs import HEAD, BlockConfig, ItemConfigs, block_configs, build_module
+from .runtimes import check_runtime, compile_module, cpu_model, load_runner, set_threads, versions
+from .table import (
+    FORMAT,
+    IDENTITY,
+    Grid,
+    LatencyTable,
+    LatencyTableError,
+    build_command,
+    check_table_data,
+    grid_dims,
+    quantiles,
+    save_table,
+    space_digest,
+)
+
+logger = logging.getLogger("mobile_cv.latency")
+
+MIN_SAMPLE_S = 0.001  # a timing sample: the median of the calls that fit in this long (at least 3)
+MEASUREMENT_SETTINGS = ("rounds", "warmup", "max_configs", "grid_points", "held_out", "seed")
+
+
+@dataclass
+class LatencySettings:
+    """How a table is measured (the first four must match the search that uses it)."""
+
+    runtime: str = "executorch"
+    int8: bool = False
+    threads: int = 1
+    resolutions: Optional[List[int]] = None  # None: the space's own
+    num_classes: int = 1000
+    in_chans: int = 3
+    rounds: int = 15
+    warmup: int = 3
+    max_configs: int = 3000  # more distinct configs than this: a grid and interpolation
+    grid_points: Tuple[int, int, int, int] = (2, 3, 2, 2)  # values per axis: c_in, hidden, c_out, size
+    held_out: int = 200  # grid mode: configs off the grid timed to measure the interpolation's error
+    jobs: int = 0  # export worker processes (0: one per CPU core)
+    chunk: int = 48  # configs exported together (an interrupted build loses at most one chunk's work)
+    seed: int = 0
+
+
+def space_with_resolutions(space_def: Dict[str, Any], resolutions: Optional[Sequence[int]]) -> Dict[str, Any]:
+    """The space with its resolution options replaced (a space without resolution search: its input size)."""
+    if not resolutions:
+        return space_def
+    space = copy.deepcopy(space_def)
+    sizes = sorted(int(r) for r in resolutions)
+    if len(sizes) == 1 and "resolution" not in space.get("search", {}):
+        space["input_size"] = sizes[0]
+        return space
+    space["input_size"] = max(sizes[-1], int(space.get("input_size", sizes[-1])))
+    space.setdefault("search", {})["resolution"] = sizes
+    return space
+
+
+def plan(net, settings: LatencySettings) -> Tuple[str, List[BlockConfig], List[Grid], List[BlockConfig], int]:
+    """``(mode, configs to time, grids, held-out configs, distinct configs of the space)``."""
+    groups: Dict[Tuple, Dict[str, BlockConfig]] = {}
+    distinct: Dict[str, BlockConfig] = {}
+    for block, c in block_configs(net):
+        distinct.setdefault(c.key, c)
+        groups.setdefault((block, c.op, c.residual, c.expand), {})[c.key] = c
+    if len(distinct) <= settings.max_configs:
+        return "exact", list(distinct.values()), [], [], len(distinct)
+    grids, points = [], {}
+    per_axis = dict(zip(("c_in", "hidden", "c_out", "size"), settings.grid_points))
+    for (block, _, _, _), members in groups.items():
+        members = list(members.values())
+        first = members[0]
+        # widths and size come from the axes; base.hidden only says whether there is a hidden width
+        base = replace(
+            first, c_in=0, hidden=1 if first.hidden else 0, c_out=first.c_out if first.op == HEAD else 0, size=0
+        )
+        axes = {d: _spread(sorted({getattr(c, d) for c in members}), per_axis[d]) for d in grid_dims(first)}
+        grid = Grid(block, base, axes)
+        grids.append(grid)
+        for p in grid.points():
+            points.setdefault(p.key, p)
+    rng = random.Random(settings.seed)
+    off_grid = [c for k, c in distinct.items() if k not in points]
+    held_out = rng.sample(off_grid, min(settings.held_out, len(off_grid)))
+    return "grid", list(points.values()), grids, held_out, len(distinct)
+
+
+def _spread(values: List[int], k: int) -> List[int]:
+    """``k`` of the sorted ``values``, evenly spaced by rank, both ends included (all when fewer)."""
+    if len(values) <= k:
+        return values
+    if k == 1:
+        return [values[0]]
+    return sorted({values[round(i * (len(values) - 1) / (k - 1))] for i in range(k)})
+
+
+class _Trivial(torch.nn.Module):
+    """The smallest program a runtime runs: its call cost, with nearly no work."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0
+
+
+TRIVIAL = "overhead"
+
+
+def _compile_one(args) -> Tuple[str, Any]:
+    """Worker: ``(key, compiled program)`` of one config (or the trivial program)."""
+    runtime, int8, key, config = args
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    module = _Trivial() if config is None else build_module(config)
+    example = torch.zeros(1, 1, 1, 1) if config is None else config.example()
+    return key, compile_module(runtime, module, example, int8)
+
+
+def measure(
+    runners: Dict[str, Callable[[], Any]], rounds: int, warmup: int, each_round: Optional[Callable[[int], None]] = None
+) -> Dict[str, List[float]]:
+    """Per-call ms samples of every runner: ``warmup`` rounds, then ``rounds`` interleaved rounds
+    (each runner once per round, the order rotated every round). A runner's sample in a round is the
+    median of as many calls, each timed, as last :data:`MIN_SAMPLE_S` (at least 3): an interrupt
+    hitting one call does not move it."""
+    keys = list(runners)
+    calls = {}
+    for k in keys:  # how many calls make a sample
+        t0 = time.perf_counter()
+        runners[k]()
+        dt = max(time.perf_counter() - t0, 1e-7)
+        calls[k] = max(3, min(200, int(MIN_SAMPLE_S / dt)))
+    samples: Dict[str, List[float]] = {k: [] for k in keys}
+    for r in range(warmup + rounds):
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]
+        for k in order:
+            run, times = runners[k], []
+            for _ in range(calls[k]):
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
+            if r >= warmup:
+                samples[k].append(statistics.median(times) * 1e3)
+        if each_round:
+            each_round(r + 1)
+    return samples
+
+
+def _entry(samples: List[float]) -> Dict[str, float]:
+    q1, med, q3 = quantiles(samples)
+    return {"ms": round(med, 6), "q1": round(q1, 6), "q3": round(q3, 6), "min": round(min(samples), 6)}
+
+
+class TableBuilder:
+    """Builds one table; see the module docstring.
+
+    ``progress(phase, done, total)`` is called as it goes: phase "export" per chunk of programs
+    (done/total programs), phase "timing" per round (done/total rounds).
+    """
+
+    def __init__(self, space: str, out: str, settings: LatencySettings) -> None:
+        check_runtime(settings.runtime, settings.int8)
+        if settings.threads < 1:
+            raise LatencyTableError(f"--threads must be >= 1, got {settings.threads}")
+        self.space, self.out, self.settings = space, out, settings
+        space_def, _ = resolve_arch_def(space)
+        if "search" not in space_def:
+            raise LatencyTableError(
+                f"{space!r} is not a search space (it has no 'search' key): a latency table covers the blocks a "
+                f"search space can produce; tools/latency_table.py takes a space (arch_defs.names('space'))"
+            )
+        self.space_def = space_def
+        self.net = build_supernet(
+            space_with_resolutions(space_def, settings.resolutions), settings.num_classes, in_chans=settings.in_chans
+        )
+        self.header = {
+            "format": FORMAT,
+            "space": space,
+            "space_digest": space_digest(space_def),
+            "resolutions": list(self.net.res_sizes or [self.net.input_size]),
+            "num_classes": settings.num_classes,
+            "in_chans": settings.in_chans,
+            "runtime": settings.runtime,
+            "int8": settings.int8,
+            "threads": settings.threads,
+        }
+
+    @property
+    def partial_dir(self) -> str:
+        """Where an unfinished build keeps its exported programs (deleted when the table is written)."""
+        return self.out + ".partial"
+
+    def command(self) -> str:
+        h = self.header
+        return build_command(self.space, h["runtime"], h["int8"], h["threads"], h["resolutions"], self.out)
+
+    def _measured_settings(self) -> Dict[str, Any]:
+        """The settings that change what a table holds (not jobs or chunk: how fast it is built)."""
+        s = asdict(self.settings)
+        return json.loads(json.dumps({k: s[k] for k in MEASUREMENT_SETTINGS}))
+
+    def _check_same(self, data: Dict[str, Any], path: str) -> None:
+        diff = [(k, data.get(k), self.header[k]) for k in IDENTITY if data.get(k) != self.header[k]]
+        theirs = data.get("settings", {})
+        diff += [(k, theirs.get(k), v) for k, v in self._measured_settings().items() if theirs.get(k) != v]
+        if diff:
+            d = ", ".join(f"{k} {old!r} (asked: {new!r})" for k, old, new in diff)
+            raise LatencyTableError(
+                f"{path} holds a table built for other settings ({d}); nothing was changed. Choose another --out, "
+                f"or delete {path} to rebuild it"
+            )
+
+    def existing(self) -> Optional[LatencyTable]:
+        """The finished table at ``out`` if there is one for these settings (else None; another's: an error)."""
+        if not os.path.exists(self.out):
+            return None
+        table = LatencyTable.load(self.out)
+        self._check_same(table.data, self.out)
+        return table
+
+    def _open_partial(self) -> float:
+        """The partial folder of these settings: created, or an interrupted build's (checked); returns
+        the seconds earlier runs spent exporting into it."""
+        state = os.path.join(self.partial_dir, "settings.json")
+        if os.path.isfile(state):
+            try:
+                with open(state, encoding="utf-8") as f:
+                    data = json.load(f)
+            except (ValueError, OSError) as e:
+                raise LatencyTableError(
+                    f"{state} (an interrupted build's) cannot be read ({e}); delete {self.partial_dir} to start over"
+                ) from None
+            self._check_same(data, self.partial_dir)
+            return float(data.get("export_seconds", 0.0))
+        if os.path.exists(self.partial_dir) and os.listdir(self.partial_dir):
+            raise LatencyTableError(f"{self.partial_dir} exists and is not an interrupted build's; move it away")
+        os.makedirs(os.path.join(self.partial_dir, "programs"), exist_ok=True)
+        self._save_state(0.0)
+        return 0.0
+
+    def _save_state(self, export_seconds: float) -> None:
+        state = {**self.header, "settings": self._measured_settings(), "export_seconds": round(export_seconds, 1)}
+        save_table(state, os.path.join(self.partial_dir, "settings.json"))
+
+    def _program_path(self, key: str) -> str:
+        return os.path.join(self.partial_dir, "programs", hashlib.sha1(key.encode()).hexdigest() + ".bin")
+
+    def build(self, progress: Optional[Callable[[str, int, int], None]] = None) -> LatencyTable:
+        s = self.settings
+        found = self.existing()
+        if found is not None:
+            logger.info("%s: a finished table for these settings; reused", self.out)
+            return found
+        t_start = time.perf_counter()
+        mode, todo, grids, held_out, n_distinct = plan(self.net, s)
+        logger.info(
+            "%s: %d distinct block configurations, the head included%s; timing %d%s in %s%s, %d thread(s)",
+            self.space,
+            n_distinct,
+            "" if mode == "exact" else f" (more than --max-configs {s.max_configs}: a grid and interpolation)",
+            len(todo),
+            f" grid points and {len(held_out)} held-out configurations" if mode == "grid" else "",
+            s.runtime,
+            " int8" if s.int8 else "",
+            s.threads,
+        )
+        configs: Dict[str, Optional[BlockConfig]] = {TRIVIAL: None}
+        configs.update((c.key, c) for c in [*todo, *held_out])
+        earlier = 0.0
+        if s.runtime != "eager":
+            earlier = self._open_partial()
+            self._export(configs, progress, earlier)
+        samples = self._time_all(configs, progress)
+        data = {
+            **self.header,
+            "versions": versions(s.runtime),
+            "cpu": cpu_model(),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "settings": {**self._measured_settings(), "jobs": s.jobs, "chunk": s.chunk},
+            "mode": mode,
+            "configs_total": n_distinct,
+            "entries": {c.key: _entry(samples[c.key]) for c in todo},
+            "overhead_ms": _entry(samples[TRIVIAL]),
+            "complete": True,
+        }
+        if mode == "grid":
+            data["grids"] = [{"block": g.block, "base": g.base.key, "axes": g.axes} for g in grids]
+            data["held_out"] = {c.key: _entry(samples[c.key]) for c in held_out}
+            data["interpolation_error"] = interpolation_error(LatencyTable(data, self.out), self.net, held_out)
+        data["build_seconds"] = round(earlier + time.perf_counter() - t_start, 1)  # an interrupted export's too
+        check_table_data(data, self.out)
+        save_table(data, self.out)
+        if os.path.isdir(self.partial_dir):
+            shutil.rmtree(self.partial_dir)
+        logger.info("%s: %d entries in %.0f s", self.out, len(data["entries"]), data["build_seconds"])
+        return LatencyTable(data, self.out)
+
+    def _export(self, configs: Dict[str, Optional[BlockConfig]], progress, earlier: float) -> None:
+        """Every program not yet in the partial folder, exported in worker processes, chunk by chunk
+        (each program written atomically: an interrupted build keeps what it finished)."""
+        s = self.settings
+        missing = [k for k in configs if not os.path.isfile(self._program_path(k))]
+        done = len(configs) - len(missing)
+        if progress:
+            progress("export", done, len(configs))
+        if not missing:
+            return
+        t0 = time.perf_counter()
+        workers = s.jobs or os.cpu_count() or 1
+        pool = None
+        if workers > 1:
+            pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            for i in range(0, len(missing), s.chunk):
+                args = [(s.runtime, s.int8, k, configs[k]) for k in missing[i : i + s.chunk]]
+                for key, program in pool.map(_compile_one, args) if pool else map(_compile_one, args):
+                    atomic_save_bytes(program, self._program_path(key))
+                done += len(args)
+                self._save_state(earlier + time.perf_counter() - t0)
+                if progress:
+                    progress("export", done, len(configs))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+    def _time_all(self, configs: Dict[str, Optional[BlockConfig]], progress) -> Dict[str, List[float]]:
+        """Every program loaded at once and timed in the same interleaved rounds (a slow spell of the
+        machine then falls on every configuration alike, not on one chunk of them)."""
+        s = self.settings
+        set_threads(s.runtime, s.threads)
+        runners = {}
+        for key, config in configs.items():
+            example = torch.zeros(1, 1, 1, 1) if config is None else config.example()
+            if s.runtime == "eager":
+                compiled = _compile_one((s.runtime, s.int8, key, config))[1]
+            else:
+                with open(self._program_path(key), "rb") as f:
+                    compiled = f.read()
+            runners[key] = load_runner(s.runtime, compiled, example, s.threads)
+        total = s.warmup + s.rounds
+
+        def each_round(r: int) -> None:
+            if progress:
+                progress("timing", r, total)
+
+        return measure(runners, s.rounds, s.warmup, each_round)
+
+
+def atomic_save_bytes(data: bytes, path: str) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never half a file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def interpolation_error(table: LatencyTable, net, held_out: List[BlockConfig]) -> Dict[str, float]:
+    """The grid's error on the held-out configurations: interpolated vs measured, both with the
+    call cost (relative error of the entry, and of the block's latency net of the call cost)."""
+    owner_of = {}
+    for block, c in block_configs(net):
+        owner_of.setdefault(c.key, block)
+    rel, rel_net = [], []
+    for c in held_out:
+        measured = table.data["held_out"][c.key]["ms"]
+        predicted = predict_config(table, owner_of[c.key], c)
+        rel.append(abs(predicted + table.overhead_ms - measured) / measured)
+        net_measured = max(measured - table.overhead_ms, 1e-9)
+        rel_net.append(abs(predicted - net_measured) / net_measured)
+    if not rel:
+        return {}
+    q = sorted(rel_net)
+    return {
+        "configs": len(rel),
+        "mape_entry": round(100 * statistics.mean(rel), 3),
+        "mape_block": round(100 * statistics.mean(rel_net), 3),
+        "p90_block": round(100 * q[int(0.9 * (len(q) - 1))], 3),
+        "max_block": round(100 * q[-1], 3),
+    }
+
+
+def predict_config(table: LatencyTable, block: str, config: BlockConfig) -> float:
+    """The table's latency of one config at one block position (net of the call cost)."""
+    configs = ItemConfigs(
+        replace(config, c_in=0, hidden=0, c_out=0, size=0),
+        torch.tensor([config.c_in]),
+        torch.tensor([config.hidden]),
+        torch.tensor([config.c_out]),
+        (config.size,),
+    )
+    return float(table.lookup_grid(block, configs)[0, 0])
+
+
+def build_latency_table(
+    space: str, out: str, settings: LatencySettings, progress: Optional[Callable[[int, int], None]] = None
+) -> LatencyTable:
+    """Build (or reuse, or resume) the latency table of ``space`` at ``out``; see the module docstring."""
+    return TableBuilder(space, out, settings).build(progress)
+
+
+def _compile_arch(args) -> Any:
+    """Worker: the compiled whole model of a plain arch def."""
+    runtime, int8, arch, num_classes, in_chans = args
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=num_classes, in_chans=in_chans)
+    return compile_module(runtime, model, torch.zeros(1, in_chans, arch["input_size"], arch["input_size"]), int8)
+
+
+def time_models(
+    archs: Sequence[Dict[str, Any]], table: LatencyTable, rounds: int = 15, warmup: int = 3, jobs: int = 0
+) -> List[Dict[str, float]]:
+    """Each plain arch def exported whole and timed as ``table`` was measured (its runtime, int8,
+    threads, classes, channels; the program reads its input in place): interleaved rounds over all
+    the models, batch 1. Returns ``{"ms", "q1", "q3", "min"}`` per arch. Run it alone."""
+    d = table.data
+    check_runtime(d["runtime"], d["int8"])
+    args = [(d["runtime"], d["int8"], arch, d["num_classes"], d["in_chans"]) for arch in archs]
+    if d["runtime"] == "eager" or jobs == 1:
+        compiled = list(map(_compile_arch, args))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs or os.cpu_count(), mp_context=ctx) as pool:
+            compiled = list(pool.map(_compile_arch, args))
+    set_threads(d["runtime"], d["threads"])
+    runners = {}
+    for j, (arch, program) in enumerate(zip(archs, compiled)):
+        size = arch["input_size"]
+        example = torch.randn(1, d["in_chans"], size, size, generator=torch.Generator().manual_seed(0))
+        runners[j] = load_runner(d["runtime"], program, example, d["threads"])
+    samples = measure(runners, rounds, warmup)
+    return [_entry(samples[j]) for j in range(len(archs))]
+
+
+def table_range(table: LatencyTable, net) -> Tuple[float, float]:
+    """The fastest and slowest architecture of the space by the table, in ms."""
+    return table.budget_table(net).extremes()
+
+
+__all__ = ["LatencySettings", "TableBuilder", "build_latency_table", "measure", "table_range", "time_models"]

@@ -1,0 +1,357 @@
+"""A latency table: measured milliseconds per block configuration of a search space, and lookups.
+
+The file (JSON, written by ``tools/latency_table.py``) records what was measured and how:
+
+    format, space, space_digest, resolutions, num_classes, in_chans   what it is for
+    runtime, int8, threads, versions, cpu, date, settings             how it was measured
+    mode        "exact": every configuration timed; "grid": a grid of them, the rest interpolated
+    entries     {config key: {"ms", "q1", "q3", "min"}}: the median of the interleaved rounds and
+                its spread (quartiles, fastest round), per call, the runtime's call cost included
+    overhead_ms the call cost itself (a trivial program in the same runtime), with its spread
+    grids       (mode "grid") per block position, op and structure: the grid's axes
+    held_out    (mode "grid") configurations timed off the grid, and the interpolation's error on them
+    complete    false while a build is in progress (the file is then ``TABLE.partial``)
+
+A block inside a model pays no call cost, so a block's latency is its entry minus the call cost
+(never below 0), and a model's predicted latency is the call cost (once) plus its blocks'
+(:meth:`LatencyTable.budget_table` hands both to the budgeted search's table, so its expected
+latency and derivation are in these terms).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Sequence, Tuple
+
+import torch
+
+from ..arch_def import to_jsonable
+from ..blocks import IRBlock, IRPoolBlock
+from ..errors import UserError
+from ..search.masked import Spatial
+from .configs import HEAD, BlockConfig, block_class, config_from_key, describe, item_configs
+
+FORMAT = "mobile_cv.latency_table/1"
+DIMS = ("c_in", "hidden", "c_out", "size")
+# the header fields a table must match to serve a search (the rest only describe the measurement)
+IDENTITY = ("space_digest", "resolutions", "num_classes", "in_chans", "runtime", "int8", "threads")
+
+
+class LatencyTableError(UserError, ValueError):
+    """A latency table that cannot serve this space or search: missing, corrupt, built for other
+    settings, or lacking an entry; the message says which and how to build the right one."""
+
+
+def space_digest(space_def: Dict[str, Any]) -> str:
+    """A short digest of a search space's definition (a table is tied to the space it was built for)."""
+    return hashlib.sha256(json.dumps(to_jsonable(space_def), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_command(space: str, runtime: str, int8: bool, threads: int, resolutions: Sequence[int], out: str) -> str:
+    """The tools/latency_table.py command that builds the table these settings need."""
+    return (
+        f"python tools/latency_table.py {space} --runtime {runtime}{' --int8' if int8 else ''} --threads {threads} "
+        f"--resolutions {' '.join(str(r) for r in resolutions)} --out {out}"
+    )
+
+
+@dataclass
+class Grid:
+    """The grid of one block position, op and structure: axis values per free dimension."""
+
+    block: str
+    base: BlockConfig  # op, stride, structure, divisor, extra (widths and size are the axes')
+    axes: Dict[str, List[int]]  # free dims in DIMS order; tied dims follow c_in (see grid_dims)
+
+    def point(self, values: Dict[str, int]) -> BlockConfig:
+        """The config at axis values ``values`` (tied dims filled in)."""
+        c_in = values["c_in"]
+        hidden = values.get("hidden", c_in if self.base.hidden else 0)
+        c_out = values.get("c_out", c_in if self.base.op != HEAD else self.base.c_out)
+        return BlockConfig(
+            self.base.op,
+            c_in,
+            hidden,
+            c_out,
+            self.base.stride,
+            values["size"],
+            self.base.residual,
+            self.base.expand,
+            self.base.divisor,
+            self.base.extra,
+        )
+
+    def points(self) -> List[BlockConfig]:
+        dims = list(self.axes)
+        return [self.point(dict(zip(dims, combo))) for combo in itertools.product(*self.axes.values())]
+
+
+def grid_dims(config: BlockConfig) -> List[str]:
+    """The free dimensions of a config's structure: a residual ties the output width to the input's,
+    a block without expansion conv its hidden width to the input's; the head's output is the classes."""
+    dims = ["c_in"]
+    if config.hidden and config.expand:
+        dims.append("hidden")
+    if config.op != HEAD and not config.residual:
+        dims.append("c_out")
+    return dims + ["size"]
+
+
+def interpolate(axes: Sequence[torch.Tensor], values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Multilinear interpolation of ``values`` (shape ``[len(a) for a in axes]``) at ``points``
+    ``(M, D)``; exact at the grid's own points, linear between them along each axis."""
+    index, frac = [], []
+    for d, axis in enumerate(axes):
+        x = points[:, d]
+        if len(axis) == 1:
+            index.append(torch.zeros(len(x), dtype=torch.long))
+            frac.append(torch.zeros(len(x), dtype=torch.float64))
+            continue
+        i = (torch.searchsorted(axis, x.contiguous(), right=True) - 1).clamp(0, len(axis) - 2)
+        index.append(i)
+        frac.append((x - axis[i]) / (axis[i + 1] - axis[i]))
+    out = torch.zeros(len(points), dtype=torch.float64)
+    for corner in itertools.product((0, 1), repeat=len(axes)):
+        weight = torch.ones(len(points), dtype=torch.float64)
+        at = []
+        for d, bit in enumerate(corner):
+            weight = weight * (frac[d] if bit else 1 - frac[d])
+            at.append((index[d] + bit).clamp_max(len(axes[d]) - 1))
+        out += weight * values[tuple(at)]
+    return out
+
+
+def _axis_coordinate(dim: str, values: torch.Tensor) -> torch.Tensor:
+    """Sizes interpolate in pixels squared (compute grows with the area), widths linearly."""
+    values = values.double()
+    return values * values if dim == "size" else values
+
+
+class LatencyTable:
+    """A loaded latency table (see the module docstring); :meth:`load` checks the file."""
+
+    def __init__(self, data: Dict[str, Any], path: str = "") -> None:
+        self.data, self.path = data, path
+        self.entries: Dict[str, Dict[str, float]] = data["entries"]
+        self.overhead_ms = float(data["overhead_ms"]["ms"])
+        self.grids = [
+            Grid(g["block"], _config(g["base"], path), {d: list(map(int, v)) for d, v in g["axes"].items()})
+            for g in data.get("grids", [])
+        ]
+        self._by_group = {(g.block, g.base.op, g.base.residual, g.base.expand): g for g in self.grids}
+
+    @property
+    def mode(self) -> str:
+        return self.data["mode"]
+
+    # -- reading --------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str) -> "LatencyTable":
+        """Read and check a table file; a missing, truncated or corrupt one is a :class:`LatencyTableError`."""
+        if os.path.isdir(path):
+            raise LatencyTableError(f"latency table {path!r} is a folder, not a table file")
+        if not os.path.isfile(path):
+            raise LatencyTableError(
+                f"latency table {path!r} does not exist; build it with python tools/latency_table.py SPACE --out {path}"
+            )
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise LatencyTableError(
+                f"latency table {path!r} is not valid JSON ({e}); it is truncated or corrupt: build it again "
+                f"(python tools/latency_table.py SPACE --out {path})"
+            ) from None
+        check_table_data(data, path)
+        return cls(data, path)
+
+    def check(self, space: str, space_def: Dict[str, Any], net, want: Dict[str, Any]) -> None:
+        """Refuse a table built for another space, resolution, classifier, runtime or thread count.
+
+        Args:
+            want: ``runtime``, ``int8``, ``threads`` the search asks for.
+        """
+        d = self.data
+        resolutions = list(net.res_sizes or [net.input_size])
+        mine = {
+            "space_digest": space_digest(space_def),
+            "resolutions": resolutions,
+            "num_classes": net.num_classes,
+            "in_chans": net.in_chans,
+            **want,
+        }
+        missing = [r for r in resolutions if r not in d["resolutions"]]
+        mismatched = [k for k in IDENTITY if k != "resolutions" and d.get(k) != mine[k]]
+        if not mismatched and not missing:
+            return
+        what = {
+            "space_digest": f"space {d['space']!r} (digest {d['space_digest']}; this search's {space!r} is "
+            f"{mine['space_digest']})",
+            "num_classes": f"{d['num_classes']} classes (this search: {net.num_classes})",
+            "in_chans": f"{d['in_chans']} input channels (this search: {net.in_chans})",
+            "runtime": f"runtime {d['runtime']} (this search asks SEARCH.COST.LATENCY_RUNTIME {want['runtime']})",
+            "int8": f"int8 {d['int8']} (this search asks SEARCH.COST.LATENCY_INT8 {want['int8']})",
+            "threads": f"{d['threads']} thread(s) (this search asks SEARCH.COST.LATENCY_THREADS {want['threads']})",
+        }
+        reasons = [what[k] for k in mismatched]
+        if missing:
+            reasons.append(f"resolutions {d['resolutions']}, without {missing} of the space's {resolutions}")
+        cmd = build_command(space, want["runtime"], want["int8"], want["threads"], resolutions, "NEW_TABLE.json")
+        raise LatencyTableError(
+            f"latency table {self.path!r} was built for {'; '.join(reasons)}; build the right one: {cmd}"
+        )
+
+    # -- lookups --------------------------------------------------------------------------------
+    def block_ms(self, config: BlockConfig) -> float:
+        """One config's latency inside a model (its entry minus the call cost); exact mode only."""
+        if config.identity:
+            return 0.0
+        entry = self.entries.get(config.key)
+        if entry is None:
+            raise self._missing(config)
+        return max(float(entry["ms"]) - self.overhead_ms, 0.0)
+
+    def _missing(self, config: BlockConfig) -> LatencyTableError:
+        d = self.data
+        cmd = build_command(d["space"], d["runtime"], d["int8"], d["threads"], d["resolutions"], "NEW_TABLE.json")
+        return LatencyTableError(
+            f"latency table {self.path!r} has no entry for {describe(config)} (key {config.key!r}), which this space "
+            f"needs: it was built for another space or from an older definition; build the right one: {cmd}"
+        )
+
+    def item_cost(self, net):
+        """The budgeted search's ``item_cost(candidate, spatial, index) -> (N, R)`` ms for ``net``."""
+        owner = {id(c): name for name, b in net.search_blocks().items() for c in b.candidates.values()}
+
+        def cost(cand, spatial: Spatial, index: Dict[str, torch.Tensor]) -> torch.Tensor:
+            configs = item_configs(net, cand, spatial, index)
+            block = HEAD if cand is None else owner[id(cand)]
+            if self.mode == "exact":
+                n, r = len(configs.c_in), len(configs.sizes)
+                return torch.tensor(
+                    [[self.block_ms(configs.config(i, j)) for j in range(r)] for i in range(n)], dtype=torch.float64
+                )
+            return self.lookup_grid(block, configs)
+
+        return cost
+
+    def lookup_grid(self, block: str, configs) -> torch.Tensor:
+        """Grid mode: each row's structure picks its block's grid, then multilinear interpolation."""
+        n, sizes = len(configs.c_in), configs.sizes
+        op, stride = configs.base.op, configs.base.stride
+        none = torch.zeros(n, dtype=torch.bool)
+        residual = ((configs.c_in == configs.c_out) & (stride == 1)) if has_residual(op) else none
+        expand = (configs.hidden != configs.c_in) if has_expansion_conv(op) else none
+        identity = ((configs.c_in == configs.c_out) & (stride == 1)) if op == "skip" else none
+        out = torch.zeros(n, len(sizes), dtype=torch.float64)
+        for res_flag, exp_flag in itertools.product((False, True), repeat=2):
+            rows = ~identity & (residual == res_flag) & (expand == exp_flag)
+            if not rows.any():
+                continue
+            grid = self._by_group.get((block, op, res_flag, exp_flag))
+            if grid is None:
+                raise self._missing(configs.config(int(torch.nonzero(rows)[0]), 0))
+            dims = list(grid.axes)
+            axes = [_axis_coordinate(d, torch.tensor(grid.axes[d])) for d in dims]
+            values = torch.tensor(
+                [self.entries[p.key]["ms"] if p.key in self.entries else math.nan for p in grid.points()],
+                dtype=torch.float64,
+            ).reshape([len(grid.axes[d]) for d in dims])
+            if torch.isnan(values).any():
+                raise LatencyTableError(f"latency table {self.path!r}: the grid of {block} {op} is incomplete")
+            coords = {"c_in": configs.c_in[rows], "hidden": configs.hidden[rows], "c_out": configs.c_out[rows]}
+            for j, size in enumerate(sizes):
+                coords["size"] = torch.full((int(rows.sum()),), size)
+                points = torch.stack([_axis_coordinate(d, coords[d]) for d in dims], 1)
+                out[rows, j] = (interpolate(axes, values, points) - self.overhead_ms).clamp_min(0.0)
+        return out
+
+    def budget_table(self, net):
+        """The budgeted search's table of ``net`` in this table's milliseconds (call cost once per model)."""
+        from ..search.budget import BudgetTable
+
+        return BudgetTable(net, "latency", item_cost=self.item_cost(net), constant=self.overhead_ms)
+
+    def describe(self) -> str:
+        d = self.data
+        return (
+            f"{d['space']} on {d['runtime']}{' int8' if d['int8'] else ''}, {d['threads']} thread(s), {d['cpu']}, "
+            f"{d['date']}: {len(self.entries)} entries ({d['mode']})"
+        )
+
+
+def has_residual(op: str) -> bool:
+    """Whether the op's block adds its input when the widths allow (an inverted residual)."""
+    return block_class(op) is IRBlock
+
+
+def has_expansion_conv(op: str) -> bool:
+    """Whether the op's block has a 1x1 expansion conv that disappears when hidden == input width."""
+    return block_class(op) in (IRBlock, IRPoolBlock)
+
+
+def _config(key: str, path: str) -> BlockConfig:
+    try:
+        return config_from_key(key)
+    except (ValueError, IndexError):
+        raise LatencyTableError(f"latency table {path!r}: {key!r} is not a block configuration key") from None
+
+
+REQUIRED = {
+    "format": str,
+    "space": str,
+    "space_digest": str,
+    "resolutions": list,
+    "num_classes": int,
+    "in_chans": int,
+    "runtime": str,
+    "int8": bool,
+    "threads": int,
+    "mode": str,
+    "entries": dict,
+    "overhead_ms": dict,
+    "complete": bool,
+}
+
+
+def check_table_data(data: Any, path: str) -> None:
+    """The file's structure: every required field with its type, finite non-negative times."""
+    if not isinstance(data, dict):
+        raise LatencyTableError(f"latency table {path!r} holds {type(data).__name__}, not a table")
+    if data.get("format") != FORMAT:
+        raise LatencyTableError(f"latency table {path!r} has format {data.get('format')!r}, expected {FORMAT!r}")
+    for key, kind in REQUIRED.items():
+        if not isinstance(data.get(key), kind):
+            raise LatencyTableError(
+                f"latency table {path!r}: field {key!r} is missing or not a {kind.__name__}; the file is corrupt: "
+                f"build it again (python tools/latency_table.py {data.get('space', 'SPACE')} --out {path})"
+            )
+    if not data["complete"]:
+        raise LatencyTableError(f"latency table {path!r} is a build in progress; finish it by rerunning its command")
+    if data["mode"] not in ("exact", "grid"):
+        raise LatencyTableError(f"latency table {path!r}: mode {data['mode']!r} is neither 'exact' nor 'grid'")
+    for key, entry in itertools.chain(data["entries"].items(), [("overhead_ms", data["overhead_ms"])]):
+        ms = entry.get("ms") if isinstance(entry, dict) else None
+        if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not math.isfinite(ms) or ms < 0:
+            raise LatencyTableError(
+                f"latency table {path!r}: entry {key!r} has no finite, non-negative 'ms' ({entry!r})"
+            )
+
+
+def save_table(data: Dict[str, Any], path: str) -> None:
+    """Write ``data`` atomically (a crash leaves the old file or the new one, never half of one)."""
+    from ..engine.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+
+
+def quantiles(samples: List[float]) -> Tuple[float, float, float]:
+    """``(q1, median, q3)`` of a list of samples."""
+    t = torch.tensor(samples, dtype=torch.float64)
+    q = torch.quantile(t, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    return float(q[0]), float(q[1]), float(q[2])

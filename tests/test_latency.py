@@ -1,0 +1,416 @@
+"""Latency tables and latency as a search cost: the table of a tiny space built in the eager runtime
+(seconds; ExecuTorch where installed on a smaller one), the expected latency's exactness and gradient,
+the budgeted search in milliseconds, and the bad tables a user can hand over."""
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+
+import mobile_cv
+from mobile_cv.latency import LatencySettings, LatencyTable, LatencyTableError, TableBuilder, build_latency_table
+from mobile_cv.latency.build import predict_config
+from mobile_cv.latency.configs import BlockConfig, space_configs
+from mobile_cv.latency.runtimes import RuntimeUnavailableError, check_runtime
+from mobile_cv.search import build_supernet
+from mobile_cv.search.budget import enumerate_all, index_log_prob, log_probs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SPACE = {
+    "input_size": 16,
+    "basic_args": {"width_divisor": 8},
+    "search": {"resolution": [8, 16]},
+    "blocks": [
+        [["masked-channel", 8, 2, 1, {"op": "conv_k3_hs", "channels": [4, 8]}]],
+        [["choice", 16, 2, 1, {"ops": ["ir_k3", "skip"], "channels": [8, 16], "expansion": [1, 2]}]],
+        [["choice", 16, 1, 2, {"ops": ["ir_k3_sehsig_hs", "skip"], "channels": [8, 16], "expansion": [1, 2]}]],
+        [["masked-channel", 32, 1, 1, {"op": "ir_pool_hs", "channels": [16, 32], "expansion": 2}]],
+    ],
+}
+FAST = dict(runtime="eager", num_classes=10, in_chans=1, rounds=3, warmup=1, chunk=32)
+
+
+@pytest.fixture(scope="module")
+def space_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("latency") / "space.json"
+    path.write_text(json.dumps(SPACE))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def table(space_file):
+    out = os.path.join(os.path.dirname(space_file), "table.json")
+    return build_latency_table(space_file, out, LatencySettings(**FAST))
+
+
+@pytest.fixture(scope="module")
+def net(space_file):
+    return build_supernet(space_file, num_classes=10, in_chans=1)
+
+
+def block_configs_of(arch):
+    """The configs of a plain model's blocks, read off the built model and a forward pass (hooks),
+    independently of the supernet's enumeration."""
+    model = mobile_cv.build_model(arch, num_classes=10, in_chans=1).eval()
+    sizes = {}
+    hooks = [
+        b.register_forward_pre_hook(lambda m, i, n=name: sizes.__setitem__(n, tuple(i[0].shape[1:3])))
+        for name, b in model.backbone.stages.named_children()
+    ]
+    hooks.append(model.head.register_forward_pre_hook(lambda m, i: sizes.__setitem__("head", tuple(i[0].shape[1:3]))))
+    with torch.no_grad():
+        model(torch.zeros(1, 1, arch["input_size"], arch["input_size"]))
+    for h in hooks:
+        h.remove()
+    rows = [row for stage in arch["blocks"] for row in stage]
+    out = []
+    for (name, block), row in zip(model.backbone.stages.named_children(), rows):
+        (c_in, size), hidden = sizes[name], getattr(block, "hidden_channels", 0)
+        out.append(BlockConfig(row[0], c_in, hidden, row[1], row[2], size, divisor=8).natural())
+    out.append(BlockConfig("head", sizes["head"][0], 0, 10, 1, sizes["head"][1]))
+    return out
+
+
+def test_table_records_what_was_measured_and_covers_every_configuration(table, net):
+    d = table.data
+    assert d["runtime"] == "eager" and d["threads"] == 1 and d["mode"] == "exact" and d["complete"]
+    assert d["resolutions"] == [8, 16] and d["num_classes"] == 10 and d["in_chans"] == 1
+    assert {"torch", "python"} <= set(d["versions"]) and d["cpu"] and d["date"][:2] == "20"
+    assert d["settings"]["rounds"] == 3
+    keys = {c.key for c in space_configs(net)}
+    assert keys == set(d["entries"]) and len(keys) == d["configs_total"]
+    for e in d["entries"].values():
+        assert 0 < e["min"] <= e["ms"] and e["q1"] <= e["ms"] <= e["q3"]
+    assert 0 < table.overhead_ms < min(e["ms"] for e in d["entries"].values()) * 2
+
+
+def test_one_hot_expected_latency_equals_the_derived_models_table_sum(table, net):
+    budget = table.budget_table(net)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(12):
+        index = {label: int(torch.randint(c.size, (1,), generator=g)) for label, c in net.choices.items()}
+        arch = net.derive_arch(net.one_hot(index))
+        expected = float(budget.expected(net.one_hot(index)))
+        table_sum = table.overhead_ms + sum(table.block_ms(c) for c in block_configs_of(arch))
+        assert expected == pytest.approx(table_sum, rel=1e-9, abs=1e-12)
+        assert budget.exact(index) == pytest.approx(table_sum, rel=1e-9, abs=1e-12)
+
+
+def test_the_conventional_supernet_gets_the_same_latencies(table, net, space_file):
+    """FBNet-style DNAS (a candidate per option) enumerates other items, the same architectures:
+    every architecture's table latency is the same in both modes."""
+    conventional = build_supernet(space_file, num_classes=10, in_chans=1, mode="conventional")
+    a, b = table.budget_table(net), table.budget_table(conventional)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(8):
+        index = {label: int(torch.randint(c.size, (1,), generator=g)) for label, c in net.choices.items()}
+        assert b.exact(index) == pytest.approx(a.exact(index), rel=1e-12)
+    assert b.extremes() == pytest.approx(a.extremes())
+
+
+def test_expected_latency_is_the_exact_expectation_over_every_architecture(table, net):
+    """Soft mixing weights: the expected latency equals the sum over all architectures of their
+    probability (the product of their options' weights) times their table latency; it is not the
+    table at an "expected width"."""
+    budget = table.budget_table(net)
+    g = torch.Generator().manual_seed(1)
+    mixing = {label: torch.softmax(torch.randn(c.size, generator=g).double(), 0) for label, c in net.choices.items()}
+    every = list(enumerate_all(net))
+    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
+    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    latencies = budget.expected(one_hot)  # (N,) exact latency of every assignment
+    prob = torch.ones(len(every), dtype=torch.float64)
+    for label in net.choices:
+        prob *= mixing[label][batch[label]]
+    assert float(prob.sum()) == pytest.approx(1.0)
+    assert float(budget.expected(mixing)) == pytest.approx(float((prob * latencies).sum()), rel=1e-9)
+
+
+def test_alpha_gets_a_gradient_through_the_expected_latency(table, net):
+    budget = table.budget_table(net)
+    for a in net.arch_parameters():
+        a.grad = None
+    budget.expected(net.sample_mixing(noise=True)).backward()
+    for label in net.choices:
+        grad = net.alpha(label).grad
+        assert grad is not None and grad.abs().sum() > 0, label
+
+
+def test_budgeted_search_in_milliseconds_is_the_brute_force_optimum(table, net):
+    budget = table.budget_table(net)
+    every = list(enumerate_all(net))
+    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
+    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    latencies = budget.expected(one_hot)
+    lo, hi = budget.extremes()
+    assert (lo, hi) == pytest.approx((float(latencies.min()), float(latencies.max())))
+    g = torch.Generator().manual_seed(2)
+    for frac in (0.2, 0.5, 0.8):
+        with torch.no_grad():
+            for a in net.arch_parameters():
+                a.copy_(torch.randn(a.shape, generator=g))
+        logp = log_probs(net)
+        total = sum(logp[label][batch[label]] for label in net.choices)
+        target = lo + frac * (hi - lo)
+        inside = (latencies >= 0.95 * target) & (latencies <= 1.05 * target)
+        if not inside.any():
+            continue
+        index, ms, lp = budget.most_probable_within(target, 0.05, logp)
+        assert 0.95 * target <= ms <= 1.05 * target and ms == pytest.approx(budget.exact(index))
+        assert lp == pytest.approx(float(total[inside].max()), abs=1e-9) == index_log_prob(index, logp)
+
+
+def test_a_finished_table_is_reused_and_an_interrupted_one_resumes(space_file, tmp_path):
+    """Interrupted after the first chunk of exported programs (ONNX Runtime: an export runtime that
+    is quick): the rerun exports only what is missing; a finished table is then reused as it is."""
+    out = str(tmp_path / "t.json")
+    seen = []
+
+    def stop_after_first_chunk(phase, done, total):
+        seen.append((phase, done))
+        if phase == "export" and done > 0:
+            raise KeyboardInterrupt
+
+    settings = LatencySettings(**{**FAST, "runtime": "onnxruntime", "chunk": 8, "jobs": 1})
+    with pytest.raises(KeyboardInterrupt):
+        build_latency_table(space_file, out, settings, stop_after_first_chunk)
+    assert not os.path.exists(out)
+    kept = sorted(os.listdir(os.path.join(out + ".partial", "programs")))
+    assert len(kept) == 8
+    seen.clear()
+    table = build_latency_table(space_file, out, settings, lambda phase, done, total: seen.append((phase, done)))
+    assert seen[0] == ("export", 8)  # resumed after the chunk already exported
+    assert not os.path.exists(out + ".partial") and table.data["runtime"] == "onnxruntime"
+    assert len(table.entries) == len(space_configs(build_supernet(space_file, num_classes=10, in_chans=1)))
+    data = open(out, "rb").read()
+    again = []
+    build_latency_table(space_file, out, settings, lambda *a: again.append(a))
+    assert again == [] and open(out, "rb").read() == data  # reused, not rebuilt
+    with pytest.raises(LatencyTableError, match="other settings .*rounds 3 \\(asked: 5\\)"):
+        build_latency_table(space_file, out, LatencySettings(**{**FAST, "runtime": "onnxruntime", "rounds": 5}))
+    assert open(out, "rb").read() == data
+
+
+def test_grid_mode_interpolates_and_measures_its_error_on_held_out_configurations(tmp_path):
+    """More configurations than --max-configs: per block a grid of 2 values per axis (3 widths and 3
+    sizes in this space, so the middle ones are interpolated), held-out configurations timed off it."""
+    space = json.loads(json.dumps(SPACE))
+    space["search"]["resolution"] = [8, 12, 16]
+    space["blocks"][1][0][4]["channels"] = [8, 12, 16]
+    path = tmp_path / "grid_space.json"
+    path.write_text(json.dumps(space))
+    net = build_supernet(str(path), num_classes=10, in_chans=1)
+    settings = LatencySettings(**{**FAST, "max_configs": 10, "grid_points": (2, 2, 2, 2), "held_out": 12})
+    table = build_latency_table(str(path), str(tmp_path / "grid.json"), settings)
+    d = table.data
+    assert d["mode"] == "grid" and d["configs_total"] > 10 and d["grids"]
+    assert set(d["entries"]) == {p.key for g in table.grids for p in g.points()} and len(d["held_out"]) == 12
+    assert all(len(values) <= 2 for g in table.grids for values in g.axes.values())
+    assert not set(d["held_out"]) & set(d["entries"])
+    err = d["interpolation_error"]
+    assert err["configs"] == 12 and 0 <= err["mape_block"] < 1000 and err["p90_block"] <= err["max_block"]
+    budget = table.budget_table(net)  # every architecture gets a latency, through the grids
+    lo, hi = budget.extremes()
+    assert 0 < lo < hi
+    # on a grid's own points, the interpolation returns the measured entry
+    grid = table.grids[0]
+    point = grid.points()[-1]
+    assert predict_config(table, grid.block, point) == pytest.approx(
+        max(d["entries"][point.key]["ms"] - table.overhead_ms, 0.0)
+    )
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+def test_a_table_of_another_space_resolution_runtime_or_thread_count_is_refused(table, space_file, net, tmp_path):
+    want = {"runtime": "eager", "int8": False, "threads": 1}
+    table.check(space_file, SPACE, net, want)  # the right one passes
+    other = json.loads(json.dumps(SPACE))
+    other["blocks"][1][0][4]["channels"] = [8, 12]
+    with pytest.raises(LatencyTableError, match="was built for space .*digest.*build the right one: python tools/"):
+        table.check("other.json", other, build_supernet(other, num_classes=10, in_chans=1), want)
+    wider = json.loads(json.dumps(SPACE))
+    wider["search"]["resolution"] = [8, 12, 16]
+    with pytest.raises(LatencyTableError, match=r"without \[12\]"):
+        table.check(space_file, SPACE, build_supernet(wider, num_classes=10, in_chans=1), want)
+    with pytest.raises(LatencyTableError, match="runtime eager .*LATENCY_RUNTIME executorch.*--runtime executorch"):
+        table.check(space_file, SPACE, net, {**want, "runtime": "executorch"})
+    with pytest.raises(LatencyTableError, match="1 thread.*LATENCY_THREADS 4.*--threads 4"):
+        table.check(space_file, SPACE, net, {**want, "threads": 4})
+    with pytest.raises(LatencyTableError, match="10 classes"):
+        table.check(space_file, SPACE, build_supernet(space_file, num_classes=3, in_chans=1), want)
+
+
+def test_truncated_corrupt_or_incomplete_tables_are_refused_by_name(table, tmp_path, net):
+    text = open(table.path).read()
+    cases = {
+        "truncated.json": text[: len(text) // 2],
+        "list.json": "[1, 2]",
+        "no_entries.json": json.dumps({k: v for k, v in table.data.items() if k != "entries"}),
+        "nan.json": text.replace('"ms": ', '"ms": -', 1),
+    }
+    for name, body in cases.items():
+        (tmp_path / name).write_text(body)
+        with pytest.raises(LatencyTableError, match=name):
+            LatencyTable.load(str(tmp_path / name))
+    with pytest.raises(LatencyTableError, match="does not exist.*tools/latency_table.py"):
+        LatencyTable.load(str(tmp_path / "none.json"))
+    with pytest.raises(LatencyTableError, match="is a folder"):
+        LatencyTable.load(str(tmp_path))
+    missing = json.loads(text)
+    key = sorted(missing["entries"])[0]
+    del missing["entries"][key]
+    (tmp_path / "missing.json").write_text(json.dumps(missing))
+    with pytest.raises(LatencyTableError, match=f"no entry for .*{key.split('|')[0]}.*build the right one"):
+        LatencyTable.load(str(tmp_path / "missing.json")).budget_table(net)
+
+
+def test_a_runtime_that_is_not_installed_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "executorch", None)  # import executorch now raises ImportError
+    with pytest.raises(RuntimeUnavailableError, match=r"executorch.*pip install executorch"):
+        check_runtime("executorch")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(RuntimeUnavailableError, match="pip install onnx onnxruntime"):
+        check_runtime("onnxruntime")
+    with pytest.raises(RuntimeUnavailableError, match="int8 .* ExecuTorch"):
+        check_runtime("eager", int8=True)
+
+
+# ---- the tool -----------------------------------------------------------------------------------
+def load_tool(name="latency_table"):
+    """``tools/<name>.py`` as a module (its ``main(argv)`` runs in this process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_builds_then_reuses_and_ends_with_the_range(space_file, table, tmp_path, capfd):
+    tool = load_tool()
+    out = tmp_path / "tool.json"
+    shutil.copy(table.path, out)  # a finished table of these settings: reused
+    args = [space_file, "--runtime", "eager", "--num-classes", "10", "--in-chans", "1", "--rounds", "3"]
+    assert tool.main([*args, "--warmup", "1", "--chunk", "32", "--out", str(out)]) == 0
+    lines = capfd.readouterr().out.strip().splitlines()
+    lo, hi = table_range_of(table)
+    assert lines[-1] == f"range: {lo:.4g}..{hi:.4g} ms"
+    assert open(out).read() == open(table.path).read()
+
+
+def table_range_of(table):
+    net = build_supernet(table.data["space"], num_classes=10, in_chans=1)
+    return table.budget_table(net).extremes()
+
+
+def test_tool_refuses_bad_settings_in_one_line_and_touches_nothing(space_file, table, tmp_path, capfd):
+    tool = load_tool()
+    out = tmp_path / "t.json"
+    shutil.copy(table.path, out)
+    before = out.read_bytes()
+    base = [space_file, "--runtime", "eager", "--num-classes", "10", "--in-chans", "1"]
+    cases = [
+        ([*base, "--threads", "2", "--out", str(out)], "other settings"),  # another thread count: refused
+        ([*base, "--out", str(tmp_path)], "is a folder"),
+        (["mnist_small_spac", "--runtime", "eager", "--out", str(tmp_path / "x.json")], "mnist_small_space"),
+        (["FBNetV2_F1", "--runtime", "eager", "--out", str(tmp_path / "x.json")], "not a search space"),
+    ]
+    for argv, words in cases:
+        capfd.readouterr()
+        assert tool.main(argv) == 2
+        err = capfd.readouterr().err
+        assert "Traceback" not in err and words in err, err
+        assert len([line for line in err.splitlines() if "error:" in line]) == 1
+    assert out.read_bytes() == before
+    for flag in (["--threads", "0"], ["--rounds", "-1"], ["--grid-points", "1", "2", "2", "2"], ["--warmup", "-2"]):
+        with pytest.raises(SystemExit) as e:
+            tool.main([*base, "--out", str(tmp_path / "y.json"), *flag])
+        assert e.value.code == 2
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("executorch"), reason="executorch not installed")
+def test_executorch_table_of_a_small_space(tmp_path):
+    """The default runtime: XNNPACK programs run by ExecuTorch, exported in worker processes."""
+    micro = {
+        "input_size": 16,
+        "search": {"resolution": [16]},
+        "blocks": [
+            [["masked-channel", 8, 2, 1, {"op": "conv_k3_hs", "channels": [4, 8]}]],
+            [["choice", 8, 1, 1, {"ops": ["ir_k3", "skip"], "channels": [8], "expansion": [2]}]],
+        ],
+    }
+    path = tmp_path / "micro.json"
+    path.write_text(json.dumps(micro))
+    settings = LatencySettings(runtime="executorch", num_classes=10, in_chans=1, rounds=3, warmup=1, jobs=2)
+    builder = TableBuilder(str(path), str(tmp_path / "et.json"), settings)
+    table = builder.build()
+    assert table.data["runtime"] == "executorch" and "executorch" in table.data["versions"]
+    assert len(table.entries) == len(space_configs(builder.net))
+    budget = table.budget_table(builder.net)
+    index = {label: 0 for label in builder.net.choices}
+    assert budget.exact(index) > table.overhead_ms > 0
+
+
+def test_latency_search_cost_keys_are_checked_before_anything_is_written(space_file, table, tmp_path):
+    from mobile_cv.config import ConfigError
+    from mobile_cv.engine import setup_cfg
+
+    with pytest.raises(ConfigError, match="LATENCY_TABLE is empty.*tools/latency_table.py"):
+        setup_cfg("", ["SEARCH.SPACE", space_file, "SEARCH.COST.KIND", "latency"], arch_key="SEARCH.SPACE")
+    with pytest.raises(ConfigError, match="LATENCY_THREADS must be >= 1"):
+        setup_cfg("", ["SEARCH.COST.LATENCY_THREADS", "0"], arch_key="SEARCH.SPACE")
+    with pytest.raises(ConfigError, match="LATENCY_RUNTIME must be one of"):
+        setup_cfg("", ["SEARCH.COST.LATENCY_RUNTIME", "tflite"], arch_key="SEARCH.SPACE")
+
+
+def test_latency_budgeted_search_end_to_end(space_file, table, net, tmp_path, capfd):
+    """tools/search.py with SEARCH.COST.KIND latency on the digits: the derived architecture's
+    latency by the table (search.json's derived_latency_ms) is within TOLERANCE of the ms budget."""
+    lo, hi = table.budget_table(net).extremes()
+    target = round(lo + 0.4 * (hi - lo), 4)
+    out = tmp_path / "search"
+    argv = [
+        "--config-file", os.path.join(ROOT, "configs", "search_embedded_mnist.yaml"),
+        "SEARCH.SPACE", space_file, "DATA.INPUT_SIZE", "16", "DATA.LIMIT", "96", "SEARCH.BATCH_SIZE", "32",
+        "SEARCH.EPOCHS", "2", "SEARCH.WARMUP_EPOCHS", "1", "SEARCH.COST.KIND", "latency",
+        "SEARCH.COST.LATENCY_TABLE", table.path, "SEARCH.COST.LATENCY_RUNTIME", "eager",
+        "SEARCH.COST.TARGET", str(target), "SEARCH.COST.TOLERANCE", "0.1", "OUTPUT_DIR", str(out),
+    ]  # fmt: skip
+    assert load_tool("search").main(argv) == 0, capfd.readouterr().err[-3000:]
+    summary = json.load(open(out / "search.json"))
+    assert summary["cost_kind"] == "latency" and abs(summary["derived_latency_ms"] / target - 1) <= 0.1
+    arch = json.load(open(out / "arch_def.json"))
+    measured = table.overhead_ms + sum(table.block_ms(c) for c in block_configs_of(arch))
+    assert summary["derived_latency_ms"] == pytest.approx(measured, rel=1e-9)
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert all("expected_latency" in r and "derived_latency_ms" in r for r in records)
+    assert "ms by the latency table" in capfd.readouterr().out
+    assert (out / "cost_accuracy.png").exists()
+
+    # a table of another runtime: refused before anything is written
+    bad = tmp_path / "refused"
+    argv[argv.index("eager")] = "executorch"
+    argv[argv.index(str(out))] = str(bad)
+    capfd.readouterr()
+    assert load_tool("search").main(argv) == 2
+    err = capfd.readouterr().err
+    assert "LATENCY_RUNTIME executorch" in err and "Traceback" not in err and not bad.exists()
+
+
+@pytest.mark.parametrize("config", ["search_embedded_mnist_latency.yaml", "search_imagenet_latency.yaml"])
+def test_shipped_latency_configs_name_a_table_that_serves_them(config):
+    """The shipped tables (measured on this project's machine) fit their configs, and each config's
+    budget is one the space can meet."""
+    from mobile_cv.engine import setup_cfg
+    from mobile_cv.engine.defaults import load_latency_table
+
+    cfg = setup_cfg(os.path.join(ROOT, "configs", config), arch_key="SEARCH.SPACE")
+    net = build_supernet(cfg.SEARCH.SPACE, num_classes=cfg.MODEL.NUM_CLASSES, in_chans=cfg.MODEL.IN_CHANS)
+    table = load_latency_table(cfg, net)
+    lo, hi = table.budget_table(net).extremes()
+    assert lo < cfg.SEARCH.COST.TARGET < hi
+    assert table.data["runtime"] == cfg.SEARCH.COST.LATENCY_RUNTIME == "executorch"
