@@ -51,6 +51,10 @@ bench: install
 	$(BIN)/python benchmarks/search_cost.py --rounds 1 --limit 64 --batch 32 --arch model_zoo/weights/mnist_dmasking_1p5m.json
 	$(BIN)/python benchmarks/search_quality.py --budgets 0.3 --seeds --random 2 --train-epochs 1 \
 		--out $(BENCH_OUT)/search_quality   # random architectures only: the searched side is the full run's
+	$(BIN)/python benchmarks/latency_prediction.py --table configs/latency/mnist_small_space_executorch.json \
+		--n 4 --rounds 3 --warmup 1
+	$(BIN)/python benchmarks/search_quality.py --cost latency --table configs/latency/mnist_small_space_executorch.json \
+		--budgets 0.04 --seeds --random 2 --train-epochs 1 --rounds 3 --out $(BENCH_OUT)/search_quality_latency
 	@echo "quick settings only; full runs: docs/benchmarks.md (each script's --help lists its options)"
 
 clean:

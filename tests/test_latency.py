@@ -414,3 +414,18 @@ def test_shipped_latency_configs_name_a_table_that_serves_them(config):
     lo, hi = table.budget_table(net).extremes()
     assert lo < cfg.SEARCH.COST.TARGET < hi
     assert table.data["runtime"] == cfg.SEARCH.COST.LATENCY_RUNTIME == "executorch"
+
+
+def test_fbnet_form_is_refused_where_every_cost_is_below_one(space_file, table, tmp_path, capfd):
+    """FBNet's CE * a * log(cost) ** b: sub-millisecond latencies would all clamp at log(1)."""
+    argv = [
+        "--config-file", os.path.join(ROOT, "configs", "search_embedded_mnist.yaml"),
+        "SEARCH.SPACE", space_file, "DATA.INPUT_SIZE", "16", "DATA.LIMIT", "96", "SEARCH.BATCH_SIZE", "32",
+        "SEARCH.COST.KIND", "latency", "SEARCH.COST.LATENCY_TABLE", table.path,
+        "SEARCH.COST.LATENCY_RUNTIME", "eager", "SEARCH.COST.FORM", "fbnet", "SEARCH.COST.TARGET", "0",
+        "OUTPUT_DIR", str(tmp_path / "o"),
+    ]  # fmt: skip
+    capfd.readouterr()
+    assert load_tool("search").main(argv) == 2
+    err = capfd.readouterr().err
+    assert "FORM fbnet takes log(cost)" in err and "ms" in err and "Traceback" not in err

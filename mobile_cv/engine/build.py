@@ -126,4 +126,9 @@ def build_cost_loss(cfg: CfgNode, table: BudgetTable) -> Tuple[CostLoss, Tuple[f
         return CostLoss(c.FORM, target=c.TARGET, weight=c.TARGET_WEIGHT), (lo, hi)
     if c.FORM == "relative":
         return CostLoss("relative", target=math.sqrt(lo * hi), beta=c.EXPONENT), (lo, hi)
+    if hi <= 1.0:  # log(cost) clamped at 1 for every architecture: no gradient at all
+        raise ConfigError(
+            f"SEARCH.COST.FORM fbnet takes log(cost), but every architecture of {cfg.SEARCH.SPACE} costs at most "
+            f"{hi:.4g} {table.unit} (<= 1), where the log is clamped; use FORM target or relative"
+        )
     return CostLoss("fbnet", fbnet_scale=c.FBNET_SCALE, fbnet_exponent=c.FBNET_EXPONENT), (lo, hi)

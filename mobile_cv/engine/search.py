@@ -18,7 +18,8 @@ Output folder::
 
     config.yaml, log.txt     the final config and the log
     metrics.jsonl            one line per epoch: losses, accuracies, temperature, expected
-                             cost, the derived arch and its exact FLOPs/params, probabilities
+                             cost, the derived arch and its exact FLOPs/params (and latency by
+                             the table, SEARCH.COST.KIND latency), probabilities
     checkpoint.pth           weights, alpha, optimizers, RNG states, epoch
     arch_def.json            the derived arch def (rewritten every epoch), and at the end
     arch_def.py              the same as Python

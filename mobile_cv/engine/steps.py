@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Callable, Dict, Iterator, Sequence
+from typing import Callable, Dict, Iterator, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -93,7 +93,8 @@ class SearchStep(StepBase):
 
     Args:
         model: ``net`` or its DistributedDataParallel wrapper.
-        cost_fn: mixing weights -> the differentiable expected cost (MFLOPs, M params or ms).
+        cost: ``(cost loss, cost_fn)``: the alpha step's loss, and mixing weights -> the
+            differentiable expected cost (MFLOPs, M params or ms).
         optimizers: ``(weight optimizer, alpha optimizer)``.
     """
 
@@ -102,7 +103,7 @@ class SearchStep(StepBase):
         cfg: CfgNode,
         net: Supernet,
         model: nn.Module,
-        cost: "tuple[CostLoss, Callable[[Mixing], torch.Tensor]]",
+        cost: Tuple[CostLoss, Callable[[Mixing], torch.Tensor]],
         optimizers: Sequence[torch.optim.Optimizer],
         alpha_loader,
     ) -> None:

@@ -94,7 +94,7 @@ def build_module(config: BlockConfig) -> nn.Module:
     builder = OPS.get(config.op)
     cls = block_class(config.op)
     kwargs = json.loads(config.extra) if config.extra else {}
-    if cls is IRBlock:
+    if cls in (IRBlock, IRPoolBlock):
         module = builder(
             config.c_in,
             config.c_out,
@@ -103,17 +103,9 @@ def build_module(config: BlockConfig) -> nn.Module:
             hidden_channels=config.hidden,
             expansion_conv=config.expand,
         )
-        module.use_residual = config.residual  # only ever forced off (a residual needs equal widths)
+        if cls is IRBlock:
+            module.use_residual = config.residual  # only ever forced off (a residual needs equal widths)
         return module
-    if cls is IRPoolBlock:
-        return builder(
-            config.c_in,
-            config.c_out,
-            config.stride,
-            width_divisor=config.divisor,
-            hidden_channels=config.hidden,
-            expansion_conv=config.expand,
-        )
     if cls is SkipBlock:
         return ConvBNAct(config.c_in, config.c_out, 1, config.stride, act="relu")  # a skip's projection
     if cls is ConvBlock:
