@@ -54,7 +54,7 @@ bench: install
 	$(BIN)/python benchmarks/latency_prediction.py --table configs/latency/mnist_small_space_executorch.json \
 		--n 4 --rounds 3 --warmup 1
 	$(BIN)/python benchmarks/search_quality.py --cost latency --table configs/latency/mnist_small_space_executorch.json \
-		--budgets 0.04 --seeds --random 2 --train-epochs 1 --rounds 3 --out $(BENCH_OUT)/search_quality_latency
+		--budgets 0.016 --seeds --random 2 --train-epochs 1 --rounds 3 --out $(BENCH_OUT)/search_quality_latency
 	@echo "quick settings only; full runs: docs/benchmarks.md (each script's --help lists its options)"
 
 clean:

@@ -16,7 +16,9 @@ cost once plus its blocks' latencies (each block's entry minus the call cost it 
 plain sum of the entries (every block's call cost counted) is printed beside it, to show what the
 correction removes. Printed: mean absolute percentage error, Spearman rank correlation of predicted
 and measured, and the Spearman correlation of FLOPs with measured; a least-squares line
-``measured = a + b * predicted`` shows what bias remains.
+``measured = a + b * predicted`` shows what bias remains, and the gap ``measured - predicted`` beside
+the model's weight bytes and the CPU's largest cache shows where it comes from: a block timed alone
+keeps its weights in cache, a whole model larger than the cache reads them from memory every call.
 """
 
 import argparse
@@ -77,6 +79,21 @@ def line_fit(x, y):
     return my - b * mx, b
 
 
+def last_level_cache_mb() -> float:
+    """The largest CPU cache's size in MB, as Linux reports it (0 where it does not)."""
+    sizes = []
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        try:
+            with open(os.path.join(root, name, "size")) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        scale = {"K": 1 / 1024, "M": 1.0, "G": 1024.0}.get(text[-1:], 1 / 2**20)
+        sizes.append(float(text.rstrip("KMG")) * scale)
+    return max(sizes, default=0.0)
+
+
 def evaluate_table(path, n, resolution, rounds, warmup, jobs, seed):
     table = LatencyTable.load(path)
     d = table.data
@@ -93,8 +110,16 @@ def evaluate_table(path, n, resolution, rounds, warmup, jobs, seed):
         index = {label: int(v[j]) for label, v in index_batch.items()}
         arch = net.derive_arch(net.one_hot(index))
         model = mobile_cv.build_model(arch, num_classes=d["num_classes"], in_chans=d["in_chans"])
-        flops, _ = mobile_cv.count_flops_params(model, arch["input_size"])
-        models.append({"arch": arch, "predicted": budget.exact(index), "flops": flops, "programs": programs(arch, d)})
+        flops, mparams = mobile_cv.count_flops_params(model, arch["input_size"])
+        models.append(
+            {
+                "arch": arch,
+                "predicted": budget.exact(index),
+                "flops": flops,
+                "mparams": mparams,
+                "programs": programs(arch, d),
+            }
+        )
     t0 = time.perf_counter()
     timed = time_models([m["arch"] for m in models], table, rounds, warmup, jobs)
     for m, t in zip(models, timed):
@@ -132,6 +157,17 @@ def report(table, models, seconds, resolution):
         f"mean abs error {mape:.1f}% (the plain sum of entries: {mape_plain:.1f}%); Spearman predicted vs measured "
         f"{spearman(predicted, measured):.3f}, FLOPs vs measured {spearman(flops, measured):.3f}; "
         f"fit measured = {a:.4f} + {b:.3f} x predicted (ms)"
+    )
+    # Each block timed alone keeps its weights in cache; a whole model whose weights outgrow the cache
+    # reads them from memory on every call. The gap against the weights' bytes shows that cost.
+    weight_mb = [4 * m["mparams"] / (1 if not d["int8"] else 4) for m in models]
+    gap = [y - p for p, y in zip(predicted, measured)]
+    ga, gb = line_fit(weight_mb, gap) if len(set(weight_mb)) > 1 else (statistics.mean(gap), 0.0)
+    print(
+        f"weights {min(weight_mb):.2f}..{max(weight_mb):.2f} MB ({'int8' if d['int8'] else 'fp32'}; the CPU's largest "
+        f"cache {last_level_cache_mb():.0f} MB); measured - predicted {min(gap):+.4f}..{max(gap):+.4f} ms, "
+        f"mean {statistics.mean(gap) / statistics.mean(weight_mb) * 1000:.1f} us per MB of weights; "
+        f"fit gap = {ga:.4f} + {gb * 1000:.1f} us x MB"
     )
     return {
         "space": d["space"],

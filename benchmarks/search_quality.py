@@ -21,7 +21,8 @@ Latency mode (``--cost latency --table TABLE``): budgets in milliseconds; the ra
 are drawn near the budget by the table, then each is exported whole and timed in the table's
 runtime (alone, interleaved, as ``benchmarks/latency_prediction.py`` does), and the first
 ``--random`` whose *measured* latency is within ``--tolerance`` of the budget are kept. The search
-runs with ``SEARCH.COST.KIND latency``; its architectures are timed the same way. With
+runs with ``SEARCH.COST.KIND latency``; at the end every architecture compared (random and searched)
+is timed again, all together in one run, and those are the latencies reported. With
 ``--flops-budgets``, FLOPs searches run too, and per ms budget the one whose measured latency is
 closest is compared in accuracy per millisecond.
 
@@ -315,7 +316,17 @@ def main() -> int:
     searches += [(budget, "flops_searched", seed, "flops") for budget in args.flops_budgets for seed in args.seeds]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         found = list(pool.map(lambda t: search(t[0], t[2], args, t[3]), searches))
-    ms = measured_latency([arch for arch, _ in found], args) if args.cost == "latency" else [None] * len(found)
+    ms = [None] * len(found)
+    if args.cost == "latency":
+        # the random architectures were picked by a first timing; now every architecture of the comparison
+        # is timed again in one run, together, so a slow spell of the machine cannot favour either side
+        randoms = [t for t in tasks if t[1] == "random"]
+        together = time_models(
+            [t[3] for t in randoms] + [arch for arch, _ in found], args.latency_table, rounds=args.rounds, warmup=3
+        )
+        for (_, _, _, _, extra), t in zip(randoms, together):
+            extra.update(ms_at_selection=extra["ms"], ms=t["ms"])
+        ms = [t["ms"] for t in together[len(randoms) :]]
     for (budget, kind, seed, _), (arch, summary), t in zip(searches, found, ms):
         extra = {k: summary.get(k) for k in ("log_prob", "log_prob_argmax", "log_prob_uniform", "mean_top_prob")}
         if t is not None:

@@ -429,3 +429,22 @@ def test_fbnet_form_is_refused_where_every_cost_is_below_one(space_file, table, 
     assert load_tool("search").main(argv) == 2
     err = capfd.readouterr().err
     assert "FORM fbnet takes log(cost)" in err and "ms" in err and "Traceback" not in err
+
+
+def test_latency_prediction_benchmark_runs_on_a_table(table, tmp_path):
+    """benchmarks/latency_prediction.py end to end at tiny settings (eager): every model timed, the
+    figures it prints are the ones it writes."""
+    import subprocess
+
+    out = tmp_path / "points.json"
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "latency_prediction.py"), "--table", table.path]
+    cmd += ["--n", "4", "--rounds", "2", "--warmup", "1", "--jobs", "1", "--json", str(out)]
+    p = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    (result,) = json.loads(out.read_text())
+    assert len(result["models"]) == 4 and all(m["measured"] > 0 and m["predicted"] > 0 for m in result["models"])
+    assert -1 <= result["spearman"] <= 1 and result["mape"] >= 0
+    assert f"Spearman predicted vs measured {result['spearman']:.3f}" in p.stdout
+    assert "us per MB of weights" in p.stdout
