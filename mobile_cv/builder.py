@@ -106,23 +106,40 @@ class FBNetBackbone(nn.Module):
         return self.stages(x)
 
 
-class ClsConvHead(nn.Module):
-    """Global average pool -> [dropout] -> 1x1 conv with bias -> flatten (``num_classes=0``: pooled features)."""
+GLOBAL_POOLS = ("avg", "")  # timm's global_pool values: average pooling, or none
 
-    def __init__(self, in_channels: int, num_classes: int, drop_rate: float = 0.0) -> None:
+
+class ClsConvHead(nn.Module):
+    """Global average pool -> [dropout] -> 1x1 conv with bias -> flatten (``num_classes=0``: pooled features).
+
+    ``global_pool=""`` (timm's "no pooling") skips the pool and the flatten: the head returns the
+    feature map, or the 1x1 classifier's logits at every position.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, drop_rate: float = 0.0, global_pool: str = "avg") -> None:
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else None
         self.conv = nn.Conv2d(in_channels, num_classes, 1) if num_classes > 0 else None
         self.in_channels, self.num_classes = in_channels, num_classes
+        self.global_pool = check_global_pool(global_pool)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.avg_pool(x) if self.global_pool == "avg" else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avg_pool(x)
+        x = self.pool(x)
         if self.dropout is not None:
             x = self.dropout(x)
         if self.conv is not None:
             x = self.conv(x)
-        return x.flatten(1)
+        return x.flatten(1) if self.global_pool == "avg" else x
+
+
+def check_global_pool(global_pool: str) -> str:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool {global_pool!r}: only 'avg' (average pooling) or '' (none) is supported")
+    return global_pool
 
 
 class FBNet(nn.Module):
@@ -162,7 +179,8 @@ class FBNet(nn.Module):
         """The head on ``forward_features``' output; ``pre_logits``: the pooled features
         (``head_hidden_size`` of them) without the classifier (timm's contract)."""
         if pre_logits:
-            return self.head.avg_pool(x).flatten(1)
+            x = self.head.pool(x)
+            return x.flatten(1) if self.head.global_pool == "avg" else x
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,10 +192,11 @@ class FBNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``0`` removes it; the model then returns pooled features).
 
-        ``global_pool`` is accepted for timm's API; only average pooling exists here.
+        ``global_pool`` (timm's API): ``"avg"``, ``""`` (no pooling: feature maps or per-position
+        logits) or None (keep the current one).
         """
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"global_pool {global_pool!r}: only 'avg' pooling is supported")
+        if global_pool is not None:
+            self.head.global_pool = check_global_pool(global_pool)
         self.head.conv = nn.Conv2d(self.num_features, num_classes, 1) if num_classes > 0 else None
         self.head.num_classes = self.num_classes = num_classes
 

@@ -12,12 +12,20 @@ name and does not check that a download fits before caching it.
 ``features_only`` returns, for each reduction level (2, 4, 8, 16, 32 for the
 published models), the output of the last stage that is still a feature map; the
 ``ir_pool`` stage, which pools to 1x1, is not a feature level.
+
+The cfg's ``pool_size`` is the spatial size of ``forward_features`` at the cfg's input size,
+counted from the arch def: (1, 1) for the FBNetV2 models, whose last
+stage (``ir_pool``) pools globally, (7, 7) for fbnet_a/b/c at 224. timm's ``global_pool``
+argument (``create_model(..., global_pool="")``, ``reset_classifier(n, "")``) is the head's
+(:class:`mobile_cv.builder.ClsConvHead`): ``"avg"`` (default) or ``""`` (no pooling: the feature
+map with ``num_classes=0``, or per-position logits of the 1x1-conv classifier). timm's own
+tests (``tests/external/run_timm_model_tests.sh``) pass on every model registered here.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
@@ -25,6 +33,8 @@ from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
 import mobile_cv
+from mobile_cv.arch_def import unify
+from mobile_cv.builder import check_global_pool
 from mobile_cv.registry import RegistryError
 
 from . import zoo
@@ -35,6 +45,20 @@ FIRST_CONV = "backbone.stages.xif0_0.conv"
 # timm's register_model() reads the pretrained cfgs of a model from its module's ``default_cfgs``.
 default_cfgs: Dict[str, Any] = {}
 _REGISTERED: Dict[str, ZooEntry] = {}  # timm name -> the entry it was registered from
+GLOBAL_POOL_OPS = ("ir_pool", "ir_pool_hs")  # blocks whose output is 1x1 (see mobile_cv.blocks.IRPoolBlock)
+
+
+def pool_size(entry: ZooEntry) -> Tuple[int, int]:
+    """timm's ``pool_size`` of an entry: (H, W) of ``forward_features`` at the entry's input size.
+
+    From the arch def alone (building ten models at import would cost seconds): every block's
+    3x3/5x5 "same" padding maps a side ``s`` to ``ceil(s / stride)``; the ``ir_pool`` blocks pool
+    globally. tests/test_model_zoo.py checks it against a forward pass of every registered model.
+    """
+    side = entry.input_size
+    for block in unify(entry.arch_def()):
+        side = 1 if block.op in GLOBAL_POOL_OPS else -(-side // block.stride)
+    return (side, side)
 
 
 def pretrained_cfg(entry: ZooEntry) -> PretrainedCfg:
@@ -43,6 +67,7 @@ def pretrained_cfg(entry: ZooEntry) -> PretrainedCfg:
         url=entry.url,
         file=entry.weights_path() if entry.is_bundled else None,
         input_size=(entry.in_chans, entry.input_size, entry.input_size),
+        pool_size=pool_size(entry),
         crop_pct=entry.crop_pct,
         interpolation=entry.interpolation,
         mean=tuple(entry.mean),
@@ -110,8 +135,9 @@ def _create(entry_name: str, variant: str, pretrained: bool = False, **kwargs: A
         probe = zoo.build_entry_model(entry, num_classes=0, in_chans=kwargs.get("in_chans", entry.in_chans))
         kwargs["out_indices"] = tuple(range(len(feature_info(probe))))
 
-    def build(**model_kwargs: Any) -> mobile_cv.FBNet:
+    def build(global_pool: str = "avg", **model_kwargs: Any) -> mobile_cv.FBNet:
         model = zoo.build_entry_model(entry, **model_kwargs)
+        model.head.global_pool = check_global_pool(global_pool)
         if pretrained:
             zoo.load_pretrained(model, source, sha256, cache_dir, name=entry.name)
         model.feature_info = feature_info(model)
@@ -162,3 +188,8 @@ def register_timm() -> List[str]:
         _REGISTERED[entry.timm_name] = entry
         added.append(entry.timm_name)
     return added
+
+
+def registered_names() -> List[str]:
+    """The timm names registered by :func:`register_timm` so far, sorted."""
+    return sorted(_REGISTERED)

@@ -527,6 +527,66 @@ def test_timm_pretrained_cfg():
     assert timm.models.is_model_pretrained("fbnetv2_f1")
 
 
+def test_timm_pretrained_cfg_is_complete_for_every_registered_model():
+    """What timm's own test_model_default_cfgs checks of a model's cfg, on every model this
+    package registers (tests/external/run_timm_model_tests.sh runs that test itself): every key
+    timm's cfgs carry is set, pool_size is the forward_features map at the cfg's input size (and
+    what forward returns once pooling and classifier are removed), and first_conv / classifier
+    name weights of the model."""
+    names = [e.lower() for e in model_zoo.list_models()]
+    assert names and set(names) <= set(model_zoo.timm_models.registered_names())
+    keys = ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "num_classes")
+    for name in names:
+        cfg, entry = timm.models.get_pretrained_cfg(name), model_zoo.get_entry(name)
+        assert cfg.has_weights and cfg.license and cfg.first_conv and cfg.classifier, name
+        assert all(getattr(cfg, k) not in (None, "", ()) for k in keys), (name, cfg)
+        assert cfg.input_size == (entry.in_chans, entry.input_size, entry.input_size) and not cfg.fixed_input_size
+        assert cfg.num_classes == entry.num_classes and len(cfg.mean) == len(cfg.std) == entry.in_chans
+        assert len(cfg.pool_size) == 2 and all(isinstance(s, int) and s > 0 for s in cfg.pool_size), name
+        model = timm.create_model(name).eval()
+        assert model.pretrained_cfg["pool_size"] == cfg.pool_size
+        params = model.state_dict()
+        assert cfg.first_conv + ".weight" in params and cfg.classifier + ".weight" in params, name
+        assert model.get_submodule(cfg.first_conv).in_channels == entry.in_chans
+        assert model.get_submodule(cfg.classifier).out_channels == cfg.num_classes == model.num_classes
+        x = torch.randn(1, *cfg.input_size)
+        with torch.no_grad():
+            feats = model.forward_features(x)
+            assert tuple(feats.shape[1:]) == (model.num_features, *cfg.pool_size), name
+            assert model.forward_head(feats, pre_logits=True).shape == (1, model.head_hidden_size)
+            model.reset_classifier(0)
+            assert model(x).shape == (1, model.num_features)
+            model.reset_classifier(0, "")  # timm: no classifier, no pooling -> the feature map
+            assert model(x).shape == feats.shape
+            unpooled = timm.create_model(name, num_classes=0, global_pool="").eval()
+            assert unpooled(x).shape == feats.shape, name
+
+
+def test_timm_global_pool():
+    """global_pool "avg" (default) is the FBNet head, logits identical to mobile_cv's model;
+    "" removes the pooling (per-position logits of the 1x1-conv classifier); others are refused."""
+    model = timm.create_model("fbnet_c", num_classes=5).eval()
+    assert isinstance(model, mobile_cv.FBNet) and model.head.global_pool == "avg"
+    plain = mobile_cv.build_model("fbnet_c", num_classes=5).eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    unpooled = timm.create_model("fbnet_c", num_classes=5, global_pool="").eval()
+    unpooled.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        logits = model(x)
+        torch.testing.assert_close(logits, plain(x), rtol=0, atol=0)
+        per_position = unpooled(x)
+        assert per_position.shape == (2, 5, 2, 2)
+        torch.testing.assert_close(per_position.mean((2, 3)), logits)  # a 1x1 conv commutes with the mean
+        assert unpooled.forward_head(unpooled.forward_features(x), pre_logits=True).shape == (2, 1984, 2, 2)
+        unpooled.reset_classifier(5, "avg")
+        assert unpooled(x).shape == (2, 5)
+    with pytest.raises(ValueError, match="global_pool 'max'"):
+        model.reset_classifier(0, "max")
+    with pytest.raises(ValueError, match="global_pool 'max'"):
+        timm.create_model("fbnet_c", global_pool="max")
+
+
 def test_timm_create_model_with_a_local_checkpoint(f1_source):
     source, path = f1_source
     model = timm.create_model("fbnetv2_f1", pretrained=True, pretrained_cfg_overlay=dict(file=path))
