@@ -15,7 +15,7 @@ each: on 2 cores two 1-thread runs do 1.5x the work of one 2-thread run), cached
 content under ``--out``: rerunning with more seeds or budgets reuses what is done.
 
     python benchmarks/search_quality.py --budgets 0.3 1.0 --seeds 0 1 2 --random 8
-    python benchmarks/search_quality.py ... --search-opts SEARCH.SAMPLED_CHOICES "[]"   # another search setting
+    python benchmarks/search_quality.py ... --search-opts SEARCH.SAMPLED_CHOICES "[]"   # the paper's full mixture
 
 Latency mode (``--cost latency --table TABLE``): budgets in milliseconds; the random architectures
 are drawn near the budget by the table, then each is exported whole and timed in the table's

@@ -3,7 +3,8 @@
 
     python tools/export.py FBNetV2_F1 --out output/export               # zoo name (random weights)
     python tools/export.py FBNetV2_F1 --pretrained                      # with the zoo's weights
-    python tools/export.py output/search/arch_def.json --checkpoint output/train/model_final.pth --num-classes 10
+    python tools/export.py output/train_cifar10/arch_def.json --checkpoint output/train_cifar10/model_final.pth \\
+        --num-classes 10                                              # what configs/train_cifar10.yaml wrote
     python tools/export.py fbnet_c --formats onnx --resolution 192
     python tools/export.py mnist_dmasking_1p5m --pretrained --format executorch \\
         --int8 --calib-data configs/train_embedded_mnist.yaml          # phone: fp32 and int8 .pte
