@@ -21,10 +21,10 @@ from .flops import count_flops_params
 from .fuse import fuse_for_inference
 from .ops import OPS
 from .registry import Registry, RegistryError
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "OPS",
     "Registry",
     "RegistryError",

@@ -3,6 +3,10 @@
 ``torch.nn.Module.load_state_dict`` reports a wrong checkpoint as one long wall of
 keys (or a size-mismatch RuntimeError from deep inside). Here the first few
 missing, unexpected and wrongly-shaped keys are listed, with the counts.
+
+Weight files are read in either format, by suffix: ``.safetensors`` (the Hugging Face Hub's
+format: tensors only, nothing executed) or a PyTorch file through
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -11,12 +15,33 @@ import pickle
 import re
 from typing import Any, Dict, List, Mapping, Tuple
 
+import safetensors
+import safetensors.torch
 import torch
 from torch import nn
 
 from .errors import UserError
 
 SHOW = 5
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def is_safetensors(path: str) -> bool:
+    return str(path).endswith(SAFETENSORS_SUFFIX)
+
+
+def read_weights_file(path: str) -> Any:
+    """The object in a weights file on the CPU: a ``.safetensors`` file's tensors as a dict, or
+    ``torch.load(path, weights_only=True)``. Errors are the readers' own; pass them to
+    :func:`describe_load_failure`."""
+    if is_safetensors(path):
+        return safetensors.torch.load_file(path, device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def safetensors_bytes(state_dict: Mapping[str, torch.Tensor]) -> bytes:
+    """``state_dict`` in the safetensors format (tensors made contiguous, on the CPU)."""
+    return safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()})
 
 
 class CheckpointMismatchError(UserError, RuntimeError):
@@ -115,8 +140,14 @@ def check_values(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
 
 
 def describe_load_failure(source: str, error: Exception) -> str:
-    """One readable sentence for a failed ``torch.load(weights_only=True)``, without torch's advice to
+    """One readable sentence for a failed :func:`read_weights_file`, without torch's advice to
     pass ``weights_only=False`` (the one thing not to do with a file of unknown origin)."""
+    if is_safetensors(source):
+        detail = (str(error).strip().splitlines() or [""])[0]
+        return (
+            f"{source}: not a readable safetensors file ({type(error).__name__}: {detail[:200]}). "
+            f"It is truncated, corrupt or another kind of file."
+        )
     refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
     if isinstance(error, pickle.UnpicklingError) and refused:
         return (

@@ -7,7 +7,7 @@ given up on within that time. (iopath's HTTP handler, used before, has no timeou
 stalled server hung the download forever.)
 
 Each download goes into a fresh staging folder inside the cache folder, is verified
-(sha256 where known, loadable with ``torch.load(weights_only=True)`` as a dict of
+(sha256 where known, a ``.safetensors`` file or one loadable with ``torch.load(weights_only=True)``, as a dict of
 tensors, and whatever check the caller adds, e.g. "fits the model"), and only then
 moved into place with ``os.replace`` (atomic on one filesystem). The staging folder is
 removed whatever happens, so a failed, stalled, truncated, corrupt or rejected download
@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -35,8 +36,9 @@ from typing import Callable, Dict, Optional, TypeVar
 from urllib.parse import urlparse
 
 import torch
+from tqdm import tqdm
 
-from mobile_cv.checkpoint import CheckpointMismatchError, describe_load_failure, extract_state_dict
+from mobile_cv.checkpoint import CheckpointMismatchError, describe_load_failure, extract_state_dict, read_weights_file
 from mobile_cv.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -115,8 +117,8 @@ def read_state_dict(path: str, sha256: Optional[str] = None, source: Optional[st
                 f"download it again, or update the recorded sha256 if the new file is trusted."
             )
     try:
-        # weights_only: unpickling arbitrary objects can run arbitrary code.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # safetensors, or torch.load(weights_only=True): unpickling arbitrary objects can run arbitrary code
+        obj = read_weights_file(path)
     except Exception as e:  # torch raises anything from EOFError to KeyError on bad bytes
         raise CheckpointFormatError(describe_load_failure(source, e)) from None
     try:
@@ -198,14 +200,31 @@ def remove_abandoned_downloads(cache_dir: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def progress_bar(total: Optional[int], desc: str, stream=None) -> tqdm:
+    """A byte progress bar (size, speed, ETA) on ``stream`` (stderr), silent when that is not a terminal."""
+    stream = stream or sys.stderr
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=stream,
+        disable=not (hasattr(stream, "isatty") and stream.isatty()),
+        leave=False,
+    )
+
+
 def _stream(url: str, path: str, timeout: float) -> None:
-    """GET ``url`` into ``path``; ``timeout`` bounds connecting and every read."""
+    """GET ``url`` into ``path`` with a progress bar; ``timeout`` bounds connecting and every read."""
     with urllib.request.urlopen(url, timeout=timeout) as r, open(path, "wb") as f:
         expected = r.headers.get("Content-Length")
         got = 0
-        for chunk in iter(lambda: r.read(1 << 16), b""):
-            f.write(chunk)
-            got += len(chunk)
+        with progress_bar(int(expected) if expected else None, os.path.basename(urlparse(url).path)) as bar:
+            for chunk in iter(lambda: r.read(1 << 16), b""):
+                f.write(chunk)
+                got += len(chunk)
+                bar.update(len(chunk))
         if expected is not None and got != int(expected):
             raise urllib.error.ContentTooShortError(f"retrieval incomplete: got {got} of {expected} bytes", None)
 

@@ -8,20 +8,19 @@ import os
 from typing import Any, List, Optional, Tuple, Union
 
 import torch
-from timm.models import adapt_input_conv
 from torch import nn
 
 import mobile_cv
 from mobile_cv.arch_registry import arch_def_names, is_arch_file, resolve_arch_def
-from mobile_cv.checkpoint import CheckpointMismatchError, describe_mismatch, load_state_dict
+from mobile_cv.checkpoint import load_state_dict
 from mobile_cv.registry import Registry, RegistryError, did_you_mean
 
 from .entry import ZooEntry, ZooEntryError
-from .hub import ModelZooError, StateDict, fetch_checkpoint, is_url, read_state_dict
+from .fit import CLASSIFIER, fit_state_dict  # noqa: F401  (CLASSIFIER is read as zoo.CLASSIFIER)
+from .folder import hub_folder, is_hub_spec, is_model_folder, load_model_folder
+from .hub import ModelZooError, fetch_checkpoint, is_url, read_state_dict
 
 logger = logging.getLogger(__name__)
-
-CLASSIFIER = "head.conv"  # the builder's classifier module (a 1x1 conv with bias)
 
 ZOO = Registry("MODEL_ZOO", contract="a ZooEntry; names unique ignoring case (they double as timm names)")
 
@@ -73,55 +72,6 @@ def build_entry_model(entry: ZooEntry, num_classes: Optional[int] = None, **over
     return mobile_cv.build_model(entry.arch, num_classes=num_classes, **overrides)
 
 
-def fit_state_dict(model: nn.Module, state_dict: StateDict, source: str) -> StateDict:
-    """``state_dict`` made to fit ``model`` where that is meaningful, else an error.
-
-    * A classifier (``head.conv``) for another number of classes is dropped; the
-      model keeps its freshly initialized one (logged).
-    * A first conv for another number of input channels is adapted with timm's
-      ``adapt_input_conv`` (summed for 1 channel, repeated and rescaled otherwise; logged).
-    * Anything else that does not fit raises
-      :class:`~mobile_cv.checkpoint.CheckpointMismatchError` naming the first keys.
-    """
-    own = model.state_dict()
-    out = dict(state_dict)
-    weight_key = CLASSIFIER + ".weight"
-    if weight_key in out:
-        ckpt_classes = out[weight_key].shape[0]
-        model_classes = own[weight_key].shape[0] if weight_key in own else 0
-        if ckpt_classes != model_classes:
-            dropped = sorted(k for k in out if k.startswith(CLASSIFIER + "."))
-            for k in dropped:
-                del out[k]
-            out.update({k: v for k, v in own.items() if k.startswith(CLASSIFIER + ".")})
-            logger.info(
-                "%s: the checkpoint's classifier has %d classes, the model %d: %s not loaded (the model keeps "
-                "its freshly initialized classifier)",
-                source,
-                ckpt_classes,
-                model_classes,
-                ", ".join(dropped),
-            )
-    first_conv = _first_conv_key(model)
-    if first_conv in out and first_conv in own:
-        src, dst = out[first_conv], own[first_conv]
-        # only the input-channel dimension differs
-        if src.ndim == 4 and src.shape[1] != dst.shape[1] and src[:, :1].shape == dst[:, :1].shape:
-            out[first_conv] = adapt_input_conv(dst.shape[1], src, base_chans=src.shape[1])
-            logger.info("%s: adapted %s from %d to %d input channels", source, first_conv, src.shape[1], dst.shape[1])
-    problem = describe_mismatch(model, out, source)
-    if problem:
-        raise CheckpointMismatchError(problem)
-    return out
-
-
-def _first_conv_key(model: nn.Module) -> Optional[str]:
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            return name + ".weight"
-    return None
-
-
 def load_pretrained(
     model: nn.Module,
     source: str,
@@ -166,20 +116,24 @@ def _pretrained_source(entry: ZooEntry, pretrained: Union[bool, str, os.PathLike
 
 
 def create_model(
-    name: str,
-    pretrained: Union[bool, str, os.PathLike] = False,
+    name: Union[str, os.PathLike],
+    pretrained: Union[bool, None, str, os.PathLike] = None,
     num_classes: Optional[int] = None,
     cache_dir: Optional[str] = None,
     force_download: bool = False,
     **overrides: Any,
 ) -> mobile_cv.FBNet:
-    """Build a zoo model, optionally with pretrained weights.
+    """Build a zoo model, optionally with pretrained weights; or the model of a model folder.
 
     Args:
-        name: a zoo entry (``model_zoo.list_models()``), case-insensitive.
-        pretrained: False (random weights); True (the entry's weights: downloaded once
+        name: a zoo entry (``model_zoo.list_models()``), case-insensitive; or a model folder
+            (``config.json`` + ``model.safetensors``, see :mod:`model_zoo.folder`) as a path or as
+            ``"hf-hub:org/name[@revision]"``: its architecture is rebuilt from ``config.json`` and
+            its weights are loaded unless ``pretrained=False``.
+        pretrained: None (the default: a model folder's weights, a zoo entry's random
+            initialisation); False (random weights); True (the entry's weights: downloaded once
             into the cache, or the bundled file); a checkpoint path; or an http(s) URL.
-            Checkpoints load with ``torch.load(weights_only=True)`` only; EMA weights
+            Checkpoints are ``.safetensors`` files or load with ``torch.load(weights_only=True)``; EMA weights
             (``model_ema``) are preferred over ``state_dict``; a ``module.`` prefix is removed.
         num_classes: classifier outputs (default: the entry's). When it differs from
             the checkpoint's, the classifier is not loaded (logged).
@@ -191,9 +145,14 @@ def create_model(
     Returns:
         The model, in training mode like any fresh ``nn.Module``; call ``.eval()`` for inference.
     """
+    if is_hub_spec(name) or is_model_folder(name):
+        if pretrained not in (None, True, False):
+            raise ModelZooError(f"{name}: a model folder carries its own weights; pretrained must be True or False")
+        folder = hub_folder(name, cache_dir, force_download) if is_hub_spec(name) else os.fspath(name)
+        return load_model_folder(folder, pretrained is not False, num_classes, **overrides)
     entry = get_entry(name)
     model = build_entry_model(entry, num_classes, **overrides)
-    if pretrained is False or pretrained is None:
+    if not pretrained:  # None (the default) and False: a zoo entry's random initialisation
         return model
     source, sha256 = _pretrained_source(entry, pretrained)
     load_pretrained(model, source, sha256, cache_dir, force_download, name=entry.name)
@@ -208,7 +167,8 @@ def resolve_model(
     cache_dir: Optional[str] = None,
     in_chans: Optional[int] = None,
 ) -> Tuple[mobile_cv.FBNet, str]:
-    """``(model in eval mode, name)`` from a zoo name, a registered arch or an arch-def ``.json``/``.py`` file.
+    """``(model in eval mode, name)`` from a zoo name, a registered arch, an arch-def ``.json``/``.py`` file,
+    or a model folder (a path or ``hf-hub:org/name``, with its weights).
 
     Zoo entries win over registered archs of the same name; files and archs resolve through
     :func:`mobile_cv.arch_registry.resolve_arch_def`.
@@ -222,7 +182,10 @@ def resolve_model(
     """
     entry = None if is_arch_file(spec) else _zoo_entry(spec)
     chans = {} if in_chans is None else {"in_chans": in_chans}
-    if entry is not None:
+    if is_hub_spec(spec) or is_model_folder(spec):
+        model = create_model(spec, num_classes=num_classes, cache_dir=cache_dir, **chans)
+        name = model.arch_name or os.path.basename(os.path.normpath(spec))
+    elif entry is not None:
         model = create_model(entry.name, pretrained=pretrained, num_classes=num_classes, cache_dir=cache_dir, **chans)
         name = entry.name
     else:

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from mobile_cv import OPS, build_model
+from mobile_cv.checkpoint import safetensors_bytes
 from mobile_cv.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -379,6 +380,7 @@ def _eval_weight_cases(train_run, search_run, tmp_path):
     nan = {k: (v * float("nan") if v.is_floating_point() else v) for k, v in sd.items()}
     ints = {k: (v.long() if v.is_floating_point() else v) for k, v in sd.items()}
     good = (train_run / "model_final.pth").read_bytes()
+    st = (train_run / "model_final.safetensors").read_bytes()
     return {
         "search_checkpoint": (search_run / "checkpoint.pth", ("search checkpoint", "tools/train.py")),
         "truncated": (weights_file(tmp_path, "t.pth", raw=good[: len(good) // 3]), ("t.pth", "truncated")),
@@ -388,6 +390,9 @@ def _eval_weight_cases(train_run, search_run, tmp_path):
         "integer_weights": (weights_file(tmp_path, "i.pth", ints), ("i.pth", "torch.int64")),
         "missing": (tmp_path / "nope.pth", ("nope.pth", "does not exist")),
         "other_arch": (None, ("model_final.pth",)),
+        "truncated_safetensors": (weights_file(tmp_path, "t.safetensors", raw=st[: len(st) // 3]), ("t.safetensors",)),
+        "text_as_safetensors": (weights_file(tmp_path, "x.safetensors", raw=b"hello"), ("not a readable safetensors",)),
+        "nan_safetensors": (weights_file(tmp_path, "n.safetensors", raw=safetensors_bytes(nan)), ("NaN",)),
     }
 
 
@@ -400,6 +405,9 @@ EVAL_CASES = [
     "integer_weights",
     "missing",
     "other_arch",
+    "truncated_safetensors",
+    "text_as_safetensors",
+    "nan_safetensors",
 ]
 
 

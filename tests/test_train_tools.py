@@ -97,6 +97,7 @@ def test_train_writes_every_output(finished_run):
         "checkpoint.pth",
         "arch_def.json",
         "model_final.pth",
+        "model_final.safetensors",
         "eval.json",
     } <= names
     assert not [n for n in names if n.endswith(".tmp")]
@@ -125,6 +126,28 @@ def test_eval_tool_reproduces_the_summary(finished_run):
     result = json.loads(p.stdout.strip().splitlines()[-1])
     summary = json.load(open(finished_run / "eval.json"))
     assert result["acc1"] == pytest.approx(summary["test"]["acc1"]) and result["images"] == 256
+
+
+def test_safetensors_weights_equal_the_pth_and_evaluate_the_same(finished_run):
+    from safetensors.torch import load_file
+
+    pth = torch.load(finished_run / "model_final.pth", map_location="cpu", weights_only=True)
+    st = load_file(finished_run / "model_final.safetensors")
+    assert pth.keys() == st.keys()
+    assert all(torch.equal(pth[k], st[k]) and pth[k].dtype == st[k].dtype for k in pth)
+    p = run(
+        tool(
+            "eval.py",
+            "--config-file",
+            str(finished_run / "config.yaml"),
+            "--weights",
+            str(finished_run / "model_final.safetensors"),
+            "--split",
+            "test",
+        )
+    )
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert result["acc1"] == pytest.approx(json.load(open(finished_run / "eval.json"))["test"]["acc1"])
 
 
 def test_output_folder_of_another_run_is_refused(finished_run, arch_file):

@@ -139,7 +139,7 @@ def demo() -> int:
     )
     print(f"  time: search {t_search / 60:.1f} min, train + eval {t_train / 60:.1f} min")
     print(f"  outputs: {search_dir}/ (arch_def.json/.py, metrics.jsonl, probabilities.png, cost_accuracy.png)")
-    print(f"           {train_dir}/ (model_final.pth, eval.json)")
+    print(f"           {train_dir}/ (model_final.pth/.safetensors, eval.json)")
     return 0
 
 

@@ -5,8 +5,8 @@
     python tools/eval.py --config-file configs/train_imagenet.yaml --weights W --split test DATA.ROOT /data/imagenet
     torchrun --nproc_per_node=2 tools/eval.py --config-file F --weights W   # each rank evaluates a shard
 
-``--weights`` takes a plain state dict (model_final.pth, a published checkpoint) or a
-training checkpoint.pth (its EMA weights when it has them). Prints one JSON line.
+``--weights`` takes a plain state dict (model_final.pth or model_final.safetensors, a published
+checkpoint) or a training checkpoint.pth (its EMA weights when it has them). Prints one JSON line.
 """
 
 import json
@@ -20,7 +20,12 @@ from mobile_cv import comm, engine  # noqa: E402
 
 def main(argv=None) -> int:
     parser = engine.default_argument_parser(__doc__, resume=False)
-    parser.add_argument("--weights", required=True, metavar="FILE", help="state dict or checkpoint to evaluate")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        metavar="FILE",
+        help="state dict (.pth or .safetensors) or training checkpoint to evaluate",
+    )
     parser.add_argument("--split", default="val", choices=("val", "test"), help="which split (default: val)")
     args = parser.parse_args(argv)
 

@@ -115,7 +115,7 @@ _C.SEARCH.SAMPLED_CHOICES = ["resolution"]
 _C.SEARCH.CHECKPOINT_BLOCKS = False
 # Gumbel-softmax temperature, updated every step: T = INIT * (FINAL / INIT) ** (epochs
 # done / EPOCHS). FBNet's schedule (5.0 x 0.956 per epoch, 90 epochs) is INIT 5.0,
-# FINAL 0.0866.
+# FINAL 0.0871.
 _C.SEARCH.TEMPERATURE = _YacsNode()
 _C.SEARCH.TEMPERATURE.INIT = 5.0  # T at the start
 _C.SEARCH.TEMPERATURE.FINAL = 0.5  # T at the end of the search
@@ -178,6 +178,10 @@ _C.OUTPUT_DIR = "output/run"
 _C.SEED = 0
 # "auto" (cuda when available, else cpu), "cpu" or "cuda".
 _C.DEVICE = "auto"
+# Also write TensorBoard event files into OUTPUT_DIR (`tensorboard --logdir OUTPUT_DIR`): every number
+# of metrics.jsonl per epoch (losses, accuracy, LR, temperature, expected and derived cost) and, in a
+# search, each choice's probabilities. Needs the tensorboard extra (pip install -e '.[tensorboard]').
+_C.TENSORBOARD = False
 
 # The defaults tree, for the config module (get_cfg() returns a clone of it).
 DEFAULTS = _C

@@ -16,9 +16,19 @@ from .build import (
     dataset_kwargs,
     set_epoch,
 )
-from .datasets import DATASETS, SPLIT_SEED, ClassificationDataset, DatasetError, stratified_split
+from .datasets import (
+    DATASETS,
+    NORMALIZATION,
+    SPLIT_SEED,
+    ClassificationDataset,
+    DatasetError,
+    require_dataset_packages,
+    stratified_split,
+)
 
 __all__ = [
+    "require_dataset_packages",
+    "NORMALIZATION",
     "DATASETS",
     "SPLITS",
     "SPLIT_SEED",

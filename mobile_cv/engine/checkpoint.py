@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .. import comm
-from ..checkpoint import describe_load_failure, load_state_dict
+from ..checkpoint import describe_load_failure, load_state_dict, read_weights_file, safetensors_bytes
 from ..errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,12 @@ def atomic_save(obj: Any, path: str) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
+def atomic_save_safetensors(state_dict: Dict[str, torch.Tensor], path: str) -> None:
+    """``state_dict`` as a ``.safetensors`` file, all or nothing."""
+    data = safetensors_bytes(state_dict)
+    _atomic_write(path, lambda f: f.write(data), "wb")
+
+
 def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path``, all or nothing."""
     _atomic_write(path, lambda f: f.write(text), "w")
@@ -118,11 +124,12 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def load_file(path: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; :class:`CheckpointError` if it cannot be read."""
+    """A ``.safetensors`` file or ``torch.load(path, weights_only=True)``, on the CPU;
+    :class:`CheckpointError` if it cannot be read."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file {path!r} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_weights_file(path)
     except Exception as e:  # torch raises several types for truncated, foreign or unsafe files
         raise CheckpointError(describe_load_failure(path, e)) from None
 

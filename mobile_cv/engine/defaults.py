@@ -25,7 +25,9 @@ from ..arch_def import to_jsonable, unify
 from ..arch_registry import is_arch_file, resolve_arch_def
 from ..builder import build_model
 from ..config import CfgNode, ConfigError, check_config, get_cfg
+from ..data import require_dataset_packages
 from ..errors import UserError
+from ..extras import require
 from ..latency.table import LatencyTable
 from ..search import build_supernet
 from .checkpoint import CHECKPOINT_FILE, CheckpointError, atomic_write_text, load_file
@@ -40,7 +42,7 @@ USER_ERROR_EXIT = 2
 CHECK_FAILED_EXIT = 3
 
 # Files whose presence means the folder holds a run (another one, unless resuming it).
-RUN_FILES = (CHECKPOINT_FILE, "metrics.jsonl", "model_final.pth")
+RUN_FILES = (CHECKPOINT_FILE, "metrics.jsonl", "model_final.pth", "model_final.safetensors")
 
 
 class OutputDirError(UserError, RuntimeError):
@@ -263,6 +265,9 @@ def default_setup(
             raise OutputDirError(f"OUTPUT_DIR {cfg.OUTPUT_DIR!r} is a file, not a folder; choose another OUTPUT_DIR")
         # every rank checks before any rank writes, so nobody sees a file of this run
         check_output_dir(cfg.OUTPUT_DIR, resume, run_files)
+        if cfg.TENSORBOARD:
+            require("tensorboard", "TENSORBOARD True")
+        require_dataset_packages(cfg.DATA.NAME)
         if tool is not None:
             check_buildable(cfg, tool)
             if resume:

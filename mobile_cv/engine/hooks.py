@@ -19,6 +19,7 @@ from torch import nn
 from .. import comm
 from ..arch_def import to_jsonable
 from ..data import set_epoch
+from ..extras import require
 from ..search import Supernet
 from ..search.budget import BudgetTable, select_architecture
 from ..search.choices import Mixing
@@ -123,6 +124,45 @@ class WriteMetrics(HookBase):
         self.writer.write(r)
 
 
+class WriteTensorBoard(HookBase):
+    """After each epoch (rank 0): the epoch's record as TensorBoard scalars, in event files in ``log_dir``.
+
+    Every number of the record under its metrics.jsonl name (``weights_loss``, ``val_acc1``,
+    ``train_lr``, ``temperature``, ``expected_flops``, ``derived_flops_m``, ...), each choice's
+    probabilities as ``probs/<choice>/<option>`` and the derived architecture as text. A resumed run
+    drops events after its start epoch (``purge_step``), so curves never double back.
+
+    Args:
+        options: choice label -> its options' printable values (names the ``<option>`` tags).
+    """
+
+    def __init__(self, log_dir: str, start_epoch: int, options: Optional[Dict[str, tuple]] = None) -> None:
+        require("tensorboard", "TENSORBOARD True")
+        from torch.utils.tensorboard import SummaryWriter  # deferred: optional, and slow to import
+
+        self.options = options or {}
+        self.writer = SummaryWriter(log_dir, purge_step=start_epoch) if comm.is_main_process() else None
+
+    def after_epoch(self) -> None:
+        if self.writer is None:
+            return
+        r, step = self.trainer.record, self.trainer.epoch
+        for key, value in r.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                self.writer.add_scalar(key, value, step)
+        for label, probs in r.get("probs", {}).items():
+            names = self.options.get(label) or range(len(probs))
+            for name, p in zip(names, probs):
+                self.writer.add_scalar(f"probs/{label}/{name}", p, step)
+        if "derived_arch" in r:
+            self.writer.add_text("derived_arch", "  \n".join(r["derived_arch"]), step)
+        self.writer.flush()
+
+    def after_train(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 class SaveCheckpoint(HookBase):
     """After each epoch: everything needed to resume, written atomically (collective: every rank
     calls it). Registered before evaluation, so a failed evaluation never loses the epoch.
@@ -142,7 +182,7 @@ def temperature_at(init: float, final: float, progress: float) -> float:
     """``T = INIT * (FINAL / INIT) ** progress``; ``progress`` = epochs done / search epochs.
 
     FBNet's schedule (5.0, times 0.956 every epoch for 90 epochs) is INIT 5.0, FINAL
-    5.0 * 0.956 ** 90 = 0.0866: then T = 5.0 * 0.956 ** epoch at the start of every epoch.
+    5.0 * 0.956 ** 90 = 0.0871: then T = 5.0 * 0.956 ** epoch at the start of every epoch.
     """
     return init * (final / init) ** min(max(progress, 0.0), 1.0)
 

@@ -58,6 +58,7 @@ from .hooks import (
     SyncBuffers,
     Temperature,
     WriteMetrics,
+    WriteTensorBoard,
 )
 from .logger import read_metrics
 from .loop import HookBase, Trainer, create_ddp_model
@@ -149,6 +150,9 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
                 net, table, cost_fn, (s.COST.TARGET, s.COST.TOLERANCE), (cfg.MODEL.NUM_CLASSES, cfg.MODEL.IN_CHANS), out
             ),
             WriteMetrics(os.path.join(out, "metrics.jsonl"), start_epoch, fmt=search_log_line(s.COST.KIND)),
+            WriteTensorBoard(out, start_epoch, {k: c.options for k, c in net.choices.items()})
+            if cfg.TENSORBOARD
+            else None,
             *hooks,
         ],
     )

@@ -8,6 +8,7 @@ Output folder of a training run::
     checkpoint.pth    everything needed to --resume (rewritten atomically every epoch)
     arch_def.json     the architecture trained
     model_final.pth   the final weights (the EMA weights when SOLVER.EMA.ENABLED), a plain state dict
+    model_final.safetensors  the same weights as safetensors (tools/model_zoo.py save makes a Hub folder of them)
     eval.json         final val and test accuracy, FLOPs, params
 """
 
@@ -29,16 +30,34 @@ from ..data import ClassificationDataset, DatasetError, build_loader
 from ..flops import count_flops_params
 from .build import build_criterion, build_ema, build_lr_scheduler, build_sgd
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .checkpoint import Checkpointer, CheckpointError, atomic_save, atomic_write_text, load_file, state_digest
+from .checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    atomic_save,
+    atomic_save_safetensors,
+    atomic_write_text,
+    load_file,
+    state_digest,
+)
 from .defaults import build_model_from_cfg, checkpoint_tool, run_identity
 from .evaluation import evaluate
-from .hooks import EMAUpdate, Evaluate, LRSchedule, SaveCheckpoint, SetEpoch, SyncBuffers, WriteMetrics
+from .hooks import (
+    EMAUpdate,
+    Evaluate,
+    LRSchedule,
+    SaveCheckpoint,
+    SetEpoch,
+    SyncBuffers,
+    WriteMetrics,
+    WriteTensorBoard,
+)
 from .loop import HookBase, Trainer, create_ddp_model
 from .steps import PlainStep
 
 logger = logging.getLogger("mobile_cv.engine")
 
 FINAL_WEIGHTS = "model_final.pth"
+FINAL_SAFETENSORS = "model_final.safetensors"  # the same weights, for the Hugging Face ecosystem
 
 
 def check_model_fits_data(cfg: CfgNode, dataset: ClassificationDataset) -> None:
@@ -107,6 +126,7 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[H
             SaveCheckpoint(checkpointer, run=run_identity(cfg, "train")),
             Evaluate(eval_model, val_loader, device, period=s.EVAL_PERIOD),
             WriteMetrics(os.path.join(out, "metrics.jsonl"), start_epoch),
+            WriteTensorBoard(out, start_epoch) if cfg.TENSORBOARD else None,
             *hooks,
         ],
     )
@@ -128,12 +148,14 @@ def finish_training(
         "flops_m": flops_m,
         "params_m": params_m,
         "weights": os.path.join(out, FINAL_WEIGHTS),
+        "weights_safetensors": os.path.join(out, FINAL_SAFETENSORS),
         "weights_sha256_per_rank": digests,
     }
     for split in ("val", "test"):
         summary[split] = evaluate(model, build_loader(cfg, split), device=device, desc=split)
     if comm.is_main_process():
         atomic_save(model.state_dict(), os.path.join(out, FINAL_WEIGHTS))
+        atomic_save_safetensors(model.state_dict(), os.path.join(out, FINAL_SAFETENSORS))
         atomic_write_text(os.path.join(out, "arch_def.json"), json.dumps(to_jsonable(model.arch_def), indent=1) + "\n")
         atomic_write_text(os.path.join(out, "eval.json"), json.dumps(summary, indent=1) + "\n")
     comm.barrier()

@@ -1,8 +1,9 @@
 """The export package's error: a model (or one of its operators) that cannot be exported."""
 
 from ..errors import UserError
+from ..extras import install_hint
 
-EXECUTORCH_PACKAGES = "pip install executorch==1.5.1 'torchao==0.18.*'  (or: pip install -e '.[test]')"
+EXECUTORCH_PACKAGES = install_hint("executorch")
 
 
 class ExportError(UserError, RuntimeError):

@@ -10,16 +10,13 @@ from typing import Callable, Optional
 
 import torch
 
-from .errors import EXECUTORCH_PACKAGES, ExportError
+from ..extras import require
+from .errors import ExportError
 from .locate import export_error
 
 
 def require_executorch() -> None:
-    try:
-        import executorch.exir  # noqa: F401
-        import torchao.quantization.pt2e  # noqa: F401
-    except ImportError as e:
-        raise ExportError(f"the executorch format needs executorch and torchao ({e}): {EXECUTORCH_PACKAGES}") from e
+    require("executorch", "the executorch format")
 
 
 def torch_export(model: torch.nn.Module, example: torch.Tensor) -> "torch.export.ExportedProgram":

@@ -3,7 +3,7 @@
 ``torch.onnx.export(..., dynamo=False)``: with torch 2.x the dynamo exporter needs the extra
 ``onnxscript`` package, while this one works with what is installed, offline, and reproduces the
 eager outputs of these models exactly. The batch dimension is dynamic. Needs the ``onnx`` and
-``onnxruntime`` packages (imported when used).
+``onnxruntime`` packages (the ``onnx`` extra; imported when used).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import torch
 
+from ..extras import require
 from .errors import ExportSettingsError
 
 ONNX_MIN_OPSET = 17
@@ -22,6 +23,7 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, opset:
     """Save ``model`` as ONNX (input ``"input"``, output ``"logits"``, dynamic batch)."""
     if opset < ONNX_MIN_OPSET:
         raise ExportSettingsError(f"opset must be >= {ONNX_MIN_OPSET}, got {opset}")
+    require("onnx", "the onnx format")  # torch's exporter writes the file through the onnx package
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter is chosen on purpose
         torch.onnx.export(
@@ -39,6 +41,7 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, opset:
 
 def check_onnx(path: str, model: torch.nn.Module, inputs: torch.Tensor) -> float:
     """Max abs difference between onnxruntime running the saved file and ``model`` on ``inputs``."""
+    require("onnx", "checking an ONNX export")
     import onnx  # deferred: heavy, and needed only to check an ONNX export
     import onnxruntime
 

@@ -22,11 +22,10 @@ from typing import Callable, Dict
 import torch
 
 from ..errors import UserError
-from ..export.errors import EXECUTORCH_PACKAGES
+from ..extras import MissingExtraError, require
 from ..fuse import fuse_for_inference
 
 RUNTIMES = ("executorch", "onnxruntime", "eager")
-ONNX_PACKAGES = "pip install onnx onnxruntime  (or: pip install -e '.[test]')"
 
 
 class RuntimeUnavailableError(UserError, RuntimeError):
@@ -39,23 +38,11 @@ def check_runtime(name: str, int8: bool = False) -> None:
         raise RuntimeUnavailableError(f"unknown runtime {name!r}; valid: {list(RUNTIMES)}")
     if int8 and name != "executorch":
         raise RuntimeUnavailableError(f"int8 latency is measured in ExecuTorch (PT2E, XNNPACK), not in {name}")
-    if name == "executorch":
+    if name in ("executorch", "onnxruntime"):
         try:
-            import executorch.exir  # noqa: F401
-            import executorch.runtime  # noqa: F401
-            import torchao.quantization.pt2e  # noqa: F401
-        except ImportError as e:
-            raise RuntimeUnavailableError(
-                f"the executorch runtime needs executorch and torchao ({e}): {EXECUTORCH_PACKAGES}"
-            ) from None
-    if name == "onnxruntime":
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError as e:
-            raise RuntimeUnavailableError(
-                f"the onnxruntime runtime needs onnx and onnxruntime ({e}): {ONNX_PACKAGES}"
-            ) from None
+            require("executorch" if name == "executorch" else "onnx", f"the {name} runtime")
+        except MissingExtraError as e:
+            raise RuntimeUnavailableError(str(e)) from None
 
 
 def default_runtime() -> str:
