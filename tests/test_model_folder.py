@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -126,6 +127,16 @@ def test_bad_folders_are_one_clear_error_and_nothing_is_overwritten(saved, tmp_p
     assert p.returncode == 2 and "other files" in p.stderr and (tmp_path / "other" / "notes.txt").read_text() == "mine"
     p = tool("save", str(tmp_path / "x"))
     assert p.returncode == 2 and "NAME or --arch" in p.stderr
+    arch, weights = os.path.join(ROOT, "model_zoo", "weights", ENTRY + ".json"), saved / WEIGHTS_FILE
+    for flags, words in [
+        (["--weights", str(tmp_path)], "--weights .* is a folder"),
+        (["--weights", str(tmp_path / "none.pth")], "--weights .* does not exist"),
+        (["--weights", str(weights), "--eval-json", str(tmp_path)], "--eval-json .* is a folder"),
+        (["--weights", str(weights)], "pass --config-file"),  # 1 channel: no ImageNet normalisation guessed
+    ]:
+        p = tool("save", str(tmp_path / "y"), "--arch", arch, *flags)
+        assert p.returncode == 2 and re.search(words, p.stderr) and "Traceback" not in p.stderr, p.stderr
+        assert not (tmp_path / "y").exists()
 
     broken = tmp_path / "broken"
     broken.mkdir()

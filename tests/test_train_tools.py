@@ -111,19 +111,14 @@ def test_train_writes_every_output(finished_run):
     assert "SOLVER:" in open(finished_run / "config.yaml").read()
 
 
+def eval_test_split(run_dir, weights):
+    """tools/eval.py's JSON result on the test split of a finished run."""
+    args = ("--config-file", str(run_dir / "config.yaml"), "--weights", str(run_dir / weights), "--split", "test")
+    return json.loads(run(tool("eval.py", *args)).stdout.strip().splitlines()[-1])
+
+
 def test_eval_tool_reproduces_the_summary(finished_run):
-    p = run(
-        tool(
-            "eval.py",
-            "--config-file",
-            str(finished_run / "config.yaml"),
-            "--weights",
-            str(finished_run / "model_final.pth"),
-            "--split",
-            "test",
-        )
-    )
-    result = json.loads(p.stdout.strip().splitlines()[-1])
+    result = eval_test_split(finished_run, "model_final.pth")
     summary = json.load(open(finished_run / "eval.json"))
     assert result["acc1"] == pytest.approx(summary["test"]["acc1"]) and result["images"] == 256
 
@@ -135,18 +130,7 @@ def test_safetensors_weights_equal_the_pth_and_evaluate_the_same(finished_run):
     st = load_file(finished_run / "model_final.safetensors")
     assert pth.keys() == st.keys()
     assert all(torch.equal(pth[k], st[k]) and pth[k].dtype == st[k].dtype for k in pth)
-    p = run(
-        tool(
-            "eval.py",
-            "--config-file",
-            str(finished_run / "config.yaml"),
-            "--weights",
-            str(finished_run / "model_final.safetensors"),
-            "--split",
-            "test",
-        )
-    )
-    result = json.loads(p.stdout.strip().splitlines()[-1])
+    result = eval_test_split(finished_run, "model_final.safetensors")
     assert result["acc1"] == pytest.approx(json.load(open(finished_run / "eval.json"))["test"]["acc1"])
 
 

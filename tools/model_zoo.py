@@ -33,10 +33,16 @@ from model_zoo.folder import save_model_folder  # noqa: E402
 from model_zoo.zoo import computed_flops_params  # noqa: E402
 
 
-def _beside(weights: str, given: Optional[str], name: str) -> Optional[str]:
+def _check_file(path: str, flag: str) -> None:
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a folder; give the file itself")
+    if not os.path.isfile(path):
+        raise UserError(f"{flag} {path} does not exist")
+
+
+def _beside(weights: str, given: Optional[str], name: str, flag: str) -> Optional[str]:
     if given:
-        if not os.path.isfile(given):
-            raise UserError(f"{given} does not exist")
+        _check_file(given, flag)
         return given
     path = os.path.join(os.path.dirname(os.path.abspath(weights)), name)
     return path if os.path.isfile(path) else None
@@ -46,6 +52,10 @@ def _trained_model(args) -> Tuple[Any, Dict[str, Any]]:
     """The model of --arch with --weights loaded, and the folder settings of its training run."""
     if not args.weights:
         raise UserError("save with --arch needs --weights (the trained model_final.safetensors or .pth)")
+    named = ((args.weights, "--weights"), (args.config_file, "--config-file"), (args.eval_json, "--eval-json"))
+    for path, flag in named:
+        if path:  # every named file checked before any is read
+            _check_file(path, flag)
     state_dict = model_zoo.read_state_dict(args.weights)
     arch, _ = resolve_arch_def(args.arch)
     head, first = state_dict.get("head.conv.weight"), next((v for v in state_dict.values() if v.ndim == 4), None)
@@ -54,16 +64,21 @@ def _trained_model(args) -> Tuple[Any, Dict[str, Any]]:
     model = mobile_cv.build_model(arch, num_classes=num_classes, in_chans=in_chans)
     model.arch_name = os.path.splitext(os.path.basename(args.arch))[0] if is_arch_file(args.arch) else args.arch
     model_zoo.load_pretrained(model, args.weights)
-    cfg_file = _beside(args.weights, args.config_file, "config.yaml")
+    cfg_file = _beside(args.weights, args.config_file, "config.yaml", "--config-file")
     input_size, data = model.arch_def.get("input_size") or 224, "imagefolder"
     if cfg_file:
         cfg = engine.setup_cfg(cfg_file, ("MODEL.ARCH", args.arch))
         input_size, data = cfg.DATA.INPUT_SIZE, cfg.DATA.NAME
+    elif in_chans != 3:
+        raise UserError(
+            f"no config.yaml beside {args.weights}: pass --config-file (the training run's) so the folder records "
+            f"the input size and the normalisation of this {in_chans}-channel model"
+        )
     mean, std = NORMALIZATION[data]
     settings: Dict[str, Any] = {"input_size": input_size, "mean": mean, "std": std}
     settings["crop_pct"] = 0.875 if data == "imagefolder" else 1.0  # timm's eval crop; the others resize whole
     settings["source"] = f"trained weights {args.weights}" + (f" (config {cfg_file}, data {data})" if cfg_file else "")
-    eval_file = _beside(args.weights, args.eval_json, "eval.json")
+    eval_file = _beside(args.weights, args.eval_json, "eval.json", "--eval-json")
     if eval_file:
         with open(eval_file) as f:
             summary = json.load(f)
