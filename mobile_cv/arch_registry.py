@@ -18,6 +18,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .arch_def import ArchDefError, check_top_level, load_arch_def_file
+from .errors import InvalidArgumentError
 from .registry import Registry, RegistryError, did_you_mean
 
 ARCH_DEFS = Registry("ARCH_DEFS", contract='an arch-def dict {"input_size", "basic_args", "blocks"[, "search"]}')
@@ -46,7 +47,7 @@ def get_arch_def(name: str) -> Dict[str, Any]:
 def arch_def_names(kind: str = "all") -> List[str]:
     """Registered names; ``kind`` is "all", "model" or "space" (a dict with a "search" key)."""
     if kind not in ("all", "model", "space"):
-        raise ValueError(f"kind must be 'all', 'model' or 'space', got {kind!r}")
+        raise InvalidArgumentError(f"kind must be 'all', 'model' or 'space', got {kind!r}")
     return [n for n in ARCH_DEFS.names() if kind == "all" or (("search" in ARCH_DEFS.get(n)) == (kind == "space"))]
 
 
@@ -73,6 +74,8 @@ def resolve_arch_def(spec: Union[str, Dict[str, Any]]) -> Tuple[Dict[str, Any], 
             f"expected an arch def dict, a registered arch name or an arch-def file, got {type(spec).__name__}"
         )
     if is_arch_file(spec):
+        if os.path.isdir(spec):
+            raise ArchDefError(f"{spec!r} is a folder, not an arch-def file; give its arch_def.json (or a .py file)")
         if not os.path.isfile(spec):
             raise ArchDefError(
                 f"{spec!r}: no such arch-def file; give a registered name (arch_defs.names()) or an existing "

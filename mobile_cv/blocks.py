@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .arch_def import ArchDefError
 from .layers import ChannelShuffle, ConvBNAct, SqueezeExcite, build_activation, round_channels
 
 
@@ -44,7 +45,7 @@ class ConvBlock(ConvBNAct):
 def _check_positive(**values: float) -> None:
     for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ValueError(f"{name} must be a positive number, got {v!r}")
+            raise ArchDefError(f"{name} must be a positive number, got {v!r}")
 
 
 def ir_hidden_channels(in_channels: int, expansion: float, width_divisor: int) -> int:

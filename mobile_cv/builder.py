@@ -18,6 +18,7 @@ from torch import nn
 
 from .arch_def import ArchDefError, BlockSpec, scale_arch_def, unify
 from .arch_registry import resolve_arch_def
+from .errors import InvalidArgumentError, InvalidArgumentTypeError
 from .ops import OPS, OpSpec, accepted_kwargs, check_kwarg_values
 from .registry import RegistryError, did_you_mean
 
@@ -138,7 +139,9 @@ class ClsConvHead(nn.Module):
 
 def check_global_pool(global_pool: str) -> str:
     if global_pool not in GLOBAL_POOLS:
-        raise ValueError(f"global_pool {global_pool!r}: only 'avg' (average pooling) or '' (none) is supported")
+        raise InvalidArgumentError(
+            f"global_pool {global_pool!r}: only 'avg' (average pooling) or '' (none) is supported"
+        )
     return global_pool
 
 
@@ -160,9 +163,9 @@ class FBNet(nn.Module):
     ) -> None:
         super().__init__()
         if not (isinstance(num_classes, int) and num_classes >= 0):
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+            raise InvalidArgumentError(f"num_classes must be an int >= 0, got {num_classes!r}")
         if not (isinstance(in_chans, int) and in_chans > 0):
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+            raise InvalidArgumentError(f"in_chans must be a positive int, got {in_chans!r}")
         self.backbone = FBNetBackbone(arch_def, in_chans, arch_name)
         self.head = ClsConvHead(self.backbone.out_channels, num_classes, drop_rate)
         self.arch_def = copy.deepcopy(arch_def)
@@ -218,7 +221,7 @@ def build_model(arch_def_or_name: Union[str, Dict[str, Any]], num_classes: int =
     """
     unknown = sorted(set(overrides) - set(_OVERRIDES))
     if unknown:
-        raise TypeError(
+        raise InvalidArgumentTypeError(
             f"build_model() got an unknown override {unknown[0]!r}{did_you_mean(unknown[0], _OVERRIDES)} "
             f"(valid: {list(_OVERRIDES)})"
         )

@@ -11,6 +11,7 @@ format: tensors only, nothing executed) or a PyTorch file through
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 from typing import Any, Dict, List, Mapping, Tuple
@@ -21,6 +22,8 @@ import torch
 from torch import nn
 
 from .errors import UserError
+
+logger = logging.getLogger("mobile_cv")
 
 SHOW = 5
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -125,9 +128,12 @@ def check_values(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     """Refuse a floating-point weight stored as integers or booleans (torch would cast it
     silently) and NaN or infinite weights (the model would only ever output NaN)."""
     own = model.state_dict()
+    cast: Dict[Tuple[torch.dtype, torch.dtype], List[str]] = {}
     for k, v in state_dict.items():
         if k not in own:
             continue
+        if own[k].is_floating_point() and v.is_floating_point() and v.dtype != own[k].dtype:
+            cast.setdefault((v.dtype, own[k].dtype), []).append(k)
         if own[k].is_floating_point() and not v.is_floating_point():
             raise CheckpointMismatchError(
                 f"{source}: {k!r} holds {v.dtype} values; the model's weight is {own[k].dtype} (not float weights?)"
@@ -137,6 +143,15 @@ def check_values(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
             raise CheckpointMismatchError(
                 f"{source}: {k!r} holds {bad} NaN/infinite value(s); the checkpoint is corrupt or from a diverged run"
             )
+    for (stored, wanted), keys in cast.items():  # torch casts silently; a float16 file loses precision
+        logger.warning(
+            "%s: %d weight(s) stored as %s are loaded into the model's %s (e.g. %r)",
+            source,
+            len(keys),
+            str(stored).replace("torch.", ""),
+            str(wanted).replace("torch.", ""),
+            keys[0],
+        )
 
 
 def describe_load_failure(source: str, error: Exception) -> str:

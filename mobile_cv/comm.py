@@ -13,6 +13,8 @@ from typing import Any, List, Union
 import torch
 import torch.distributed as dist
 
+from .errors import LaunchError
+
 
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -41,7 +43,7 @@ def init_distributed(use_cuda: bool) -> None:
         return
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise RuntimeError(
+        raise LaunchError(
             f"WORLD_SIZE is set but {', '.join(missing)} is not; start multi-process runs with "
             f"torchrun --nproc_per_node=N (it sets them)"
         )

@@ -11,3 +11,15 @@ keeps working.
 
 class UserError(Exception):
     """An error in what the user gave (a file, a config value, an arch def): the message says what to fix."""
+
+
+class InvalidArgumentError(UserError, ValueError):
+    """A value given to a Python API function that it does not accept (the message names it and what is valid)."""
+
+
+class InvalidArgumentTypeError(UserError, TypeError):
+    """An argument of the wrong kind given to a Python API function."""
+
+
+class LaunchError(UserError, RuntimeError):
+    """The process was started in a way that cannot work (e.g. a torchrun variable missing)."""

@@ -17,6 +17,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .errors import InvalidArgumentError
+
 
 def _hw(input_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     if isinstance(input_size, int):
@@ -31,7 +33,7 @@ def _in_chans(model: nn.Module) -> int:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             return m.in_channels
-    raise ValueError("cannot tell the model's input channels; pass in_chans=")
+    raise InvalidArgumentError("cannot tell the model's input channels; pass in_chans=")
 
 
 @torch.no_grad()

@@ -11,6 +11,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .errors import InvalidArgumentError
+
 ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
     "hswish": lambda: nn.Hardswish(),  # x * relu6(x + 3) / 6
@@ -24,7 +26,7 @@ def build_activation(name: Optional[str]) -> Optional[nn.Module]:
     if name is None:
         return None
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}")
+        raise InvalidArgumentError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from .arch_def import ArchDefError
 from .blocks import ConvBlock, IRBlock, IRPoolBlock, SkipBlock
+from .errors import InvalidArgumentTypeError
 from .registry import Registry
 
 OPS = Registry("OPS", contract="builder(in_channels, out_channels, stride, **kwargs) -> nn.Module")
@@ -46,7 +47,7 @@ class OpSpec:
     def __call__(self, in_channels: int, out_channels: int, stride: int, **kwargs: Any) -> nn.Module:
         clash = sorted(set(kwargs) & set(self.fixed))
         if clash:
-            raise TypeError(f"{clash} fixed by the op name ({self.fixed}); use another op name instead")
+            raise InvalidArgumentTypeError(f"{clash} fixed by the op name ({self.fixed}); use another op name instead")
         return self.block(in_channels, out_channels, stride=stride, **self.fixed, **kwargs)
 
     def accepted_kwargs(self) -> Optional[Set[str]]:

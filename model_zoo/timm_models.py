@@ -39,6 +39,7 @@ from mobile_cv.registry import RegistryError
 
 from . import zoo
 from .entry import ZooEntry
+from .hub import ModelZooError
 
 FIRST_CONV = "backbone.stages.xif0_0.conv"
 
@@ -127,7 +128,7 @@ def _create(entry_name: str, variant: str, pretrained: bool = False, **kwargs: A
     cache_dir = kwargs.pop("cache_dir", None)
     source = cfg.file or cfg.url  # timm's precedence: a file overrides the url
     if pretrained and not source:
-        raise RuntimeError(f"{variant}: the pretrained cfg has no url or file; pass pretrained=False")
+        raise ModelZooError(f"{variant}: the pretrained cfg has no url or file; pass pretrained=False")
     own = source is not None and source in (entry.url, entry.weights_path() if entry.is_bundled else None)
     sha256 = entry.sha256 if own else None
     if kwargs.get("features_only") and "out_indices" not in kwargs:

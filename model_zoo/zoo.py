@@ -13,6 +13,7 @@ from torch import nn
 import mobile_cv
 from mobile_cv.arch_registry import arch_def_names, is_arch_file, resolve_arch_def
 from mobile_cv.checkpoint import load_state_dict
+from mobile_cv.errors import InvalidArgumentTypeError
 from mobile_cv.registry import Registry, RegistryError, did_you_mean
 
 from .entry import ZooEntry, ZooEntryError
@@ -28,7 +29,7 @@ ZOO = Registry("MODEL_ZOO", contract="a ZooEntry; names unique ignoring case (th
 def register(entry: ZooEntry) -> ZooEntry:
     """Add ``entry`` to the zoo (names are unique, ignoring case: they double as timm names)."""
     if not isinstance(entry, ZooEntry):
-        raise TypeError(f"register() takes a ZooEntry, got {type(entry).__name__}")
+        raise InvalidArgumentTypeError(f"register() takes a ZooEntry, got {type(entry).__name__}")
     clash = next((n for n in ZOO.names() if n.lower() == entry.name.lower()), None)
     if clash is not None:
         raise RegistryError(
@@ -96,6 +97,8 @@ def load_pretrained(
         )
     elif os.path.isfile(source):
         state_dict = fit_state_dict(model, read_state_dict(source, sha256), source)
+    elif os.path.isdir(source):
+        raise ModelZooError(f"pretrained source {source!r} is a folder; give the weights file itself")
     else:
         raise ModelZooError(f"pretrained source {source!r} is neither an existing file nor an http(s) URL")
     load_state_dict(model, state_dict, strict=True, source=source)
@@ -112,7 +115,9 @@ def _pretrained_source(entry: ZooEntry, pretrained: Union[bool, str, os.PathLike
         if entry.is_bundled and os.path.isfile(source) and os.path.samefile(source, entry.weights_path()):
             return source, entry.sha256
         return source, None
-    raise TypeError(f"pretrained must be False, True, a checkpoint path or an http(s) URL, got {pretrained!r}")
+    raise InvalidArgumentTypeError(
+        f"pretrained must be False, True, a checkpoint path or an http(s) URL, got {pretrained!r}"
+    )
 
 
 def create_model(

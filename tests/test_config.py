@@ -153,8 +153,8 @@ def test_unknown_key_in_a_file_names_the_file_and_closest_keys(tmp_path):
         (["VERSION", "2"], "VERSION 2"),
         (["DEVICE", "gpu"], "DEVICE must be one of ['auto', 'cpu', 'cuda']"),
         (["SEARCH.COST.FORM", "targte"], 'did you mean "target"'),
-        (["SEARCH.WEIGHT_SPLIT", "1.0"], "SEARCH.WEIGHT_SPLIT must be in [0.0, 1.0)"),
-        (["SOLVER.BATCH_SIZE", "0"], "SOLVER.BATCH_SIZE must be >= 1"),
+        (["SEARCH.WEIGHT_SPLIT", "1.0"], "SEARCH.WEIGHT_SPLIT must be a finite float in (0, 1)"),
+        (["SOLVER.BATCH_SIZE", "0"], "SOLVER.BATCH_SIZE must be an int in [1, 1048576]"),
         (["SOLVER.EPOCHS", "3", "--resume"], "put flags first"),
     ],
 )

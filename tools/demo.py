@@ -27,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from mobile_cv import engine  # noqa: E402
+from mobile_cv.config import flag_type  # noqa: E402
 from mobile_cv.engine.report import arch_table  # noqa: E402
 
 
@@ -46,10 +47,23 @@ def run(cmd, capture=False):
     return p.stdout
 
 
-def main() -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--target-mflops", type=flag_type("--target-mflops"), default=0.3, help="FLOPs budget of the searched model"
+    )
+    p.add_argument("--search-epochs", type=flag_type("--search-epochs"), default=8)
+    p.add_argument("--train-epochs", type=flag_type("--train-epochs"), default=20)
+    p.add_argument("--output", default=os.path.join("output", time.strftime("demo-%Y%m%d-%H%M%S")))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
     def body() -> int:
         try:
-            return demo()
+            return demo(args)
         except StepFailed as e:
             print(e, file=sys.stderr)
             return e.code
@@ -57,13 +71,7 @@ def main() -> int:
     return engine.run_main(body)
 
 
-def demo() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target-mflops", type=float, default=0.3, help="FLOPs budget of the searched model")
-    p.add_argument("--search-epochs", type=int, default=8)
-    p.add_argument("--train-epochs", type=int, default=20)
-    p.add_argument("--output", default=os.path.join("output", time.strftime("demo-%Y%m%d-%H%M%S")))
-    args = p.parse_args()
+def demo(args: argparse.Namespace) -> int:
     t0 = time.time()
     search_dir, train_dir = os.path.join(args.output, "search"), os.path.join(args.output, "train")
     py = sys.executable

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import model_zoo  # noqa: E402
 from mobile_cv import engine  # noqa: E402
+from mobile_cv.config import flag_type  # noqa: E402
 from mobile_cv.export import CALIB_IMAGES, DEFAULT_FORMATS, FORMATS, ONNX_MIN_OPSET, export_and_check  # noqa: E402
 
 
@@ -39,22 +40,39 @@ def parse_args(argv):
         "--checkpoint", "--weights", help="checkpoint file to load (state dict or {'model_ema'|'state_dict': ...})"
     )
     p.add_argument("--pretrained", action="store_true", help="load the zoo entry's pretrained weights")
-    p.add_argument("--num-classes", type=int, help="classifier outputs (default: the zoo entry's, else 1000)")
-    p.add_argument("--in-chans", type=int, help="input channels (default: the zoo entry's, else 3; MNIST: 1)")
-    p.add_argument("--resolution", type=int, help="input size (default: the model's input_size)")
+    p.add_argument(
+        "--num-classes",
+        type=flag_type("--num-classes"),
+        help="classifier outputs (default: the zoo entry's, else 1000)",
+    )
+    p.add_argument(
+        "--in-chans", type=flag_type("--in-chans"), help="input channels (default: the zoo entry's, else 3; MNIST: 1)"
+    )
+    p.add_argument("--resolution", type=flag_type("--resolution"), help="input size (default: the model's input_size)")
     p.add_argument("--out", default="output/export", help="output folder (default: output/export)")
     p.add_argument("--formats", "--format", nargs="+", choices=FORMATS, default=list(DEFAULT_FORMATS))
-    p.add_argument("--opset", type=int, default=ONNX_MIN_OPSET, help=f"ONNX opset (>= {ONNX_MIN_OPSET})")
+    p.add_argument(
+        "--opset", type=flag_type("--opset"), default=ONNX_MIN_OPSET, help=f"ONNX opset (>= {ONNX_MIN_OPSET})"
+    )
     p.add_argument("--torchscript-method", choices=("script", "trace"), default="script")
-    p.add_argument("--batch", type=int, default=2, help="batch size of the check input")
-    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed max abs difference (fp32 formats)")
+    p.add_argument("--batch", type=flag_type("--batch"), default=2, help="batch size of the check input")
+    p.add_argument(
+        "--atol", type=flag_type("--atol"), default=1e-4, help="largest allowed max abs difference (fp32 formats)"
+    )
     p.add_argument("--int8", action="store_true", help="also an int8 ExecuTorch .pte (PT2E, XNNPACK)")
     p.add_argument("--calib-data", metavar="CONFIG", help="config whose DATA section gives the calibration images")
-    p.add_argument("--calib-images", type=int, default=CALIB_IMAGES, help="train images to calibrate on")
+    p.add_argument(
+        "--calib-images", type=flag_type("--calib-images"), default=CALIB_IMAGES, help="train images to calibrate on"
+    )
     p.add_argument(
         "--allow-random-calib", action="store_true", help="calibrate int8 on random noise (latency only, no accuracy)"
     )
-    p.add_argument("--max-int8-loss", type=float, default=1.0, help="largest allowed int8 top-1 loss, in points")
+    p.add_argument(
+        "--max-int8-loss",
+        type=flag_type("--max-int8-loss"),
+        default=1.0,
+        help="largest allowed int8 top-1 loss, in points",
+    )
     p.add_argument("--cache-dir", help=f"download cache (default: ${model_zoo.CACHE_ENV} or the torch hub dir)")
     args = p.parse_args(argv)
     if args.int8 and "executorch" not in args.formats:

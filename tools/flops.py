@@ -16,14 +16,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import arch_defs  # noqa: E402
 import mobile_cv  # noqa: E402
 from mobile_cv import engine  # noqa: E402
+from mobile_cv.config import flag_type  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("archs", nargs="*", help="registered arch names or .json/.py arch-def files (default: all models)")
-    p.add_argument("--resolution", type=int, help="input size (default: each arch's input_size)")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--in-chans", type=int, default=3, help="input channels (1 for the embedded MNIST models)")
+    p.add_argument("--resolution", type=flag_type("--resolution"), help="input size (default: each arch's input_size)")
+    p.add_argument("--num-classes", type=flag_type("--num-classes"), default=1000)
+    p.add_argument(
+        "--in-chans", type=flag_type("--in-chans"), default=3, help="input channels (1 for the embedded MNIST models)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     args = p.parse_args(argv)
 

@@ -26,23 +26,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mobile_cv import engine  # noqa: E402
+from mobile_cv.config import flag_type  # noqa: E402
+from mobile_cv.engine.run_lock import RunLock  # noqa: E402
 from mobile_cv.latency import RUNTIMES, LatencySettings, TableBuilder, default_runtime, table_range  # noqa: E402
 from mobile_cv.latency.table import LatencyTableError  # noqa: E402
 
 DEFAULTS = LatencySettings()
-
-
-def positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
 
 
 def parse_args(argv):
@@ -51,31 +40,35 @@ def parse_args(argv):
     p.add_argument("--out", required=True, metavar="TABLE", help="the table file to write (JSON)")
     p.add_argument("--runtime", choices=RUNTIMES, help="where to time (default: executorch where installed)")
     p.add_argument("--int8", action="store_true", help="time int8 programs (PT2E, XNNPACK; ExecuTorch only)")
-    p.add_argument("--threads", type=positive(int), default=DEFAULTS.threads, help="runtime threads (default: 1)")
-    p.add_argument("--resolutions", type=positive(int), nargs="+", help="input sizes (default: the space's)")
+    p.add_argument(
+        "--threads", type=flag_type("--threads"), default=DEFAULTS.threads, help="runtime threads (default: 1)"
+    )
+    p.add_argument(
+        "--resolutions", type=flag_type("--resolutions"), nargs="+", help="input sizes (default: the space's)"
+    )
     p.add_argument(
         "--num-classes",
-        type=positive(int),
+        type=flag_type("--num-classes"),
         default=1000,
         help="classifier outputs (default 1000; the embedded digits: 10): the search's MODEL.NUM_CLASSES",
     )
     p.add_argument(
         "--in-chans",
-        type=positive(int),
+        type=flag_type("--in-chans"),
         default=3,
         help="input channels (default 3; the embedded digits: 1): the search's MODEL.IN_CHANS",
     )
-    p.add_argument("--rounds", type=positive(int), default=DEFAULTS.rounds, help="interleaved timing rounds")
-    p.add_argument("--warmup", type=int, default=DEFAULTS.warmup, help="untimed rounds first (>= 0)")
+    p.add_argument("--rounds", type=flag_type("--rounds"), default=DEFAULTS.rounds, help="interleaved timing rounds")
+    p.add_argument("--warmup", type=flag_type("--warmup"), default=DEFAULTS.warmup, help="untimed rounds first (>= 0)")
     p.add_argument(
         "--max-configs",
-        type=positive(int),
+        type=flag_type("--max-configs"),
         default=DEFAULTS.max_configs,
         help="time every configuration up to this many, else a grid and interpolation",
     )
     p.add_argument(
         "--grid-points",
-        type=positive(int),
+        type=flag_type("--grid-points"),
         nargs=4,
         default=list(DEFAULTS.grid_points),
         metavar=("C_IN", "HIDDEN", "C_OUT", "SIZE"),
@@ -83,19 +76,46 @@ def parse_args(argv):
     )
     p.add_argument(
         "--held-out",
-        type=int,
+        type=flag_type("--held-out"),
         default=DEFAULTS.held_out,
         help="grid mode: configurations off the grid timed to measure the interpolation error (>= 0)",
     )
-    p.add_argument("--jobs", type=int, default=0, help="export worker processes (default 0: one per CPU core)")
-    p.add_argument("--chunk", type=positive(int), default=DEFAULTS.chunk, help="configurations exported, then timed")
+    p.add_argument(
+        "--jobs", type=flag_type("--jobs"), default=0, help="export worker processes (default 0: one per CPU core)"
+    )
+    p.add_argument(
+        "--chunk", type=flag_type("--chunk"), default=DEFAULTS.chunk, help="configurations exported, then timed"
+    )
     args = p.parse_args(argv)
-    for flag, value in (("--warmup", args.warmup), ("--held-out", args.held_out), ("--jobs", args.jobs)):
-        if value < 0:
-            p.error(f"{flag} must be >= 0, got {value}")
-    if min(args.grid_points) < 2:
-        p.error(f"--grid-points need at least 2 values per axis (the axis' ends), got {args.grid_points}")
     return args
+
+
+def build_table(args, settings: LatencySettings) -> None:
+    """Build (or finish) the table, with progress bars; print its summary."""
+    builder = TableBuilder(args.space, args.out, settings)
+    bars = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase not in bars:
+            for bar in bars.values():
+                bar.close()
+            desc = "exporting programs" if phase == "export" else "timing rounds"
+            bars[phase] = engine.progress(None, desc=desc, total=total)
+        bars[phase].update(done - bars[phase].n)
+
+    table = builder.build(progress)
+    for bar in bars.values():
+        bar.close()
+    d = table.data
+    print(f"{args.out}: {table.describe()}; call cost {table.overhead_ms:.4f} ms; built in {d['build_seconds']:.0f} s")
+    if "interpolation_error" in d and d["interpolation_error"]:
+        e = d["interpolation_error"]
+        print(
+            f"interpolation error on {e['configs']} held-out configurations: mean {e['mape_block']:.1f}% "
+            f"(p90 {e['p90_block']:.1f}%, max {e['max_block']:.1f}%) of the block's latency"
+        )
+    lo, hi = table_range(table, builder.net)
+    print(f"range: {lo:.4g}..{hi:.4g} ms")
 
 
 def main(argv=None) -> int:
@@ -122,32 +142,9 @@ def main(argv=None) -> int:
         folder = os.path.dirname(os.path.abspath(args.out))
         os.makedirs(folder, exist_ok=True)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        builder = TableBuilder(args.space, args.out, settings)
-        bars = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in bars:
-                for bar in bars.values():
-                    bar.close()
-                desc = "exporting programs" if phase == "export" else "timing rounds"
-                bars[phase] = engine.progress(None, desc=desc, total=total)
-            bars[phase].update(done - bars[phase].n)
-
-        table = builder.build(progress)
-        for bar in bars.values():
-            bar.close()
-        d = table.data
-        print(
-            f"{args.out}: {table.describe()}; call cost {table.overhead_ms:.4f} ms; built in {d['build_seconds']:.0f} s"
-        )
-        if "interpolation_error" in d and d["interpolation_error"]:
-            e = d["interpolation_error"]
-            print(
-                f"interpolation error on {e['configs']} held-out configurations: mean {e['mape_block']:.1f}% "
-                f"(p90 {e['p90_block']:.1f}%, max {e['max_block']:.1f}%) of the block's latency"
-            )
-        lo, hi = table_range(table, builder.net)
-        print(f"range: {lo:.4g}..{hi:.4g} ms")
+        # one build per table: two would time each other and share TABLE.partial/
+        with RunLock(folder, f".{os.path.basename(args.out)}.lock", what=f"--out {args.out!r}"):
+            build_table(args, settings)
 
     return engine.run_main(
         body,

@@ -11,5 +11,18 @@ An unknown key raises :class:`UnknownConfigKeyError` naming the closest real key
 """
 
 from .config import CfgNode, ConfigError, UnknownConfigKeyError, check_config, get_cfg
+from .ranges import CONFIG_RANGES, FLAG_RANGES, Range, RangeError, check_value, flag_type
 
-__all__ = ["CfgNode", "ConfigError", "UnknownConfigKeyError", "check_config", "get_cfg"]
+__all__ = [
+    "CONFIG_RANGES",
+    "FLAG_RANGES",
+    "CfgNode",
+    "ConfigError",
+    "Range",
+    "RangeError",
+    "UnknownConfigKeyError",
+    "check_config",
+    "check_value",
+    "flag_type",
+    "get_cfg",
+]

@@ -18,22 +18,12 @@ from typing import Any, Iterable, List, Sequence, Tuple
 import yaml
 from yacs.config import CfgNode as _YacsNode
 
-from ..errors import UserError
 from ..registry import did_you_mean
 from .defaults import CHOICES, DEFAULTS, LIST_CHOICES, RENAMED_KEYS
+from .errors import ConfigError, UnknownConfigKeyError
+from .ranges import check_ranges
 
 logger = logging.getLogger("mobile_cv")
-
-
-class ConfigError(UserError, ValueError):
-    """A config file, override or value is invalid; the message says how to fix it."""
-
-
-class UnknownConfigKeyError(ConfigError, KeyError):
-    """A config key that does not exist (also a ``KeyError``, as yacs raises)."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
 
 
 def _flatten(node: Any, prefix: str = "") -> List[Tuple[str, Any]]:
@@ -122,6 +112,8 @@ class CfgNode(_YacsNode):
 
     def merge_from_file(self, cfg_filename: str) -> None:
         """Merge a YAML file; unknown keys and wrong types raise :class:`ConfigError`."""
+        if os.path.isdir(cfg_filename):
+            raise ConfigError(f"config file {cfg_filename!r} is a folder; give a YAML file (e.g. configs/*.yaml)")
         if not os.path.isfile(cfg_filename):
             raise ConfigError(f"config file {cfg_filename!r} does not exist")
         try:
@@ -171,48 +163,10 @@ def _check_choices(cfg: CfgNode) -> None:
                 )
 
 
-# key -> (lowest allowed, highest allowed or None, whether the lowest is allowed)
-RANGES = {
-    "DATA.VAL_FRACTION": (0.0, 1.0, True),
-    "DATA.TEST_FRACTION": (0.0, 1.0, True),
-    "SEARCH.WEIGHT_SPLIT": (0.0, 1.0, True),
-    "SEARCH.COST.TOLERANCE": (0.0, 1.0, False),
-    "SEARCH.TEMPERATURE.INIT": (0.0, None, False),
-    "SEARCH.TEMPERATURE.FINAL": (0.0, None, False),
-    "SEARCH.COST.TARGET": (0.0, None, True),
-    "MODEL.DROP_RATE": (0.0, 1.0, True),
-    "SOLVER.LABEL_SMOOTHING": (0.0, 1.0, True),
-    "SOLVER.EMA.DECAY": (0.0, 1.0, True),
-    "SEED": (0, None, True),
-    "SEARCH.COST.TARGET_WEIGHT": (0.0, None, True),
-    "SOLVER.EPOCHS": (1, None, True),
-    "SOLVER.BATCH_SIZE": (1, None, True),
-    "SEARCH.EPOCHS": (1, None, True),
-    "SEARCH.BATCH_SIZE": (1, None, True),
-    "DATA.INPUT_SIZE": (0, None, True),
-    "DATA.LIMIT": (0, None, True),
-    "DATA.NUM_WORKERS": (0, None, True),
-    "SOLVER.WARMUP_EPOCHS": (0, None, True),
-    "SOLVER.EVAL_PERIOD": (0, None, True),
-    "SEARCH.WARMUP_EPOCHS": (0, None, True),
-    "SEARCH.COST.LATENCY_THREADS": (1, None, True),
-}
-
-
-def _check_ranges(cfg: CfgNode) -> None:
-    for key, (lo, hi, lo_ok) in RANGES.items():
-        value = _get(cfg, key)
-        if hi is not None:
-            if not ((lo <= value) if lo_ok else (lo < value)) or not value < hi:
-                raise ConfigError(f"config key {key} must be in {'[' if lo_ok else '('}{lo}, {hi}), got {value!r}")
-        elif not (value >= lo if lo_ok else value > lo):
-            raise ConfigError(f"config key {key} must be {'>=' if lo_ok else '>'} {lo}, got {value!r}")
-
-
 def check_config(cfg: CfgNode) -> None:
     """Check values that have a fixed set of choices or a range; raise :class:`ConfigError`."""
     _check_choices(cfg)
-    _check_ranges(cfg)
+    check_ranges(cfg)
     if cfg.DATA.VAL_FRACTION + cfg.DATA.TEST_FRACTION >= 1.0:
         raise ConfigError("DATA.VAL_FRACTION + DATA.TEST_FRACTION must leave some images for training (< 1)")
     if cfg.SEARCH.COST.KIND == "latency" and not cfg.SEARCH.COST.LATENCY_TABLE:

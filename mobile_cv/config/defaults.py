@@ -182,6 +182,11 @@ _C.DEVICE = "auto"
 # of metrics.jsonl per epoch (losses, accuracy, LR, temperature, expected and derived cost) and, in a
 # search, each choice's probabilities. Needs the tensorboard extra (pip install -e '.[tensorboard]').
 _C.TENSORBOARD = False
+# Before a run starts, one step's memory is estimated from the model built on the meta device
+# (weights, gradients, optimizer state, the activations kept for the backward pass, at the
+# configured batch and resolution) and compared with the free RAM (CPU) or GPU memory:
+# "refuse" stops a run that would not fit, naming the estimate; "warn" logs it and starts anyway.
+_C.MEMORY_CHECK = "refuse"
 
 # The defaults tree, for the config module (get_cfg() returns a clone of it).
 DEFAULTS = _C
@@ -204,6 +209,7 @@ CHOICES = {
     "SEARCH.COST.FORM": ("target", "relative", "fbnet"),
     "SEARCH.ALPHA.SCHEDULE": ("interleaved", "epoch"),
     "DEVICE": ("auto", "cpu", "cuda"),
+    "MEMORY_CHECK": ("refuse", "warn"),
 }
 # Keys holding a list whose items must each be one of a fixed set.
 LIST_CHOICES = {

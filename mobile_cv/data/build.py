@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from .. import comm
+from ..errors import InvalidArgumentError
 from ..registry import RegistryError
 from .datasets import DATASETS, SPLIT_SEED, ClassificationDataset, DatasetError, stratified_split
 
@@ -184,7 +185,9 @@ def build_loader(
         distributed: shard over the torchrun ranks; default: when more than one process runs.
     """
     if split.startswith("search_") and weight_split is None:
-        raise ValueError(f"split {split!r} needs weight_split, the search_weights fraction of the train split")
+        raise InvalidArgumentError(
+            f"split {split!r} needs weight_split, the search_weights fraction of the train split"
+        )
     kwargs = dataset_kwargs(cfg)
     if weight_split is not None:
         kwargs["weight_split"] = weight_split

@@ -19,7 +19,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from ..config import CfgNode, ConfigError
+from ..config import CfgNode, ConfigError, check_value
 from ..search import CostLoss, Supernet
 from ..search.budget import BudgetError, BudgetTable, log_probs
 
@@ -27,14 +27,24 @@ logger = logging.getLogger("mobile_cv.search")
 
 
 def build_sgd(
-    model: nn.Module, *, lr: float, momentum: float, weight_decay: float, skip: Iterable[nn.Parameter] = ()
+    model: nn.Module,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    skip: Iterable[nn.Parameter] = (),
+    keys: str = "SOLVER",
 ) -> torch.optim.SGD:
     """SGD over ``model``'s parameters, with weight decay on conv/linear weights only (timm's
     param groups: no decay on BatchNorm and biases, the usual recipe for small mobile models).
 
     Args:
         skip: parameters to leave out, e.g. a supernet's architecture parameters.
+        keys: the config group the values come from, named if torch refuses one.
     """
+    check_value(f"{keys}.{'BASE_LR' if keys == 'SOLVER' else 'LR'}", lr)
+    check_value(f"{keys}.MOMENTUM", momentum)
+    check_value(f"{keys}.WEIGHT_DECAY", weight_decay)
     skipped = {id(p) for p in skip}
     groups = []
     for group in param_groups_weight_decay(model, weight_decay):
@@ -97,7 +107,10 @@ def build_search_optimizers(cfg: CfgNode, net: Supernet, steps_per_epoch: int):
         momentum=s.WEIGHTS.MOMENTUM,
         weight_decay=s.WEIGHTS.WEIGHT_DECAY,
         skip=net.arch_parameters(),
+        keys="SEARCH.WEIGHTS",
     )
+    check_value("SEARCH.ALPHA.LR", s.ALPHA.LR)
+    check_value("SEARCH.ALPHA.WEIGHT_DECAY", s.ALPHA.WEIGHT_DECAY)
     # beta1 0.5 (DARTS' choice for architecture parameters): less momentum, alpha follows the
     # current supernet rather than its past
     alpha_opt = torch.optim.Adam(

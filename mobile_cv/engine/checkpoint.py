@@ -26,7 +26,7 @@ from torch import nn
 
 from .. import comm
 from ..checkpoint import describe_load_failure, load_state_dict, read_weights_file, safetensors_bytes
-from ..errors import UserError
+from ..errors import InvalidArgumentTypeError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,10 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 def load_file(path: str) -> Any:
     """A ``.safetensors`` file or ``torch.load(path, weights_only=True)``, on the CPU;
     :class:`CheckpointError` if it cannot be read."""
+    if os.path.isdir(path):
+        raise CheckpointError(
+            f"checkpoint file {path!r} is a folder; give the file itself (e.g. FOLDER/model_final.pth)"
+        )
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file {path!r} does not exist")
     try:
@@ -173,7 +177,9 @@ class Checkpointer:
         self.last_extra: Optional[Dict[str, Any]] = None  # extras of the last save or load
         for name, obj in self.checkpointables.items():
             if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
-                raise TypeError(f"checkpointable {name!r} ({type(obj).__name__}) has no state_dict/load_state_dict")
+                raise InvalidArgumentTypeError(
+                    f"checkpointable {name!r} ({type(obj).__name__}) has no state_dict/load_state_dict"
+                )
 
     def has_checkpoint(self) -> bool:
         return os.path.isfile(self.path)

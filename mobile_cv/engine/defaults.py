@@ -8,30 +8,37 @@ device = default_setup(cfg, resume=args.resume)   # torchrun, output guard, logs
 from __future__ import annotations
 
 import argparse
+import atexit
 import glob
 import hashlib
 import json
 import logging
 import os
 import random
+import signal
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+import threading
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .. import comm
 from ..arch_def import to_jsonable, unify
 from ..arch_registry import is_arch_file, resolve_arch_def
 from ..builder import build_model
 from ..config import CfgNode, ConfigError, check_config, get_cfg
-from ..data import require_dataset_packages
+from ..data import ClassificationDataset, DatasetError, build_dataset, dataset_kwargs, require_dataset_packages
 from ..errors import UserError
 from ..extras import require
 from ..latency.table import LatencyTable
 from ..search import build_supernet
+from ..search.choices import KnownMixing
 from .checkpoint import CHECKPOINT_FILE, CheckpointError, atomic_write_text, load_file
 from .logger import setup_logger
+from .memory import check_memory, estimate_step_memory
+from .run_lock import RunLock
 
 logger = logging.getLogger("mobile_cv.engine")
 
@@ -99,6 +106,11 @@ def _resolve_input_size(cfg: CfgNode, arch_key: str) -> None:
     if is_arch_file(name) and not os.path.isfile(name):
         return  # e.g. a search's arch_def.json not written yet: building the model says so
     arch_def = resolve_arch_def(name)[0]
+    if arch_key == "MODEL.ARCH" and isinstance(arch_def, dict) and "search" in arch_def:
+        raise ConfigError(
+            f"MODEL.ARCH {name} is a search space, not a model: search it with tools/search.py SEARCH.SPACE {name}, "
+            f"then train the arch_def.json it writes (MODEL.ARCH <search OUTPUT_DIR>/arch_def.json)"
+        )
     if cfg.DATA.INPUT_SIZE == 0:
         cfg.DATA.INPUT_SIZE = int(arch_def.get("input_size", 224))
     stride = 1
@@ -119,6 +131,72 @@ def check_output_dir(output_dir: str, resume: bool, run_files: Sequence[str] = R
             f"output folder {output_dir!r} already holds a run ({', '.join(found)}); pass --resume to continue "
             f"that run, or choose another OUTPUT_DIR (e.g. append OUTPUT_DIR <new folder> to the command)"
         )
+
+
+def check_model_fits_data(cfg: CfgNode, dataset: ClassificationDataset) -> None:
+    """MODEL.NUM_CLASSES and MODEL.IN_CHANS must match the dataset."""
+    if cfg.MODEL.NUM_CLASSES != dataset.num_classes:
+        raise DatasetError(
+            f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {dataset.name} has {dataset.num_classes} classes; "
+            f"set MODEL.NUM_CLASSES {dataset.num_classes}"
+        )
+    if cfg.MODEL.IN_CHANS != dataset.in_chans:
+        raise DatasetError(
+            f"MODEL.IN_CHANS is {cfg.MODEL.IN_CHANS} but {dataset.name} has {dataset.in_chans}-channel images; "
+            f"set MODEL.IN_CHANS {dataset.in_chans}"
+        )
+
+
+# The splits each tool reads, checked non-empty before anything is written.
+TOOL_SPLITS = {"train": ("train", "val", "test"), "search": ("search_weights", "search_alpha", "val")}
+
+
+def check_data(cfg: CfgNode, tool: str) -> None:
+    """Every split ``tool`` reads exists, is non-empty and has MODEL.NUM_CLASSES classes of
+    MODEL.IN_CHANS-channel images: a missing test split fails now, not after the training."""
+    kwargs = dataset_kwargs(cfg)
+    for split in TOOL_SPLITS[tool]:
+        dataset = build_dataset(cfg.DATA.NAME, split, weight_split=cfg.SEARCH.WEIGHT_SPLIT, **kwargs)
+        check_model_fits_data(cfg, dataset)
+
+
+def check_output_dir_path(output_dir: str) -> None:
+    """Refuse an OUTPUT_DIR that is empty (the current folder), the file-system root, or a file."""
+    if not output_dir.strip():
+        raise OutputDirError(
+            "OUTPUT_DIR is empty, which would write the run's files into the current folder; "
+            "set OUTPUT_DIR <folder>, e.g. OUTPUT_DIR output/run"
+        )
+    path = os.path.abspath(output_dir)
+    if os.path.dirname(path) == path:
+        raise OutputDirError(f"OUTPUT_DIR {output_dir!r} is the file-system root; set OUTPUT_DIR <folder>")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise OutputDirError(f"OUTPUT_DIR {output_dir!r} is a file, not a folder; choose another OUTPUT_DIR")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputDirError(
+            f"OUTPUT_DIR {output_dir!r}: {parent!r} is a file, not a folder; choose another OUTPUT_DIR"
+        )
+
+
+_RUN_LOCKS: List[RunLock] = []
+
+
+def lock_output_dir(output_dir: str) -> RunLock:
+    """Hold OUTPUT_DIR's run lock until :func:`release_run_locks` (run_main calls it) or exit."""
+    lock = RunLock(output_dir).acquire()
+    if not _RUN_LOCKS:
+        atexit.register(release_run_locks)
+    _RUN_LOCKS.append(lock)
+    return lock
+
+
+def release_run_locks() -> None:
+    """Release every run lock this process holds."""
+    while _RUN_LOCKS:
+        _RUN_LOCKS.pop().release()
 
 
 def config_changes(old_config_file: str, cfg: CfgNode) -> List[str]:
@@ -209,23 +287,76 @@ def load_latency_table(cfg: CfgNode, net) -> LatencyTable:
     return table
 
 
-def check_buildable(cfg: CfgNode, tool: str) -> None:
+def check_buildable(cfg: CfgNode, tool: str, device: Optional[torch.device] = None) -> Optional[Tuple[int, str]]:
     """Build the run's model (``tool`` "train") or supernet ("search") on the meta device (no
     memory, no weights), and load a search's latency table, so a bad row or table fails before
-    anything is written to OUTPUT_DIR."""
+    anything is written to OUTPUT_DIR. With ``device``, one step's memory is estimated from that
+    build and checked against what ``device`` has free (:mod:`.memory`, config key MEMORY_CHECK);
+    returns the ``(logging level, line)`` saying so, or None."""
     with torch.device("meta"):
         try:
             if tool == "train":
-                build_model_from_cfg(cfg)
+                model = build_model_from_cfg(cfg)
             else:
                 s = cfg.SEARCH
-                net = build_supernet(s.SPACE, cfg.MODEL.NUM_CLASSES, s.MODE, cfg.MODEL.IN_CHANS)
+                model = build_supernet(s.SPACE, cfg.MODEL.NUM_CLASSES, s.MODE, cfg.MODEL.IN_CHANS)
                 if s.COST.KIND == "latency":  # a wrong or broken table fails here, not after the data scan
-                    load_latency_table(cfg, net)
+                    load_latency_table(cfg, model)
         except UserError:
             raise
         except Exception:  # an op that cannot be built on the meta device: the real build reports it
-            pass
+            return None
+    return check_step_memory(cfg, tool, model, device) if device is not None else None
+
+
+def _per_rank_batch(cfg: CfgNode, tool: str) -> int:
+    batch = cfg.SOLVER.BATCH_SIZE if tool == "train" else cfg.SEARCH.BATCH_SIZE
+    return max(batch // comm.get_world_size(), 1)
+
+
+def check_step_memory(
+    cfg: CfgNode, tool: str, model: torch.nn.Module, device: torch.device
+) -> Optional[Tuple[int, str]]:
+    """Refuse (MEMORY_CHECK "refuse") a run whose step would not fit in ``device``'s free memory;
+    returns the ``(logging level, line)`` to log."""
+    batch, size = _per_rank_batch(cfg, tool), cfg.DATA.INPUT_SIZE
+    shape = (batch, cfg.MODEL.IN_CHANS, size, size)
+    try:
+        if tool == "train":
+            estimate = estimate_step_memory(model, shape)
+        else:
+            estimate = estimate_step_memory(
+                model,
+                shape,
+                forward=lambda net, x: net(x, worst_case_mixing(net, cfg.SEARCH.SAMPLED_CHOICES)),
+                checkpointed=list(model.search_blocks().values()) if cfg.SEARCH.CHECKPOINT_BLOCKS else None,
+            )
+    except UserError:
+        raise
+    except Exception as e:  # an op without a meta kernel: no estimate, the run goes on
+        return logging.INFO, f"memory: no estimate ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
+    name = cfg.MODEL.ARCH if tool == "train" else f"search space {cfg.SEARCH.SPACE}"
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
+    return check_memory(
+        estimate,
+        device,
+        f"{name} at {size}px, batch {batch} per process",
+        processes=processes,
+        refuse=cfg.MEMORY_CHECK == "refuse",
+    )
+
+
+def worst_case_mixing(net, sampled: Sequence[str]) -> KnownMixing:
+    """Mixing weights of the supernet's largest step: every option of a mixed choice runs; a sampled
+    ("hard") resolution runs its largest option; a sampled op, width or expansion runs every option
+    (an upper bound: which one costs most depends on the block)."""
+    dev = next(iter(net.alphas.values())).device if len(net.alphas) else torch.device("cpu")
+    weights, chosen = {}, {}
+    for label, c in net.choices.items():
+        weights[label] = torch.full((c.size,), 1.0 / c.size, device=dev)
+        if c.kind == "resolution" and "resolution" in sampled:
+            chosen[label] = max(range(c.size), key=lambda i: c.options[i])
+    return KnownMixing(weights, chosen)
 
 
 def remove_stale_temporaries(folder: str) -> List[str]:
@@ -238,6 +369,45 @@ def remove_stale_temporaries(folder: str) -> List[str]:
         except OSError:
             pass
     return removed
+
+
+def _check_before_writing(
+    cfg: CfgNode, resume: bool, run_files: Sequence[str], tool: Optional[str], device: torch.device
+) -> List[Tuple[int, str]]:
+    """Everything default_setup checks before a file is written, and the run lock (rank 0); returns
+    the ``(logging level, line)`` notes to log once the logger writes to OUTPUT_DIR."""
+    notes = []
+    check_output_dir_path(cfg.OUTPUT_DIR)
+    # the lock first (rank 0): a second run into the folder is told it is in use, not what the first wrote
+    lock = lock_output_dir(cfg.OUTPUT_DIR) if comm.is_main_process() else None
+    try:
+        # every rank checks before any rank writes, so nobody sees a file of this run
+        check_output_dir(cfg.OUTPUT_DIR, resume, run_files)
+        if cfg.TENSORBOARD:
+            require("tensorboard", "TENSORBOARD True")
+        require_dataset_packages(cfg.DATA.NAME)
+        if tool is not None:
+            memory = check_buildable(cfg, tool, device)
+            notes += [memory] if memory else []
+            if resume:
+                check_resume(cfg, tool)
+            check_data(cfg, tool)
+    except BaseException:
+        release_run_locks()  # and the folder, if the lock made it
+        raise
+    if lock is not None and lock.stale_owner:
+        owner = lock.stale_owner
+        notes.append(
+            (
+                logging.INFO,
+                f"took over the run lock of pid {owner.get('pid')} ({owner.get('host', '?')}): that run is gone",
+            )
+        )
+    comm.barrier()
+    if comm.is_main_process():
+        for path in remove_stale_temporaries(cfg.OUTPUT_DIR):
+            notes.append((logging.INFO, f"removed {path}, left by an interrupted write"))
+    return notes
 
 
 def default_setup(
@@ -260,23 +430,10 @@ def default_setup(
     """
     device = resolve_device(cfg.DEVICE)
     comm.init_distributed(device.type == "cuda")
-    if write_outputs:
-        if os.path.exists(cfg.OUTPUT_DIR) and not os.path.isdir(cfg.OUTPUT_DIR):
-            raise OutputDirError(f"OUTPUT_DIR {cfg.OUTPUT_DIR!r} is a file, not a folder; choose another OUTPUT_DIR")
-        # every rank checks before any rank writes, so nobody sees a file of this run
-        check_output_dir(cfg.OUTPUT_DIR, resume, run_files)
-        if cfg.TENSORBOARD:
-            require("tensorboard", "TENSORBOARD True")
-        require_dataset_packages(cfg.DATA.NAME)
-        if tool is not None:
-            check_buildable(cfg, tool)
-            if resume:
-                check_resume(cfg, tool)
-        comm.barrier()
-        if comm.is_main_process():
-            for path in remove_stale_temporaries(cfg.OUTPUT_DIR):
-                logger.info("removed %s, left by an interrupted write", path)
+    notes = _check_before_writing(cfg, resume, run_files, tool, device) if write_outputs else []
     setup_logger(cfg.OUTPUT_DIR if write_outputs else None)
+    for level, line in notes:
+        logger.log(level, line)
     if write_outputs and comm.is_main_process():
         path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
         if resume and os.path.isfile(path):
@@ -297,6 +454,8 @@ def default_setup(
 
 
 def _say(message: str) -> None:
+    for bar in list(getattr(tqdm, "_instances", ())):  # an interrupted progress bar ends its line first
+        bar.close()
     prefix = f"[rank {comm.get_rank()}] " if comm.get_world_size() > 1 else ""
     print(f"{prefix}{message}", file=sys.stderr, flush=True)
 
@@ -310,35 +469,94 @@ def _one_line(message: str) -> str:
     return f"{last.split(': ', 1)[-1]} (in a data loader worker process)"
 
 
+# Exit status after SIGTERM (what schedulers and ``kill`` send), as a shell reports a process it ended: 128 + 15.
+TERMINATED_EXIT = 128 + signal.SIGTERM
+INTERRUPTED_EXIT = 128 + signal.SIGINT
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so it unwinds as after Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _file_in_the_way(path: str) -> Optional[str]:
+    """The first existing non-folder on the way to ``path`` (a NotADirectoryError's cause)."""
+    parts = os.path.abspath(path).split(os.sep)
+    for i in range(2, len(parts)):
+        prefix = os.sep.join(parts[:i])
+        if os.path.exists(prefix) and not os.path.isdir(prefix):
+            return prefix
+    return None
+
+
+def _describe_os_error(e: OSError) -> str:
+    if isinstance(e, NotADirectoryError) and e.filename:
+        blocker = _file_in_the_way(str(e.filename))
+        if blocker:
+            return f"{str(e.filename)!r} cannot be created: {blocker!r} is a file, not a folder"
+    if isinstance(e, FileExistsError) and e.filename and os.path.isfile(str(e.filename)):
+        return f"{str(e.filename)!r} is a file where a folder is needed; choose another path"
+    where = f" {e.filename!r}" if e.filename else ""
+    return f"{type(e).__name__}{where}: {e.strerror or e}"
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e))
+
+
 def run_main(fn: Callable[[], Any], stopped: str = "") -> int:
     """The one entry of every tool: run its body; what a user can fix is one line on stderr, no traceback:
 
     * a :class:`~mobile_cv.errors.UserError`: ``error: <message>``, exit :data:`USER_ERROR_EXIT` (2);
     * an OSError (a file or folder that cannot be read or written, a full disk): the path
-      and the reason, and that every checkpoint already written is intact, exit 2;
-    * Ctrl-C: ``stopped``, exit 130 (``stopped`` replaces the default line, which tells how to
-      resume a training run or a search).
+      and the reason (in a training run or a search: and that every checkpoint already written is
+      intact), exit 2;
+    * running out of memory (CPU or GPU): the batch and resolution keys to lower, exit 2;
+    * Ctrl-C (SIGINT) or SIGTERM: ``stopped``, exit 130 / 143 (``stopped`` replaces the default line,
+      which tells how to resume a training run or a search).
 
     ``fn`` returns the exit status (None: 0), e.g. :data:`CHECK_FAILED_EXIT` (3) when a tool ran
-    but a check it makes failed. Anything else is a bug and raises (Python's traceback, exit 1). The process group is
-    left in all cases.
+    but a check it makes failed. Anything else is a bug and raises (Python's traceback, exit 1). Run
+    locks are released and the process group is left in all cases.
     """
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         return fn() or 0
     except UserError as e:
         _say(f"error: {_one_line(str(e))}")
         return USER_ERROR_EXIT
     except OSError as e:
-        where = f" {e.filename!r}" if e.filename else ""
+        intact = (
+            "; files are written atomically, so every checkpoint already written is intact (rerun with --resume "
+            "after fixing this)"
+            if _RUN_LOCKS
+            else ""
+        )
+        _say(f"error: {_describe_os_error(e)}{intact}")
+        return USER_ERROR_EXIT
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "stopped"
+        _say(stopped or f"{how}; the last checkpoint is intact: rerun the same command with --resume to continue")
+        return TERMINATED_EXIT if isinstance(e, Terminated) else INTERRUPTED_EXIT
+    except (MemoryError, RuntimeError) as e:
+        if not _is_out_of_memory(e):
+            raise
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         _say(
-            f"error: {type(e).__name__}{where}: {e.strerror or e}; files are written atomically, so "
-            f"every checkpoint already written is intact (rerun with --resume after fixing this)"
+            f"error: out of memory ({first[:160]}); lower SOLVER.BATCH_SIZE / SEARCH.BATCH_SIZE or DATA.INPUT_SIZE"
+            + ("; the last checkpoint is intact" if _RUN_LOCKS else "")
         )
         return USER_ERROR_EXIT
-    except KeyboardInterrupt:
-        _say(stopped or "stopped; the last checkpoint is intact: rerun the same command with --resume to continue")
-        return 130
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        release_run_locks()
         comm.shutdown()
 
 

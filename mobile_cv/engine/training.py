@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from .. import comm
 from ..arch_def import to_jsonable
 from ..checkpoint import extract_state_dict, load_state_dict
 from ..config import CfgNode
-from ..data import ClassificationDataset, DatasetError, build_loader
+from ..data import build_loader
 from ..flops import count_flops_params
 from .build import build_criterion, build_ema, build_lr_scheduler, build_sgd
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -39,7 +39,7 @@ from .checkpoint import (
     load_file,
     state_digest,
 )
-from .defaults import build_model_from_cfg, checkpoint_tool, run_identity
+from .defaults import build_model_from_cfg, check_model_fits_data, checkpoint_tool, run_identity
 from .evaluation import evaluate
 from .hooks import (
     EMAUpdate,
@@ -60,20 +60,6 @@ FINAL_WEIGHTS = "model_final.pth"
 FINAL_SAFETENSORS = "model_final.safetensors"  # the same weights, for the Hugging Face ecosystem
 
 
-def check_model_fits_data(cfg: CfgNode, dataset: ClassificationDataset) -> None:
-    """MODEL.NUM_CLASSES and MODEL.IN_CHANS must match the dataset."""
-    if cfg.MODEL.NUM_CLASSES != dataset.num_classes:
-        raise DatasetError(
-            f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {dataset.name} has {dataset.num_classes} classes; "
-            f"set MODEL.NUM_CLASSES {dataset.num_classes}"
-        )
-    if cfg.MODEL.IN_CHANS != dataset.in_chans:
-        raise DatasetError(
-            f"MODEL.IN_CHANS is {cfg.MODEL.IN_CHANS} but {dataset.name} has {dataset.in_chans}-channel images; "
-            f"set MODEL.IN_CHANS {dataset.in_chans}"
-        )
-
-
 def train(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[HookBase] = ()) -> Dict[str, Any]:
     """Train MODEL.ARCH from scratch on DATA's train split; returns the eval summary.
 
@@ -86,6 +72,7 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[H
     model = build_model_from_cfg(cfg).to(device)  # first: a bad arch fails before a long folder scan
     train_loader = build_loader(cfg, "train")
     val_loader = build_loader(cfg, "val")
+    test_loader = build_loader(cfg, "test")  # now: an empty or missing test split fails before the training
     check_model_fits_data(cfg, train_loader.dataset)
     flops_m, params_m = count_flops_params(model, cfg.DATA.INPUT_SIZE)
     logger.info(
@@ -131,13 +118,19 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[H
         ],
     )
     trainer.train(start_epoch)
-    return finish_training(cfg, eval_model, device, flops_m, params_m)
+    return finish_training(cfg, eval_model, device, flops_m, params_m, {"val": val_loader, "test": test_loader})
 
 
 def finish_training(
-    cfg: CfgNode, model: nn.Module, device: torch.device, flops_m: float, params_m: float
+    cfg: CfgNode,
+    model: nn.Module,
+    device: torch.device,
+    flops_m: float,
+    params_m: float,
+    loaders: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Save the final weights and arch def, evaluate on val and test, write eval.json."""
+    """Save the final weights and arch def, evaluate on val and test (``loaders``, else built from
+    ``cfg``), write eval.json."""
     out = cfg.OUTPUT_DIR
     digests = comm.all_gather_object(state_digest(model))
     if len(set(digests)) > 1:
@@ -152,7 +145,8 @@ def finish_training(
         "weights_sha256_per_rank": digests,
     }
     for split in ("val", "test"):
-        summary[split] = evaluate(model, build_loader(cfg, split), device=device, desc=split)
+        loader = (loaders or {}).get(split) or build_loader(cfg, split)
+        summary[split] = evaluate(model, loader, device=device, desc=split)
     if comm.is_main_process():
         atomic_save(model.state_dict(), os.path.join(out, FINAL_WEIGHTS))
         atomic_save_safetensors(model.state_dict(), os.path.join(out, FINAL_SAFETENSORS))

@@ -28,6 +28,16 @@ from ..arch_def import ArchDefError
 Mixing = Dict[str, torch.Tensor]
 
 
+class KnownMixing(dict):
+    """Mixing weights whose hard choices are known without reading a tensor: ``chosen`` maps a
+    label to the one option that runs. Meta-device tensors hold no values, so the memory
+    estimate (:mod:`mobile_cv.engine.memory`) runs the supernet with these."""
+
+    def __init__(self, weights: Mixing, chosen: Dict[str, int]) -> None:
+        super().__init__(weights)
+        self.chosen = dict(chosen)
+
+
 @dataclass(frozen=True)
 class Choice:
     """One architecture decision: ``label`` picks one of ``options`` (printable values)."""

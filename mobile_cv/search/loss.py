@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InvalidArgumentError
+
 
 class CostLoss:
     """Combine cross-entropy with a differentiable cost (MFLOPs, M params or ms).
@@ -43,9 +45,9 @@ class CostLoss:
         fbnet_exponent: float = 0.6,
     ) -> None:
         if form not in self.FORMS:
-            raise ValueError(f"cost loss form must be one of {self.FORMS}, got {form!r}")
+            raise InvalidArgumentError(f"cost loss form must be one of {self.FORMS}, got {form!r}")
         if form in ("target", "relative") and not target > 0:
-            raise ValueError(f"the {form} form needs a positive target (MFLOPs, M params or ms)")
+            raise InvalidArgumentError(f"the {form} form needs a positive target (MFLOPs, M params or ms)")
         self.form, self.target, self.weight, self.beta = form, float(target), weight, beta
         self.fbnet_scale, self.fbnet_exponent = fbnet_scale, fbnet_exponent
 

@@ -77,6 +77,15 @@ def is_zero(w) -> bool:
     return isinstance(w, torch.Tensor) and not bool(w.detach().ne(0).any())
 
 
+def skipped(mixing: Mixing, factors: Sequence[Factor], w) -> bool:
+    """Whether the option with mixing weight ``w`` (the product over ``factors``) is not run: a
+    hard sample's unchosen option (known from a :class:`KnownMixing` without reading ``w``)."""
+    chosen = getattr(mixing, "chosen", None)
+    if chosen is not None:
+        return any(label in chosen and chosen[label] != i for label, i in factors)
+    return is_zero(w)
+
+
 class MixedBlock(nn.Module):
     """``sum_k w_k * candidate_k(x)`` with ``w_k = prod_{(label, i) in factors_k} g_label[i]``."""
 
@@ -106,7 +115,7 @@ class MixedBlock(nn.Module):
         out = 0
         for name, cand in self.candidates.items():
             w = self.candidate_weight(name, mixing)
-            if is_zero(w):
+            if skipped(mixing, self.factors[name], w):
                 continue  # a hard (straight-through) sample: only the chosen candidate runs
             out = out + w * fit_channels(cand(x, mixing), self.out_space.max)
         return out
@@ -172,7 +181,7 @@ class SubsampledRes(nn.Module):
         g = mixing[self.label]
         out = 0
         for i in range(len(self.sizes)):
-            if is_zero(g[..., i]):
+            if skipped(mixing, ((self.label, i),), g[..., i]):
                 continue  # a hard sample: only the chosen resolution runs
             take, place = getattr(self, f"take_{i}"), getattr(self, f"place_{i}")
             y = self.run_body(x.index_select(2, take).index_select(3, take), mixing)

@@ -37,6 +37,7 @@ from torch import nn
 from ..arch_def import ArchDefError, check_top_level
 from ..arch_registry import arch_def_names
 from ..builder import ClsConvHead, resolve_arch_def
+from ..errors import InvalidArgumentError
 from .choices import Choice, Mixing, gumbel_softmax, log10_size, straight_through
 from .encode import copy_to, derive_arch, encode
 from .masked import Cost, Spatial
@@ -110,7 +111,7 @@ class Supernet(nn.Module):
 
     def set_temperature(self, temperature: float) -> None:
         if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise InvalidArgumentError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
 
     def alpha(self, label: str) -> nn.Parameter:
@@ -128,7 +129,7 @@ class Supernet(nn.Module):
         """
         unknown = sorted(set(hard) - set(CHOICE_KINDS))
         if unknown:
-            raise ValueError(f"unknown choice kind {unknown[0]!r}; valid: {list(CHOICE_KINDS)}")
+            raise InvalidArgumentError(f"unknown choice kind {unknown[0]!r}; valid: {list(CHOICE_KINDS)}")
         noise = self.training if noise is None else noise
         out = {}
         for label, choice in self.choices.items():
@@ -187,7 +188,7 @@ class Supernet(nn.Module):
         forward pass to cost exactly the sampled mixture.
         """
         if kind not in ("flops", "params"):
-            raise ValueError(f'kind must be "flops" or "params", got {kind!r}')
+            raise InvalidArgumentError(f'kind must be "flops" or "params", got {kind!r}')
         if mixing is None:
             mixing = self.sample_mixing(noise=False)
         total = Cost()
