@@ -643,7 +643,8 @@ def test_sigint_and_sigterm_stop_with_one_line(sig, code, word, files, tmp_path)
         [sys.executable, args[0], "--resume", *args[1:-1], str(epoch + 2)], env=ENV, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == epoch + 1
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(epoch + 2))  # an epoch stopped during its evaluation is completed on resume
 
 
 # --------------------------------------------------------------------------- issue 18: one range table, every tool
@@ -1055,3 +1056,24 @@ def test_latency_table_refuses_a_table_being_built(capfd, tmp_path):
         assert rc == 2
         one_error_line(capfd.readouterr().err, "in use by another run")
     assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("name", ["train", "search"])
+def test_epoch_interrupted_after_its_checkpoint_is_completed_on_resume(
+    name, tool, files, train_run, search_run, tmp_path
+):
+    """Stopped between an epoch's checkpoint and its metrics line (during the evaluation): the resumed
+    run evaluates that epoch's weights first and writes the record an uninterrupted run wrote."""
+    run = copy_run(train_run if name == "train" else search_run, tmp_path)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(lines[0] + "\n")  # as if stopped during epoch 1's evaluation
+    if name == "train":
+        args = train_args(files, run)
+    else:
+        args = ["SEARCH.SPACE", files / "space.json", "OUTPUT_DIR", run, *SEARCH]
+    rc, err = tool(name, "--resume", *args)  # the same command: only the interrupted epoch is left
+    assert rc == 0, err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert records[1] == json.loads(lines[1])
+    assert "completing them" in (run / "log.txt").read_text()

@@ -25,7 +25,7 @@ from ..search.budget import BudgetTable, select_architecture
 from ..search.choices import Mixing
 from .checkpoint import Checkpointer, atomic_write_text
 from .evaluation import evaluate
-from .logger import MetricsWriter
+from .logger import MetricsWriter, read_metrics
 from .loop import HookBase
 from .report import compact_arch, count_arch
 
@@ -171,11 +171,27 @@ class SaveCheckpoint(HookBase):
         **extra: saved with every checkpoint (e.g. ``run``: what a resume must match).
     """
 
+    saves_checkpoint = True  # the hooks after this one are replayed for an epoch interrupted after it
+
     def __init__(self, checkpointer: Checkpointer, **extra: Any) -> None:
         self.checkpointer, self.extra = checkpointer, extra
 
     def after_epoch(self) -> None:
-        self.checkpointer.save(epoch=self.trainer.epoch, **self.extra)
+        # the epoch's record so far (training numbers): a run stopped during the evaluation that
+        # follows completes the epoch's record when resumed (Trainer.train(interrupted=...))
+        record = {k: v for k, v in self.trainer.record.items() if v is None or isinstance(v, (bool, int, float, str))}
+        self.checkpointer.save(epoch=self.trainer.epoch, record=record, **self.extra)
+
+
+def interrupted_record(metrics_path: str, extra: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The checkpointed record of the last epoch when ``metrics_path`` lacks it (the run stopped
+    between the checkpoint and the metrics line), else None; the same on every rank (rank 0's view)."""
+    record = extra.get("record") if isinstance(extra, dict) else None
+    missing = None
+    if comm.is_main_process() and isinstance(record, dict) and record.get("epoch") == extra.get("epoch"):
+        written = {r.get("epoch") for r in read_metrics(metrics_path)}
+        missing = record if record["epoch"] not in written else None
+    return comm.broadcast_object(missing)
 
 
 def temperature_at(init: float, final: float, progress: float) -> float:
@@ -193,10 +209,19 @@ class Temperature(HookBase):
     def __init__(self, net: Supernet, init: float, final: float) -> None:
         self.net, self.init, self.final = net, init, final
 
-    def before_step(self) -> None:
+    def before_train(self) -> None:
+        """A resumed search starts where it stopped: at the temperature of the last step done (what
+        the evaluation of an interrupted epoch, replayed first, must see)."""
         t = self.trainer
-        progress = (t.epoch + t.iter / t.steps_per_epoch) / t.epochs
-        self.net.set_temperature(temperature_at(self.init, self.final, progress))
+        if t.start_epoch > 0:
+            self._set(t.start_epoch - 1, t.steps_per_epoch - 1)
+
+    def before_step(self) -> None:
+        self._set(self.trainer.epoch, self.trainer.iter)
+
+    def _set(self, epoch: int, it: int) -> None:
+        t = self.trainer
+        self.net.set_temperature(temperature_at(self.init, self.final, (epoch + it / t.steps_per_epoch) / t.epochs))
 
 
 class RecordArchitecture(HookBase):

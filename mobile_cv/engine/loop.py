@@ -114,7 +114,7 @@ class Trainer:
         self.describe_failure = describe_failure
         self.hooks: List[HookBase] = []
         self.register_hooks(hooks)
-        self.epoch = self.iter = self.global_step = 0
+        self.epoch = self.iter = self.global_step = self.start_epoch = 0
         self.record: Dict[str, Any] = {}
 
     def register_hooks(self, hooks: Iterable[Optional[HookBase]]) -> None:
@@ -127,8 +127,22 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return len(self.loader)
 
-    def train(self, start_epoch: int = 0) -> None:
+    def train(self, start_epoch: int = 0, interrupted: Optional[Dict[str, Any]] = None) -> None:
+        """Epochs ``start_epoch`` .. ``epochs - 1``.
+
+        Args:
+            interrupted: the record of epoch ``start_epoch - 1`` as its checkpoint saved it, when the
+                run was stopped after that checkpoint but before the epoch's evaluation and metrics:
+                the hooks after the checkpoint (evaluation, metrics, ...) run for it first, so a
+                resumed run has every epoch's record.
+        """
+        self.start_epoch = start_epoch
         self._call("before_train")
+        if interrupted is not None:
+            self.epoch, self.record = int(interrupted["epoch"]), dict(interrupted)
+            after = [i for i, h in enumerate(self.hooks) if getattr(h, "saves_checkpoint", False)]
+            for h in self.hooks[after[0] + 1 :] if after else ():
+                h.after_epoch()
         for epoch in range(start_epoch, self.epochs):
             self.epoch = epoch
             self.record = {"epoch": epoch}

@@ -59,6 +59,7 @@ from .hooks import (
     Temperature,
     WriteMetrics,
     WriteTensorBoard,
+    interrupted_record,
 )
 from .logger import read_metrics
 from .loop import HookBase, Trainer, create_ddp_model
@@ -126,7 +127,9 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
     )
     weight_opt, alpha_opt, scheduler = build_search_optimizers(cfg, net, len(weight_loader))
     checkpointer = Checkpointer(out, supernet=net, weight_optimizer=weight_opt, alpha_optimizer=alpha_opt)
-    start_epoch = checkpointer.resume_or_start(resume).get("epoch", -1) + 1
+    extra = checkpointer.resume_or_start(resume)
+    start_epoch = extra.get("epoch", -1) + 1
+    interrupted = interrupted_record(os.path.join(out, "metrics.jsonl"), extra)  # before WriteMetrics rewrites it
     model = create_ddp_model(net, device, find_unused_parameters=bool(s.SAMPLED_CHOICES))
     step = SearchStep(cfg, net, model, (cost_loss, cost_fn), (weight_opt, alpha_opt), alpha_loader)
 
@@ -156,7 +159,11 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
             *hooks,
         ],
     )
-    trainer.train(start_epoch)
+    if interrupted is not None:
+        logger.info(
+            "epoch %d was checkpointed but its evaluation and metrics were interrupted: completing them", start_epoch
+        )
+    trainer.train(start_epoch, interrupted)
     return finish_search(cfg, net, table)
 
 

@@ -50,6 +50,7 @@ from .hooks import (
     SyncBuffers,
     WriteMetrics,
     WriteTensorBoard,
+    interrupted_record,
 )
 from .loop import HookBase, Trainer, create_ddp_model
 from .steps import PlainStep
@@ -97,7 +98,9 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[H
     ema = build_ema(model, s.EMA.DECAY) if s.EMA.ENABLED else None
     # no scheduler: timm's are functions of the update count (see build_lr_scheduler)
     checkpointer = Checkpointer(out, model=model, optimizer=optimizer, ema=ema)
-    start_epoch = checkpointer.resume_or_start(resume).get("epoch", -1) + 1
+    extra = checkpointer.resume_or_start(resume)
+    start_epoch = extra.get("epoch", -1) + 1
+    interrupted = interrupted_record(os.path.join(out, "metrics.jsonl"), extra)  # before WriteMetrics rewrites it
     eval_model = ema.module if ema is not None else model
     step = PlainStep(create_ddp_model(model, device), optimizer, build_criterion(s.LABEL_SMOOTHING), device)
     trainer = Trainer(
@@ -117,7 +120,11 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[H
             *hooks,
         ],
     )
-    trainer.train(start_epoch)
+    if interrupted is not None:
+        logger.info(
+            "epoch %d was checkpointed but its evaluation and metrics were interrupted: completing them", start_epoch
+        )
+    trainer.train(start_epoch, interrupted)
     return finish_training(cfg, eval_model, device, flops_m, params_m, {"val": val_loader, "test": test_loader})
 
 
