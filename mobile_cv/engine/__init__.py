@@ -9,7 +9,9 @@ Files, by what they hold:
 * ``build.py``: optimizers, schedules, losses, EMA, the search's optimizers and cost loss;
 * ``training.py`` / ``search.py``: wire a training run / a search from a config;
 * ``evaluation.py``, ``report.py``, ``checkpoint.py``, ``logger.py``, ``defaults.py``
-  (what every tool does first: arguments, config, setup, :func:`run_main`).
+  (what every tool does first: arguments, config, setup, :func:`run_main`);
+* ``memory.py``: one step's memory estimated from the meta-device build, checked against what is free;
+* ``run_lock.py``: one run per output folder.
 
 Pieces the tools (train, eval, search) share::
 
@@ -46,13 +48,16 @@ from .checkpoint import (
 )
 from .defaults import (
     CHECK_FAILED_EXIT,
+    INTERRUPTED_EXIT,
     RUN_FILES,
+    TERMINATED_EXIT,
     USER_ERROR_EXIT,
     OutputDirError,
     build_model_from_cfg,
     check_output_dir,
     default_argument_parser,
     default_setup,
+    release_run_locks,
     resolve_device,
     run_main,
     seed_all,
@@ -73,6 +78,8 @@ from .hooks import (
 )
 from .logger import MetricsWriter, progress, read_metrics, setup_logger
 from .loop import HookBase, NonFiniteLossError, StepBase, Trainer, check_finite, create_ddp_model
+from .memory import MemoryEstimate, OutOfMemoryError, available_memory, check_memory, estimate_step_memory
+from .run_lock import RunLock, RunLockError
 from .search import run_search
 from .steps import FixedMixing, PlainStep, SearchStep
 from .training import check_model_fits_data, evaluate_weights, train
@@ -80,7 +87,9 @@ from .training import check_model_fits_data, evaluate_weights, train
 __all__ = [
     "CHECKPOINT_FILE",
     "CHECK_FAILED_EXIT",
+    "INTERRUPTED_EXIT",
     "RUN_FILES",
+    "TERMINATED_EXIT",
     "USER_ERROR_EXIT",
     "CheckpointError",
     "Checkpointer",
@@ -89,11 +98,15 @@ __all__ = [
     "FixedMixing",
     "HookBase",
     "LRSchedule",
+    "MemoryEstimate",
     "MetricsWriter",
     "NonFiniteLossError",
+    "OutOfMemoryError",
     "OutputDirError",
     "PlainStep",
     "RecordArchitecture",
+    "RunLock",
+    "RunLockError",
     "SaveCheckpoint",
     "SearchStep",
     "SetEpoch",
@@ -104,6 +117,7 @@ __all__ = [
     "WriteMetrics",
     "atomic_save",
     "atomic_write_text",
+    "available_memory",
     "build_cost_loss",
     "build_criterion",
     "build_ema",
@@ -112,17 +126,20 @@ __all__ = [
     "build_search_optimizers",
     "build_sgd",
     "check_finite",
+    "check_memory",
     "check_model_fits_data",
     "check_output_dir",
     "create_ddp_model",
     "default_argument_parser",
     "default_setup",
     "evaluate",
+    "estimate_step_memory",
     "evaluate_weights",
     "get_rng_state",
     "load_file",
     "progress",
     "read_metrics",
+    "release_run_locks",
     "resolve_device",
     "run_main",
     "run_search",

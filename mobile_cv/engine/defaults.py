@@ -425,8 +425,10 @@ def default_setup(
     seeds every RNG with ``SEED + rank`` and writes the final config to
     OUTPUT_DIR/config.yaml (rank 0). ``write_outputs=False`` (evaluation) skips
     everything that touches OUTPUT_DIR. With ``tool`` ("train" or "search"), the model is
-    checked (:func:`check_buildable`) and, with ``resume``, the checkpoint against this run
-    (:func:`check_resume`), before anything is written.
+    checked (:func:`check_buildable`, with one step's memory), with ``resume`` the checkpoint
+    against this run (:func:`check_resume`), and the data splits (:func:`check_data`), before
+    anything is written. Rank 0 holds OUTPUT_DIR's run lock from then on: :func:`run_main` releases
+    it, as does :func:`release_run_locks` or the end of the process.
     """
     device = resolve_device(cfg.DEVICE)
     comm.init_distributed(device.type == "cuda")
