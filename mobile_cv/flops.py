@@ -12,6 +12,7 @@ public model table exactly (see ``tests/test_published.py``).
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -21,9 +22,14 @@ from .errors import InvalidArgumentError
 
 
 def _hw(input_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    if isinstance(input_size, int):
-        return input_size, input_size
-    h, w = input_size
+    if isinstance(input_size, numbers.Integral):
+        h, w = input_size, input_size
+    elif isinstance(input_size, (list, tuple)) and len(input_size) == 2:
+        h, w = input_size
+    else:
+        h = w = None  # refused below
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in (h, w)):
+        raise InvalidArgumentError(f"input_size must be a positive int or (h, w) of them, got {input_size!r}")
     return int(h), int(w)
 
 
