@@ -84,6 +84,14 @@ _C.SOLVER.EVAL_PERIOD = 1
 _C.SOLVER.EMA = _YacsNode()
 _C.SOLVER.EMA.ENABLED = False  # keep an EMA of the weights
 _C.SOLVER.EMA.DECAY = 0.9998  # its decay after the warm-up
+# Mixed precision of the forward pass: "" (float32), "bf16" or "fp16" (autocast; fp16 with a
+# gradient scaler, checkpointed). The weights, checkpoints and exports stay float32.
+_C.SOLVER.AMP = ""
+# Run the model and its input batches in channels_last memory format (faster convolutions on
+# some GPUs and CPUs; the weights' values and checkpoints are unchanged).
+_C.SOLVER.CHANNELS_LAST = False
+# torch.compile the model for the training steps (evaluation runs the model as built).
+_C.SOLVER.COMPILE = False
 
 # ---------------------------------------------------------------------------- #
 # Search: DMaskingNAS (tools/search.py; docs/dmaskingnas.md)
@@ -119,6 +127,10 @@ _C.SEARCH.CHECKPOINT_BLOCKS = False
 _C.SEARCH.TEMPERATURE = _YacsNode()
 _C.SEARCH.TEMPERATURE.INIT = 5.0  # T at the start
 _C.SEARCH.TEMPERATURE.FINAL = 0.5  # T at the end of the search
+# Mixed precision and memory format of the search's steps, as SOLVER.AMP and SOLVER.CHANNELS_LAST
+# (the mixing weights, alpha and the cost stay float32).
+_C.SEARCH.AMP = ""
+_C.SEARCH.CHANNELS_LAST = False
 # Optimizer of the architecture parameters (alpha), trained on "search_alpha".
 _C.SEARCH.ALPHA = _YacsNode()
 _C.SEARCH.ALPHA.OPTIMIZER = "adam"  # the only choice for now
@@ -210,6 +222,8 @@ CHOICES = {
     "SEARCH.ALPHA.SCHEDULE": ("interleaved", "epoch"),
     "DEVICE": ("auto", "cpu", "cuda"),
     "MEMORY_CHECK": ("refuse", "warn"),
+    "SOLVER.AMP": ("", "bf16", "fp16"),
+    "SEARCH.AMP": ("", "bf16", "fp16"),
 }
 # Keys holding a list whose items must each be one of a fixed set.
 LIST_CHOICES = {

@@ -226,7 +226,11 @@ class Checkpointer:
         path = path or self.path
         data = self.read(path)
         states = data["states"]
-        missing = sorted(set(self.checkpointables) - set(states))
+        missing = sorted(
+            n
+            for n, o in self.checkpointables.items()
+            if n not in states and not getattr(o, "checkpoint_optional", False)
+        )
         if missing:
             raise CheckpointError(
                 f"checkpoint {path} has no state for {missing} (it holds {sorted(states)}); "
@@ -234,6 +238,8 @@ class Checkpointer:
             )
         for name, obj in self.checkpointables.items():
             obj = unwrap(obj)
+            if name not in states:  # an optional state the writing run did not have
+                continue
             if isinstance(obj, nn.Module):
                 load_state_dict(obj, states[name], source=f"{path} [{name}]")
             else:

@@ -84,6 +84,9 @@ class StepBase:
     def __call__(self, batch: Any) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def start_epoch(self) -> None:
+        """Right before the epoch's first batch is fetched (after the ``before_epoch`` hooks)."""
+
     def end_epoch(self) -> None:
         """Work after the epoch's batches, before its results are taken (e.g. FBNet's alpha pass)."""
 
@@ -148,6 +151,7 @@ class Trainer:
             self.record = {"epoch": epoch}
             self._call("before_epoch")
             try:
+                self.step.start_epoch()
                 self._run_epoch()
                 self.step.end_epoch()
             except NonFiniteLossError as e:

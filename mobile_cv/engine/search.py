@@ -63,6 +63,7 @@ from .hooks import (
 )
 from .logger import read_metrics
 from .loop import HookBase, Trainer, create_ddp_model
+from .precision import MixedPrecision
 from .report import count_arch, search_log_line, search_summary_lines
 from .steps import FixedMixing, SearchStep
 from .training import check_model_fits_data
@@ -112,6 +113,9 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
     table, cost_fn = build_cost_model(cfg, net)
     cost_loss, _ = build_cost_loss(cfg, table)
     net.to(device)
+    if s.CHANNELS_LAST:
+        net.to(memory_format=torch.channels_last)
+    precision = MixedPrecision(s.AMP, device)
     logger.info(
         "search space %s (%s, sampled choices %s): %d choices, 10^%.1f architectures, %.2f M supernet "
         "weights; %d weight / %d alpha / %d val images",
@@ -126,12 +130,18 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
         len(val_loader.dataset),
     )
     weight_opt, alpha_opt, scheduler = build_search_optimizers(cfg, net, len(weight_loader))
-    checkpointer = Checkpointer(out, supernet=net, weight_optimizer=weight_opt, alpha_optimizer=alpha_opt)
+    checkpointer = Checkpointer(
+        out,
+        supernet=net,
+        weight_optimizer=weight_opt,
+        alpha_optimizer=alpha_opt,
+        precision=precision if precision.scaler else None,
+    )
     extra = checkpointer.resume_or_start(resume)
     start_epoch = extra.get("epoch", -1) + 1
     interrupted = interrupted_record(os.path.join(out, "metrics.jsonl"), extra)  # before WriteMetrics rewrites it
     model = create_ddp_model(net, device, find_unused_parameters=bool(s.SAMPLED_CHOICES))
-    step = SearchStep(cfg, net, model, (cost_loss, cost_fn), (weight_opt, alpha_opt), alpha_loader)
+    step = SearchStep(cfg, net, model, (cost_loss, cost_fn), (weight_opt, alpha_opt), alpha_loader, precision)
 
     def eval_model() -> nn.Module:  # the supernet with the deterministic mixing weights of its sampling
         return FixedMixing(net, net.sample_mixing(noise=False, hard=step.hard))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Callable, Dict, Iterator, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -22,28 +22,44 @@ from ..search.mixed import frozen_bn_statistics
 from .evaluation import topk_correct
 from .logger import progress
 from .loop import StepBase, check_finite
+from .precision import MixedPrecision, to_channels_last
 
 
 class PlainStep(StepBase):
     """SGD on the cross-entropy of one batch; the epoch's mean loss and top-1 as ``train_*``."""
 
-    def __init__(self, model: nn.Module, optimizer, criterion: nn.Module, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer,
+        criterion: nn.Module,
+        device: torch.device,
+        precision: Optional[MixedPrecision] = None,
+        channels_last: bool = False,
+    ) -> None:
         self.model, self.optimizer, self.criterion, self.device = model, optimizer, criterion, device
+        self.precision = precision or MixedPrecision("", device)
+        self.channels_last = channels_last
         self.sums = torch.zeros(3, dtype=torch.float64)  # loss, correct, images
         self.steps, self.t0 = 0, time.perf_counter()
 
     def __call__(self, batch) -> None:
         self.model.train()
         images, target = (t.to(self.device, non_blocking=True) for t in batch)
-        logits = self.model(images)
-        loss = self.criterion(logits, target)
+        if self.channels_last:
+            images = to_channels_last(images)
+        with self.precision.autocast():
+            logits = self.model(images)
+        loss = self.criterion(logits.float(), target)  # the loss in float32 whatever the autocast
         value = check_finite(loss, self.trainer.where)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.precision.backward_step(loss, self.optimizer)
         self.steps += 1
         n = target.numel()
         self.sums += torch.tensor([value * n, topk_correct(logits.detach(), target, (1,))[0], n], dtype=torch.float64)
+
+    def start_epoch(self) -> None:
+        self.t0 = time.perf_counter()  # train_time: the epoch's own time (set-up and evaluation excluded)
 
     def postfix(self) -> Dict[str, str]:
         loss, correct, seen = self.sums.tolist()
@@ -106,6 +122,7 @@ class SearchStep(StepBase):
         cost: Tuple[CostLoss, Callable[[Mixing], torch.Tensor]],
         optimizers: Sequence[torch.optim.Optimizer],
         alpha_loader,
+        precision: Optional[MixedPrecision] = None,
     ) -> None:
         s = cfg.SEARCH
         self.net, self.model, self.alpha_loader = net, model, alpha_loader
@@ -114,11 +131,16 @@ class SearchStep(StepBase):
         self.kind, self.hard, self.warmup = s.COST.KIND, tuple(s.SAMPLED_CHOICES), s.WARMUP_EPOCHS
         self.interleaved = s.ALPHA.SCHEDULE == "interleaved"
         self.device = next(net.parameters()).device
+        self.precision = precision or MixedPrecision(s.AMP, self.device)
+        self.channels_last = s.CHANNELS_LAST
         self.ce = nn.CrossEntropyLoss()
         # loss, ce, cost, correct, images per phase
         self.sums = {"weights": torch.zeros(5, dtype=torch.float64), "alpha": torch.zeros(5, dtype=torch.float64)}
         self.t0 = time.perf_counter()
         self._alpha_batches, self._alpha_epoch = None, -1
+
+    def start_epoch(self) -> None:
+        self.t0 = time.perf_counter()  # the epoch's time: set-up and evaluation excluded
 
     @property
     def trains_alpha(self) -> bool:
@@ -140,15 +162,18 @@ class SearchStep(StepBase):
     def _forward(self, x: torch.Tensor, y: torch.Tensor):
         self.net.train()
         x, y = x.to(self.device), y.to(self.device)
-        g = self.net.sample_mixing(hard=self.hard)
-        return self.model(x, g), y, g
+        if self.channels_last:
+            x = to_channels_last(x)
+        g = self.net.sample_mixing(hard=self.hard)  # in float32: alpha's softmax is not autocast
+        with self.precision.autocast():
+            logits = self.model(x, g)
+        return logits.float(), y, g
 
     def _backward(self, loss: torch.Tensor, optimizer, where: str) -> float:
         value = check_finite(loss, where)
         self.weight_opt.zero_grad(set_to_none=True)
         self.alpha_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self.precision.backward_step(loss, optimizer)
         return value
 
     def _record(self, phase: str, value: float, ce: float, cost: float, logits, y) -> None:

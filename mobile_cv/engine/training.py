@@ -53,6 +53,7 @@ from .hooks import (
     interrupted_record,
 )
 from .loop import HookBase, Trainer, create_ddp_model
+from .precision import MixedPrecision
 from .steps import PlainStep
 
 logger = logging.getLogger("mobile_cv.engine")
@@ -71,6 +72,8 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[H
     """
     out = cfg.OUTPUT_DIR
     model = build_model_from_cfg(cfg).to(device)  # first: a bad arch fails before a long folder scan
+    if cfg.SOLVER.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
     train_loader = build_loader(cfg, "train")
     val_loader = build_loader(cfg, "val")
     test_loader = build_loader(cfg, "test")  # now: an empty or missing test split fails before the training
@@ -97,12 +100,20 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[H
     )
     ema = build_ema(model, s.EMA.DECAY) if s.EMA.ENABLED else None
     # no scheduler: timm's are functions of the update count (see build_lr_scheduler)
-    checkpointer = Checkpointer(out, model=model, optimizer=optimizer, ema=ema)
+    precision = MixedPrecision(s.AMP, device)
+    checkpointer = Checkpointer(
+        out, model=model, optimizer=optimizer, ema=ema, precision=precision if precision.scaler else None
+    )
     extra = checkpointer.resume_or_start(resume)
     start_epoch = extra.get("epoch", -1) + 1
     interrupted = interrupted_record(os.path.join(out, "metrics.jsonl"), extra)  # before WriteMetrics rewrites it
     eval_model = ema.module if ema is not None else model
-    step = PlainStep(create_ddp_model(model, device), optimizer, build_criterion(s.LABEL_SMOOTHING), device)
+    step_model = create_ddp_model(model, device)
+    if s.COMPILE:
+        step_model = torch.compile(step_model)
+    step = PlainStep(
+        step_model, optimizer, build_criterion(s.LABEL_SMOOTHING), device, precision, channels_last=s.CHANNELS_LAST
+    )
     trainer = Trainer(
         step,
         train_loader,
