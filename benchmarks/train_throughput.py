@@ -9,7 +9,8 @@ data and optimizer, with each speed option on and off, measured side by side in 
 Each round runs, for every model and option set, one training epoch through ``engine.train`` and one
 through the bare loop (forward, loss, backward, step, nothing else) on the same synthetic images
 (a registered in-memory dataset, so both read through the same DataLoader); rounds interleave, and
-the medians are printed with their spread. Our epoch time is the loop's own ``train_time`` (set-up,
+the medians of the rounds after the warm-up round(s) are printed with their spread; the order of the two
+paths alternates from round to round. Our epoch time is the loop's own ``train_time`` (set-up,
 evaluation and saving excluded); ``ours/bare`` is the loop's overhead; ``option/none`` whether an
 option pays on this machine. With ``compile`` the first epoch (compilation) is not timed: each
 compiled run trains 2 epochs and the second is measured. Run it alone: it times the machine.
@@ -108,31 +109,8 @@ def bare(cfg) -> float:
     return epoch()
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--options", nargs="+", default=["none", "amp=bf16", "channels_last"], choices=list(OPTIONS))
-    p.add_argument("--resolution", type=int, default=96, help="input size (the MNIST model: 32 whatever this says)")
-    p.add_argument("--images", type=int, default=256, help="training images per epoch")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    IMAGES["n"] = args.images
-    times = {}  # (model, option, path) -> [seconds]
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
-            for model in args.models:
-                arch, chans = MODELS[model]
-                IMAGES["chans"] = chans
-                res = 32 if chans == 1 else args.resolution
-                for option in args.options:
-                    a = argparse.Namespace(**{**vars(args), "resolution": res})
-                    cfg = config(arch, chans, a, option, os.path.join(tmp, f"{model}-{option}-{r}"))
-                    times.setdefault((model, option, "ours"), []).append(ours(cfg))
-                    times.setdefault((model, option, "bare"), []).append(bare(cfg))
-            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+def report(times, args) -> None:
+    """The table: medians, spread, ours/bare, and each option against none."""
 
     def med(k):
         return statistics.median(times[k])
@@ -141,7 +119,8 @@ def main(argv=None) -> int:
         v = times[k]
         return f"{min(v):.2f}-{max(v):.2f}"
 
-    print(f"{args.images} images/epoch, batch {args.batch}, {args.threads} thread(s), {args.rounds} interleaved rounds")
+    counted = args.rounds - args.warmup_rounds
+    print(f"{args.images} images/epoch, batch {args.batch}, {args.threads} thread(s), {counted} counted rounds")
     print(f"{'model':<22} {'option':<14} {'ours img/s':>10} {'bare img/s':>10} {'ours/bare':>9}  {'ours s':>11}")
     for model in args.models:
         for option in args.options:
@@ -154,6 +133,41 @@ def main(argv=None) -> int:
         for option in args.options:
             if base and option != "none":
                 print(f"{model:<22} {option:<14} speed-up vs none (ours): {base / med((model, option, 'ours')):.3f}x")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--options", nargs="+", default=["none", "amp=bf16", "channels_last"], choices=list(OPTIONS))
+    p.add_argument("--resolution", type=int, default=96, help="input size (the MNIST model: 32 whatever this says)")
+    p.add_argument("--images", type=int, default=256, help="training images per epoch")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds, the warm-up ones included")
+    p.add_argument("--warmup-rounds", type=int, default=1, help="leading rounds not counted (one-time costs)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args(argv)
+    if not 0 <= args.warmup_rounds < args.rounds:
+        p.error(f"--warmup-rounds must be in [0, --rounds), got {args.warmup_rounds}")
+    torch.set_num_threads(args.threads)
+    IMAGES["n"] = args.images
+    times = {}  # (model, option, path) -> [seconds]
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for model in args.models:
+                arch, chans = MODELS[model]
+                IMAGES["chans"] = chans
+                res = 32 if chans == 1 else args.resolution
+                for option in args.options:
+                    a = argparse.Namespace(**{**vars(args), "resolution": res})
+                    cfg = config(arch, chans, a, option, os.path.join(tmp, f"{model}-{option}-{r}"))
+                    # alternate which path goes first: neither always meets the other's warm caches
+                    for path in ("ours", "bare") if r % 2 == 0 else ("bare", "ours"):
+                        seconds = ours(cfg) if path == "ours" else bare(cfg)
+                        if r >= args.warmup_rounds:
+                            times.setdefault((model, option, path), []).append(seconds)
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+
+    report(times, args)
     return 0
 
 
