@@ -457,7 +457,10 @@ def default_setup(
 
 def _say(message: str) -> None:
     for bar in list(getattr(tqdm, "_instances", ())):  # an interrupted progress bar ends its line first
-        bar.close()
+        try:
+            bar.close()
+        except Exception:  # a bar the signal interrupted inside its own constructor: half made, skip it
+            pass
     prefix = f"[rank {comm.get_rank()}] " if comm.get_world_size() > 1 else ""
     print(f"{prefix}{message}", file=sys.stderr, flush=True)
 
