@@ -170,15 +170,12 @@ def check_output_dir_path(output_dir: str) -> None:
     path = os.path.abspath(output_dir)
     if os.path.dirname(path) == path:
         raise OutputDirError(f"OUTPUT_DIR {output_dir!r} is the file-system root; set OUTPUT_DIR <folder>")
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise OutputDirError(f"OUTPUT_DIR {output_dir!r} is a file, not a folder; choose another OUTPUT_DIR")
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise OutputDirError(
-            f"OUTPUT_DIR {output_dir!r}: {parent!r} is a file, not a folder; choose another OUTPUT_DIR"
-        )
+    existing = path  # the folder itself or the nearest existing folder above it must be a folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        what = f"OUTPUT_DIR {output_dir!r}" + ("" if existing == path else f": {existing!r}")
+        raise OutputDirError(f"{what} is a file, not a folder; choose another OUTPUT_DIR")
 
 
 _RUN_LOCKS: List[RunLock] = []

@@ -185,12 +185,12 @@ def check_memory(
     need = estimate.total * processes
     where = "GPU memory free" if device.type == "cuda" else "RAM available"
     per = f" x {processes} processes" if processes > 1 else ""
-    line = f"one step of {what} needs about {estimate.describe()}{per}, and {free / GB:.2f} GB {where}"
+    needs = f"one step of {what} needs about {estimate.describe()}{per}"
+    free_gb = f"{free / GB:.2f} GB {where}"
     if need <= free:
-        return logging.INFO, f"memory: {line}"
-    advice = "lower SOLVER.BATCH_SIZE / SEARCH.BATCH_SIZE or DATA.INPUT_SIZE"
+        return logging.INFO, f"memory: {needs}, and {free_gb}"
+    short = f"{needs}, but only {free_gb}"
     if refuse:
-        raise OutOfMemoryError(
-            f"{line.replace(', and ', ', but only ')}; {advice}, or set MEMORY_CHECK warn to start anyway"
-        )
-    return logging.WARNING, f"{line.replace(', and ', ', but only ')}; starting anyway (MEMORY_CHECK warn)"
+        advice = "lower SOLVER.BATCH_SIZE / SEARCH.BATCH_SIZE or DATA.INPUT_SIZE"
+        raise OutOfMemoryError(f"{short}; {advice}, or set MEMORY_CHECK warn to start anyway")
+    return logging.WARNING, f"{short}; starting anyway (MEMORY_CHECK warn)"

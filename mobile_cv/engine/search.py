@@ -48,7 +48,7 @@ from ..search.choices import Mixing
 from ..search.plots import plot_search
 from .build import build_cost_loss, build_search_optimizers
 from .checkpoint import Checkpointer, atomic_write_text, state_digest
-from .defaults import load_latency_table, run_identity
+from .defaults import check_model_fits_data, load_latency_table, run_identity
 from .hooks import (
     Evaluate,
     LRSchedule,
@@ -66,7 +66,6 @@ from .loop import HookBase, Trainer, create_ddp_model
 from .precision import MixedPrecision
 from .report import count_arch, search_log_line, search_summary_lines
 from .steps import FixedMixing, SearchStep
-from .training import check_model_fits_data
 
 logger = logging.getLogger("mobile_cv.search")
 
