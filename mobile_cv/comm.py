@@ -8,7 +8,7 @@ gloo on CPU, nccl on GPU. Without torchrun nothing needs initializing.
 from __future__ import annotations
 
 import os
-from typing import Any, List, Union
+from typing import Any, List, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -87,6 +87,23 @@ def all_reduce_mean(x: Union[torch.Tensor, float]) -> Union[torch.Tensor, float]
     """The mean over ranks of a tensor or a number."""
     s = all_reduce_sum(x)
     return s / get_world_size()
+
+
+def all_reduce_grads_mean(params: Sequence[torch.Tensor]) -> None:
+    """Average the gradients of ``params`` over ranks in place (one all-reduce of their
+    concatenation; a missing gradient counts as zeros): for parameters no
+    DistributedDataParallel reduces."""
+    if get_world_size() == 1 or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads]).to(_device(), torch.float32)
+    dist.all_reduce(flat)
+    flat /= get_world_size()
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(g).to(g.device, g.dtype)
+        offset += n
 
 
 def all_gather_object(obj: Any) -> List[Any]:

@@ -338,3 +338,49 @@ def test_custom_op_in_a_search_space():
         assert net.expected_cost("flops", w).item() == pytest.approx(flops, rel=1e-5)
     finally:
         mobile_cv.OPS.unregister("test_sep_k3")
+
+
+@pytest.mark.parametrize("sampled", [[], ["resolution"], ["op", "resolution"]])
+def test_search_steps_compute_only_the_gradients_they_step(sampled):
+    """The weight step computes no gradient towards alpha and the alpha step none for the weights
+    (work each would throw away); the alpha step's gradients equal a full backward pass's."""
+    import copy
+    from types import SimpleNamespace
+
+    from mobile_cv.config import get_cfg
+    from mobile_cv.engine import SearchStep, build_search_optimizers
+    from mobile_cv.search.mixed import frozen_bn_statistics
+
+    cfg = get_cfg()
+    cfg.SEARCH.SAMPLED_CHOICES = sampled
+    torch.manual_seed(0)
+    net = build_supernet("mnist_small_space", num_classes=10, in_chans=1)
+    randomize_bn(net)
+    w_opt, a_opt, _ = build_search_optimizers(cfg, net, 1)
+    cost_loss = CostLoss("target", target=0.3)
+    step = SearchStep(cfg, net, net, (cost_loss, lambda g: net.expected_cost("flops", g)), (w_opt, a_opt), None)
+    step.trainer = SimpleNamespace(where="test", epoch=0)
+    seen = {}
+    for name, opt in (("weights", w_opt), ("alpha", a_opt)):
+        opt.step = lambda name=name, f=opt.step: (seen.__setitem__(name, [p.grad for p in net.parameters()]), f())[1]
+    x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 10, (8,))
+    is_alpha = [any(p is a for a in net.arch_parameters()) for p in net.parameters()]
+
+    step.weight_step(x, y)
+    assert all(g is None for g, a in zip(seen["weights"], is_alpha) if a)
+    assert any(g is not None for g, a in zip(seen["weights"], is_alpha) if not a)
+
+    ref = copy.deepcopy(net)
+    torch.manual_seed(1)
+    step.alpha_step(x, y, "test")
+    assert all(g is None for g, a in zip(seen["alpha"], is_alpha) if not a)
+    torch.manual_seed(1)
+    with frozen_bn_statistics(ref):
+        g = ref.sample_mixing(hard=sampled)
+        loss = cost_loss(nn.functional.cross_entropy(ref(x, g), y), ref.expected_cost("flops", g))
+        loss.backward()  # every gradient, the weights' too
+    got = [g for g, a in zip(seen["alpha"], is_alpha) if a]
+    want = [p.grad for p, a in zip(ref.parameters(), is_alpha) if a]
+    assert all(g is not None for g in got) and len(got) == len(net.choices)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-5, atol=1e-9)

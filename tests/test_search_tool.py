@@ -186,7 +186,10 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_alpha_and_arch(finished_se
     ]
 
 
-def test_torchrun_two_processes_end_with_the_same_alpha(space_file, tmp_path):
+@pytest.mark.parametrize("sampled", ["['resolution']", "[]"])
+def test_torchrun_two_processes_end_with_the_same_alpha(space_file, tmp_path, sampled):
+    """DDP reduces the weights' gradients (with unused parameters when choices are sampled,
+    without when the full mixture runs); the alpha step reduces alpha's itself."""
     out = tmp_path / "ddp"
     cmd = [
         sys.executable,
@@ -194,7 +197,7 @@ def test_torchrun_two_processes_end_with_the_same_alpha(space_file, tmp_path):
         "torch.distributed.run",
         "--standalone",
         "--nproc_per_node=2",
-        *tool("search.py", *search_args(space_file, out, epochs=2))[1:],
+        *tool("search.py", *search_args(space_file, out, epochs=2), "SEARCH.SAMPLED_CHOICES", sampled)[1:],
     ]
     p = run(cmd)
     assert "world size 2" in p.stdout

@@ -181,10 +181,22 @@ class Trainer:
             getattr(h, method)()
 
 
-def create_ddp_model(model: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:
-    """``model`` wrapped in DistributedDataParallel when more than one process runs, else ``model``."""
+def create_ddp_model(
+    model: nn.Module,
+    device: torch.device,
+    find_unused_parameters: bool = False,
+    ignored_parameters: Sequence[str] = (),
+) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel when more than one process runs, else ``model``.
+
+    Args:
+        ignored_parameters: names of parameters DDP neither broadcasts nor reduces (the caller
+            reduces their gradients itself, e.g. the supernet's architecture logits).
+    """
     if comm.get_world_size() == 1:
         return model
+    if ignored_parameters:
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(ignored_parameters))
     return nn.parallel.DistributedDataParallel(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,

@@ -15,7 +15,7 @@ uninterrupted one.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -41,13 +41,27 @@ class MixedPrecision:
         """The context of the forward pass and the loss."""
         return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
 
-    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """``loss.backward(); optimizer.step()``, through the scaler under fp16."""
+    def backward_step(
+        self,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        inputs: Optional[Sequence[torch.Tensor]] = None,
+        before_step: Optional[Callable[[], None]] = None,
+    ) -> None:
+        """``loss.backward(inputs=inputs); before_step(); optimizer.step()``, through the scaler under fp16.
+
+        Args:
+            inputs: the tensors whose gradients to compute (default: every leaf of the graph);
+                autograd skips the work that only other leaves need.
+            before_step: called between the backward pass and the step (e.g. an all-reduce of
+                gradients no DistributedDataParallel reduces).
+        """
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward(inputs=inputs)
+        if before_step is not None:
+            before_step()
         if self.scaler is None:
-            loss.backward()
             optimizer.step()
             return
-        self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
 

@@ -139,7 +139,10 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
     extra = checkpointer.resume_or_start(resume)
     start_epoch = extra.get("epoch", -1) + 1
     interrupted = interrupted_record(os.path.join(out, "metrics.jsonl"), extra)  # before WriteMetrics rewrites it
-    model = create_ddp_model(net, device, find_unused_parameters=bool(s.SAMPLED_CHOICES))
+    # DDP reduces the weights' gradients; the alpha step averages alpha's itself (SearchStep.alpha_step)
+    model = create_ddp_model(
+        net, device, find_unused_parameters=bool(s.SAMPLED_CHOICES), ignored_parameters=net.arch_parameter_names()
+    )
     step = SearchStep(cfg, net, model, (cost_loss, cost_fn), (weight_opt, alpha_opt), alpha_loader, precision)
 
     def eval_model() -> nn.Module:  # the supernet with the deterministic mixing weights of its sampling

@@ -104,6 +104,10 @@ class Supernet(nn.Module):
         """The architecture logits alpha (one vector per choice)."""
         return list(self.alphas.values())
 
+    def arch_parameter_names(self) -> List[str]:
+        """The names of :meth:`arch_parameters` in ``named_parameters()``."""
+        return [f"alphas.{key}" for key in self.alphas]
+
     def weight_parameters(self) -> List[nn.Parameter]:
         """Every other parameter (the network weights)."""
         arch = {id(p) for p in self.arch_parameters()}
