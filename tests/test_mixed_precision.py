@@ -108,3 +108,23 @@ def test_compiled_training_saves_the_plain_model(files, tmp_path):
     sd = weights(out / "model_final.pth")
     assert not any(k.startswith("_orig_mod.") for k in sd)  # torch.compile's wrapper is not in the weights
     assert json.loads((out / "eval.json").read_text())["test"]["images"] > 0
+
+
+def test_compiled_search_runs_within_the_recompile_limit(files, tmp_path):
+    """SEARCH.COMPILE: the weight and alpha steps run compiled graphs (one per sampled resolution and
+    step kind), and dynamo never falls back to eager for hitting its recompile limit."""
+    out = tmp_path / "c"
+    p = run(search(files, out, "SEARCH.COMPILE", "True", "SEARCH.EPOCHS", "1", "SEARCH.WARMUP_EPOCHS", "0"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "_limit" not in p.stderr, p.stderr[-2000:]  # "torch._dynamo hit config.recompile_limit"
+    (record,) = read_metrics(out / "metrics.jsonl")
+    assert record["alpha_loss"] > 0 and json.loads((out / "search.json").read_text())["derived_flops_m"] > 0
+
+
+@pytest.mark.parametrize("sampled", [["op"], ["channels", "resolution"]])
+def test_compiled_search_refuses_choices_sampled_per_step(sampled):
+    from mobile_cv.config import ConfigError
+    from mobile_cv.engine import setup_cfg
+
+    with pytest.raises(ConfigError, match=f"SEARCH.COMPILE cannot be used with SEARCH.SAMPLED_CHOICES.*'{sampled[0]}'"):
+        setup_cfg(opts=["SEARCH.COMPILE", "True", "SEARCH.SAMPLED_CHOICES", str(sampled)], arch_key="SEARCH.SPACE")

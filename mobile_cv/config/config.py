@@ -175,6 +175,13 @@ def check_config(cfg: CfgNode) -> None:
             f"python tools/latency_table.py {cfg.SEARCH.SPACE} --out TABLE.json, then set SEARCH.COST.LATENCY_TABLE "
             "TABLE.json"
         )
+    per_step = sorted(set(cfg.SEARCH.SAMPLED_CHOICES) - {"resolution"})
+    if cfg.SEARCH.COMPILE and per_step:
+        raise ConfigError(
+            f"SEARCH.COMPILE cannot be used with SEARCH.SAMPLED_CHOICES {list(cfg.SEARCH.SAMPLED_CHOICES)}: a sampled "
+            f"{per_step[0]!r} choice runs a different network each step, and each would be compiled anew; compile "
+            f"with SAMPLED_CHOICES ['resolution'] or [], or set SEARCH.COMPILE False"
+        )
     if cfg.SEARCH.WARMUP_EPOCHS >= cfg.SEARCH.EPOCHS:
         raise ConfigError(
             f"SEARCH.WARMUP_EPOCHS ({cfg.SEARCH.WARMUP_EPOCHS}) must be below SEARCH.EPOCHS ({cfg.SEARCH.EPOCHS}): "

@@ -131,6 +131,10 @@ _C.SEARCH.TEMPERATURE.FINAL = 0.5  # T at the end of the search
 # (the mixing weights, alpha and the cost stay float32).
 _C.SEARCH.AMP = ""
 _C.SEARCH.CHANNELS_LAST = False
+# torch.compile the supernet for the weight and alpha steps (evaluation runs it as built); one
+# graph per sampled resolution and step kind, so only with SAMPLED_CHOICES [] or ['resolution'].
+# Compiling takes minutes on a CPU (docs/benchmarks.md).
+_C.SEARCH.COMPILE = False
 # Optimizer of the architecture parameters (alpha), trained on "search_alpha".
 _C.SEARCH.ALPHA = _YacsNode()
 _C.SEARCH.ALPHA.OPTIMIZER = "adam"  # the only choice for now

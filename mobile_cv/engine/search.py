@@ -97,6 +97,18 @@ def build_cost_model(cfg: CfgNode, net: Supernet) -> "tuple[BudgetTable, Callabl
     return table, lambda mixing: net.expected_cost(kind, mixing)
 
 
+def compile_supernet(model: nn.Module, net: Supernet) -> "tuple[nn.Module, nn.Module]":
+    """torch.compile of the weight step's model (``net`` or its DDP wrapper) and of the alpha
+    step's (``net``). Dynamo keeps one graph per sampled resolution, per step kind (constant or
+    differentiable mixing weights) and per wrapper, more than its default limit of 8."""
+    sizes = len(net.res_sizes or ()) or 1
+    limit = 4 * sizes + 4
+    for name in ("recompile_limit", "cache_size_limit"):  # the key's name in newer / older torch
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
+    return torch.compile(model), torch.compile(net)
+
+
 def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[HookBase] = ()) -> Dict[str, Any]:
     """Search SEARCH.SPACE on DATA; call after :func:`mobile_cv.engine.default_setup`. Returns the
     summary written to search.json. ``hooks`` run after the built-in ones."""
@@ -143,7 +155,12 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
     model = create_ddp_model(
         net, device, find_unused_parameters=bool(s.SAMPLED_CHOICES), ignored_parameters=net.arch_parameter_names()
     )
-    step = SearchStep(cfg, net, model, (cost_loss, cost_fn), (weight_opt, alpha_opt), alpha_loader, precision)
+    alpha_model = net
+    if s.COMPILE:
+        model, alpha_model = compile_supernet(model, net)
+    step = SearchStep(
+        cfg, net, model, (cost_loss, cost_fn), (weight_opt, alpha_opt), alpha_loader, precision, alpha_model
+    )
 
     def eval_model() -> nn.Module:  # the supernet with the deterministic mixing weights of its sampling
         return FixedMixing(net, net.sample_mixing(noise=False, hard=step.hard))

@@ -17,7 +17,7 @@ from torch import nn
 from .. import comm
 from ..config import CfgNode
 from ..search import CostLoss, Supernet
-from ..search.choices import Mixing
+from ..search.choices import Mixing, detach_mixing
 from ..search.mixed import frozen_bn_statistics
 from .evaluation import topk_correct
 from .logger import progress
@@ -108,7 +108,10 @@ class SearchStep(StepBase):
     every optimizer's gradients are cleared before each backward pass.
 
     Args:
-        model: ``net`` or its DistributedDataParallel wrapper.
+        model: the weight step's network: ``net`` or its DistributedDataParallel wrapper (compiled
+            or not).
+        alpha_model: the alpha step's network: ``net`` (default) or its compiled form; never
+            DDP-wrapped (alpha's gradients are averaged by the step itself).
         cost: ``(cost loss, cost_fn)``: the alpha step's loss, and mixing weights -> the
             differentiable expected cost (MFLOPs, M params or ms).
         optimizers: ``(weight optimizer, alpha optimizer)``.
@@ -123,9 +126,11 @@ class SearchStep(StepBase):
         optimizers: Sequence[torch.optim.Optimizer],
         alpha_loader,
         precision: Optional[MixedPrecision] = None,
+        alpha_model: Optional[nn.Module] = None,
     ) -> None:
         s = cfg.SEARCH
         self.net, self.model, self.alpha_loader = net, model, alpha_loader
+        self.alpha_model = alpha_model if alpha_model is not None else net
         self.cost_loss, self.cost_fn = cost
         self.weight_opt, self.alpha_opt = optimizers
         self.kind, self.hard, self.warmup = s.COST.KIND, tuple(s.SAMPLED_CHOICES), s.WARMUP_EPOCHS
@@ -168,7 +173,7 @@ class SearchStep(StepBase):
         if not mixing_grad:
             # the mixing weights enter as constants: autograd then skips every gradient towards
             # alpha (each mask's and each mixture's), which the weight step would throw away
-            g = {label: w.detach() for label, w in g.items()}
+            g = detach_mixing(g)
         with self.precision.autocast():
             logits = model(x, g)
         return logits.float(), y, g
@@ -200,7 +205,7 @@ class SearchStep(StepBase):
         """
         alphas = self.net.arch_parameters()
         with frozen_bn_statistics(self.net):
-            logits, y, g = self._forward(self.net, x, y, mixing_grad=True)
+            logits, y, g = self._forward(self.alpha_model, x, y, mixing_grad=True)
             ce = self.ce(logits, y)
             cost = self.cost_fn(g)  # the sampled architecture's expected cost
             value = self._backward(

@@ -30,12 +30,23 @@ Mixing = Dict[str, torch.Tensor]
 
 class KnownMixing(dict):
     """Mixing weights whose hard choices are known without reading a tensor: ``chosen`` maps a
-    label to the one option that runs. Meta-device tensors hold no values, so the memory
-    estimate (:mod:`mobile_cv.engine.memory`) runs the supernet with these."""
+    label to the one option that runs. :meth:`Supernet.sample_mixing` returns these for hard
+    samples (the blocks skip unchosen options without a device sync per option, and
+    ``torch.compile`` sees no data-dependent branch); meta-device tensors hold no values, so the
+    memory estimate (:mod:`mobile_cv.engine.memory`) runs the supernet with these too.
+    ``chosen=None`` (a copy made by code that knows only dicts, e.g. DDP moving inputs between
+    devices) falls back to reading the weights."""
 
-    def __init__(self, weights: Mixing, chosen: Dict[str, int]) -> None:
+    def __init__(self, weights: Mixing, chosen: Optional[Dict[str, int]] = None) -> None:
         super().__init__(weights)
-        self.chosen = dict(chosen)
+        self.chosen = dict(chosen) if chosen is not None else None
+
+
+def detach_mixing(mixing: Mixing) -> Mixing:
+    """``mixing`` with every weight detached (what is known about hard choices kept)."""
+    out = {label: w.detach() for label, w in mixing.items()}
+    chosen = getattr(mixing, "chosen", None)
+    return KnownMixing(out, chosen) if chosen is not None else out
 
 
 @dataclass(frozen=True)
@@ -147,9 +158,10 @@ def fit_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, 0, 0, channels - c))
 
 
-def straight_through(g: torch.Tensor) -> torch.Tensor:
-    """The one-hot of ``g``'s argmax in the forward pass, ``g``'s gradient in the backward pass."""
-    hard = F.one_hot(g.argmax(-1), g.shape[-1]).to(g.dtype)
+def straight_through(g: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The one-hot of ``g``'s argmax (or of ``index``) in the forward pass, ``g``'s gradient in the
+    backward pass."""
+    hard = F.one_hot(g.argmax(-1) if index is None else index, g.shape[-1]).to(g.dtype)
     return hard - g.detach() + g
 
 

@@ -38,7 +38,7 @@ from ..arch_def import ArchDefError, check_top_level
 from ..arch_registry import arch_def_names
 from ..builder import ClsConvHead, resolve_arch_def
 from ..errors import InvalidArgumentError
-from .choices import Choice, Mixing, gumbel_softmax, log10_size, straight_through
+from .choices import Choice, KnownMixing, Mixing, gumbel_softmax, log10_size, straight_through
 from .encode import copy_to, derive_arch, encode
 from .masked import Cost, Spatial
 from .mixed import run_blocks
@@ -135,11 +135,17 @@ class Supernet(nn.Module):
         if unknown:
             raise InvalidArgumentError(f"unknown choice kind {unknown[0]!r}; valid: {list(CHOICE_KINDS)}")
         noise = self.training if noise is None else noise
-        out = {}
+        out, chosen = {}, {}
         for label, choice in self.choices.items():
             g = gumbel_softmax(self.alpha(label), self.temperature, noise)
-            out[label] = straight_through(g) if choice.kind in hard else g
-        return out
+            if choice.kind in hard:
+                chosen[label] = g.detach().argmax(-1)
+                g = straight_through(g, chosen[label])
+            out[label] = g
+        # one read of every sampled index (one device sync), so no block reads a weight to skip an
+        # option (soft weights are never zero: nothing is skipped without hard samples)
+        index = torch.stack(list(chosen.values())).tolist() if chosen else []
+        return KnownMixing(out, dict(zip(chosen, index)))
 
     def probabilities(self) -> Dict[str, torch.Tensor]:
         """softmax(alpha) per choice, detached: the distribution the Gumbel samples are drawn from
