@@ -61,7 +61,9 @@ def bench_space(options: int, resolutions: int) -> dict:
                 ]
             ]
         )
-    rows.append([["ir_pool_hs", 256, 1, 1, {"expansion": 4}]])
+    # a two-option head width in every row: the 1-option rows have nothing else to search, and a supernet
+    # needs a choice (pooled 1x1 convs: negligible beside the rows above)
+    rows.append([["masked-channel", 256, 1, 1, {"op": "ir_pool_hs", "channels": [248, 256], "expansion": 4}]])
     space = {"input_size": RESOLUTIONS[0], "basic_args": {"width_divisor": 1}, "blocks": rows}
     if resolutions > 1:
         space["search"] = {"resolution": sorted(RESOLUTIONS[:resolutions])}
@@ -190,7 +192,8 @@ def run_f(sampled: tuple, checkpoint: bool, device: str, steps: int, batch: int)
 
 def f_table(args) -> list:
     rows = []
-    for sampled, ckpt, batch in F_ROWS:
+    plan = [(("resolution",), False, b) for b in args.f_batches] if args.f_batches else F_ROWS
+    for sampled, ckpt, batch in plan:
         batch = batch or args.f_batch
         cmd = [
             sys.executable,
@@ -261,6 +264,12 @@ def main() -> None:
     )
     p.add_argument("--f-batch", type=int, default=8, help="batch of the FBNetV2-F rows")
     p.add_argument("--f-steps", type=int, default=2)
+    p.add_argument(
+        "--f-batches",
+        nargs="+",
+        type=int,
+        help="instead of the six F rows: the default setting (sampled resolution, no checkpointing) at each batch",
+    )
     p.add_argument("--_one", nargs=3, metavar=("MODE", "OPTIONS", "RESOLUTIONS"), help=argparse.SUPPRESS)
     p.add_argument("--_f", nargs=2, metavar=("SAMPLED", "CHECKPOINT"), help=argparse.SUPPRESS)
     args = p.parse_args()

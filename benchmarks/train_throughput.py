@@ -64,7 +64,7 @@ def build_synthetic(split: str, *, input_size: int) -> ClassificationDataset:
 def config(arch: str, chans: int, args, option: str, out: str):
     opts = ["MODEL.ARCH", arch, "MODEL.IN_CHANS", str(chans), "DATA.NAME", "synthetic_benchmark"]
     opts += ["DATA.INPUT_SIZE", str(args.resolution), "SOLVER.BATCH_SIZE", str(args.batch), "SOLVER.EVAL_PERIOD", "0"]
-    opts += ["DEVICE", "cpu", "OUTPUT_DIR", out, "SOLVER.EPOCHS", "2" if option == "compile" else "1"]
+    opts += ["DEVICE", args.device, "OUTPUT_DIR", out, "SOLVER.EPOCHS", "2" if option == "compile" else "1"]
     return engine.setup_cfg("", opts + OPTIONS[option])
 
 
@@ -81,13 +81,14 @@ def ours(cfg) -> float:
 def bare(cfg) -> float:
     """Seconds of one epoch of forward, loss, backward, step over the same loader and optimizer."""
     s = cfg.SOLVER
+    device = torch.device(cfg.DEVICE)
     engine.seed_all(cfg.SEED)
-    model = engine.build_model_from_cfg(cfg)
+    model = engine.build_model_from_cfg(cfg).to(device)
     if s.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     opt = engine.build_sgd(model, lr=s.BASE_LR, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY)
     criterion = engine.build_criterion(s.LABEL_SMOOTHING)
-    precision = MixedPrecision(s.AMP, torch.device("cpu"))
+    precision = MixedPrecision(s.AMP, device)
     step_model = torch.compile(model) if s.COMPILE else model
     loader = build_loader(cfg, "train")
     model.train()
@@ -95,6 +96,7 @@ def bare(cfg) -> float:
     def epoch() -> float:
         t0 = time.perf_counter()
         for images, target in loader:
+            images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
             if s.CHANNELS_LAST:
                 images = to_channels_last(images)
             with precision.autocast():
@@ -102,6 +104,8 @@ def bare(cfg) -> float:
             loss = criterion(logits.float(), target)
             opt.zero_grad(set_to_none=True)
             precision.backward_step(loss, opt)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # (our loop reads each step's loss: it ends synchronized too)
         return time.perf_counter() - t0
 
     if s.COMPILE:
@@ -120,7 +124,10 @@ def report(times, args) -> None:
         return f"{min(v):.2f}-{max(v):.2f}"
 
     counted = args.rounds - args.warmup_rounds
-    print(f"{args.images} images/epoch, batch {args.batch}, {args.threads} thread(s), {counted} counted rounds")
+    print(
+        f"{args.device}, {args.images} images/epoch, batch {args.batch}, {args.threads} thread(s), {counted} counted "
+        f"rounds, torch {torch.__version__}"
+    )
     print(f"{'model':<22} {'option':<14} {'ours img/s':>10} {'bare img/s':>10} {'ours/bare':>9}  {'ours s':>11}")
     for model in args.models:
         for option in args.options:
@@ -145,6 +152,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=4, help="interleaved rounds, the warm-up ones included")
     p.add_argument("--warmup-rounds", type=int, default=1, help="leading rounds not counted (one-time costs)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = p.parse_args(argv)
     if not 0 <= args.warmup_rounds < args.rounds:
         p.error(f"--warmup-rounds must be in [0, --rounds), got {args.warmup_rounds}")

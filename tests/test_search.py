@@ -384,3 +384,13 @@ def test_search_steps_compute_only_the_gradients_they_step(sampled):
     assert all(g is not None for g in got) and len(got) == len(net.choices)
     for g, w in zip(got, want):
         assert torch.allclose(g, w, rtol=1e-5, atol=1e-9)
+
+
+def test_a_space_whose_choices_all_have_one_option_says_so():
+    space = {
+        "input_size": 32,
+        "search": {"resolution": [32]},
+        "blocks": [[["masked-channel", 16, 2, 1, {"op": "conv_k3_hs", "channels": [16]}]]],
+    }
+    with pytest.raises(ArchDefError, match="every search row and the resolution search have a single option"):
+        build_supernet(space, num_classes=10)

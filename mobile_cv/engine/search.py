@@ -151,9 +151,14 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
     extra = checkpointer.resume_or_start(resume)
     start_epoch = extra.get("epoch", -1) + 1
     interrupted = interrupted_record(os.path.join(out, "metrics.jsonl"), extra)  # before WriteMetrics rewrites it
-    # DDP reduces the weights' gradients; the alpha step averages alpha's itself (SearchStep.alpha_step)
+    # DDP reduces the weights' gradients; the alpha step averages alpha's itself (SearchStep.alpha_step).
+    # A sampled resolution runs every weight; a sampled block type (or, in conventional mode, width)
+    # leaves the unchosen candidates' weights out of the step: DDP must look for them.
     model = create_ddp_model(
-        net, device, find_unused_parameters=bool(s.SAMPLED_CHOICES), ignored_parameters=net.arch_parameter_names()
+        net,
+        device,
+        find_unused_parameters=bool(set(s.SAMPLED_CHOICES) - {"resolution"}),
+        ignored_parameters=net.arch_parameter_names(),
     )
     alpha_model = net
     if s.COMPILE:

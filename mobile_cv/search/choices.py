@@ -13,6 +13,7 @@ A space without a label is a fixed width.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ class ChannelSpace:
         if self.label is None:
             return float(self.widths[0])
         g = mixing[self.label]
-        return (g * torch.tensor(self.widths, dtype=g.dtype, device=g.device)).sum(-1)
+        return (g * constant_tensor(self.widths, g.device, g.dtype)).sum(-1)
 
     def mask(self, mixing: Mixing) -> Optional[torch.Tensor]:
         """M = sum_i g_i * 1_i over ``max`` channels (1_i: ones in the first c_i entries).
@@ -101,9 +102,7 @@ class ChannelSpace:
         if self.label is None:
             return None
         g = mixing[self.label]
-        widths = torch.tensor(self.widths, device=g.device)
-        ones = (torch.arange(self.max, device=g.device)[None, :] < widths[:, None]).to(g.dtype)
-        return g @ ones
+        return g @ _prefix_ones(self.widths, g.device, g.dtype)
 
     def chosen(self, index: Dict[str, int]) -> int:
         return self.widths[0] if self.label is None else self.widths[index[self.label]]
@@ -111,6 +110,19 @@ class ChannelSpace:
     def map(self, fn) -> "ChannelSpace":
         """A dependent space: the same label, widths ``fn(c)``."""
         return ChannelSpace(tuple(int(fn(c)) for c in self.widths), self.label)
+
+
+@functools.lru_cache(maxsize=4096)
+def constant_tensor(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.tensor(values)`` made once per device and dtype (the forward and the cost use the same
+    small constants every step; making them anew is a host-to-device copy each time on a GPU)."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix_ones(widths: Tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Row i: ones in the first ``widths[i]`` of ``max(widths)`` entries (the masks' basis)."""
+    return (torch.arange(max(widths), device=device)[None, :] < torch.tensor(widths, device=device)[:, None]).to(dtype)
 
 
 def can_be_equal(a: ChannelSpace, b: ChannelSpace) -> bool:
@@ -137,12 +149,12 @@ def p_equal(a: ChannelSpace, b: ChannelSpace, mixing: Mixing) -> Union[float, to
         return float(a.widths == b.widths)
     if a.label is not None and a.label == b.label:
         g = mixing[a.label]
-        same = torch.tensor([float(x == y) for x, y in zip(a.widths, b.widths)], dtype=g.dtype, device=g.device)
+        same = constant_tensor(tuple(float(x == y) for x, y in zip(a.widths, b.widths)), g.device, g.dtype)
         return (g * same).sum(-1)
     if a.label is None:
         a, b = b, a
     ga = mixing[a.label]
-    eq = torch.tensor([[float(x == y) for y in b.widths] for x in a.widths], dtype=ga.dtype, device=ga.device)
+    eq = constant_tensor(tuple(tuple(float(x == y) for y in b.widths) for x in a.widths), ga.device, ga.dtype)
     if b.label is None:
         return (ga * eq[:, 0]).sum(-1)
     return ((ga @ eq) * mixing[b.label]).sum(-1)

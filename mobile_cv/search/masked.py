@@ -38,7 +38,7 @@ from ..flops import count_flops_params
 from ..layers import ConvBNAct
 from ..ops import OPS, OpSpec
 from ..registry import Registry
-from .choices import ChannelSpace, Mixing, always_equal, can_be_equal, fit_channels, p_equal
+from .choices import ChannelSpace, Mixing, always_equal, can_be_equal, constant_tensor, fit_channels, p_equal
 
 Scalar = Union[float, torch.Tensor]
 
@@ -54,7 +54,7 @@ class Spatial:
         if self.label is None:
             return float(self.sizes[0])
         g = mixing[self.label]
-        return (g * torch.tensor(self.sizes, dtype=g.dtype, device=g.device)).sum(-1)
+        return (g * constant_tensor(tuple(float(s) for s in self.sizes), g.device, g.dtype)).sum(-1)
 
     def area(self, mixing: Mixing) -> Scalar:
         e = self.eff(mixing)

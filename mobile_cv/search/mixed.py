@@ -103,9 +103,9 @@ class MixedBlock(nn.Module):
         self.in_space, self.out_space, self.stride = in_space, out_space, stride
 
     def candidate_weight(self, name: str, mixing: Mixing):
-        w = 1.0
-        for label, i in self.factors[name]:
-            w = w * mixing[label][..., i]
+        w = 1.0  # a plain row's weight (no factors)
+        for k, (label, i) in enumerate(self.factors[name]):
+            w = mixing[label][..., i] if k == 0 else w * mixing[label][..., i]
         return w
 
     def forward(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:

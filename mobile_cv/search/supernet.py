@@ -81,6 +81,12 @@ class Supernet(nn.Module):
         blocks, self.block_rows = builder.build_blocks()
         self.body, self.res_sizes = builder.build_body(blocks, self.input_size)
         if not self.choices:
+            rows = [r for stage in self.space.get("blocks", []) for r in stage if isinstance(r, (list, tuple)) and r]
+            if "search" in self.space or any(r[0] in SEARCH_OPS for r in rows):
+                raise ArchDefError(
+                    f"{name or 'this search space'} has nothing to search: every search row and the resolution "
+                    f"search have a single option; give some of them two or more"
+                )
             raise ArchDefError(
                 f"{name or 'this arch def'} has nothing to search: no row is a search op (masked-channel, choice, "
                 f'...) and it has no "search" key; a plain model is built with build_model. Search spaces: '
