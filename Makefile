@@ -50,6 +50,8 @@ bench: install
 	$(BIN)/python benchmarks/search_memory.py --steps 2 --batch 8 --max-options 2 --tables channels
 	$(BIN)/python benchmarks/search_cost.py --rounds 1 --limit 64 --batch 32 --arch model_zoo/weights/mnist_dmasking_1p5m.json
 	$(BIN)/python benchmarks/train_throughput.py --models mnist_dmasking_1p5m --images 64 --rounds 2
+	$(BIN)/python benchmarks/search_profile.py --spaces mnist_small_space --steps 1
+	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh --device cpu --out $(BENCH_OUT)/gpu_check
 	$(BIN)/python benchmarks/search_quality.py --budgets 0.3 --seeds --random 2 --train-epochs 1 \
 		--out $(BENCH_OUT)/search_quality   # random architectures only: the searched side is the full run's
 	$(BIN)/python benchmarks/latency_prediction.py --table configs/latency/mnist_small_space_executorch.json \

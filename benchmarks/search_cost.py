@@ -7,7 +7,8 @@ A search epoch is what ``tools/search.py`` runs after the warm-up (the real
 batch (80% of the train split), each followed by an alpha step on a ``search_alpha``
 batch. It is timed for three settings of ``SEARCH.SAMPLED_CHOICES``: the paper's full
 mixture (every block type at every resolution), sampled resolutions (the default), and
-sampled block types and resolutions (single path, as GDAS). A training epoch trains a
+sampled block types and resolutions (single path, as GDAS); and the default setting as the step
+was before issue 19 (every gradient computed in both steps). A training epoch trains a
 plain model on the whole train split: the largest architecture of the space and one
 derived within ``--target`` MFLOPs (or ``--arch`` FILE).
 
@@ -33,11 +34,25 @@ from mobile_cv.engine import LRSchedule, SearchStep, SetEpoch, Temperature, Trai
 from mobile_cv.search import CostLoss, build_supernet  # noqa: E402
 from mobile_cv.search.budget import BudgetTable, log_probs  # noqa: E402
 
-SETTINGS = {  # label -> SEARCH.SAMPLED_CHOICES
-    "full mixture": [],
-    "sampled resolution": ["resolution"],
-    "sampled op + resolution": ["op", "resolution"],
+SETTINGS = {  # label -> (SEARCH.SAMPLED_CHOICES, the search step's class)
+    "full mixture": ([], SearchStep),
+    "sampled resolution": (["resolution"], SearchStep),
+    "sampled op + resolution": (["op", "resolution"], SearchStep),
 }
+
+
+class FullBackwardSearchStep(SearchStep):
+    """The search step before issue 19: each backward pass computes every gradient (the weight step
+    alpha's too, the alpha step the weights' too) and throws away what its optimizer does not step."""
+
+    def _forward(self, model, x, y, mixing_grad):
+        return super()._forward(model, x, y, mixing_grad=True)
+
+    def _backward(self, loss, optimizer, where, inputs=None, before_step=None):
+        return super()._backward(loss, optimizer, where, before_step=before_step)
+
+
+SETTINGS["sampled resolution, full backward (before)"] = (["resolution"], FullBackwardSearchStep)
 
 
 def loaders(batch: int, input_size: int, limit: int):
@@ -51,7 +66,7 @@ def loaders(batch: int, input_size: int, limit: int):
 class SearchEpoch:
     """One post-warm-up epoch of the search loop (weights and alpha), for one SAMPLED_CHOICES setting."""
 
-    def __init__(self, space: str, sampled, target: float, batch: int, w_loader, a_loader) -> None:
+    def __init__(self, space: str, sampled, step_cls, target: float, batch: int, w_loader, a_loader) -> None:
         cfg = get_cfg()
         cfg.merge_from_list(
             [
@@ -72,7 +87,7 @@ class SearchEpoch:
         net = build_supernet(space, num_classes=10, in_chans=1)
         w_opt, a_opt, scheduler = build_search_optimizers(cfg, net, len(w_loader))
         cost = (CostLoss("target", target=target), lambda mixing: net.expected_cost("flops", mixing))
-        step = SearchStep(cfg, net, net, cost, (w_opt, a_opt), a_loader)
+        step = step_cls(cfg, net, net, cost, (w_opt, a_opt), a_loader)
         self.trainer = Trainer(
             step,
             w_loader,
@@ -130,8 +145,8 @@ def main() -> None:
     make = loaders(args.batch, net.input_size, args.limit)
     w_loader, a_loader, train_loader = make("search_weights"), make("search_alpha"), make("train")
     searches = {
-        label: SearchEpoch(args.space, sampled, args.target, args.batch, w_loader, a_loader)
-        for label, sampled in SETTINGS.items()
+        label: SearchEpoch(args.space, sampled, step_cls, args.target, args.batch, w_loader, a_loader)
+        for label, (sampled, step_cls) in SETTINGS.items()
     }
     models = {
         "largest": (mobile_cv.build_model(largest, num_classes=10, in_chans=1), make("train", largest["input_size"])),
@@ -155,11 +170,11 @@ def main() -> None:
     for name, arch in (("largest", largest), ("derived", derived)):
         f, prm = mobile_cv.count_flops_params(models[name][0], arch["input_size"])
         print(f"  {name:<8} subnet: {f:.3f} MFLOPs, {prm * 1e3:.1f} K params at {arch['input_size']}px")
-    print(f"{'epoch of':<38} {'seconds':>8} {'/ largest-subnet epoch':>23}")
+    print(f"{'epoch of':<52} {'seconds':>8} {'/ largest-subnet epoch':>23}")
     rows = [(f"search, {label}", label) for label in searches]
     rows += [("train largest subnet", "largest"), ("train derived subnet", "derived")]
     for text, name in rows:
-        print(f"{text:<38} {med[name]:>8.2f} {med[name] / med['largest']:>22.2f}x")
+        print(f"{text:<52} {med[name]:>8.2f} {med[name] / med['largest']:>22.2f}x")
 
 
 if __name__ == "__main__":
