@@ -31,6 +31,7 @@ from mobile_cv.arch_def import load_arch_def_file  # noqa: E402
 from mobile_cv.config import get_cfg  # noqa: E402
 from mobile_cv.data import build_dataset, build_loader_from_dataset, set_epoch  # noqa: E402
 from mobile_cv.engine import LRSchedule, SearchStep, SetEpoch, Temperature, Trainer, build_search_optimizers  # noqa: E402
+from mobile_cv.engine.search import compile_supernet  # noqa: E402
 from mobile_cv.search import CostLoss, build_supernet  # noqa: E402
 from mobile_cv.search.budget import BudgetTable, log_probs  # noqa: E402
 
@@ -66,7 +67,9 @@ def loaders(batch: int, input_size: int, limit: int):
 class SearchEpoch:
     """One post-warm-up epoch of the search loop (weights and alpha), for one SAMPLED_CHOICES setting."""
 
-    def __init__(self, space: str, sampled, step_cls, target: float, batch: int, w_loader, a_loader) -> None:
+    def __init__(
+        self, space: str, sampled, step_cls, target: float, batch: int, w_loader, a_loader, compiled: bool = False
+    ) -> None:
         cfg = get_cfg()
         cfg.merge_from_list(
             [
@@ -87,7 +90,8 @@ class SearchEpoch:
         net = build_supernet(space, num_classes=10, in_chans=1)
         w_opt, a_opt, scheduler = build_search_optimizers(cfg, net, len(w_loader))
         cost = (CostLoss("target", target=target), lambda mixing: net.expected_cost("flops", mixing))
-        step = step_cls(cfg, net, net, cost, (w_opt, a_opt), a_loader)
+        model, alpha_model = compile_supernet(net, net) if compiled else (net, net)
+        step = step_cls(cfg, net, model, cost, (w_opt, a_opt), a_loader, alpha_model=alpha_model)
         self.trainer = Trainer(
             step,
             w_loader,
@@ -130,6 +134,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--limit", type=int, default=0, help="images per split (0: all)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the default setting under SEARCH.COMPILE (its first epoch, the compilation, untimed)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -148,6 +157,14 @@ def main() -> None:
         label: SearchEpoch(args.space, sampled, step_cls, args.target, args.batch, w_loader, a_loader)
         for label, (sampled, step_cls) in SETTINGS.items()
     }
+    if args.compile:
+        label = "sampled resolution, SEARCH.COMPILE"
+        searches[label] = SearchEpoch(
+            args.space, ["resolution"], SearchStep, args.target, args.batch, w_loader, a_loader, compiled=True
+        )
+        t0 = time.perf_counter()
+        searches[label]()  # compilation: one graph per resolution and step kind
+        print(f"compiling the supernet took an epoch of {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     models = {
         "largest": (mobile_cv.build_model(largest, num_classes=10, in_chans=1), make("train", largest["input_size"])),
         "derived": (mobile_cv.build_model(derived, num_classes=10, in_chans=1), make("train", derived["input_size"])),

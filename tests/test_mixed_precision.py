@@ -128,3 +128,12 @@ def test_compiled_search_refuses_choices_sampled_per_step(sampled):
 
     with pytest.raises(ConfigError, match=f"SEARCH.COMPILE cannot be used with SEARCH.SAMPLED_CHOICES.*'{sampled[0]}'"):
         setup_cfg(opts=["SEARCH.COMPILE", "True", "SEARCH.SAMPLED_CHOICES", str(sampled)], arch_key="SEARCH.SPACE")
+
+
+def test_fp16_divergence_stops_with_the_usual_message(files, tmp_path):
+    """Under fp16 the scaler skips steps whose gradients overflowed; a loss that is itself NaN/inf
+    (here: weights blown up by an absurd learning rate) still stops the run as in float32."""
+    p = run(train(files, tmp_path / "d", "SOLVER.AMP", "fp16", "SOLVER.BASE_LR", "1e10"))
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    msg = p.stderr.strip().splitlines()[-1].lower()
+    assert "loss is nan" in msg or "loss is inf" in msg

@@ -13,7 +13,6 @@ A space without a label is a fixed width.
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -112,17 +111,35 @@ class ChannelSpace:
         return ChannelSpace(tuple(int(fn(c)) for c in self.widths), self.label)
 
 
-@functools.lru_cache(maxsize=4096)
+_CONSTANTS: Dict[tuple, torch.Tensor] = {}
+
+
+def _cached(key: tuple, make) -> torch.Tensor:
+    """``make()`` made once per key (under torch.compile: traced, the graph holds the constant)."""
+    if torch.compiler.is_compiling():
+        return make()
+    t = _CONSTANTS.get(key)
+    if t is None:
+        if len(_CONSTANTS) >= 4096:  # many spaces in one process: start over rather than grow
+            _CONSTANTS.clear()
+        t = _CONSTANTS[key] = make()
+    return t
+
+
 def constant_tensor(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``torch.tensor(values)`` made once per device and dtype (the forward and the cost use the same
     small constants every step; making them anew is a host-to-device copy each time on a GPU)."""
-    return torch.tensor(values, dtype=dtype, device=device)
+    return _cached(("tensor", values, device, dtype), lambda: torch.tensor(values, dtype=dtype, device=device))
 
 
-@functools.lru_cache(maxsize=4096)
 def _prefix_ones(widths: Tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Row i: ones in the first ``widths[i]`` of ``max(widths)`` entries (the masks' basis)."""
-    return (torch.arange(max(widths), device=device)[None, :] < torch.tensor(widths, device=device)[:, None]).to(dtype)
+
+    def make() -> torch.Tensor:
+        rows = torch.tensor(widths, device=device)[:, None]
+        return (torch.arange(max(widths), device=device)[None, :] < rows).to(dtype)
+
+    return _cached(("prefix_ones", widths, device, dtype), make)
 
 
 def can_be_equal(a: ChannelSpace, b: ChannelSpace) -> bool:
