@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of the training and the search, one script (under 8 minutes on one CUDA GPU):
+# The GPU checks of the training and the search, one script (sized for under 8 minutes on one CUDA
+# GPU; not yet timed on one: no GPU has been lent so far):
 #   (a) FBNetV2_F1 training on synthetic 224 px images, our loop vs a bare loop, with and without
 #       AMP (bf16, fp16), channels_last and torch.compile: images/s (benchmarks/train_throughput.py);
 #   (b) peak memory of search steps (benchmarks/search_memory.py): the FBNetV2-F space at 224 px,

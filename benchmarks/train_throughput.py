@@ -14,6 +14,9 @@ paths alternates from round to round. Our epoch time is the loop's own ``train_t
 evaluation and saving excluded); ``ours/bare`` is the loop's overhead; ``option/none`` whether an
 option pays on this machine. With ``compile`` the first epoch (compilation) is not timed: each
 compiled run trains 2 epochs and the second is measured. Run it alone: it times the machine.
+
+A search epoch against a training epoch of the largest subnet, per SEARCH.SAMPLED_CHOICES setting (and
+compiled), is benchmarks/search_cost.py.
 """
 
 import argparse
