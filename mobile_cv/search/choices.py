@@ -30,10 +30,11 @@ Mixing = Dict[str, torch.Tensor]
 
 class KnownMixing(dict):
     """Mixing weights whose hard choices are known without reading a tensor: ``chosen`` maps a
-    label to the one option that runs. :meth:`Supernet.sample_mixing` returns these for hard
-    samples (the blocks skip unchosen options without a device sync per option, and
-    ``torch.compile`` sees no data-dependent branch); meta-device tensors hold no values, so the
-    memory estimate (:mod:`mobile_cv.engine.memory`) runs the supernet with these too.
+    label to the one option that runs. :meth:`Supernet.sample_mixing` returns these (``chosen``:
+    the hard-sampled labels, empty without hard samples), so the blocks skip unchosen options
+    without a device sync per option and ``torch.compile`` sees no data-dependent branch;
+    meta-device tensors hold no values, so the memory estimate (:mod:`mobile_cv.engine.memory`)
+    runs the supernet with these too.
     ``chosen=None`` (a copy made by code that knows only dicts, e.g. DDP moving inputs between
     devices) falls back to reading the weights."""
 
