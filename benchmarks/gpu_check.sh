@@ -21,8 +21,10 @@ DEVICE=cuda
 OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --device) DEVICE="$2"; shift 2 ;;
-    --out) OUT="$2"; shift 2 ;;
+    --device|--out)
+      if [ $# -lt 2 ]; then echo "error: $1 needs a value" >&2; exit 2; fi
+      if [ "$1" = --device ]; then DEVICE="$2"; else OUT="$2"; fi
+      shift 2 ;;
     *) echo "error: unknown argument '$1'; usage: bash benchmarks/gpu_check.sh [--device cuda|cpu] [--out DIR]" >&2; exit 2 ;;
   esac
 done
@@ -31,7 +33,9 @@ case "$DEVICE" in cuda|cpu) ;; *) echo "error: --device must be cuda or cpu, got
 if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
 PY="${PYTHON:-python}"
 if [ -z "$OUT" ]; then OUT="$(mktemp -d)"; fi
-mkdir -p "$OUT"
+if ! mkdir -p "$OUT" 2>/dev/null || [ ! -w "$OUT" ]; then
+  echo "error: --out '$OUT' is not a folder this script can write (a file, or no permission)" >&2; exit 2
+fi
 if [ "$DEVICE" = cuda ]; then
   NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
   if [ "$NGPU" -lt 1 ]; then echo "error: no CUDA device (torch.cuda.device_count() is 0); use --device cpu" >&2; exit 2; fi

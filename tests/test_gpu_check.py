@@ -25,7 +25,19 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     assert (tmp_path / "search" / "arch_def.json").is_file()
 
 
-def test_gpu_check_refuses_a_bad_device():
-    p = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--device", "tpu"],
-                       capture_output=True, text=True)  # fmt: skip
-    assert p.returncode == 2 and p.stderr.strip() == "error: --device must be cuda or cpu, got 'tpu'"
+def test_gpu_check_refuses_bad_arguments(tmp_path):
+    (tmp_path / "f").write_text("kept")
+    cases = {
+        ("--device", "tpu"): "error: --device must be cuda or cpu, got 'tpu'",
+        ("--device",): "error: --device needs a value",
+        ("--device", "cpu", "--out", str(tmp_path / "f")): (
+            f"error: --out '{tmp_path / 'f'}' is not a folder this script can write (a file, or no permission)"
+        ),
+        ("--batch", "3"): "error: unknown argument '--batch'; usage: bash benchmarks/gpu_check.sh [--device cuda|cpu] "
+        "[--out DIR]",
+    }
+    for args, line in cases.items():
+        p = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), *args],
+                           capture_output=True, text=True)  # fmt: skip
+        assert p.returncode == 2 and p.stderr.strip() == line and p.stdout == "", (args, p.stderr)
+    assert (tmp_path / "f").read_text() == "kept"
