@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SPACE
 from PIL import Image
 
 from mobile_cv import OPS, build_model
@@ -37,14 +38,6 @@ TINY_ARCH = {
     "blocks": [[["conv_k3", 8, 2, 1]], [["ir_k3", 16, 2, 1, {"expansion": 2}]], [["ir_k3", 16, 2, 1]]],
 }
 OTHER_ARCH = {"input_size": 32, "blocks": [[["conv_k3", 8, 2, 1]], [["ir_k3", 24, 2, 1, {"expansion": 2}]]]}
-TINY_SPACE = {
-    "input_size": 16,
-    "search": {"resolution": [8, 16]},
-    "blocks": [
-        [["masked-channel", 8, 2, 1, {"op": "conv_k3_hs", "channels": [4, 8]}]],
-        [["choice", 16, 2, 1, {"ops": ["ir_k3", "skip"], "channels": [8, 16], "expansion": [1, 2]}]],
-    ],
-}
 TRAIN = ["DATA.LIMIT", "64", "SOLVER.BATCH_SIZE", "32", "SOLVER.EPOCHS", "2"]
 SEARCH = ["DATA.LIMIT", "64", "SEARCH.BATCH_SIZE", "32", "SEARCH.EPOCHS", "2", "SEARCH.WARMUP_EPOCHS", "1"]
 SEARCH += ["SEARCH.COST.TARGET", "0.004", "SEARCH.COST.TOLERANCE", "0.9", "DATA.INPUT_SIZE", "16"]

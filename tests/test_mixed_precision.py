@@ -10,23 +10,15 @@ import sys
 
 import pytest
 import torch
+from conftest import KILL_AT_STEP, TINY_SPACE
 
 from mobile_cv.engine import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KILL_AT_STEP = os.path.join(ROOT, "tests", "kill_at_step.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TINY_ARCH = {
     "input_size": 32,
     "blocks": [[["conv_k3", 8, 2, 1]], [["ir_k3_se", 16, 2, 1, {"expansion": 2}]], [["ir_k3", 16, 2, 1]]],
-}
-TINY_SPACE = {
-    "input_size": 16,
-    "search": {"resolution": [8, 16]},
-    "blocks": [
-        [["masked-channel", 8, 2, 1, {"op": "conv_k3_hs", "channels": [4, 8]}]],
-        [["choice", 16, 2, 1, {"ops": ["ir_k3", "skip"], "channels": [8, 16], "expansion": [1, 2]}]],
-    ],
 }
 
 
