@@ -1,28 +1,36 @@
 #!/usr/bin/env python
-"""Does the latency table predict the runtime? Random architectures of a space, each exported whole
-and timed in the table's runtime, against the table's prediction (and against their FLOPs).
+"""Does a latency table predict whole models on this machine, today? Random architectures of a
+space (none from the table's calibration set), each exported whole and timed in the table's runtime,
+against the table's prediction, with the table's probes and the models' own blocks timed in the
+same interleaved rounds.
 
     python benchmarks/latency_prediction.py \\
-        --table configs/latency/mnist_small_space_executorch.json --n 30 \\
-        --table configs/latency/fbnetv2_f_space_executorch.json --n 10 --resolution 128 \\
-        --rounds 15 --plot docs/images/latency_prediction.png
+        --table configs/latency/fbnetv2_f_space_executorch.json --n 30 --resolution 128 \\
+        --old-table benchmarks/tables_v1/fbnetv2_f_space_executorch.json \\
+        --table configs/latency/fbnetv2_f_space_executorch.json --n 30 --resolution 224 \\
+        --cache output/program_cache --json output/latency_prediction.json --plot docs/images/latency_prediction.png
 
-For each ``--table`` (its space, classes, runtime and threads are the table's): ``--n`` architectures
-drawn uniformly per choice (``--resolution`` fixes the input size of a resolution-searched space),
-derived, built, exported whole as tools/export.py exports them (BatchNorm folded; the program reads
-its input in place, as the table's blocks do) and timed together: warm-up, then interleaved rounds
-(every model once per round), batch 1, medians. The table predicts each model as the runtime's call
-cost once plus its blocks' latencies (each block's entry minus the call cost it paid alone); the
-plain sum of the entries (every block's call cost counted) is printed beside it, to show what the
-correction removes. Printed: mean absolute percentage error, Spearman rank correlation of predicted
-and measured, and the Spearman correlation of FLOPs with measured; a least-squares line
-``measured = a + b * predicted`` shows what bias remains, and the gap ``measured - predicted`` beside
-the model's weight bytes and the CPU's largest cache shows where it comes from: a block timed alone
-keeps its weights in cache, a whole model larger than the cache reads them from memory every call.
+Per ``--table`` (its space, classes, runtime, int8 and threads are the table's), printed and in ``--json``:
+
+(a) ``mape``, ``spearman``, ``within_10``: the stored table as is (its whole-model prediction:
+    call cost + correction of the blocks' sum, docs/dmaskingnas.md#latency-as-a-search-cost);
+(b) ``drift``: the table's probes timed now / at build (geometric mean of the compute, memory and
+    model probes; per probe in ``probes``);
+(c) ``mape_corrected``, ``spearman_corrected``, ``within_10_corrected``: the prediction times the drift;
+(d) ``mape_same_run``, ``spearman_same_run``, ``within_10_same_run``: the method under the same
+    conditions: every block of every evaluated model timed now, in the same rounds as the whole
+    models, added up and corrected as the table does (its scale on the blocks; its constant and
+    per-parameter terms times the drift, being build-time milliseconds);
+plus ``spearman_flops`` (FLOPs vs measured) and, with ``--old-table`` (a table of the same space
+built another way, e.g. before calibration), the same (a)-(c) for it (``old_*``), in the same run.
+``models`` holds every point. ``--n`` architectures drawn uniformly per choice (``--resolution``
+fixes the input size of a resolution-searched space); ``--cache`` keeps the exported programs
+for the next run (the timing is redone every run). Run it alone: 1 thread, nothing else running.
 """
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -34,19 +42,12 @@ import torch  # noqa: E402
 
 import mobile_cv  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
-from mobile_cv.latency.build import time_models  # noqa: E402
+from mobile_cv.latency.build import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
+from mobile_cv.latency.configs import architecture_configs  # noqa: E402
+from mobile_cv.latency.probes import DRIFT_PROBES, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import check_runtime  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import sample_uniform  # noqa: E402
-
-
-def programs(arch, table_data) -> int:
-    """How many programs the table timed for this model: its blocks but identity skips, and the head."""
-    c_in, count = table_data["in_chans"], 1
-    for op, c_out, stride, *_ in (row for stage in arch["blocks"] for row in stage):
-        count += not (op == "skip" and c_in == c_out and stride == 1)
-        c_in = c_out
-    return count
 
 
 def ranks(values):
@@ -66,17 +67,22 @@ def ranks(values):
 def pearson(a, b):
     ma, mb = statistics.mean(a), statistics.mean(b)
     cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
-    return cov / ((sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5)
+    den = (sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5
+    return cov / den if den else float("nan")
 
 
 def spearman(a, b):
     return pearson(ranks(a), ranks(b))
 
 
-def line_fit(x, y):
-    mx, my = statistics.mean(x), statistics.mean(y)
-    b = sum((u - mx) * (v - my) for u, v in zip(x, y)) / sum((u - mx) ** 2 for u in x)
-    return my - b * mx, b
+def fidelity(predicted, measured):
+    """``(mape %, Spearman, % within +-10%)`` of predictions against measurements."""
+    errors = [abs(p - y) / y for p, y in zip(predicted, measured)]
+    return (
+        100 * statistics.mean(errors),
+        spearman(predicted, measured),
+        100 * sum(e <= 0.10 for e in errors) / len(errors),
+    )
 
 
 def last_level_cache_mb() -> float:
@@ -94,142 +100,206 @@ def last_level_cache_mb() -> float:
     return max(sizes, default=0.0)
 
 
-def evaluate_table(path, n, resolution, rounds, warmup, jobs, seed):
+def draw_models(net, table, n, resolution, seed):
+    """``n`` random architectures (uniform per choice), none of the table's calibration set."""
+    seen = {tuple(sorted(r["index"].items())) for r in table.data.get("calibration", {}).get("models", [])}
+    out, gen = [], torch.Generator().manual_seed(seed)
+    for _ in range(100):
+        batch = sample_uniform(net, n, gen)
+        if resolution:
+            batch["resolution"] = torch.full((n,), net.res_sizes.index(resolution))
+        for j in range(n):
+            index = {label: int(v[j]) for label, v in batch.items()}
+            key = tuple(sorted(index.items()))
+            if key not in seen:
+                seen.add(key)
+                out.append(index)
+            if len(out) == n:
+                return out
+    sys.exit(f"{table.data['space']}: fewer than {n} architectures outside the calibration set")
+
+
+def drift_of(probes, med, prefix):
+    """Per probe now / at build, and their geometric mean over the drift probes (blocks of an old table)."""
+    ratios = {name: med[prefix + name] / p["ms"] for name, p in probes.items()}
+    used = [r for name, r in ratios.items() if name in DRIFT_PROBES or name.endswith("block")]
+    return math.exp(statistics.mean(math.log(r) for r in used)), ratios
+
+
+def model_points(net, table, budget, old_budget, indices, specs):
+    """Per architecture: its table predictions, FLOPs, parameters and blocks; its whole program and
+    its blocks' programs added to ``specs``."""
+    d, models = table.data, []
+    for j, index in enumerate(indices):
+        arch = net.derive_arch(net.one_hot(index))
+        model = mobile_cv.build_model(arch, num_classes=d["num_classes"], in_chans=d["in_chans"])
+        flops, mparams = mobile_cv.count_flops_params(model, arch["input_size"], in_chans=d["in_chans"])
+        configs = [c for _, c in architecture_configs(net, index)]
+        m = {"index": index, "predicted": budget.exact(index), "flops": flops, "mparams": mparams}
+        m["blocks"] = [c.key for c in configs]
+        if old_budget is not None:
+            m["old_predicted"] = old_budget.exact(index)
+        models.append(m)
+        specs[f"model:{j}"] = ModelSpec.of(arch, d["num_classes"], d["in_chans"])
+        specs.update((c.key, c) for c in configs)
+    return models
+
+
+def evaluate(args, path, old_path, n, resolution, seed):
     table = LatencyTable.load(path)
     d = table.data
     check_runtime(d["runtime"], d["int8"])
     net = build_supernet(d["space"], num_classes=d["num_classes"], in_chans=d["in_chans"])
+    if resolution and "resolution" not in net.choices:
+        sys.exit(f"{d['space']} does not search the resolution; drop --resolution")
     budget = table.budget_table(net)
-    index_batch = sample_uniform(net, n, torch.Generator().manual_seed(seed))
-    if resolution:
-        if "resolution" not in net.choices:
-            sys.exit(f"{d['space']} does not search the resolution; drop --resolution")
-        index_batch["resolution"] = torch.full((n,), net.res_sizes.index(resolution))
-    models = []
-    for j in range(n):
-        index = {label: int(v[j]) for label, v in index_batch.items()}
-        arch = net.derive_arch(net.one_hot(index))
-        model = mobile_cv.build_model(arch, num_classes=d["num_classes"], in_chans=d["in_chans"])
-        flops, mparams = mobile_cv.count_flops_params(model, arch["input_size"])
-        models.append(
-            {
-                "arch": arch,
-                "predicted": budget.exact(index),
-                "flops": flops,
-                "mparams": mparams,
-                "programs": programs(arch, d),
-            }
-        )
+    old = LatencyTable.load(old_path) if old_path else None
+    if old is not None and old.data["space_digest"] != d["space_digest"]:
+        sys.exit(f"--old-table {old_path} is a table of another space than {path}")
+    old_budget = old.budget_table(net) if old is not None else None
+    specs = {TRIVIAL: None}
+    models = model_points(net, table, budget, old_budget, draw_models(net, table, n, resolution, seed), specs)
+    if args.no_same_run:
+        specs = {k: v for k, v in specs.items() if k == TRIVIAL or k.startswith("model:")}
+    probes = d.get("probes") or old_table_probes(d)
+    specs.update((f"probe:{k}", v) for k, v in probe_programs({**d, "probes": probes}).items())
+    if old is not None:
+        old_probes = old.data.get("probes") or old_table_probes(old.data)
+        specs.update((f"old:{k}", v) for k, v in probe_programs({**old.data, "probes": old_probes}).items())
     t0 = time.perf_counter()
-    timed = time_models([m["arch"] for m in models], table, rounds, warmup, jobs)
-    for m, t in zip(models, timed):
-        m["measured"], m["spread"] = t["ms"], (t["q1"], t["q3"])
-        # the plain sum: every block as timed alone, its call cost included
-        m["plain_sum"] = m["predicted"] + (m["programs"] - 1) * table.overhead_ms
-    return table, models, time.perf_counter() - t0
-
-
-def report(table, models, seconds, resolution):
-    d = table.data
+    compiled = compile_programs(specs, d["runtime"], d["int8"], args.jobs, args.cache)
+    t1 = time.perf_counter()
+    samples = time_programs(specs, compiled, d["runtime"], d["threads"], args.rounds, args.warmup)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    drift, ratios = drift_of(probes, med, "probe:")
+    c, o_now = table.correction, med[TRIVIAL]
+    for j, m in enumerate(models):
+        q = sorted(samples[f"model:{j}"])
+        m["measured"], m["spread"] = med[f"model:{j}"], (q[len(q) // 4], q[(3 * len(q)) // 4])
+        m["corrected"] = m["predicted"] * drift
+        if not args.no_same_run:
+            blocks_now = sum(max(med[k] - o_now, 0.0) for k in m["blocks"])
+            m["same_run"] = o_now + drift * (c.constant + c.per_mparam * m["mparams"]) + c.scale * blocks_now
+    result = {"space": d["space"], "table": path, "resolution": resolution, "runtime": d["runtime"]}
+    result.update(int8=d["int8"], threads=d["threads"], calibrated=table.calibrated)
     measured = [m["measured"] for m in models]
-    predicted = [m["predicted"] for m in models]
-    plain = [m["plain_sum"] for m in models]
-    flops = [m["flops"] for m in models]
-    mape = 100 * statistics.mean(abs(p - y) / y for p, y in zip(predicted, measured))
-    mape_plain = 100 * statistics.mean(abs(p - y) / y for p, y in zip(plain, measured))
-    a, b = line_fit(predicted, measured)
-    res = f" at {resolution}px" if resolution else ""
+    for suffix, key in (("", "predicted"), ("_corrected", "corrected"), ("_same_run", "same_run")):
+        if key in models[0]:
+            mape, rho, within = fidelity([m[key] for m in models], measured)
+            result.update({f"mape{suffix}": mape, f"spearman{suffix}": rho, f"within_10{suffix}": within})
+    result.update(drift=drift, probes=ratios, spearman_flops=spearman([m["flops"] for m in models], measured))
+    if old is not None:
+        old_drift, old_ratios = drift_of(old_probes, med, "old:")
+        for m in models:
+            m["old_corrected"] = m["old_predicted"] * old_drift
+        result.update(old_table=old_path, old_drift=old_drift, old_probes=old_ratios)
+        for suffix, key in (("", "old_predicted"), ("_corrected", "old_corrected")):
+            mape, rho, within = fidelity([m[key] for m in models], measured)
+            result.update({f"old_mape{suffix}": mape, f"old_spearman{suffix}": rho, f"old_within_10{suffix}": within})
+    result["seconds"] = {"export": round(t1 - t0, 1), "timing": round(time.perf_counter() - t1, 1)}
+    result["models"] = [{k: v for k, v in m.items() if k != "blocks"} for m in models]
+    return table, result
+
+
+def report(table, r):
+    d = table.data
+    res = f" at {r['resolution']}px" if r["resolution"] else ""
     print(
-        f"\n{d['space']}{res}: {len(models)} random architectures, {d['runtime']}{' int8' if d['int8'] else ''}, "
-        f"{d['threads']} thread(s), table {d['mode']} ({table.path}); export and timing {seconds:.0f} s"
+        f"\n{d['space']}{res}: {len(r['models'])} random architectures (none in the calibration set), "
+        f"{d['runtime']}{' int8' if d['int8'] else ''}, {d['threads']} thread(s); table {table.path} "
+        f"({'calibrated' if table.calibrated else 'blocks only'}, {d['mode']}); export {r['seconds']['export']:.0f} s, "
+        f"timing {r['seconds']['timing']:.0f} s"
     )
-    print(
-        f"{'model':>5} {'MFLOPs':>9} {'measured ms':>12} {'IQR':>17} {'predicted':>10} {'error':>7} {'plain sum':>10}"
-    )
-    for j, m in enumerate(sorted(models, key=lambda m: m["measured"])):
-        err = 100 * (m["predicted"] / m["measured"] - 1)
-        iqr = f"{m['spread'][0]:.4f}-{m['spread'][1]:.4f}"
-        print(
-            f"{j:>5} {m['flops']:>9.3f} {m['measured']:>12.4f} {iqr:>17} {m['predicted']:>10.4f} {err:>+6.1f}% "
-            f"{m['plain_sum']:>10.4f}"
+    cols = ["predicted", "corrected"] + (["same_run"] if "same_run" in r["models"][0] else [])
+    cols += ["old_corrected"] if "old_table" in r else []
+    head = {"predicted": "(a) table", "corrected": "(c) x drift", "same_run": "(d) same run"}
+    head["old_corrected"] = "old (c)"
+    print(f"{'MFLOPs':>8} {'M params':>8} {'measured':>9} {'IQR':>15} " + " ".join(f"{head[c]:>13}" for c in cols))
+    for m in sorted(r["models"], key=lambda m: m["measured"]):
+        iqr = f"{m['spread'][0]:.3f}-{m['spread'][1]:.3f}"
+        cells = " ".join(f"{m[c]:>7.3f} {100 * (m[c] / m['measured'] - 1):>+4.0f}%" for c in cols)
+        print(f"{m['flops']:>8.2f} {m['mparams']:>8.2f} {m['measured']:>9.4f} {iqr:>15} {cells}")
+
+    def line(label, p, suffix=""):
+        return (
+            f"{label}: mean abs error {r[p + 'mape' + suffix]:.1f}%, Spearman {r[p + 'spearman' + suffix]:.3f}, "
+            f"{r[p + 'within_10' + suffix]:.0f}% of models within +-10%"
         )
+
+    print(line("(a) the table as stored", ""))
+    probes = ", ".join(f"{k} {v:.3f}" for k, v in r["probes"].items())
+    print(f"(b) drift by the table's probes: {r['drift']:.3f} (now / at build: {probes})")
+    print(line("(c) after the drift correction", "", "_corrected"))
+    if "mape_same_run" in r:
+        print(line("(d) the method in this run (their blocks timed now, corrected as the table)", "", "_same_run"))
+    if "old_table" in r:
+        print(line(f"old table {r['old_table']} as stored", "old_"))
+        print(line(f"old table after its probes' drift {r['old_drift']:.3f}", "old_", "_corrected"))
+    print(f"FLOPs vs measured: Spearman {r['spearman_flops']:.3f}")
+    weight_mb = [4 * m["mparams"] / (4 if d["int8"] else 1) for m in r["models"]]
     print(
-        f"mean abs error {mape:.1f}% (the plain sum of entries: {mape_plain:.1f}%); Spearman predicted vs measured "
-        f"{spearman(predicted, measured):.3f}, FLOPs vs measured {spearman(flops, measured):.3f}; "
-        f"fit measured = {a:.4f} + {b:.3f} x predicted (ms)"
+        f"weights {min(weight_mb):.2f}..{max(weight_mb):.2f} MB ({'int8' if d['int8'] else 'fp32'}); the CPU's largest "
+        f"cache {last_level_cache_mb():.0f} MB; correction of the table: {table.correction.form or 'none'}"
     )
-    # Each block timed alone keeps its weights in cache; a whole model whose weights outgrow the cache
-    # reads them from memory on every call. The gap against the weights' bytes shows that cost.
-    weight_mb = [4 * m["mparams"] / (1 if not d["int8"] else 4) for m in models]
-    gap = [y - p for p, y in zip(predicted, measured)]
-    ga, gb = line_fit(weight_mb, gap) if len(set(weight_mb)) > 1 else (statistics.mean(gap), 0.0)
-    print(
-        f"weights {min(weight_mb):.2f}..{max(weight_mb):.2f} MB ({'int8' if d['int8'] else 'fp32'}; the CPU's largest "
-        f"cache {last_level_cache_mb():.0f} MB); measured - predicted {min(gap):+.4f}..{max(gap):+.4f} ms, "
-        f"mean {statistics.mean(gap) / statistics.mean(weight_mb) * 1000:.1f} us per MB of weights; "
-        f"fit gap = {ga:.4f} + {gb * 1000:.1f} us x MB"
-    )
-    return {
-        "space": d["space"],
-        "resolution": resolution,
-        "runtime": d["runtime"],
-        "mape": mape,
-        "mape_plain_sum": mape_plain,
-        "spearman": spearman(predicted, measured),
-        "spearman_flops": spearman(flops, measured),
-        "fit": [a, b],
-        "models": [{k: v for k, v in m.items() if k != "arch"} for m in models],
-    }
 
 
 def plot(results, path):
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.4), squeeze=False)
-    for ax, r in zip(axes[0], results):
+    fig = Figure(figsize=(5 * len(results), 4.6))
+    axes = fig.subplots(1, len(results), squeeze=False)[0]
+    for ax, r in zip(axes, results):
         m = r["models"]
-        x, y = [v["predicted"] for v in m], [v["measured"] for v in m]
-        lo, hi = min(x + y) * 0.9, max(x + y) * 1.1
+        y = [v["measured"] for v in m]
+        series = [("corrected", "this table x drift", "o")]
+        if "old_corrected" in m[0]:
+            series.append(("old_corrected", "old table x its drift", "x"))
+        xs = [v[k] for k, _, _ in series for v in m]
+        lo, hi = min(xs + y) * 0.9, max(xs + y) * 1.1
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="measured = predicted")
-        ax.scatter(x, y, s=18, label="architectures")
-        ax.scatter([v["plain_sum"] for v in m], y, s=10, marker="x", alpha=0.5, label="plain sum of entries")
+        ax.fill_between([lo, hi], [lo / 1.1, hi / 1.1], [lo / 0.9, hi / 0.9], color="k", alpha=0.06, label="+-10%")
+        for key, label, marker in series:
+            ax.scatter([v[key] for v in m], y, s=16, marker=marker, label=label)
         res = f" at {r['resolution']}px" if r["resolution"] else ""
-        ax.set_title(
-            f"{r['space']}{res}, {r['runtime']}\nerror {r['mape']:.1f}%, Spearman {r['spearman']:.3f} "
-            f"(FLOPs {r['spearman_flops']:.3f})",
-            fontsize=9,
-        )
-        ax.set_xlabel("predicted by the table (ms)")
+        title = f"{r['space']}{res}, {r['runtime']}{' int8' if r['int8'] else ''}, {r['threads']} thr\n"
+        title += f"(c) error {r['mape_corrected']:.1f}%, Spearman {r['spearman_corrected']:.3f}"
+        if "old_table" in r:
+            title += f"; old table {r['old_mape_corrected']:.1f}%, {r['old_spearman_corrected']:.3f}"
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("predicted (ms)")
         ax.set_ylabel("measured, whole model (ms)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+
+def nth(values, i, default):
+    """The i-th of a repeated flag's values, or ``default``."""
+    return values[i] if values and i < len(values) else default
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", action="append", required=True, help="a latency table (repeat for several)")
+    p.add_argument("--old-table", action="append", help="per --table: a table built another way to compare ('' none)")
     p.add_argument("--n", type=int, action="append", help="architectures per table (default 30)")
     p.add_argument("--resolution", type=int, action="append", help="input size per table (0: sampled)")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--jobs", type=int, default=0, help="export worker processes (0: one per CPU core)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", help="keep exported programs here for the next run")
+    p.add_argument("--no-same-run", action="store_true", help="skip (d): do not time the models' blocks")
+    p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--plot", help="write the predicted-vs-measured plot here (PNG)")
-    p.add_argument("--json", help="write every point here")
+    p.add_argument("--json", help="write every result and point here")
     args = p.parse_args()
-    ns = args.n or []
-    resolutions = args.resolution or []
     results = []
     for i, path in enumerate(args.table):
-        n = ns[i] if i < len(ns) else 30
-        resolution = resolutions[i] if i < len(resolutions) else 0
-        table, models, seconds = evaluate_table(path, n, resolution, args.rounds, args.warmup, args.jobs, args.seed + i)
-        results.append(report(table, models, seconds, resolution))
+        table, r = evaluate(
+            args, path, nth(args.old_table, i, ""), nth(args.n, i, 30), nth(args.resolution, i, 0), args.seed + i
+        )
+        report(table, r)
+        results.append(r)
     if args.plot:
         plot(results, args.plot)
     if args.json:

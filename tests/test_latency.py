@@ -3,6 +3,7 @@
 the budgeted search in milliseconds, and the bad tables a user can hand over."""
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -13,6 +14,7 @@ import torch
 import mobile_cv
 from mobile_cv.latency import LatencySettings, LatencyTable, LatencyTableError, TableBuilder, build_latency_table
 from mobile_cv.latency.build import predict_config
+from mobile_cv.latency.calibration import Correction
 from mobile_cv.latency.configs import BlockConfig, space_configs
 from mobile_cv.latency.runtimes import RuntimeUnavailableError, check_runtime
 from mobile_cv.search import build_supernet
@@ -31,7 +33,7 @@ SPACE = {
         [["masked-channel", 32, 1, 1, {"op": "ir_pool_hs", "channels": [16, 32], "expansion": 2}]],
     ],
 }
-FAST = dict(runtime="eager", num_classes=10, in_chans=1, rounds=3, warmup=1, chunk=32)
+FAST = dict(runtime="eager", num_classes=10, in_chans=1, rounds=3, warmup=1, chunk=32, calibration_models=12)
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +90,37 @@ def test_table_records_what_was_measured_and_covers_every_configuration(table, n
     assert 0 < table.overhead_ms < min(e["ms"] for e in d["entries"].values()) * 2
 
 
-def test_one_hot_expected_latency_equals_the_derived_models_table_sum(table, net):
-    budget = table.budget_table(net)
+def prediction_of(table, arch):
+    """A plain model's whole-model latency by ``table``, from the model alone: its blocks read off a
+    forward pass, its parameters counted, and the table's correction."""
+    c = table.correction
+    blocks = sum(table.block_ms(b) for b in block_configs_of(arch))
+    _, mparams = mobile_cv.count_flops_params(mobile_cv.build_model(arch, 10, in_chans=1), arch["input_size"], 1)
+    return table.overhead_ms + c.constant + c.scale * blocks + c.per_mparam * mparams
+
+
+@pytest.fixture(scope="module")
+def corrected(table):
+    """The table with a whole-model correction of every term (constant, scale, per M params)."""
+    data = json.loads(json.dumps(table.data))
+    data["correction"] = Correction(0.05, 1.3, 0.7, ("constant", "scale", "per_mparam")).to_dict()
+    return LatencyTable(data, table.path)
+
+
+@pytest.mark.parametrize("which", ["table", "corrected"])
+def test_one_hot_expected_latency_equals_the_derived_models_prediction(which, table, corrected, net):
+    """At one-hot mixing the expected latency is the derived model's prediction, computed here from
+    the plain model itself (its blocks read off a forward pass, its parameters counted)."""
+    t = {"table": table, "corrected": corrected}[which]
+    budget = t.budget_table(net)
     g = torch.Generator().manual_seed(0)
     for _ in range(12):
         index = {label: int(torch.randint(c.size, (1,), generator=g)) for label, c in net.choices.items()}
         arch = net.derive_arch(net.one_hot(index))
         expected = float(budget.expected(net.one_hot(index)))
-        table_sum = table.overhead_ms + sum(table.block_ms(c) for c in block_configs_of(arch))
-        assert expected == pytest.approx(table_sum, rel=1e-9, abs=1e-12)
-        assert budget.exact(index) == pytest.approx(table_sum, rel=1e-9, abs=1e-12)
+        prediction = prediction_of(t, arch)
+        assert expected == pytest.approx(prediction, rel=1e-9, abs=1e-12)
+        assert budget.exact(index) == pytest.approx(prediction, rel=1e-9, abs=1e-12)
 
 
 def test_the_conventional_supernet_gets_the_same_latencies(table, net, space_file):
@@ -112,11 +135,12 @@ def test_the_conventional_supernet_gets_the_same_latencies(table, net, space_fil
     assert b.extremes() == pytest.approx(a.extremes())
 
 
-def test_expected_latency_is_the_exact_expectation_over_every_architecture(table, net):
+@pytest.mark.parametrize("which", ["table", "corrected"])
+def test_expected_latency_is_the_exact_expectation_over_every_architecture(which, table, corrected, net):
     """Soft mixing weights: the expected latency equals the sum over all architectures of their
     probability (the product of their options' weights) times their table latency; it is not the
-    table at an "expected width"."""
-    budget = table.budget_table(net)
+    table at an "expected width". With the whole-model correction too (its terms are per block)."""
+    budget = {"table": table, "corrected": corrected}[which].budget_table(net)
     g = torch.Generator().manual_seed(1)
     mixing = {label: torch.softmax(torch.randn(c.size, generator=g).double(), 0) for label, c in net.choices.items()}
     every = list(enumerate_all(net))
@@ -295,8 +319,10 @@ def test_tool_builds_then_reuses_and_ends_with_the_range(space_file, table, tmp_
     out = tmp_path / "tool.json"
     shutil.copy(table.path, out)  # a finished table of these settings: reused
     args = [space_file, "--runtime", "eager", "--num-classes", "10", "--in-chans", "1", "--rounds", "3"]
+    args += ["--calibration-models", "12"]
     assert tool.main([*args, "--warmup", "1", "--chunk", "32", "--out", str(out)]) == 0
     lines = capfd.readouterr().out.strip().splitlines()
+    assert "whole models: model = call cost + " in lines[-2] and "12 calibration models" in lines[-2]
     lo, hi = table_range_of(table)
     assert lines[-1] == f"range: {lo:.4g}..{hi:.4g} ms"
     assert open(out).read() == open(table.path).read()
@@ -384,11 +410,14 @@ def test_latency_budgeted_search_end_to_end(space_file, table, net, tmp_path, ca
     summary = json.load(open(out / "search.json"))
     assert summary["cost_kind"] == "latency" and abs(summary["derived_latency_ms"] / target - 1) <= 0.1
     arch = json.load(open(out / "arch_def.json"))
-    measured = table.overhead_ms + sum(table.block_ms(c) for c in block_configs_of(arch))
-    assert summary["derived_latency_ms"] == pytest.approx(measured, rel=1e-9)
+    assert summary["derived_latency_ms"] == pytest.approx(prediction_of(table, arch), rel=1e-9)
     records = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert all("expected_latency" in r and "derived_latency_ms" in r for r in records)
-    assert "ms by the latency table" in capfd.readouterr().out
+    printed = capfd.readouterr()
+    assert "ms by the latency table" in printed.out
+    both = printed.out + printed.err
+    assert f"latency table {table.path!r} d" in both  # the start-up check's line, whatever it found
+    assert "describes this machine" in both or "does not describe this machine" in both
     assert (out / "cost_accuracy.png").exists()
 
     # a table of another runtime: refused before anything is written
@@ -452,5 +481,136 @@ def test_latency_prediction_benchmark_runs_on_a_table(table, tmp_path):
     (result,) = json.loads(out.read_text())
     assert len(result["models"]) == 4 and all(m["measured"] > 0 and m["predicted"] > 0 for m in result["models"])
     assert -1 <= result["spearman"] <= 1 and result["mape"] >= 0
-    assert f"Spearman predicted vs measured {result['spearman']:.3f}" in p.stdout
-    assert "us per MB of weights" in p.stdout
+    for key in ("mape", "spearman", "within_10", "drift", "mape_corrected", "spearman_corrected"):
+        assert math.isfinite(result[key]), key
+    assert {"within_10_corrected", "mape_same_run", "within_10_same_run"} <= set(result)
+    assert all(m["index"] not in [r["index"] for r in table.data["calibration"]["models"]] for m in result["models"])
+    assert (
+        f"(a) the table as stored: mean abs error {result['mape']:.1f}%, Spearman {result['spearman']:.3f}" in p.stdout
+    )
+    assert f"(b) drift by the table's probes: {result['drift']:.3f}" in p.stdout
+    assert f"(c) after the drift correction: mean abs error {result['mape_corrected']:.1f}%" in p.stdout
+    assert f"mean abs error {result['mape_same_run']:.1f}%" in p.stdout
+
+
+# ---- whole-model correction, probes, check and rescale ------------------------------------------
+def test_fit_correction_recovers_the_terms_and_never_fits_a_negative_cost():
+    from mobile_cv.latency.calibration import fit_correction
+
+    g = torch.Generator().manual_seed(0)
+    blocks = (torch.rand(24, generator=g) * 3 + 1).tolist()
+    mparams = (torch.rand(24, generator=g) * 4 + 2).tolist()
+    y = [0.2 + 1.1 * b + 0.15 * w + 0.002 * float(torch.randn(1, generator=g)) for b, w in zip(blocks, mparams)]
+    c = fit_correction(blocks, mparams, y)
+    assert set(c.form) >= {"scale", "per_mparam"} and c.models == 24 and c.loo_mape < 1
+    assert c.scale == pytest.approx(1.1, rel=0.02) and c.per_mparam == pytest.approx(0.15, rel=0.1)
+    # whole models faster the more weights they have: no form with a negative term is taken
+    c = fit_correction(blocks, mparams, [1.0 * b - 0.2 * w + 2 for b, w in zip(blocks, mparams)])
+    assert c.per_mparam >= 0 and c.constant >= 0 and c.scale >= 0
+    assert fit_correction([1.0], [1.0], [1.0]).form == ()  # too few models: the plain sum
+
+
+def test_a_calibrated_table_keeps_its_calibration_set_correction_and_probes(table, net):
+    d = table.data
+    assert d["format"] == "mobile_cv.latency_table/2" and table.calibrated
+    rows = d["calibration"]["models"]
+    assert len(rows) >= 8 and {r["index"]["resolution"] for r in rows} == {0, 1}  # every resolution
+    for r in rows[:3]:  # each row's features are the table's own, its arch the architecture of its index
+        assert r["arch"] == json.loads(json.dumps(net.derive_arch(net.one_hot(r["index"]))))
+        assert r["blocks_ms"] == pytest.approx(table.blocks_table(net).exact(r["index"]), rel=1e-9)
+        assert r["ms"] > 0 and r["q1"] <= r["ms"] <= r["q3"]
+    assert set(d["probes"]) == {"call", "compute", "memory", "model"}
+    assert d["probes"]["compute"]["ms"] == d["entries"][d["probes"]["compute"]["key"]]["ms"]
+    assert d["probes"]["model"]["ms"] == rows[d["probes"]["model"]["calibration"]]["ms"]
+
+
+def scaled_copy(table, path, factor, only=None):
+    """The table as if built on a machine ``factor`` times slower (every time; or one probe, ``only``)."""
+    from mobile_cv.latency.probes import rescale_table
+
+    if only:
+        data = json.loads(json.dumps(table.data))
+        for k in ("ms", "q1", "q3", "min"):
+            data["probes"][only][k] *= factor
+        path.write_text(json.dumps(data))
+        return str(path)
+    rescale_table(table, {"drift": factor, "probes": {}}, str(path))
+    data = json.loads(path.read_text())
+    del data["rescaled"]
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def steady_table(space_file):
+    """The table timed over more rounds than ``table``: probes steady enough to compare twice."""
+    out = os.path.join(os.path.dirname(space_file), "steady.json")
+    return build_latency_table(space_file, out, LatencySettings(**{**FAST, "rounds": 15, "warmup": 3}))
+
+
+def test_check_tells_a_table_of_another_machine_and_rescale_brings_it_back(steady_table, net, tmp_path, capfd):
+    tool, table = load_tool(), steady_table
+    status = tool.main(["--check", table.path, "--rounds", "15"])
+    out = capfd.readouterr().out
+    assert status in (0, 3) and ("describes this machine" in out) == (status == 0)
+    drift = float(out.strip().splitlines()[-1].removeprefix("drift: "))
+
+    slow = scaled_copy(table, tmp_path / "slow.json", 1.5)
+    assert tool.main(["--check", slow, "--rounds", "15"]) == 3
+    out = capfd.readouterr().out
+    assert "does not describe this machine" in out and "--rescale" in out
+    slow_drift = float(out.strip().splitlines()[-1].removeprefix("drift: "))
+    assert slow_drift == pytest.approx(drift / 1.5, rel=0.15)  # now / at build: 1 / 1.5 of the original's
+
+    fixed = tmp_path / "fixed.json"
+    assert tool.main(["--check", slow, "--rounds", "15", "--rescale", str(fixed)]) == 0
+    rescaled = LatencyTable.load(str(fixed))
+    assert rescaled.data["rescaled"][0]["source"] == slow
+    a, b = table.budget_table(net), rescaled.budget_table(net)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(6):
+        index = {label: int(torch.randint(c.size, (1,), generator=g)) for label, c in net.choices.items()}
+        assert b.exact(index) / a.exact(index) == pytest.approx(1.0, abs=0.2)  # like the original (timing noise)
+
+    # the rescaled copy is never written over a file, and probes that moved apart get no rescale
+    assert tool.main(["--check", slow, "--rounds", "2", "--rescale", str(fixed)]) == 2
+    assert "exists" in capfd.readouterr().err
+    apart = scaled_copy(table, tmp_path / "apart.json", 2.0, only="compute")
+    assert tool.main(["--check", apart, "--rounds", "15", "--rescale", str(tmp_path / "no.json")]) == 2
+    err = capfd.readouterr().err
+    assert "moved apart" in err and "rebuild" in err and not (tmp_path / "no.json").exists()
+    with pytest.raises(SystemExit) as stop:  # argparse: one line
+        tool.main(["--check", table.path, "--out", str(tmp_path / "x.json")])
+    assert stop.value.code == 2 and "--check TABLE takes no SPACE and no --out" in capfd.readouterr().err
+
+
+def test_a_table_built_the_old_way_is_read_with_one_line_asking_for_a_rebuild(table, net, tmp_path, caplog):
+    data = json.loads(json.dumps(table.data))
+    data["format"] = "mobile_cv.latency_table/1"
+    for key in ("correction", "calibration", "probes"):
+        del data[key]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    with caplog.at_level("WARNING", logger="mobile_cv.latency"):
+        old = LatencyTable.load(str(path))
+    (line,) = [r.getMessage() for r in caplog.records if "old way" in r.getMessage()]
+    assert "predicts whole models less well" in line and "python tools/latency_table.py" in line
+    index = {label: 0 for label in net.choices}
+    arch = net.derive_arch(net.one_hot(index))
+    plain = old.overhead_ms + sum(old.block_ms(c) for c in block_configs_of(arch))
+    assert old.budget_table(net).exact(index) == pytest.approx(plain, rel=1e-9)  # the plain sum, as before
+
+
+def test_a_search_refuses_to_start_on_a_table_of_another_machine_when_asked(space_file, table, tmp_path, capfd):
+    slow = scaled_copy(table, tmp_path / "slow.json", 1.5)
+    argv = [
+        "--config-file", os.path.join(ROOT, "configs", "search_embedded_mnist.yaml"),
+        "SEARCH.SPACE", space_file, "DATA.INPUT_SIZE", "16", "DATA.LIMIT", "64", "SEARCH.BATCH_SIZE", "32",
+        "SEARCH.EPOCHS", "1", "SEARCH.WARMUP_EPOCHS", "0", "SEARCH.COST.KIND", "latency",
+        "SEARCH.COST.LATENCY_TABLE", slow, "SEARCH.COST.LATENCY_RUNTIME", "eager",
+        "SEARCH.COST.LATENCY_CHECK", "refuse", "OUTPUT_DIR", str(tmp_path / "s"),
+    ]  # fmt: skip
+    assert load_tool("search").main(argv) == 2
+    err = capfd.readouterr().err
+    assert "does not describe this machine" in err and "LATENCY_CHECK refuse" in err and "Traceback" not in err
+    assert not (tmp_path / "s" / "search.json").exists()

@@ -2,12 +2,14 @@
 """Build the latency table of a search space: every block configuration it can produce, timed alone
 on the runtime you deploy to (batch 1, warm-up, interleaved rounds, medians with their spread).
 
-    python tools/latency_table.py mnist_small_space --num-classes 10 --in-chans 1 \
+    python tools/latency_table.py mnist_small_space --num-classes 10 --in-chans 1 \\
         --out configs/latency/mnist_small_space_executorch.json          # every configuration timed
     python tools/latency_table.py fbnetv2_f_space --runtime executorch --threads 1 \\
         --out configs/latency/fbnetv2_f_space_executorch.json           # a grid + interpolation (> --max-configs)
     python tools/latency_table.py my_space.py --runtime onnxruntime --resolutions 160 192 --out T.json
     python tools/latency_table.py mnist_small_space --num-classes 10 --in-chans 1 --runtime eager --out T.json
+    python tools/latency_table.py --check T.json                        # does T.json still describe this machine?
+    python tools/latency_table.py --check T.json --rescale T_now.json   # a copy rescaled by the drift measured
 
 Search with it: ``tools/search.py ... SEARCH.COST.KIND latency SEARCH.COST.LATENCY_TABLE T.json
 SEARCH.COST.TARGET <ms>``. The runtime defaults to ExecuTorch (XNNPACK) where installed; ``--int8``
@@ -16,6 +18,14 @@ good as the machine is quiet. An interrupted build resumes where it stopped (the
 ``TABLE.partial/``);
 a finished table for the same settings is reused. The last line is the space's latency range by
 the table (``range: MIN..MAX ms``, fastest and slowest architecture): the budgets that exist.
+
+With the blocks the build times ``--calibration-models`` whole random architectures of the space in
+the same rounds and fits the correction from a sum of blocks to a whole model on them, and keeps a
+few probes (docs/dmaskingnas.md#latency-as-a-search-cost). ``--check TABLE`` times the probes again
+here (a minute or less) and prints, per probe, now / at build with its spread, one line saying
+whether the table still describes this machine, and last ``drift: RATIO``; it exits 0 when the
+table describes this machine, 3 when not. ``--rescale OUT`` with it writes a copy rescaled by the
+drift (where every probe moved by one factor).
 """
 
 import argparse
@@ -29,15 +39,21 @@ from mobile_cv import engine  # noqa: E402
 from mobile_cv.config import flag_type  # noqa: E402
 from mobile_cv.engine.run_lock import RunLock  # noqa: E402
 from mobile_cv.latency import RUNTIMES, LatencySettings, TableBuilder, default_runtime, table_range  # noqa: E402
-from mobile_cv.latency.table import LatencyTableError  # noqa: E402
+from mobile_cv.latency.calibration import describe_correction  # noqa: E402
+from mobile_cv.latency.probes import DRIFT_PROBES, ONE_FACTOR, check_table, rescale_table, verdict  # noqa: E402
+from mobile_cv.latency.table import LatencyTable, LatencyTableError  # noqa: E402
 
 DEFAULTS = LatencySettings()
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("space", help="a registered search space (arch_defs.names('space')) or a .json/.py space file")
-    p.add_argument("--out", required=True, metavar="TABLE", help="the table file to write (JSON)")
+    p.add_argument(
+        "space", nargs="?", help="a registered search space (arch_defs.names('space')) or a .json/.py space file"
+    )
+    p.add_argument("--out", metavar="TABLE", help="the table file to write (JSON)")
+    p.add_argument("--check", metavar="TABLE", help="time TABLE's probes here: does it still describe this machine?")
+    p.add_argument("--rescale", metavar="OUT", help="with --check: write a copy of TABLE rescaled by the drift")
     p.add_argument("--runtime", choices=RUNTIMES, help="where to time (default: executorch where installed)")
     p.add_argument("--int8", action="store_true", help="time int8 programs (PT2E, XNNPACK; ExecuTorch only)")
     p.add_argument(
@@ -72,7 +88,7 @@ def parse_args(argv):
         nargs=4,
         default=list(DEFAULTS.grid_points),
         metavar=("C_IN", "HIDDEN", "C_OUT", "SIZE"),
-        help="grid values per axis (>= 2 each; default 2 3 2 2)",
+        help="grid values per axis (>= 2 each; default 2 3 3 2)",
     )
     p.add_argument(
         "--held-out",
@@ -81,13 +97,76 @@ def parse_args(argv):
         help="grid mode: configurations off the grid timed to measure the interpolation error (>= 0)",
     )
     p.add_argument(
+        "--calibration-models",
+        type=flag_type("--calibration-models"),
+        default=DEFAULTS.calibration_models,
+        help="whole random architectures timed with the blocks, to fit the whole-model correction (default 32)",
+    )
+    p.add_argument(
         "--jobs", type=flag_type("--jobs"), default=0, help="export worker processes (default 0: one per CPU core)"
     )
     p.add_argument(
         "--chunk", type=flag_type("--chunk"), default=DEFAULTS.chunk, help="configurations exported, then timed"
     )
     args = p.parse_args(argv)
+    if args.check:
+        if args.space or args.out:
+            p.error("--check TABLE takes no SPACE and no --out (--rescale OUT writes the rescaled copy)")
+    elif not args.space or not args.out:
+        p.error("give SPACE and --out TABLE to build a table, or --check TABLE to check one")
+    elif args.rescale:
+        p.error("--rescale goes with --check TABLE")
     return args
+
+
+def check_rescale_out(out: str, source: str) -> None:
+    """--rescale OUT: a new file, not a folder, not the table checked (nothing is overwritten)."""
+    if os.path.isdir(out):
+        raise LatencyTableError(f"--rescale {out!r} is a folder; give the new table's file name")
+    if os.path.abspath(out) == os.path.abspath(source):
+        raise LatencyTableError("--rescale would overwrite the table it checks; give another file name")
+    if os.path.exists(out):
+        raise LatencyTableError(f"--rescale {out!r} exists; nothing was changed: move it away first")
+
+
+def check(args) -> int:
+    """--check [--rescale]: the probes timed here against the table's build; 0 when it describes this machine."""
+    table = LatencyTable.load(args.check)
+    if args.rescale:
+        check_rescale_out(args.rescale, args.check)
+    if not table.data.get("probes"):
+        print(f"{args.check} has no probes (built before tables had them): three of its entries and its call cost")
+    bars = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase not in bars:
+            for bar in bars.values():
+                bar.close()
+            desc = "exporting probes" if phase == "export" else "timing rounds"
+            bars[phase] = engine.progress(None, desc=desc, total=total)
+        bars[phase].update(done - bars[phase].n)
+
+    report = check_table(table, rounds=args.rounds, warmup=args.warmup, progress=progress)
+    for bar in bars.values():
+        bar.close()
+    print(f"{'probe':<14} {'at build ms':>12} {'now ms':>10} {'now/build':>10} {'IQR of rounds':>16}")
+    for name, p in report["probes"].items():
+        note = "" if name in DRIFT_PROBES or name.endswith("block") else "  (not in the drift)"
+        print(
+            f"{name:<14} {p['build_ms']:>12.4f} {p['now_ms']:>10.4f} {p['ratio']:>9.3f}x "
+            f"{p['q1']:>7.3f}-{p['q3']:.3f}{note}"
+        )
+    print(verdict(table, report, args.rescale or "RESCALED.json"))
+    if args.rescale:
+        if not report["one_factor"]:
+            raise LatencyTableError(
+                f"--rescale: the probes moved apart (largest / smallest {report['spread']:.3f} > {ONE_FACTOR}), "
+                f"one factor does not describe the change; nothing was written: rebuild the table"
+            )
+        rescale_table(table, report, args.rescale)
+        print(f"{args.rescale}: {args.check} with every time x {report['drift']:.4f} (recorded under 'rescaled')")
+    print(f"drift: {report['drift']:.4f}")
+    return 0 if report["describes"] or args.rescale else engine.CHECK_FAILED_EXIT
 
 
 def build_table(args, settings: LatencySettings) -> None:
@@ -114,12 +193,20 @@ def build_table(args, settings: LatencySettings) -> None:
             f"interpolation error on {e['configs']} held-out configurations: mean {e['mape_block']:.1f}% "
             f"(p90 {e['p90_block']:.1f}%, max {e['max_block']:.1f}%) of the block's latency"
         )
+    c = table.correction
+    if c.form:
+        print(
+            f"whole models: {describe_correction(c)}, fitted on {c.models} calibration models "
+            f"(leave-one-out error {c.loo_mape:.1f}%, max {c.loo_max:.1f}%)"
+        )
     lo, hi = table_range(table, builder.net)
     print(f"range: {lo:.4g}..{hi:.4g} ms")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.check:
+        return engine.run_main(lambda: check(args), stopped="stopped; nothing was written")
 
     def body() -> None:
         settings = LatencySettings(
@@ -134,6 +221,7 @@ def main(argv=None) -> int:
             max_configs=args.max_configs,
             grid_points=tuple(args.grid_points),
             held_out=args.held_out,
+            calibration_models=args.calibration_models,
             jobs=args.jobs,
             chunk=args.chunk,
         )

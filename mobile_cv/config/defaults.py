@@ -162,6 +162,10 @@ _C.SEARCH.COST.LATENCY_TABLE = ""
 _C.SEARCH.COST.LATENCY_RUNTIME = "executorch"  # "executorch", "onnxruntime" or "eager"
 _C.SEARCH.COST.LATENCY_INT8 = False  # int8 programs (ExecuTorch PT2E)
 _C.SEARCH.COST.LATENCY_THREADS = 1  # runtime threads
+# At start-up, time the table's probes here (tools/latency_table.py --check; seconds): "warn" prints
+# whether the table still describes this machine and goes on; "refuse" stops the search when it does
+# not (before any epoch); "off" skips the check.
+_C.SEARCH.COST.LATENCY_CHECK = "warn"
 # The alpha loss; cost = the sampled architecture's effective cost, in millions:
 # "target":   CE + TARGET_WEIGHT * |log(cost / TARGET)|  (scale-free: in units of the budget)
 # "relative": CE * (cost / c_ref) ** EXPONENT, c_ref the space's geometric mid cost
@@ -222,6 +226,7 @@ CHOICES = {
     "SEARCH.WEIGHTS.LR_SCHEDULER": ("cosine", "tanh", "constant"),
     "SEARCH.COST.KIND": ("flops", "params", "latency"),
     "SEARCH.COST.LATENCY_RUNTIME": ("executorch", "onnxruntime", "eager"),
+    "SEARCH.COST.LATENCY_CHECK": ("warn", "refuse", "off"),
     "SEARCH.COST.FORM": ("target", "relative", "fbnet"),
     "SEARCH.ALPHA.SCHEDULE": ("interleaved", "epoch"),
     "DEVICE": ("auto", "cpu", "cuda"),

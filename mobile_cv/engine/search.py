@@ -42,6 +42,8 @@ from .. import comm
 from ..arch_def import format_arch_def_py, to_jsonable
 from ..config import CfgNode, ConfigError
 from ..data import build_loader
+from ..latency.probes import check_table, verdict
+from ..latency.table import LatencyTable, LatencyTableError
 from ..search import Supernet, build_supernet
 from ..search.budget import BudgetTable, select_architecture
 from ..search.choices import Mixing
@@ -91,10 +93,35 @@ def build_cost_model(cfg: CfgNode, net: Supernet) -> "tuple[BudgetTable, Callabl
     the exact expectation of the latency table's milliseconds (:meth:`BudgetTable.expected`)."""
     kind = cfg.SEARCH.COST.KIND
     if kind == "latency":
-        table = load_latency_table(cfg, net).budget_table(net)
+        latency_table = load_latency_table(cfg, net)
+        check_latency_table(cfg, latency_table)
+        table = latency_table.budget_table(net)
         return table, table.expected
     table = BudgetTable(net, kind)
     return table, lambda mixing: net.expected_cost(kind, mixing)
+
+
+def check_latency_table(cfg: CfgNode, table: LatencyTable) -> None:
+    """SEARCH.COST.LATENCY_CHECK: the table's probes timed here (the main process only; the others
+    wait for its verdict); one line says whether the table still describes this machine."""
+    mode = cfg.SEARCH.COST.LATENCY_CHECK
+    if mode == "off":
+        return
+    line, ok = "", True
+    if comm.is_main_process():
+        if not table.data.get("probes"):
+            line = f"{table.rebuild_line()} (SEARCH.COST.LATENCY_CHECK {mode}: no probes to time)"
+        else:
+            report = check_table(table, rounds=10, warmup=2)
+            line, ok = verdict(table, report), report["describes"]
+            line += f" (drift: {report['drift']:.4f})"
+    line, ok = comm.broadcast_object((line, ok))
+    if ok:
+        logger.info("%s", line)
+        return
+    if mode == "refuse":
+        raise LatencyTableError(f"{line}; SEARCH.COST.LATENCY_CHECK refuse: the search did not start")
+    logger.warning("%s; SEARCH.COST.LATENCY_CHECK warn: searching with it anyway", line)
 
 
 def compile_supernet(model: nn.Module, net: Supernet) -> "tuple[nn.Module, nn.Module]":

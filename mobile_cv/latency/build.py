@@ -43,7 +43,10 @@ import torch
 from ..arch_registry import resolve_arch_def
 from ..builder import build_model
 from ..search import build_supernet
+from ..search.budget import BudgetTable
+from .calibration import calibration_indices, describe_correction, fit_correction, model_terms, unique
 from .configs import HEAD, BlockConfig, ItemConfigs, block_configs, build_module
+from .probes import choose_probes
 from .runtimes import check_runtime, compile_module, cpu_model, load_runner, set_threads, versions
 from .table import (
     FORMAT,
@@ -62,7 +65,8 @@ from .table import (
 logger = logging.getLogger("mobile_cv.latency")
 
 MIN_SAMPLE_S = 0.001  # a timing sample: the median of the calls that fit in this long (at least 3)
-MEASUREMENT_SETTINGS = ("rounds", "warmup", "max_configs", "grid_points", "held_out", "seed")
+MEASUREMENT_SETTINGS = ("rounds", "warmup", "max_configs", "grid_points", "held_out", "calibration_models", "seed")
+MODEL = "model:"  # the key prefix of a calibration model's program
 
 
 @dataclass
@@ -78,8 +82,9 @@ class LatencySettings:
     rounds: int = 15
     warmup: int = 3
     max_configs: int = 3000  # more distinct configs than this: a grid and interpolation
-    grid_points: Tuple[int, int, int, int] = (2, 3, 2, 2)  # values per axis: c_in, hidden, c_out, size
+    grid_points: Tuple[int, int, int, int] = (2, 3, 3, 2)  # values per axis: c_in, hidden, c_out, size
     held_out: int = 200  # grid mode: configs off the grid timed to measure the interpolation's error
+    calibration_models: int = 32  # whole random architectures timed with the blocks (the correction's fit)
     jobs: int = 0  # export worker processes (0: one per CPU core)
     chunk: int = 48  # configs exported together (an interrupted build loses at most one chunk's work)
     seed: int = 0
@@ -148,13 +153,46 @@ TRIVIAL = "overhead"
 
 
 def _compile_one(args) -> Tuple[str, Any]:
-    """Worker: ``(key, compiled program)`` of one config (or the trivial program)."""
+    """Worker: ``(key, compiled program)`` of one config, one whole model (a :class:`ModelSpec`), or
+    the trivial program (None)."""
     runtime, int8, key, config = args
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    module = _Trivial() if config is None else build_module(config)
-    example = torch.zeros(1, 1, 1, 1) if config is None else config.example()
-    return key, compile_module(runtime, module, example, int8)
+    if isinstance(config, ModelSpec):
+        module = build_model(config.arch, num_classes=config.num_classes, in_chans=config.in_chans)
+    else:
+        module = _Trivial() if config is None else build_module(config)
+    return key, compile_module(runtime, module, example_of(config), int8)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A whole model to time (a calibration model or a probe): a plain arch def and its classifier."""
+
+    arch_json: str
+    num_classes: int
+    in_chans: int
+
+    @property
+    def arch(self) -> Dict[str, Any]:
+        return json.loads(self.arch_json)
+
+    @classmethod
+    def of(cls, arch: Dict[str, Any], num_classes: int, in_chans: int) -> "ModelSpec":
+        return cls(json.dumps(arch, sort_keys=True), num_classes, in_chans)
+
+
+Program = Optional[Any]  # a BlockConfig, a ModelSpec, or None (the trivial program)
+
+
+def example_of(config: Program) -> torch.Tensor:
+    """The input a program is timed on (random, seeded: the same at build and at a check)."""
+    if config is None:
+        return torch.zeros(1, 1, 1, 1)
+    if isinstance(config, ModelSpec):
+        size = config.arch["input_size"]
+        return torch.randn(1, config.in_chans, size, size, generator=torch.Generator().manual_seed(0))
+    return config.example()
 
 
 def measure(
@@ -233,7 +271,16 @@ class TableBuilder:
 
     def command(self) -> str:
         h = self.header
-        return build_command(self.space, h["runtime"], h["int8"], h["threads"], h["resolutions"], self.out)
+        return build_command(
+            self.space,
+            h["runtime"],
+            h["int8"],
+            h["threads"],
+            h["resolutions"],
+            self.out,
+            h["num_classes"],
+            h["in_chans"],
+        )
 
     def _measured_settings(self) -> Dict[str, Any]:
         """The settings that change what a table holds (not jobs or chunk: how fast it is built)."""
@@ -305,8 +352,15 @@ class TableBuilder:
             " int8" if s.int8 else "",
             s.threads,
         )
-        configs: Dict[str, Optional[BlockConfig]] = {TRIVIAL: None}
+        calibration = unique(calibration_indices(self.net, s.calibration_models, s.seed))
+        h = self.header
+        models = {
+            f"{MODEL}{j}": ModelSpec.of(self.net.derive_arch(self.net.one_hot(index)), h["num_classes"], h["in_chans"])
+            for j, index in enumerate(calibration)
+        }
+        configs: Dict[str, Program] = {TRIVIAL: None}
         configs.update((c.key, c) for c in [*todo, *held_out])
+        configs.update(models)
         earlier = 0.0
         if s.runtime != "eager":
             earlier = self._open_partial()
@@ -328,6 +382,8 @@ class TableBuilder:
             data["grids"] = [{"block": g.block, "base": g.base.key, "axes": g.axes} for g in grids]
             data["held_out"] = {c.key: _entry(samples[c.key]) for c in held_out}
             data["interpolation_error"] = interpolation_error(LatencyTable(data, self.out), self.net, held_out)
+        self._calibrate(data, calibration, models, samples)
+        data["probes"] = choose_probes(data, todo, models)
         data["build_seconds"] = round(earlier + time.perf_counter() - t_start, 1)  # an interrupted export's too
         check_table_data(data, self.out)
         save_table(data, self.out)
@@ -336,7 +392,28 @@ class TableBuilder:
         logger.info("%s: %d entries in %.0f s", self.out, len(data["entries"]), data["build_seconds"])
         return LatencyTable(data, self.out)
 
-    def _export(self, configs: Dict[str, Optional[BlockConfig]], progress, earlier: float) -> None:
+    def _calibrate(self, data: Dict[str, Any], calibration, models: Dict[str, "ModelSpec"], samples) -> None:
+        """The calibration models' timings and features, and the correction fitted on them (:mod:`.calibration`)."""
+        uncorrected = LatencyTable(data, self.out)
+        blocks, params = uncorrected.blocks_table(self.net), BudgetTable(self.net, "params")
+        rows = []
+        for (key, spec), index in zip(models.items(), calibration):
+            terms = model_terms(self.net, blocks, params, index)
+            rows.append({"index": index, "arch": spec.arch, **_entry(samples[key]), **terms})
+        o = data["overhead_ms"]["ms"]
+        fit = fit_correction([r["blocks_ms"] for r in rows], [r["mparams"] for r in rows], [r["ms"] - o for r in rows])
+        data["calibration"] = {"seed": self.settings.seed, "models": rows}
+        data["correction"] = fit.to_dict()
+        if rows:
+            logger.info(
+                "whole-model correction from %d calibration models: %s (leave-one-out error %.1f%%, max %.1f%%)",
+                len(rows),
+                describe_correction(fit),
+                fit.loo_mape,
+                fit.loo_max,
+            )
+
+    def _export(self, configs: Dict[str, Program], progress, earlier: float) -> None:
         """Every program not yet in the partial folder, exported in worker processes, chunk by chunk
         (each program written atomically: an interrupted build keeps what it finished)."""
         s = self.settings
@@ -364,20 +441,19 @@ class TableBuilder:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
 
-    def _time_all(self, configs: Dict[str, Optional[BlockConfig]], progress) -> Dict[str, List[float]]:
+    def _time_all(self, configs: Dict[str, Program], progress) -> Dict[str, List[float]]:
         """Every program loaded at once and timed in the same interleaved rounds (a slow spell of the
         machine then falls on every configuration alike, not on one chunk of them)."""
         s = self.settings
         set_threads(s.runtime, s.threads)
         runners = {}
         for key, config in configs.items():
-            example = torch.zeros(1, 1, 1, 1) if config is None else config.example()
             if s.runtime == "eager":
                 compiled = _compile_one((s.runtime, s.int8, key, config))[1]
             else:
                 with open(self._program_path(key), "rb") as f:
                     compiled = f.read()
-            runners[key] = load_runner(s.runtime, compiled, example, s.threads)
+            runners[key] = load_runner(s.runtime, compiled, example_of(config), s.threads)
         total = s.warmup + s.rounds
 
         def each_round(r: int) -> None:
@@ -473,9 +549,72 @@ def time_models(
     return [_entry(samples[j]) for j in range(len(archs))]
 
 
+def compile_programs(
+    specs: Dict[str, Program], runtime: str, int8: bool, jobs: int = 0, cache_dir: Optional[str] = None
+) -> Dict[str, Any]:
+    """Every program of ``specs`` (blocks, whole models, the trivial one) compiled for ``runtime``, in
+    ``jobs`` worker processes; with ``cache_dir``, programs compiled before (same spec, runtime, int8
+    and package versions) are read from there and new ones written there."""
+    tag = json.dumps([runtime, int8, versions(runtime)], sort_keys=True)
+
+    def cache_path(key: str, spec: Program) -> Optional[str]:
+        if cache_dir is None or runtime == "eager":
+            return None
+        what = spec.arch_json + f"|{spec.num_classes}|{spec.in_chans}" if isinstance(spec, ModelSpec) else key
+        return os.path.join(cache_dir, hashlib.sha1(f"{tag}|{what}".encode()).hexdigest() + ".bin")
+
+    out: Dict[str, Any] = {}
+    todo = []
+    for key, spec in specs.items():
+        path = cache_path(key, spec)
+        if path and os.path.isfile(path):
+            with open(path, "rb") as f:
+                out[key] = f.read()
+        else:
+            todo.append((runtime, int8, key, spec))
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+    if runtime == "eager" or jobs == 1 or len(todo) <= 1:
+        results = map(_compile_one, todo)
+        pool = None
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        pool = concurrent.futures.ProcessPoolExecutor(jobs or os.cpu_count(), mp_context=ctx)
+        results = pool.map(_compile_one, todo)
+    try:
+        for key, program in results:
+            out[key] = program
+            path = cache_path(key, specs[key])
+            if path:
+                atomic_save_bytes(program, path)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return out
+
+
+def time_programs(
+    specs: Dict[str, Program], compiled: Dict[str, Any], runtime: str, threads: int, rounds: int, warmup: int
+) -> Dict[str, List[float]]:
+    """Per-call ms samples of every program, all timed together as a table's entries are (:func:`measure`)."""
+    set_threads(runtime, threads)
+    runners = {k: load_runner(runtime, compiled[k], example_of(spec), threads) for k, spec in specs.items()}
+    return measure(runners, rounds, warmup)
+
+
 def table_range(table: LatencyTable, net) -> Tuple[float, float]:
     """The fastest and slowest architecture of the space by the table, in ms."""
     return table.budget_table(net).extremes()
 
 
-__all__ = ["LatencySettings", "TableBuilder", "build_latency_table", "measure", "table_range", "time_models"]
+__all__ = [
+    "LatencySettings",
+    "ModelSpec",
+    "TableBuilder",
+    "build_latency_table",
+    "compile_programs",
+    "measure",
+    "table_range",
+    "time_models",
+    "time_programs",
+]

@@ -235,3 +235,32 @@ __all__ = [
     "item_configs",
     "space_configs",
 ]
+
+
+def architecture_configs(net, index: Dict[str, int]) -> List[Tuple[str, BlockConfig]]:
+    """``(block position, config)`` of every block (and the head) of one architecture of the space,
+    ``index`` its options, in model order, identity skips left out: what the table adds up for it."""
+    from ..search.budget import BudgetTable
+
+    calls: List[ItemConfigs] = []
+
+    def record(cand, spatial, idx):
+        configs = item_configs(net, cand, spatial, idx)
+        calls.append(configs)
+        return torch.zeros(len(configs.c_in), len(spatial.sizes), dtype=torch.float64)
+
+    table = BudgetTable(net, "latency", item_cost=record)
+    mixing = net.one_hot(index)
+    r = int(index.get("resolution", 0))
+    out, call = [], 0
+    for name, t in zip([*net.search_blocks(), HEAD], table.terms):
+        n_calls = len(net.search_blocks()[name].candidates) if name != HEAD else 1
+        items = [(c, n) for c in calls[call : call + n_calls] for n in range(len(c.c_in))]
+        call += n_calls
+        k = int(torch.argmax(t.item_probability(mixing)))
+        configs, n = items[k]
+        # the head and blocks after a stride see their own input size: the spatial of the call
+        config = configs.config(n, r if len(configs.sizes) > 1 else 0)
+        if not config.identity:
+            out.append((name, config))
+    return out

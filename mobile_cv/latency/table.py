@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -34,9 +35,11 @@ from ..arch_def import to_jsonable
 from ..blocks import IRBlock, IRPoolBlock
 from ..errors import UserError
 from ..search.masked import Spatial
+from .calibration import Correction
 from .configs import HEAD, BlockConfig, block_class, config_from_key, describe, item_configs
 
-FORMAT = "mobile_cv.latency_table/1"
+FORMAT = "mobile_cv.latency_table/2"
+OLD_FORMATS = ("mobile_cv.latency_table/1",)  # blocks only: read, with a line asking for a rebuild
 DIMS = ("c_in", "hidden", "c_out", "size")
 # the header fields a table must match to serve a search (the rest only describe the measurement)
 IDENTITY = ("space_digest", "resolutions", "num_classes", "in_chans", "runtime", "int8", "threads")
@@ -52,11 +55,37 @@ def space_digest(space_def: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(to_jsonable(space_def), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_command(space: str, runtime: str, int8: bool, threads: int, resolutions: Sequence[int], out: str) -> str:
+def build_command(
+    space: str,
+    runtime: str,
+    int8: bool,
+    threads: int,
+    resolutions: Sequence[int],
+    out: str,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+) -> str:
     """The tools/latency_table.py command that builds the table these settings need."""
+    model = (f" --num-classes {num_classes}" if num_classes != 1000 else "") + (
+        f" --in-chans {in_chans}" if in_chans != 3 else ""
+    )
     return (
-        f"python tools/latency_table.py {space} --runtime {runtime}{' --int8' if int8 else ''} --threads {threads} "
-        f"--resolutions {' '.join(str(r) for r in resolutions)} --out {out}"
+        f"python tools/latency_table.py {space}{model} --runtime {runtime}{' --int8' if int8 else ''} "
+        f"--threads {threads} --resolutions {' '.join(str(r) for r in resolutions)} --out {out}"
+    )
+
+
+def command_of(data: Dict[str, Any], out: str) -> str:
+    """The command that builds a table like ``data`` (its space, classifier, runtime, settings) at ``out``."""
+    return build_command(
+        data["space"],
+        data["runtime"],
+        data["int8"],
+        data["threads"],
+        data["resolutions"],
+        out,
+        data["num_classes"],
+        data["in_chans"],
     )
 
 
@@ -144,6 +173,22 @@ class LatencyTable:
             for g in data.get("grids", [])
         ]
         self._by_group = {(g.block, g.base.op, g.base.residual, g.base.expand): g for g in self.grids}
+        self.correction = Correction.from_dict(data["correction"]) if "correction" in data else Correction()
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether whole models were timed with the blocks and a correction fitted on them."""
+        return bool(self.correction.form)
+
+    def rebuild_line(self) -> str:
+        """One line for a table built the old way (blocks only): what it lacks and the command."""
+        d = self.data
+        cmd = command_of(d, self.path)
+        return (
+            f"latency table {self.path!r} was built the old way (blocks timed alone, no whole models, no probes): "
+            f"it predicts whole models less well (1.7-1.8x low on the F space) and cannot check this machine; "
+            f"rebuild it: rm {self.path}; {cmd}"
+        )
 
     @property
     def mode(self) -> str:
@@ -168,7 +213,10 @@ class LatencyTable:
                 f"(python tools/latency_table.py SPACE --out {path})"
             ) from None
         check_table_data(data, path)
-        return cls(data, path)
+        table = cls(data, path)
+        if not table.calibrated and data["format"] in OLD_FORMATS:
+            logging.getLogger("mobile_cv.latency").warning(table.rebuild_line())
+        return table
 
     def check(self, space: str, space_def: Dict[str, Any], net, want: Dict[str, Any]) -> None:
         """Refuse a table built for another space, resolution, classifier, runtime or thread count.
@@ -201,7 +249,16 @@ class LatencyTable:
         reasons = [what[k] for k in mismatched]
         if missing:
             reasons.append(f"resolutions {d['resolutions']}, without {missing} of the space's {resolutions}")
-        cmd = build_command(space, want["runtime"], want["int8"], want["threads"], resolutions, "NEW_TABLE.json")
+        cmd = build_command(
+            space,
+            want["runtime"],
+            want["int8"],
+            want["threads"],
+            resolutions,
+            "NEW_TABLE.json",
+            net.num_classes,
+            net.in_chans,
+        )
         raise LatencyTableError(
             f"latency table {self.path!r} was built for {'; '.join(reasons)}; build the right one: {cmd}"
         )
@@ -218,7 +275,7 @@ class LatencyTable:
 
     def _missing(self, config: BlockConfig) -> LatencyTableError:
         d = self.data
-        cmd = build_command(d["space"], d["runtime"], d["int8"], d["threads"], d["resolutions"], "NEW_TABLE.json")
+        cmd = command_of(d, "NEW_TABLE.json")
         return LatencyTableError(
             f"latency table {self.path!r} has no entry for {describe(config)} (key {config.key!r}), which this space "
             f"needs: it was built for another space or from an older definition; build the right one: {cmd}"
@@ -271,11 +328,25 @@ class LatencyTable:
                 out[rows, j] = (interpolate(axes, values, points) - self.overhead_ms).clamp_min(0.0)
         return out
 
-    def budget_table(self, net):
-        """The budgeted search's table of ``net`` in this table's milliseconds (call cost once per model)."""
+    def blocks_table(self, net):
+        """The budgeted search's table of the plain sum of ``net``'s blocks (call cost and correction left out)."""
         from ..search.budget import BudgetTable
 
-        return BudgetTable(net, "latency", item_cost=self.item_cost(net), constant=self.overhead_ms)
+        return BudgetTable(net, "latency", item_cost=self.item_cost(net))
+
+    def budget_table(self, net):
+        """The budgeted search's table of ``net`` in this table's whole-model milliseconds: per item
+        ``scale * block ms + per_mparam * block M params``, plus the call cost and the constant once
+        (:mod:`.calibration`); every term is per block, so its expectation stays exact."""
+        from ..search.budget import BudgetTable
+
+        c = self.correction
+        table = self.blocks_table(net)
+        params = BudgetTable(net, "params") if c.per_mparam else None
+        for j, t in enumerate(table.terms):
+            t.cost = c.scale * t.cost + (c.per_mparam * params.terms[j].cost if params is not None else 0.0)
+        table.terms[-1].cost = table.terms[-1].cost + (self.overhead_ms + c.constant)
+        return table
 
     def describe(self) -> str:
         d = self.data
@@ -323,7 +394,7 @@ def check_table_data(data: Any, path: str) -> None:
     """The file's structure: every required field with its type, finite non-negative times."""
     if not isinstance(data, dict):
         raise LatencyTableError(f"latency table {path!r} holds {type(data).__name__}, not a table")
-    if data.get("format") != FORMAT:
+    if data.get("format") != FORMAT and data.get("format") not in OLD_FORMATS:
         raise LatencyTableError(f"latency table {path!r} has format {data.get('format')!r}, expected {FORMAT!r}")
     for key, kind in REQUIRED.items():
         if not isinstance(data.get(key), kind):

@@ -1,0 +1,159 @@
+"""From a sum of blocks to a whole model: a correction fitted on whole models timed with the blocks.
+
+A block timed alone, call after call, keeps its weights in the CPU's caches and pays nothing for
+its neighbours; inside a whole model the weights of every block stream through the caches on each
+call. So the plain sum of a table's blocks falls short of the whole model, by an amount that grows
+with the model's weights (docs/dmaskingnas.md#latency-as-a-search-cost). A table therefore times,
+in the same interleaved rounds as its blocks, a *calibration set* of random whole architectures of
+its space (every resolution) and fits
+
+    model ms = call cost + a + b * (sum of the model's block latencies) + c * (model's M params)
+
+by least squares, choosing among the forms {b}, {b, c}, {a, b}, {a, b, c} the one with the lowest
+leave-one-out error on the calibration set (coefficients must be >= 0, so that no option gets a
+negative cost). Every term is a sum over blocks (a block's latency, a block's parameters) or a
+constant, so the corrected latency stays a per-block table: the search's expected latency remains
+the exact expectation (:meth:`~mobile_cv.latency.table.LatencyTable.budget_table`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Sequence
+
+import torch
+
+# the candidate forms: which of (a, b, c) are fitted (b, the blocks' scale, always)
+FORMS = (("scale",), ("scale", "per_mparam"), ("constant", "scale"), ("constant", "scale", "per_mparam"))
+
+
+@dataclass
+class Correction:
+    """``model ms = call cost + constant + scale * blocks + per_mparam * M params`` (see the module docstring)."""
+
+    constant: float = 0.0
+    scale: float = 1.0
+    per_mparam: float = 0.0
+    form: Sequence[str] = ()  # the fitted terms; () for a table without calibration (the plain sum)
+    loo_mape: float = float("nan")  # leave-one-out mean abs error on the calibration set, %
+    loo_max: float = float("nan")
+    models: int = 0
+
+    def predict(self, call_ms: float, blocks_ms: float, mparams: float) -> float:
+        return call_ms + self.constant + self.scale * blocks_ms + self.per_mparam * mparams
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["form"] = list(self.form)
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Correction":
+        return cls(**{**d, "form": tuple(d.get("form", ()))})
+
+
+def describe_correction(c: Correction) -> str:
+    """The correction as a formula, e.g. ``model = call + 0.31 + 1.02 x blocks + 0.182 ms x M params``."""
+    if not c.form:
+        return "model = call cost + blocks (the plain sum: no calibration)"
+    parts = [f"{c.constant:.4g} ms"] if "constant" in c.form else []
+    parts.append(f"{c.scale:.4g} x blocks")
+    if "per_mparam" in c.form:
+        parts.append(f"{c.per_mparam:.4g} ms x M params")
+    return "model = call cost + " + " + ".join(parts)
+
+
+def _features(form: Sequence[str], blocks: torch.Tensor, mparams: torch.Tensor) -> torch.Tensor:
+    cols = {"constant": torch.ones_like(blocks), "scale": blocks, "per_mparam": mparams}
+    return torch.stack([cols[name] for name in form], 1)
+
+
+def _solve(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1)
+
+
+def fit_correction(blocks_ms: Sequence[float], mparams: Sequence[float], measured_net: Sequence[float]) -> Correction:
+    """The correction of the lowest leave-one-out error (see the module docstring).
+
+    Args:
+        blocks_ms: per calibration model, the sum of its blocks' table latencies (call cost excluded).
+        mparams: per model, its parameters in millions.
+        measured_net: per model, its measured latency minus the call cost.
+    """
+    b = torch.tensor(blocks_ms, dtype=torch.float64)
+    w = torch.tensor(mparams, dtype=torch.float64)
+    y = torch.tensor(measured_net, dtype=torch.float64)
+    n = len(y)
+    best = None
+    for form in FORMS:
+        if n < len(form) + 2:
+            continue
+        x = _features(form, b, w)
+        coef = _solve(x, y)
+        if (coef < 0).any():  # a negative term would give some option a negative cost
+            continue
+        errors = []
+        for i in range(n):
+            keep = torch.arange(n) != i
+            c = _solve(x[keep], y[keep])
+            errors.append(abs(float(x[i] @ c - y[i])) / float(y[i]))
+        mape = 100 * sum(errors) / n
+        if best is None or mape < best[0] - 1e-9:
+            best = (mape, 100 * max(errors), form, coef)
+    if best is None:  # too few models, or no non-negative fit: the plain sum
+        return Correction(models=n)
+    mape, worst, form, coef = best
+    values = dict(zip(form, coef.tolist()))
+    return Correction(
+        constant=values.get("constant", 0.0),
+        scale=values.get("scale", 1.0),
+        per_mparam=values.get("per_mparam", 0.0),
+        form=form,
+        loo_mape=mape,
+        loo_max=worst,
+        models=n,
+    )
+
+
+def calibration_indices(net, n: int, seed: int) -> List[Dict[str, int]]:
+    """``n`` random architectures of the space (uniform per choice), the resolutions taken in turn
+    so that every one is covered equally (the size of the compute changes with it, the weights do not:
+    what separates the two terms of the fit)."""
+    from ..search.budget import sample_uniform
+
+    batch = sample_uniform(net, n, torch.Generator().manual_seed(seed))
+    out = []
+    for j in range(n):
+        index = {label: int(v[j]) for label, v in batch.items()}
+        if "resolution" in index:
+            index["resolution"] = j % len(net.res_sizes)
+        out.append(index)
+    return out
+
+
+def model_terms(net, budget_blocks, budget_params, index: Dict[str, int]) -> Dict[str, float]:
+    """The two features of one architecture: its blocks' latency sum (call cost excluded) by an
+    uncorrected table, and its parameters in millions."""
+    return {"blocks_ms": budget_blocks.exact(index), "mparams": budget_params.exact(index)}
+
+
+def unique(items: Sequence[Dict[str, int]]) -> List[Dict[str, int]]:
+    """The architectures without repeats (a small space may draw one twice)."""
+    seen, out = set(), []
+    for index in items:
+        key = tuple(sorted(index.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(index)
+    return out
+
+
+__all__ = [
+    "Correction",
+    "FORMS",
+    "calibration_indices",
+    "describe_correction",
+    "fit_correction",
+    "model_terms",
+    "unique",
+]

@@ -1,0 +1,211 @@
+"""Probes: does a table still describe the machine in front of us?
+
+A table is a snapshot of one machine on one day: cloud machines of one name differ, phones
+throttle, a runtime upgrade changes kernels. So a table keeps a few *probes*, programs timed in the
+same interleaved rounds as its entries when it was built:
+
+* ``compute``: a block whose time is mostly arithmetic (the fewest weights per millisecond among
+  the slower half of the entries);
+* ``memory``: a block whose time is mostly reading weights (the most weights per millisecond);
+* ``model``: one whole calibration model (the median one);
+* ``call``: the runtime's trivial program (its per-call cost; shown, not part of the drift).
+
+:func:`check_table` exports them again, times them here as the table was timed, and compares:
+the ratio now / at build per probe (with the spread of the per-round ratios), and the drift, the
+geometric mean of the compute, memory and model ratios. The table describes this machine when the
+drift is within :data:`TOLERANCE`; where every probe moved by one factor (within
+:data:`ONE_FACTOR`), :func:`rescale_table` writes a copy with every time multiplied by the drift,
+recorded as such; otherwise the table must be rebuilt.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import statistics
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from .configs import BlockConfig, build_module, config_from_key
+
+TOLERANCE = 0.10  # |drift - 1| within this: the table still describes this machine
+ONE_FACTOR = 1.15  # largest / smallest probe ratio within this: one factor moved them all (a rescale fits)
+DRIFT_PROBES = ("compute", "memory", "model")
+
+
+def _params(config: BlockConfig) -> int:
+    torch.manual_seed(0)
+    return sum(p.numel() for p in build_module(config).parameters())
+
+
+def choose_probes(data: Dict[str, Any], todo: List[BlockConfig], models: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The probes of a table being built (see the module docstring), with their build-time timings."""
+    entries = data["entries"]
+    timed = sorted((c for c in todo if c.key in entries), key=lambda c: entries[c.key]["ms"])
+    probes: Dict[str, Dict[str, Any]] = {"call": {"kind": "call", **data["overhead_ms"]}}
+    slow = timed[len(timed) // 2 :]
+    if slow:
+        density = {c.key: _params(c) / entries[c.key]["ms"] for c in slow}
+        compute = min(slow, key=lambda c: density[c.key])
+        memory = max(slow, key=lambda c: density[c.key])
+        probes["compute"] = {"kind": "block", "key": compute.key, **entries[compute.key]}
+        if memory.key != compute.key:
+            probes["memory"] = {"kind": "block", "key": memory.key, **entries[memory.key]}
+    rows = data.get("calibration", {}).get("models", [])
+    if rows:
+        j = sorted(range(len(rows)), key=lambda i: rows[i]["ms"])[len(rows) // 2]
+        timing = {k: rows[j][k] for k in ("ms", "q1", "q3", "min")}
+        probes["model"] = {"kind": "model", "calibration": j, **timing}
+    return probes
+
+
+def probe_programs(data: Dict[str, Any]) -> Dict[str, Any]:
+    """``name -> program spec`` (a BlockConfig, a ModelSpec, or None for the call) of a table's probes."""
+    from .build import ModelSpec
+
+    out: Dict[str, Any] = {}
+    for name, p in data.get("probes", {}).items():
+        if p["kind"] == "call":
+            out[name] = None
+        elif p["kind"] == "block":
+            out[name] = config_from_key(p["key"])
+        else:
+            arch = data["calibration"]["models"][p["calibration"]]["arch"]
+            out[name] = ModelSpec.of(arch, data["num_classes"], data["in_chans"])
+    return out
+
+
+def old_table_probes(data: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Probes for a table built before tables had them: its call cost and three of its own entries
+    (fastest, median, slowest). No whole model: a drift of blocks only."""
+    entries = sorted(data["entries"].items(), key=lambda kv: kv[1]["ms"])
+    picks = {"fast block": entries[0], "median block": entries[len(entries) // 2], "slow block": entries[-1]}
+    out = {"call": {"kind": "call", **data["overhead_ms"]}}
+    out.update({name: {"kind": "block", "key": k, **e} for name, (k, e) in picks.items()})
+    return out
+
+
+def check_table(
+    table, rounds: int = 15, warmup: int = 3, jobs: int = 0, progress: Optional[Callable[[str, int, int], None]] = None
+) -> Dict[str, Any]:
+    """Re-time ``table``'s probes here as the table was timed; see the module docstring.
+
+    Returns ``{"probes": {name: {"build_ms", "now_ms", "ratio", "q1", "q3"}}, "drift", "spread",
+    "describes", "one_factor"}``. Run it alone: the check is only as good as the machine is quiet.
+    """
+    from .build import _compile_one, example_of, measure
+    from .runtimes import check_runtime, load_runner, set_threads
+
+    d = table.data
+    check_runtime(d["runtime"], d["int8"])
+    probes = d.get("probes") or old_table_probes(d)
+    specs = probe_programs({**d, "probes": probes})
+    args = [(d["runtime"], d["int8"], name, spec) for name, spec in specs.items()]
+    if progress:
+        progress("export", 0, len(args))
+    compiled = {}
+    for i, a in enumerate(args):  # a handful of programs: exported here, one after the other
+        compiled[a[2]] = _compile_one(a)[1]
+        if progress:
+            progress("export", i + 1, len(args))
+    set_threads(d["runtime"], d["threads"])
+    runners = {n: load_runner(d["runtime"], compiled[n], example_of(specs[n]), d["threads"]) for n in specs}
+
+    def each_round(r: int) -> None:
+        if progress:
+            progress("timing", r, warmup + rounds)
+
+    samples = measure(runners, rounds, warmup, each_round)
+    report: Dict[str, Any] = {"probes": {}}
+    for name, p in probes.items():
+        ratios = sorted(v / p["ms"] for v in samples[name])
+        report["probes"][name] = {
+            "build_ms": p["ms"],
+            "now_ms": statistics.median(samples[name]),
+            "ratio": statistics.median(ratios),
+            "q1": ratios[len(ratios) // 4],
+            "q3": ratios[(3 * len(ratios)) // 4],
+        }
+    drift_ratios = [v["ratio"] for n, v in report["probes"].items() if n != "call"]
+    drift = math.exp(statistics.mean(math.log(r) for r in drift_ratios)) if drift_ratios else float("nan")
+    spread = max(drift_ratios) / min(drift_ratios) if drift_ratios else float("nan")
+    report.update(
+        drift=drift,
+        spread=spread,
+        describes=abs(drift - 1) <= TOLERANCE,
+        one_factor=spread <= ONE_FACTOR,
+        rounds=rounds,
+        date=now(),
+    )
+    return report
+
+
+def verdict(table, report: Dict[str, Any], rescale_to: str = "RESCALED.json") -> str:
+    """The one line a user reads: the table still describes this machine, or what to do."""
+    from .table import command_of
+
+    d = table.data
+    drift = report["drift"]
+    if report["describes"]:
+        return (
+            f"latency table {table.path!r} describes this machine: its probes run {drift:.3f}x their build-time "
+            f"speed (within the tolerance of {TOLERANCE:.0%})"
+        )
+    rebuild = command_of(d, "NEW_TABLE.json")
+    text = (
+        f"latency table {table.path!r} does not describe this machine: its probes run {drift:.3f}x their "
+        f"build-time times (tolerance {TOLERANCE:.0%}); "
+    )
+    if report["one_factor"]:
+        return text + (
+            f"they moved by one factor (largest / smallest probe {report['spread']:.3f}), so a rescaled copy fits: "
+            f"python tools/latency_table.py --check {table.path} --rescale {rescale_to}; or rebuild it: {rebuild}"
+        )
+    return text + f"the probes moved apart (largest / smallest {report['spread']:.3f}): rebuild it: {rebuild}"
+
+
+def rescale_table(table, report: Dict[str, Any], out: str) -> Dict[str, Any]:
+    """A copy of ``table`` with every time multiplied by the drift ``report`` measured, recorded
+    under ``rescaled``; written atomically to ``out``. Returns the new table's data."""
+    import copy
+
+    from .table import save_table
+
+    factor = report["drift"]
+    data = copy.deepcopy(table.data)
+
+    def scale(entry: Dict[str, Any]) -> None:
+        for k in ("ms", "q1", "q3", "min"):
+            if k in entry:
+                entry[k] = round(entry[k] * factor, 6)
+
+    for entries in (data["entries"], data.get("held_out", {})):
+        for e in entries.values():
+            scale(e)
+    scale(data["overhead_ms"])
+    for p in data.get("probes", {}).values():
+        scale(p)
+    for row in data.get("calibration", {}).get("models", []):
+        scale(row)
+        row["blocks_ms"] = row["blocks_ms"] * factor
+    if "correction" in data:
+        c = data["correction"]
+        c["constant"], c["per_mparam"] = c["constant"] * factor, c["per_mparam"] * factor
+    data.setdefault("rescaled", []).append(
+        {
+            "factor": round(factor, 4),
+            "source": table.path,
+            "date": report.get("date", now()),
+            "probes": {n: round(v["ratio"], 4) for n, v in report["probes"].items()},
+        }
+    )
+    save_table(data, out)
+    return data
+
+
+def now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+__all__ = ["ONE_FACTOR", "TOLERANCE", "check_table", "choose_probes", "rescale_table", "verdict"]
