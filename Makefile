@@ -55,7 +55,10 @@ bench: install
 	$(BIN)/python benchmarks/search_quality.py --budgets 0.3 --seeds --random 2 --train-epochs 1 \
 		--out $(BENCH_OUT)/search_quality   # random architectures only: the searched side is the full run's
 	$(BIN)/python benchmarks/latency_prediction.py --table configs/latency/mnist_small_space_executorch.json \
-		--n 4 --rounds 3 --warmup 1
+		--old-table benchmarks/tables_v1/mnist_small_space_executorch.json --n 4 --rounds 3 --warmup 1
+	$(BIN)/python tools/latency_table.py --check configs/latency/mnist_small_space_executorch.json --rounds 5 || true
+	$(BIN)/python benchmarks/latency_budget.py --table configs/latency/fbnetv2_f_space_executorch.json \
+		--budgets 3 --epochs 1 --images 8 --rounds 3 --warmup 1 --out $(BENCH_OUT)/latency_budget
 	$(BIN)/python benchmarks/search_quality.py --cost latency --table configs/latency/mnist_small_space_executorch.json \
 		--budgets 0.016 --seeds --random 2 --train-epochs 1 --rounds 3 --out $(BENCH_OUT)/search_quality_latency
 	@echo "quick settings only; full runs: docs/benchmarks.md (each script's --help lists its options)"

@@ -614,3 +614,15 @@ def test_a_search_refuses_to_start_on_a_table_of_another_machine_when_asked(spac
     err = capfd.readouterr().err
     assert "does not describe this machine" in err and "LATENCY_CHECK refuse" in err and "Traceback" not in err
     assert not (tmp_path / "s" / "search.json").exists()
+
+
+def test_architecture_configs_are_the_blocks_of_the_derived_model(net):
+    """What the benchmarks time for an architecture: its derived model's blocks (and head), in order."""
+    from mobile_cv.latency.configs import architecture_configs
+
+    g = torch.Generator().manual_seed(2)
+    for _ in range(8):
+        index = {label: int(torch.randint(c.size, (1,), generator=g)) for label, c in net.choices.items()}
+        arch = net.derive_arch(net.one_hot(index))
+        want = [c for c in block_configs_of(arch) if not c.identity]
+        assert [c for _, c in architecture_configs(net, index)] == want

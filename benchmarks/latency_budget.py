@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Is a budget asked a budget met? Latency-budgeted searches of a space at three budgets, each
+derived model exported whole by tools/export.py and timed in the table's runtime, against the budget.
+
+    python benchmarks/latency_budget.py --table configs/latency/fbnetv2_f_space_executorch.json \\
+        --out output/latency_budget                       # 3 searches of 2 epochs on a tiny generated ImageFolder
+
+For each budget (default: the 15th, 50th and 85th percentile of the table's prediction over 200
+random architectures of the space: spread over where the space's architectures lie), ``tools/search.py``
+runs ``--config`` (default configs/search_imagenet_latency.yaml) with SEARCH.COST.TARGET the budget,
+``--epochs`` epochs (the first half warm-up) of ``--images`` images on a generated ImageFolder with
+the table's classes (noise images: the budget, not the accuracy, is what is measured),
+SEARCH.COST.LATENCY_CHECK off (the probes are timed here instead). Each derived
+``arch_def.json`` is exported by ``tools/export.py --format executorch`` as a user would, then every
+``.pte`` and the table's probes are timed together in interleaved rounds (1 thread, batch 1). The
+drift the probes measure (now / when the table was built) turns a budget in the table's milliseconds
+into this machine's today: ``measured / (budget x drift) - 1`` is the miss, printed per budget with
+the table's own prediction of the derived model. Run it alone. Finished searches and exports in
+``--out`` are reused (delete the folder to redo them).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from mobile_cv.export.to_executorch import LoadedMethod  # noqa: E402
+from mobile_cv.latency import LatencyTable  # noqa: E402
+from mobile_cv.latency.build import (  # noqa: E402
+    compile_programs,
+    example_of,  # noqa: E402
+    measure,
+)
+from mobile_cv.latency.probes import DRIFT_PROBES, old_table_probes, probe_programs  # noqa: E402
+from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
+from mobile_cv.search import build_supernet  # noqa: E402
+from mobile_cv.search.budget import sample_uniform  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_image_folder(root: str, classes: int, per_class: int = 3) -> str:
+    """ROOT/train/<class>/*.png and ROOT/val/<class>/*.png of small noise images, ``classes`` classes
+    (the table's classifier), 3 train images each (the weight split needs 2, the alpha split 1); the search
+    reads ``--images`` of them per epoch. Made once."""
+    from PIL import Image
+
+    if os.path.isdir(os.path.join(root, "val")):
+        return root
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", 1)):
+        for c in range(classes):
+            folder = os.path.join(root, split, f"c{c:04d}")
+            os.makedirs(folder, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+                    os.path.join(folder, f"{i}.png")
+                )
+    return root
+
+
+def default_budgets(table, net, n: int = 200):
+    """The 15th, 50th and 85th percentile of the table's latency over ``n`` random architectures."""
+    budget = table.budget_table(net)
+    batch = sample_uniform(net, n, torch.Generator().manual_seed(7))
+    values = sorted(budget.exact({k: int(v[j]) for k, v in batch.items()}) for j in range(n))
+    return [round(values[int(q * (n - 1))], 3) for q in (0.15, 0.5, 0.85)]
+
+
+def run(cmd, log):
+    with open(log, "w") as f:
+        p = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        sys.exit(f"failed (exit {p.returncode}): {' '.join(cmd)}; see {log}")
+
+
+def search_and_export(args, table_path, budget, data_root):
+    out = os.path.join(args.out, f"search_{budget:g}ms")
+    if not os.path.isfile(os.path.join(out, "search.json")):
+        cmd = [sys.executable, "tools/search.py", "--config-file", args.config, "DATA.ROOT", data_root]
+        cmd += [
+            "DATA.NUM_WORKERS",
+            "0",
+            "SEARCH.EPOCHS",
+            str(args.epochs),
+            "SEARCH.WARMUP_EPOCHS",
+            str(args.epochs // 2),
+        ]
+        cmd += ["SEARCH.BATCH_SIZE", str(args.batch), "DATA.LIMIT", str(args.images)]
+        cmd += ["SEARCH.COST.LATENCY_TABLE", table_path]
+        cmd += ["SEARCH.COST.TARGET", str(budget), "SEARCH.COST.LATENCY_CHECK", "off", "OUTPUT_DIR", out]
+        print(f"searching at {budget:g} ms: {out}", flush=True)
+        run(cmd, os.path.join(args.out, f"search_{budget:g}ms.log"))
+    summary = json.load(open(os.path.join(out, "search.json")))
+    folder = os.path.join(out, "export")
+    found = [f for f in os.listdir(folder) if f.endswith(".pte")] if os.path.isdir(folder) else []
+    if not found:
+        cmd = [sys.executable, "tools/export.py", os.path.join(out, "arch_def.json"), "--format", "executorch"]
+        cmd += ["--out", folder]
+        run(cmd, os.path.join(args.out, f"export_{budget:g}ms.log"))
+        found = [f for f in os.listdir(folder) if f.endswith(".pte")]
+    return summary, os.path.join(folder, found[0])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", default="configs/latency/fbnetv2_f_space_executorch.json")
+    p.add_argument("--config", default="configs/search_imagenet_latency.yaml")
+    p.add_argument("--budgets", type=float, nargs="+", help="ms (default: three spread over the space)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--images", type=int, default=32, help="images per split and epoch (DATA.LIMIT)")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--tolerance", type=float, default=0.07, help="the miss allowed (fraction of the budget)")
+    p.add_argument("--out", default="output/latency_budget")
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    table = LatencyTable.load(args.table)
+    d = table.data
+    net = build_supernet(d["space"], num_classes=d["num_classes"], in_chans=d["in_chans"])
+    budgets = args.budgets or default_budgets(table, net)
+    print(f"table {args.table} ({d['space']}, {d['runtime']}, {d['threads']} thread(s)); budgets {budgets} ms")
+    data_root = make_image_folder(os.path.join(args.out, "data"), d["num_classes"])
+    done = [search_and_export(args, os.path.abspath(args.table), b, os.path.abspath(data_root)) for b in budgets]
+
+    probes = d.get("probes") or old_table_probes(d)
+    specs = {f"probe:{k}": v for k, v in probe_programs({**d, "probes": probes}).items()}
+    compiled = compile_programs(specs, d["runtime"], d["int8"])
+    set_threads(d["runtime"], d["threads"])
+    runners = {k: load_runner(d["runtime"], compiled[k], example_of(s), d["threads"]) for k, s in specs.items()}
+    for b, (summary, pte) in zip(budgets, done):
+        size = summary["input_size"]
+        method = LoadedMethod(pte)
+        x = (torch.randn(1, d["in_chans"], size, size, generator=torch.Generator().manual_seed(0)),)
+        runners[f"model:{b}"] = lambda m=method, x=x: m.execute(x)
+    samples = measure(runners, args.rounds, args.warmup)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ratios = {name: med[f"probe:{name}"] / p["ms"] for name, p in probes.items()}
+    used = [r for n, r in ratios.items() if n in DRIFT_PROBES or n.endswith("block")]
+    drift = float(np.exp(np.mean(np.log(used))))
+    print(f"drift by the table's probes: {drift:.3f} ({', '.join(f'{k} {v:.3f}' for k, v in ratios.items())})")
+    print(f"{'budget ms':>10} {'x drift':>8} {'by table':>9} {'measured':>9} {'IQR':>15} {'miss':>7}  input size")
+    misses = []
+    for b, (summary, _) in zip(budgets, done):
+        q = sorted(samples[f"model:{b}"])
+        miss = med[f"model:{b}"] / (b * drift) - 1
+        misses.append(miss)
+        print(
+            f"{b:>10.3f} {b * drift:>8.3f} {summary['derived_latency_ms']:>9.3f} {med[f'model:{b}']:>9.3f} "
+            f"{q[len(q) // 4]:>7.3f}-{q[3 * len(q) // 4]:.3f} {100 * miss:>+6.1f}%  {summary['input_size']}"
+        )
+    ok = all(abs(m) <= args.tolerance for m in misses)
+    print(
+        f"{'every' if ok else 'not every'} derived model within +-{100 * args.tolerance:.0f}% of its budget after the "
+        f"drift correction (largest miss {100 * max(misses, key=abs):+.1f}%)"
+    )
+    with open(os.path.join(args.out, "latency_budget.json"), "w") as f:
+        json.dump({"drift": drift, "probes": ratios, "budgets": budgets, "misses": misses, "ok": ok}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
