@@ -43,6 +43,7 @@ import torch  # noqa: E402
 import mobile_cv  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
 from mobile_cv.latency.build import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
+from mobile_cv.latency.build import _entry as summary  # noqa: E402
 from mobile_cv.latency.configs import architecture_configs  # noqa: E402
 from mobile_cv.latency.probes import DRIFT_PROBES, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import check_runtime  # noqa: E402
@@ -119,9 +120,10 @@ def draw_models(net, table, n, resolution, seed):
     sys.exit(f"{table.data['space']}: fewer than {n} architectures outside the calibration set")
 
 
-def drift_of(probes, med, prefix):
-    """Per probe now / at build, and their geometric mean over the drift probes (blocks of an old table)."""
-    ratios = {name: med[prefix + name] / p["ms"] for name, p in probes.items()}
+def drift_of(probes, med, prefix, stat):
+    """Per probe now / at build (at the statistic ``stat``), and their geometric mean over the drift
+    probes (the blocks of an old table)."""
+    ratios = {name: med[prefix + name] / p[stat] for name, p in probes.items()}
     used = [r for name, r in ratios.items() if name in DRIFT_PROBES or name.endswith("block")]
     return math.exp(statistics.mean(math.log(r) for r in used)), ratios
 
@@ -170,12 +172,13 @@ def evaluate(args, path, old_path, n, resolution, seed):
     compiled = compile_programs(specs, d["runtime"], d["int8"], args.jobs, args.cache)
     t1 = time.perf_counter()
     samples = time_programs(specs, compiled, d["runtime"], d["threads"], args.rounds, args.warmup)
-    med = {k: statistics.median(v) for k, v in samples.items()}
-    drift, ratios = drift_of(probes, med, "probe:")
+    # every program summarised by the table's statistic of its rounds (as the table's own entries are)
+    med = {k: summary(v)[table.stat] for k, v in samples.items()}
+    drift, ratios = drift_of(probes, med, "probe:", table.stat)
     c, o_now = table.correction, med[TRIVIAL]
     for j, m in enumerate(models):
-        q = sorted(samples[f"model:{j}"])
-        m["measured"], m["spread"] = med[f"model:{j}"], (q[len(q) // 4], q[(3 * len(q)) // 4])
+        q = summary(samples[f"model:{j}"])
+        m["measured"], m["spread"], m["measured_median"] = med[f"model:{j}"], (q["q1"], q["q3"]), q["ms"]
         m["corrected"] = m["predicted"] * drift
         if not args.no_same_run:
             blocks_now = sum(max(med[k] - o_now, 0.0) for k in m["blocks"])
@@ -188,8 +191,12 @@ def evaluate(args, path, old_path, n, resolution, seed):
             mape, rho, within = fidelity([m[key] for m in models], measured)
             result.update({f"mape{suffix}": mape, f"spearman{suffix}": rho, f"within_10{suffix}": within})
     result.update(drift=drift, probes=ratios, spearman_flops=spearman([m["flops"] for m in models], measured))
+    result["statistic"] = table.statistic
+    noise = sorted(m["measured_median"] / m["measured"] for m in models)
+    result["median_over_statistic"] = [noise[0], statistics.median(noise), noise[-1]]
     if old is not None:
-        old_drift, old_ratios = drift_of(old_probes, med, "old:")
+        old_med = {k: summary(v)[old.stat] for k, v in samples.items() if k.startswith("old:")}
+        old_drift, old_ratios = drift_of(old_probes, old_med, "old:", old.stat)
         for m in models:
             m["old_corrected"] = m["old_predicted"] * old_drift
         result.update(old_table=old_path, old_drift=old_drift, old_probes=old_ratios)
@@ -236,6 +243,11 @@ def report(table, r):
         print(line(f"old table {r['old_table']} as stored", "old_"))
         print(line(f"old table after its probes' drift {r['old_drift']:.3f}", "old_", "_corrected"))
     print(f"FLOPs vs measured: Spearman {r['spearman_flops']:.3f}")
+    lo, mid, hi = r["median_over_statistic"]
+    print(
+        f"measured = the {r['statistic']} of each program's rounds (as the table's entries); the whole models' "
+        f"median / {r['statistic']}: {mid:.3f} ({lo:.3f}..{hi:.3f}): the machine's noise in this run"
+    )
     weight_mb = [4 * m["mparams"] / (4 if d["int8"] else 1) for m in r["models"]]
     print(
         f"weights {min(weight_mb):.2f}..{max(weight_mb):.2f} MB ({'int8' if d['int8'] else 'fp32'}); the CPU's largest "

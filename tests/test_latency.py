@@ -244,7 +244,7 @@ def test_grid_mode_interpolates_and_measures_its_error_on_held_out_configuration
     grid = table.grids[0]
     point = grid.points()[-1]
     assert predict_config(table, grid.block, point) == pytest.approx(
-        max(d["entries"][point.key]["ms"] - table.overhead_ms, 0.0)
+        max(d["entries"][point.key][table.stat] - table.overhead_ms, 0.0)
     )
 
 
@@ -513,6 +513,7 @@ def test_fit_correction_recovers_the_terms_and_never_fits_a_negative_cost():
 def test_a_calibrated_table_keeps_its_calibration_set_correction_and_probes(table, net):
     d = table.data
     assert d["format"] == "mobile_cv.latency_table/2" and table.calibrated
+    assert "calibration models" in d["method"] and d["machine"]["cores"] >= 1 and d["machine"]["cpu"]
     rows = d["calibration"]["models"]
     assert len(rows) >= 8 and {r["index"]["resolution"] for r in rows} == {0, 1}  # every resolution
     for r in rows[:3]:  # each row's features are the table's own, its arch the architecture of its index
@@ -626,3 +627,16 @@ def test_architecture_configs_are_the_blocks_of_the_derived_model(net):
         arch = net.derive_arch(net.one_hot(index))
         want = [c for c in block_configs_of(arch) if not c.identity]
         assert [c for _, c in architecture_configs(net, index)] == want
+
+
+def test_the_table_predicts_with_the_statistic_it_records(table, space_file, tmp_path):
+    """Lookups read the statistic the table records (q1 by default; the median stays in ``ms``)."""
+    d = table.data
+    assert d["statistic"] == "q1" and table.stat == "q1"
+    key = next(iter(d["entries"]))
+    config = mobile_cv.latency.configs.config_from_key(key)
+    assert table.block_ms(config) == pytest.approx(max(d["entries"][key]["q1"] - d["overhead_ms"]["q1"], 0.0))
+    median = LatencyTable({**json.loads(json.dumps(d)), "statistic": "median"}, table.path)
+    assert median.block_ms(config) == pytest.approx(max(d["entries"][key]["ms"] - d["overhead_ms"]["ms"], 0.0))
+    with pytest.raises(LatencyTableError, match="--statistic must be one of"):
+        TableBuilder(space_file, str(tmp_path / "t.json"), LatencySettings(**{**FAST, "statistic": "mean"}))

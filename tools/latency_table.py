@@ -21,7 +21,9 @@ the table (``range: MIN..MAX ms``, fastest and slowest architecture): the budget
 
 With the blocks the build times ``--calibration-models`` whole random architectures of the space in
 the same rounds and fits the correction from a sum of blocks to a whole model on them, and keeps a
-few probes (docs/dmaskingnas.md#latency-as-a-search-cost). ``--check TABLE`` times the probes again
+few probes (docs/dmaskingnas.md#latency-as-a-search-cost). ``--statistic`` (default q1) is the
+summary of the rounds the table predicts with: the first quartile is steadier than the median on a
+noisy machine. ``--check TABLE`` times the probes again
 here (a minute or less) and prints, per probe, now / at build with its spread, one line saying
 whether the table still describes this machine, and last ``drift: RATIO``; it exits 0 when the
 table describes this machine, 3 when not. ``--rescale OUT`` with it writes a copy rescaled by the
@@ -101,6 +103,12 @@ def parse_args(argv):
         type=flag_type("--calibration-models"),
         default=DEFAULTS.calibration_models,
         help="whole random architectures timed with the blocks, to fit the whole-model correction (default 32)",
+    )
+    p.add_argument(
+        "--statistic",
+        choices=("q1", "median", "min"),
+        default=DEFAULTS.statistic,
+        help="the summary of the timing rounds the table predicts with (default q1: steadiest on a noisy machine)",
     )
     p.add_argument(
         "--jobs", type=flag_type("--jobs"), default=0, help="export worker processes (default 0: one per CPU core)"
@@ -222,6 +230,7 @@ def main(argv=None) -> int:
             grid_points=tuple(args.grid_points),
             held_out=args.held_out,
             calibration_models=args.calibration_models,
+            statistic=args.statistic,
             jobs=args.jobs,
             chunk=args.chunk,
         )

@@ -44,13 +44,14 @@ from ..arch_registry import resolve_arch_def
 from ..builder import build_model
 from ..search import build_supernet
 from ..search.budget import BudgetTable
-from .calibration import calibration_indices, describe_correction, fit_correction, model_terms, unique
+from .calibration import Correction, calibration_indices, describe_correction, fit_correction, model_terms, unique
 from .configs import HEAD, BlockConfig, ItemConfigs, block_configs, build_module
 from .probes import choose_probes
-from .runtimes import check_runtime, compile_module, cpu_model, load_runner, set_threads, versions
+from .runtimes import check_runtime, compile_module, cpu_model, load_runner, machine, set_threads, versions
 from .table import (
     FORMAT,
     IDENTITY,
+    STATISTICS,
     Grid,
     LatencyTable,
     LatencyTableError,
@@ -65,8 +66,21 @@ from .table import (
 logger = logging.getLogger("mobile_cv.latency")
 
 MIN_SAMPLE_S = 0.001  # a timing sample: the median of the calls that fit in this long (at least 3)
-MEASUREMENT_SETTINGS = ("rounds", "warmup", "max_configs", "grid_points", "held_out", "calibration_models", "seed")
+MEASUREMENT_SETTINGS = (
+    "rounds",
+    "warmup",
+    "max_configs",
+    "grid_points",
+    "held_out",
+    "calibration_models",
+    "statistic",
+    "seed",
+)
 MODEL = "model:"  # the key prefix of a calibration model's program
+METHOD = (
+    "blocks timed alone (warm), interleaved rounds, medians; whole-model correction fitted on calibration models "
+    "timed in the same rounds (mobile_cv/latency/calibration.py); probes (mobile_cv/latency/probes.py)"
+)
 
 
 @dataclass
@@ -85,6 +99,7 @@ class LatencySettings:
     grid_points: Tuple[int, int, int, int] = (2, 3, 3, 2)  # values per axis: c_in, hidden, c_out, size
     held_out: int = 200  # grid mode: configs off the grid timed to measure the interpolation's error
     calibration_models: int = 32  # whole random architectures timed with the blocks (the correction's fit)
+    statistic: str = "q1"  # the summary of the rounds the lookups use: "q1" (first quartile), "median", "min"
     jobs: int = 0  # export worker processes (0: one per CPU core)
     chunk: int = 48  # configs exported together (an interrupted build loses at most one chunk's work)
     seed: int = 0
@@ -241,6 +256,8 @@ class TableBuilder:
         check_runtime(settings.runtime, settings.int8)
         if settings.threads < 1:
             raise LatencyTableError(f"--threads must be >= 1, got {settings.threads}")
+        if settings.statistic not in STATISTICS:
+            raise LatencyTableError(f"--statistic must be one of {list(STATISTICS)}, got {settings.statistic!r}")
         self.space, self.out, self.settings = space, out, settings
         space_def, _ = resolve_arch_def(space)
         if "search" not in space_def:
@@ -370,9 +387,12 @@ class TableBuilder:
             **self.header,
             "versions": versions(s.runtime),
             "cpu": cpu_model(),
+            "machine": machine(),
+            "method": METHOD,
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "settings": {**self._measured_settings(), "jobs": s.jobs, "chunk": s.chunk},
             "mode": mode,
+            "statistic": s.statistic,
             "configs_total": n_distinct,
             "entries": {c.key: _entry(samples[c.key]) for c in todo},
             "overhead_ms": _entry(samples[TRIVIAL]),
@@ -382,7 +402,22 @@ class TableBuilder:
             data["grids"] = [{"block": g.block, "base": g.base.key, "axes": g.axes} for g in grids]
             data["held_out"] = {c.key: _entry(samples[c.key]) for c in held_out}
             data["interpolation_error"] = interpolation_error(LatencyTable(data, self.out), self.net, held_out)
-        self._calibrate(data, calibration, models, samples)
+        data["calibration"] = {
+            "seed": s.seed,
+            "models": [
+                {"index": index, "arch": spec.arch, **_entry(samples[key])}
+                for (key, spec), index in zip(models.items(), calibration)
+            ],
+        }
+        fit = calibrate(data, self.net, self.out)
+        if data["calibration"]["models"]:
+            logger.info(
+                "whole-model correction from %d calibration models: %s (leave-one-out error %.1f%%, max %.1f%%)",
+                fit.models,
+                describe_correction(fit),
+                fit.loo_mape,
+                fit.loo_max,
+            )
         data["probes"] = choose_probes(data, todo, models)
         data["build_seconds"] = round(earlier + time.perf_counter() - t_start, 1)  # an interrupted export's too
         check_table_data(data, self.out)
@@ -391,27 +426,6 @@ class TableBuilder:
             shutil.rmtree(self.partial_dir)
         logger.info("%s: %d entries in %.0f s", self.out, len(data["entries"]), data["build_seconds"])
         return LatencyTable(data, self.out)
-
-    def _calibrate(self, data: Dict[str, Any], calibration, models: Dict[str, "ModelSpec"], samples) -> None:
-        """The calibration models' timings and features, and the correction fitted on them (:mod:`.calibration`)."""
-        uncorrected = LatencyTable(data, self.out)
-        blocks, params = uncorrected.blocks_table(self.net), BudgetTable(self.net, "params")
-        rows = []
-        for (key, spec), index in zip(models.items(), calibration):
-            terms = model_terms(self.net, blocks, params, index)
-            rows.append({"index": index, "arch": spec.arch, **_entry(samples[key]), **terms})
-        o = data["overhead_ms"]["ms"]
-        fit = fit_correction([r["blocks_ms"] for r in rows], [r["mparams"] for r in rows], [r["ms"] - o for r in rows])
-        data["calibration"] = {"seed": self.settings.seed, "models": rows}
-        data["correction"] = fit.to_dict()
-        if rows:
-            logger.info(
-                "whole-model correction from %d calibration models: %s (leave-one-out error %.1f%%, max %.1f%%)",
-                len(rows),
-                describe_correction(fit),
-                fit.loo_mape,
-                fit.loo_max,
-            )
 
     def _export(self, configs: Dict[str, Program], progress, earlier: float) -> None:
         """Every program not yet in the partial folder, exported in worker processes, chunk by chunk
@@ -463,6 +477,23 @@ class TableBuilder:
         return measure(runners, s.rounds, s.warmup, each_round)
 
 
+def calibrate(data: Dict[str, Any], net, path: str = "") -> Correction:
+    """Fill in the calibration models' features by the table in ``data`` (its entries read at its
+    statistic, uncorrected) and fit the correction on their timings at the same statistic; stores
+    both in ``data`` (``calibration.models[*].blocks_ms/mparams``, ``correction``) and returns the fit."""
+    table = LatencyTable(data, path)
+    blocks, params = table.blocks_table(net), BudgetTable(net, "params")
+    rows = data["calibration"]["models"]
+    for r in rows:
+        r.update(model_terms(blocks, params, r["index"]))
+    o = table.overhead_ms
+    fit = fit_correction(
+        [r["blocks_ms"] for r in rows], [r["mparams"] for r in rows], [r[table.stat] - o for r in rows]
+    )
+    data["correction"] = fit.to_dict()
+    return fit
+
+
 def atomic_save_bytes(data: bytes, path: str) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (never half a file)."""
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -479,7 +510,7 @@ def interpolation_error(table: LatencyTable, net, held_out: List[BlockConfig]) -
         owner_of.setdefault(c.key, block)
     rel, rel_net = [], []
     for c in held_out:
-        measured = table.data["held_out"][c.key]["ms"]
+        measured = table.data["held_out"][c.key][table.stat]
         predicted = predict_config(table, owner_of[c.key], c)
         rel.append(abs(predicted + table.overhead_ms - measured) / measured)
         net_measured = max(measured - table.overhead_ms, 1e-9)

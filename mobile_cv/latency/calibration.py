@@ -131,10 +131,11 @@ def calibration_indices(net, n: int, seed: int) -> List[Dict[str, int]]:
     return out
 
 
-def model_terms(net, budget_blocks, budget_params, index: Dict[str, int]) -> Dict[str, float]:
-    """The two features of one architecture: its blocks' latency sum (call cost excluded) by an
-    uncorrected table, and its parameters in millions."""
-    return {"blocks_ms": budget_blocks.exact(index), "mparams": budget_params.exact(index)}
+def model_terms(blocks_table, params_table, index: Dict[str, int]) -> Dict[str, float]:
+    """The two features of one architecture: its blocks' latency sum (call cost excluded; from a
+    latency table's :meth:`~mobile_cv.latency.table.LatencyTable.blocks_table`) and its parameters in
+    millions (from the budget table of kind "params")."""
+    return {"blocks_ms": blocks_table.exact(index), "mparams": params_table.exact(index)}
 
 
 def unique(items: Sequence[Dict[str, int]]) -> List[Dict[str, int]]:

@@ -95,6 +95,7 @@ def check_table(
     "describes", "one_factor"}``. Run it alone: the check is only as good as the machine is quiet.
     """
     from .build import _compile_one, example_of, measure
+    from .build import _entry as summary
     from .runtimes import check_runtime, load_runner, set_threads
 
     d = table.data
@@ -117,13 +118,14 @@ def check_table(
             progress("timing", r, warmup + rounds)
 
     samples = measure(runners, rounds, warmup, each_round)
-    report: Dict[str, Any] = {"probes": {}}
+    report: Dict[str, Any] = {"probes": {}, "statistic": table.statistic}
     for name, p in probes.items():
-        ratios = sorted(v / p["ms"] for v in samples[name])
+        build, current = p[table.stat], summary(samples[name])[table.stat]  # the table's statistic of the rounds
+        ratios = sorted(v / build for v in samples[name])
         report["probes"][name] = {
-            "build_ms": p["ms"],
-            "now_ms": statistics.median(samples[name]),
-            "ratio": statistics.median(ratios),
+            "build_ms": build,
+            "now_ms": current,
+            "ratio": current / build,
             "q1": ratios[len(ratios) // 4],
             "q3": ratios[(3 * len(ratios)) // 4],
         }

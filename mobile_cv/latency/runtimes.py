@@ -82,6 +82,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine() -> Dict[str, object]:
+    """What a timing depends on besides the runtime: the CPU, its logical cores, its caches (as Linux
+    reports them), the OS."""
+    import os
+
+    caches = {}
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        try:
+            with open(os.path.join(root, name, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(root, name, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(root, name, "size")) as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        caches[f"L{level}" + ("d" if kind == "Data" else "i" if kind == "Instruction" else "")] = size
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "caches": caches, "os": platform.platform()}
+
+
 def set_threads(name: str, threads: int) -> None:
     """Use ``threads`` threads in this process for ``name`` (and for torch itself)."""
     torch.set_num_threads(threads)

@@ -3,19 +3,25 @@
 The file (JSON, written by ``tools/latency_table.py``) records what was measured and how:
 
     format, space, space_digest, resolutions, num_classes, in_chans   what it is for
-    runtime, int8, threads, versions, cpu, date, settings             how it was measured
+    runtime, int8, threads, versions, cpu, machine, method, date,
+    settings, build_seconds                                           how it was measured
     mode        "exact": every configuration timed; "grid": a grid of them, the rest interpolated
     entries     {config key: {"ms", "q1", "q3", "min"}}: the median of the interleaved rounds and
                 its spread (quartiles, fastest round), per call, the runtime's call cost included
     overhead_ms the call cost itself (a trivial program in the same runtime), with its spread
     grids       (mode "grid") per block position, op and structure: the grid's axes
     held_out    (mode "grid") configurations timed off the grid, and the interpolation's error on them
+    calibration whole random architectures timed in the same rounds: index, arch, timing, features
+    correction  the whole-model terms fitted on them (:mod:`.calibration`) and their leave-one-out error
+    probes      programs timed in the same rounds, re-timed by ``--check`` (:mod:`.probes`)
+    rescaled    (a copy written by ``--check --rescale``) the factor, source table, date
     complete    false while a build is in progress (the file is then ``TABLE.partial``)
 
 A block inside a model pays no call cost, so a block's latency is its entry minus the call cost
-(never below 0), and a model's predicted latency is the call cost (once) plus its blocks'
-(:meth:`LatencyTable.budget_table` hands both to the budgeted search's table, so its expected
-latency and derivation are in these terms).
+(never below 0). A model's predicted latency is ``call cost + a + b * (its blocks' sum) + c * (its
+M params)`` with the table's correction (format 1 tables: ``a = c = 0, b = 1``, the plain sum);
+:meth:`LatencyTable.budget_table` hands it to the budgeted search's table as per-block items and a
+constant, so its expected latency and derivation are in these terms.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ FORMAT = "mobile_cv.latency_table/2"
 OLD_FORMATS = ("mobile_cv.latency_table/1",)  # blocks only: read, with a line asking for a rebuild
 DIMS = ("c_in", "hidden", "c_out", "size")
 # the header fields a table must match to serve a search (the rest only describe the measurement)
+# which summary of an entry's per-round samples the lookups use ("ms" is always the median): on a
+# noisy machine the first quartile predicts whole models better (docs/dmaskingnas.md)
+STATISTICS = {"median": "ms", "q1": "q1", "min": "min"}
 IDENTITY = ("space_digest", "resolutions", "num_classes", "in_chans", "runtime", "int8", "threads")
 
 
@@ -167,7 +176,9 @@ class LatencyTable:
     def __init__(self, data: Dict[str, Any], path: str = "") -> None:
         self.data, self.path = data, path
         self.entries: Dict[str, Dict[str, float]] = data["entries"]
-        self.overhead_ms = float(data["overhead_ms"]["ms"])
+        self.statistic = data.get("statistic", "median")  # format 1 tables: the median
+        self.stat = STATISTICS[self.statistic]  # the field of an entry the lookups read
+        self.overhead_ms = float(data["overhead_ms"][self.stat])
         self.grids = [
             Grid(g["block"], _config(g["base"], path), {d: list(map(int, v)) for d, v in g["axes"].items()})
             for g in data.get("grids", [])
@@ -271,7 +282,7 @@ class LatencyTable:
         entry = self.entries.get(config.key)
         if entry is None:
             raise self._missing(config)
-        return max(float(entry["ms"]) - self.overhead_ms, 0.0)
+        return max(float(entry[self.stat]) - self.overhead_ms, 0.0)
 
     def _missing(self, config: BlockConfig) -> LatencyTableError:
         d = self.data
@@ -316,7 +327,7 @@ class LatencyTable:
             dims = list(grid.axes)
             axes = [_axis_coordinate(d, torch.tensor(grid.axes[d])) for d in dims]
             values = torch.tensor(
-                [self.entries[p.key]["ms"] if p.key in self.entries else math.nan for p in grid.points()],
+                [self.entries[p.key][self.stat] if p.key in self.entries else math.nan for p in grid.points()],
                 dtype=torch.float64,
             ).reshape([len(grid.axes[d]) for d in dims])
             if torch.isnan(values).any():
@@ -350,9 +361,11 @@ class LatencyTable:
 
     def describe(self) -> str:
         d = self.data
+        rescaled = f", rescaled x{d['rescaled'][-1]['factor']:g}" if d.get("rescaled") else ""
+        calibration = f", {self.correction.models} calibration models" if self.calibrated else ", blocks only"
         return (
             f"{d['space']} on {d['runtime']}{' int8' if d['int8'] else ''}, {d['threads']} thread(s), {d['cpu']}, "
-            f"{d['date']}: {len(self.entries)} entries ({d['mode']})"
+            f"{d['date']}: {len(self.entries)} entries ({d['mode']}){calibration}{rescaled}"
         )
 
 
@@ -404,14 +417,20 @@ def check_table_data(data: Any, path: str) -> None:
             )
     if not data["complete"]:
         raise LatencyTableError(f"latency table {path!r} is a build in progress; finish it by rerunning its command")
+    if data.get("statistic", "median") not in STATISTICS:
+        raise LatencyTableError(
+            f"latency table {path!r}: statistic {data['statistic']!r} is not one of {list(STATISTICS)}"
+        )
     if data["mode"] not in ("exact", "grid"):
         raise LatencyTableError(f"latency table {path!r}: mode {data['mode']!r} is neither 'exact' nor 'grid'")
+    stat = STATISTICS[data.get("statistic", "median")]
     for key, entry in itertools.chain(data["entries"].items(), [("overhead_ms", data["overhead_ms"])]):
-        ms = entry.get("ms") if isinstance(entry, dict) else None
-        if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not math.isfinite(ms) or ms < 0:
-            raise LatencyTableError(
-                f"latency table {path!r}: entry {key!r} has no finite, non-negative 'ms' ({entry!r})"
-            )
+        for field in dict.fromkeys(("ms", stat)):
+            ms = entry.get(field) if isinstance(entry, dict) else None
+            if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not math.isfinite(ms) or ms < 0:
+                raise LatencyTableError(
+                    f"latency table {path!r}: entry {key!r} has no finite, non-negative {field!r} ({entry!r})"
+                )
 
 
 def save_table(data: Dict[str, Any], path: str) -> None:
