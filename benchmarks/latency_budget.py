@@ -22,7 +22,6 @@ the table's own prediction of the derived model. Run it alone. Finished searches
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 
@@ -38,7 +37,7 @@ from mobile_cv.latency.build import (  # noqa: E402
     example_of,  # noqa: E402
     measure,
 )
-from mobile_cv.latency.probes import DRIFT_PROBES, old_table_probes, probe_programs  # noqa: E402
+from mobile_cv.latency.probes import in_drift, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import sample_uniform  # noqa: E402
@@ -142,11 +141,13 @@ def main() -> None:
         x = (torch.randn(1, d["in_chans"], size, size, generator=torch.Generator().manual_seed(0)),)
         runners[f"model:{b}"] = lambda m=method, x=x: m.execute(x)
     samples = measure(runners, args.rounds, args.warmup)
-    med = {k: statistics.median(v) for k, v in samples.items()}
-    ratios = {name: med[f"probe:{name}"] / p["ms"] for name, p in probes.items()}
-    used = [r for n, r in ratios.items() if n in DRIFT_PROBES or n.endswith("block")]
+    # every program summarised by the table's statistic of its rounds, as the table's own timings are
+    med = {k: summary(v)[table.stat] for k, v in samples.items()}
+    ratios = {name: med[f"probe:{name}"] / p[table.stat] for name, p in probes.items()}
+    used = [r for n, r in ratios.items() if in_drift(n)]
     drift = float(np.exp(np.mean(np.log(used))))
     print(f"drift by the table's probes: {drift:.3f} ({', '.join(f'{k} {v:.3f}' for k, v in ratios.items())})")
+    print(f"measured: the {table.statistic} of each program's {args.rounds} rounds, as the table's timings")
     print(f"{'budget ms':>10} {'x drift':>8} {'by table':>9} {'measured':>9} {'IQR':>15} {'miss':>7}  input size")
     misses = []
     for b, (summary, _) in zip(budgets, done):

@@ -45,7 +45,7 @@ from mobile_cv.latency import LatencyTable  # noqa: E402
 from mobile_cv.latency.build import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
 from mobile_cv.latency.build import _entry as summary  # noqa: E402
 from mobile_cv.latency.configs import architecture_configs  # noqa: E402
-from mobile_cv.latency.probes import DRIFT_PROBES, old_table_probes, probe_programs  # noqa: E402
+from mobile_cv.latency.probes import in_drift, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import check_runtime  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import sample_uniform  # noqa: E402
@@ -124,7 +124,7 @@ def drift_of(probes, med, prefix, stat):
     """Per probe now / at build (at the statistic ``stat``), and their geometric mean over the drift
     probes (the blocks of an old table)."""
     ratios = {name: med[prefix + name] / p[stat] for name, p in probes.items()}
-    used = [r for name, r in ratios.items() if name in DRIFT_PROBES or name.endswith("block")]
+    used = [r for name, r in ratios.items() if in_drift(name)]
     return math.exp(statistics.mean(math.log(r) for r in used)), ratios
 
 

@@ -520,9 +520,11 @@ def test_a_calibrated_table_keeps_its_calibration_set_correction_and_probes(tabl
         assert r["arch"] == json.loads(json.dumps(net.derive_arch(net.one_hot(r["index"]))))
         assert r["blocks_ms"] == pytest.approx(table.blocks_table(net).exact(r["index"]), rel=1e-9)
         assert r["ms"] > 0 and r["q1"] <= r["ms"] <= r["q3"]
-    assert set(d["probes"]) == {"call", "compute", "memory", "model"}
+    assert set(d["probes"]) == {"call", "compute", "memory", "model 8px", "model 16px"}  # a model per input size
     assert d["probes"]["compute"]["ms"] == d["entries"][d["probes"]["compute"]["key"]]["ms"]
-    assert d["probes"]["model"]["ms"] == rows[d["probes"]["model"]["calibration"]]["ms"]
+    for size in (8, 16):
+        row = rows[d["probes"][f"model {size}px"]["calibration"]]
+        assert d["probes"][f"model {size}px"]["q1"] == row["q1"] and row["arch"]["input_size"] == size
 
 
 def scaled_copy(table, path, factor, only=None):

@@ -42,7 +42,7 @@ from mobile_cv.config import flag_type  # noqa: E402
 from mobile_cv.engine.run_lock import RunLock  # noqa: E402
 from mobile_cv.latency import RUNTIMES, LatencySettings, TableBuilder, default_runtime, table_range  # noqa: E402
 from mobile_cv.latency.calibration import describe_correction  # noqa: E402
-from mobile_cv.latency.probes import DRIFT_PROBES, ONE_FACTOR, check_table, rescale_table, verdict  # noqa: E402
+from mobile_cv.latency.probes import ONE_FACTOR, check_table, in_drift, rescale_table, verdict  # noqa: E402
 from mobile_cv.latency.table import LatencyTable, LatencyTableError  # noqa: E402
 
 DEFAULTS = LatencySettings()
@@ -159,7 +159,7 @@ def check(args) -> int:
         bar.close()
     print(f"{'probe':<14} {'at build ms':>12} {'now ms':>10} {'now/build':>10} {'IQR of rounds':>16}")
     for name, p in report["probes"].items():
-        note = "" if name in DRIFT_PROBES or name.endswith("block") else "  (not in the drift)"
+        note = "" if in_drift(name) else "  (not in the drift)"
         print(
             f"{name:<14} {p['build_ms']:>12.4f} {p['now_ms']:>10.4f} {p['ratio']:>9.3f}x "
             f"{p['q1']:>7.3f}-{p['q3']:.3f}{note}"

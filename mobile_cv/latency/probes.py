@@ -7,12 +7,13 @@ same interleaved rounds as its entries when it was built:
 * ``compute``: a block whose time is mostly arithmetic (the fewest weights per millisecond among
   the slower half of the entries);
 * ``memory``: a block whose time is mostly reading weights (the most weights per millisecond);
-* ``model``: one whole calibration model (the median one);
+* ``model`` (``model 128px``, ...: one per input size of the space): the median calibration model
+  at that size, whole;
 * ``call``: the runtime's trivial program (its per-call cost; shown, not part of the drift).
 
 :func:`check_table` exports them again, times them here as the table was timed, and compares:
 the ratio now / at build per probe (with the spread of the per-round ratios), and the drift, the
-geometric mean of the compute, memory and model ratios. The table describes this machine when the
+geometric mean of every probe's ratio but the call's. The table describes this machine when the
 drift is within :data:`TOLERANCE`; where every probe moved by one factor (within
 :data:`ONE_FACTOR`), :func:`rescale_table` writes a copy with every time multiplied by the drift,
 recorded as such; otherwise the table must be rebuilt.
@@ -31,7 +32,11 @@ from .configs import BlockConfig, build_module, config_from_key
 
 TOLERANCE = 0.10  # |drift - 1| within this: the table still describes this machine
 ONE_FACTOR = 1.15  # largest / smallest probe ratio within this: one factor moved them all (a rescale fits)
-DRIFT_PROBES = ("compute", "memory", "model")
+
+
+def in_drift(name: str) -> bool:
+    """Whether a probe counts in the drift: all but the call cost (tiny, and not what models pay)."""
+    return name != "call"
 
 
 def _params(config: BlockConfig) -> int:
@@ -53,10 +58,13 @@ def choose_probes(data: Dict[str, Any], todo: List[BlockConfig], models: Dict[st
         if memory.key != compute.key:
             probes["memory"] = {"kind": "block", "key": memory.key, **entries[memory.key]}
     rows = data.get("calibration", {}).get("models", [])
-    if rows:
-        j = sorted(range(len(rows)), key=lambda i: rows[i]["ms"])[len(rows) // 2]
-        timing = {k: rows[j][k] for k in ("ms", "q1", "q3", "min")}
-        probes["model"] = {"kind": "model", "calibration": j, **timing}
+    by_size: Dict[int, List[int]] = {}
+    for i, r in enumerate(rows):
+        by_size.setdefault(int(r["arch"]["input_size"]), []).append(i)
+    for size, members in sorted(by_size.items()):  # the median calibration model at each input size
+        j = sorted(members, key=lambda i: rows[i]["ms"])[len(members) // 2]
+        name = "model" if len(by_size) == 1 else f"model {size}px"
+        probes[name] = {"kind": "model", "calibration": j, **{k: rows[j][k] for k in ("ms", "q1", "q3", "min")}}
     return probes
 
 
@@ -129,7 +137,7 @@ def check_table(
             "q1": ratios[len(ratios) // 4],
             "q3": ratios[(3 * len(ratios)) // 4],
         }
-    drift_ratios = [v["ratio"] for n, v in report["probes"].items() if n != "call"]
+    drift_ratios = [v["ratio"] for n, v in report["probes"].items() if in_drift(n)]
     drift = math.exp(statistics.mean(math.log(r) for r in drift_ratios)) if drift_ratios else float("nan")
     spread = max(drift_ratios) / min(drift_ratios) if drift_ratios else float("nan")
     report.update(
@@ -210,4 +218,4 @@ def now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-__all__ = ["ONE_FACTOR", "TOLERANCE", "check_table", "choose_probes", "rescale_table", "verdict"]
+__all__ = ["ONE_FACTOR", "TOLERANCE", "check_table", "choose_probes", "in_drift", "rescale_table", "verdict"]
