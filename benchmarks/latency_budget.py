@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from mobile_cv.export.to_executorch import LoadedMethod  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
+from mobile_cv.latency.build import _entry as summarize  # noqa: E402
 from mobile_cv.latency.build import (  # noqa: E402
     compile_programs,
     example_of,  # noqa: E402
@@ -135,14 +136,14 @@ def main() -> None:
     compiled = compile_programs(specs, d["runtime"], d["int8"])
     set_threads(d["runtime"], d["threads"])
     runners = {k: load_runner(d["runtime"], compiled[k], example_of(s), d["threads"]) for k, s in specs.items()}
-    for b, (summary, pte) in zip(budgets, done):
-        size = summary["input_size"]
+    for b, (result, pte) in zip(budgets, done):
+        size = result["input_size"]
         method = LoadedMethod(pte)
         x = (torch.randn(1, d["in_chans"], size, size, generator=torch.Generator().manual_seed(0)),)
         runners[f"model:{b}"] = lambda m=method, x=x: m.execute(x)
     samples = measure(runners, args.rounds, args.warmup)
     # every program summarised by the table's statistic of its rounds, as the table's own timings are
-    med = {k: summary(v)[table.stat] for k, v in samples.items()}
+    med = {k: summarize(v)[table.stat] for k, v in samples.items()}
     ratios = {name: med[f"probe:{name}"] / p[table.stat] for name, p in probes.items()}
     used = [r for n, r in ratios.items() if in_drift(n)]
     drift = float(np.exp(np.mean(np.log(used))))
@@ -150,13 +151,13 @@ def main() -> None:
     print(f"measured: the {table.statistic} of each program's {args.rounds} rounds, as the table's timings")
     print(f"{'budget ms':>10} {'x drift':>8} {'by table':>9} {'measured':>9} {'IQR':>15} {'miss':>7}  input size")
     misses = []
-    for b, (summary, _) in zip(budgets, done):
+    for b, (result, _) in zip(budgets, done):
         q = sorted(samples[f"model:{b}"])
         miss = med[f"model:{b}"] / (b * drift) - 1
         misses.append(miss)
         print(
-            f"{b:>10.3f} {b * drift:>8.3f} {summary['derived_latency_ms']:>9.3f} {med[f'model:{b}']:>9.3f} "
-            f"{q[len(q) // 4]:>7.3f}-{q[3 * len(q) // 4]:.3f} {100 * miss:>+6.1f}%  {summary['input_size']}"
+            f"{b:>10.3f} {b * drift:>8.3f} {result['derived_latency_ms']:>9.3f} {med[f'model:{b}']:>9.3f} "
+            f"{q[len(q) // 4]:>7.3f}-{q[3 * len(q) // 4]:.3f} {100 * miss:>+6.1f}%  {result['input_size']}"
         )
     ok = all(abs(m) <= args.tolerance for m in misses)
     print(
