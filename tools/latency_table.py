@@ -127,6 +127,24 @@ def parse_args(argv):
     return args
 
 
+class PhaseBars:
+    """One progress bar per phase ("export", then "timing"), each closed when the next starts."""
+
+    def __init__(self, export_desc: str) -> None:
+        self.bars, self.export_desc = {}, export_desc
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.bars:
+            self.close()
+            desc = self.export_desc if phase == "export" else "timing rounds"
+            self.bars[phase] = engine.progress(None, desc=desc, total=total)
+        self.bars[phase].update(done - self.bars[phase].n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
 def check_rescale_out(out: str, source: str) -> None:
     """--rescale OUT: a new file, not a folder, not the table checked (nothing is overwritten)."""
     if os.path.isdir(out):
@@ -144,19 +162,10 @@ def check(args) -> int:
         check_rescale_out(args.rescale, args.check)
     if not table.data.get("probes"):
         print(f"{args.check} has no probes (built before tables had them): three of its entries and its call cost")
-    bars = {}
-
-    def progress(phase: str, done: int, total: int) -> None:
-        if phase not in bars:
-            for bar in bars.values():
-                bar.close()
-            desc = "exporting probes" if phase == "export" else "timing rounds"
-            bars[phase] = engine.progress(None, desc=desc, total=total)
-        bars[phase].update(done - bars[phase].n)
+    progress = PhaseBars("exporting probes")
 
     report = check_table(table, rounds=args.rounds, warmup=args.warmup, progress=progress)
-    for bar in bars.values():
-        bar.close()
+    progress.close()
     print(f"{'probe':<14} {'at build ms':>12} {'now ms':>10} {'now/build':>10} {'IQR of rounds':>16}")
     for name, p in report["probes"].items():
         note = "" if in_drift(name) else "  (not in the drift)"
@@ -180,19 +189,10 @@ def check(args) -> int:
 def build_table(args, settings: LatencySettings) -> None:
     """Build (or finish) the table, with progress bars; print its summary."""
     builder = TableBuilder(args.space, args.out, settings)
-    bars = {}
-
-    def progress(phase: str, done: int, total: int) -> None:
-        if phase not in bars:
-            for bar in bars.values():
-                bar.close()
-            desc = "exporting programs" if phase == "export" else "timing rounds"
-            bars[phase] = engine.progress(None, desc=desc, total=total)
-        bars[phase].update(done - bars[phase].n)
+    progress = PhaseBars("exporting programs")
 
     table = builder.build(progress)
-    for bar in bars.values():
-        bar.close()
+    progress.close()
     d = table.data
     print(f"{args.out}: {table.describe()}; call cost {table.overhead_ms:.4f} ms; built in {d['build_seconds']:.0f} s")
     if "interpolation_error" in d and d["interpolation_error"]:
