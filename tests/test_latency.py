@@ -563,7 +563,9 @@ def test_check_tells_a_table_of_another_machine_and_rescale_brings_it_back(stead
     out = capfd.readouterr().out
     assert "does not describe this machine" in out and "--rescale" in out
     slow_drift = float(out.strip().splitlines()[-1].removeprefix("drift: "))
-    assert slow_drift == pytest.approx(drift / 1.5, rel=0.15)  # now / at build: 1 / 1.5 of the original's
+    # now / at build: 1 / 1.5 of the original's; two checks seconds apart on a shared machine differ by
+    # up to ~25% (seen), so only the direction and rough size are held
+    assert drift / 1.5 / 1.4 < slow_drift < drift / 1.5 * 1.4
 
     fixed = tmp_path / "fixed.json"
     assert tool.main(["--check", slow, "--rounds", "15", "--rescale", str(fixed)]) == 0
