@@ -644,3 +644,17 @@ def test_the_table_predicts_with_the_statistic_it_records(table, space_file, tmp
     assert median.block_ms(config) == pytest.approx(max(d["entries"][key]["ms"] - d["overhead_ms"]["ms"], 0.0))
     with pytest.raises(LatencyTableError, match="--statistic must be one of"):
         TableBuilder(space_file, str(tmp_path / "t.json"), LatencySettings(**{**FAST, "statistic": "mean"}))
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("executorch"), reason="executorch not installed")
+def test_the_program_cache_keys_programs_by_what_they_are_not_by_their_name(tmp_path):
+    """Two tables' probes share names ("compute") but not blocks: each gets its own program."""
+    from mobile_cv.latency.build import compile_programs, example_of, load_runner
+
+    small = BlockConfig("conv_k3_hs", 4, 0, 8, 1, 8)
+    large = BlockConfig("conv_k3_hs", 8, 0, 16, 1, 12)
+    cache = str(tmp_path / "cache")
+    for spec in (small, large):
+        program = compile_programs({"compute": spec}, "executorch", False, jobs=1, cache_dir=cache)["compute"]
+        load_runner("executorch", program, example_of(spec), 1)()  # a wrong program refuses this input
+    assert len(os.listdir(cache)) == 2
