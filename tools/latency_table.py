@@ -41,6 +41,7 @@ from mobile_cv import engine  # noqa: E402
 from mobile_cv.config import flag_type  # noqa: E402
 from mobile_cv.engine.run_lock import RunLock  # noqa: E402
 from mobile_cv.latency import RUNTIMES, LatencySettings, TableBuilder, default_runtime, table_range  # noqa: E402
+from mobile_cv.latency.bundle import bundle_size, check_bundle_folder, import_timings, write_bundle  # noqa: E402
 from mobile_cv.latency.calibration import describe_correction  # noqa: E402
 from mobile_cv.latency.probes import ONE_FACTOR, check_table, in_drift, rescale_table, verdict  # noqa: E402
 from mobile_cv.latency.table import LatencyTable, LatencyTableError  # noqa: E402
@@ -56,6 +57,18 @@ def parse_args(argv):
     p.add_argument("--out", metavar="TABLE", help="the table file to write (JSON)")
     p.add_argument("--check", metavar="TABLE", help="time TABLE's probes here: does it still describe this machine?")
     p.add_argument("--rescale", metavar="OUT", help="with --check: write a copy of TABLE rescaled by the drift")
+    p.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="with SPACE: write the programs to time on your device here (no --out); with --import: the bundle timed",
+    )
+    p.add_argument(
+        "--import",
+        dest="import_timings",
+        metavar="TIMINGS",
+        help="a device's timings of --bundle DIR (run_bundle.py's timings.json, the executor runner's log, or the "
+        "benchmark app's results folder) made into the table --out",
+    )
     p.add_argument("--runtime", choices=RUNTIMES, help="where to time (default: executorch where installed)")
     p.add_argument("--int8", action="store_true", help="time int8 programs (PT2E, XNNPACK; ExecuTorch only)")
     p.add_argument(
@@ -118,8 +131,14 @@ def parse_args(argv):
     )
     args = p.parse_args(argv)
     if args.check:
-        if args.space or args.out:
-            p.error("--check TABLE takes no SPACE and no --out (--rescale OUT writes the rescaled copy)")
+        if args.space or args.out or args.bundle or args.import_timings:
+            p.error("--check TABLE takes no SPACE, --out, --bundle or --import (--rescale OUT writes the copy)")
+    elif args.import_timings:
+        if args.space or not args.bundle or not args.out:
+            p.error("--import TIMINGS takes --bundle DIR (the bundle timed) and --out TABLE, no SPACE")
+    elif args.bundle:
+        if not args.space or args.out:
+            p.error("SPACE --bundle DIR writes a bundle (no --out: the table comes from --import)")
     elif not args.space or not args.out:
         p.error("give SPACE and --out TABLE to build a table, or --check TABLE to check one")
     elif args.rescale:
@@ -193,8 +212,13 @@ def build_table(args, settings: LatencySettings) -> None:
 
     table = builder.build(progress)
     progress.close()
+    print_table(table, builder.net, args.out)
+
+
+def print_table(table: LatencyTable, net, out: str) -> None:
+    """A finished table's summary; the last line its range (``range: MIN..MAX ms``)."""
     d = table.data
-    print(f"{args.out}: {table.describe()}; call cost {table.overhead_ms:.4f} ms; built in {d['build_seconds']:.0f} s")
+    print(f"{out}: {table.describe()}; call cost {table.overhead_ms:.4f} ms; built in {d['build_seconds']:.0f} s")
     if "interpolation_error" in d and d["interpolation_error"]:
         e = d["interpolation_error"]
         print(
@@ -207,14 +231,45 @@ def build_table(args, settings: LatencySettings) -> None:
             f"whole models: {describe_correction(c)}, fitted on {c.models} calibration models "
             f"(leave-one-out error {c.loo_mape:.1f}%, max {c.loo_max:.1f}%)"
         )
-    lo, hi = table_range(table, builder.net)
+    lo, hi = table_range(table, net)
     print(f"range: {lo:.4g}..{hi:.4g} ms")
+
+
+def write_bundle_cmd(args, settings: LatencySettings) -> None:
+    """SPACE --bundle DIR: the programs, manifest and runners; then how to time and import them."""
+    builder = TableBuilder(args.space, os.path.join(args.bundle, "TABLE.json"), settings)
+    check_bundle_folder(args.bundle)
+    os.makedirs(args.bundle, exist_ok=True)
+    progress = PhaseBars("writing programs")
+    with RunLock(args.bundle, ".bundle.lock", what=f"--bundle {args.bundle!r}"):
+        manifest = write_bundle(builder, args.bundle, progress)
+    progress.close()
+    n, mb = len(manifest["programs"]), bundle_size(args.bundle) / 2**20
+    print(f"{args.bundle}: {n} programs ({mb:.1f} MB) for {args.space}, written in {manifest['export_seconds']:.0f} s")
+    print(
+        f"time them on the device: python run_bundle.py in the folder (ExecuTorch's Python runtime), or "
+        f"run_executor_runner.sh (xnn_executor_runner), or run_android_app.sh; then here: python "
+        f"tools/latency_table.py --import TIMINGS --bundle {args.bundle} --out TABLE.json"
+    )
+
+
+def import_cmd(args) -> None:
+    """--import TIMINGS --bundle DIR --out TABLE: the device's table."""
+    folder = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(folder, exist_ok=True)
+    with RunLock(folder, f".{os.path.basename(args.out)}.lock", what=f"--out {args.out!r}"):
+        table, net = import_timings(args.import_timings, args.bundle, args.out)
+    m = table.data["machine"]
+    print(f"timed on: {m.get('cpu') or m.get('device')}, {m.get('os')} by {m.get('timed_by')}")
+    print_table(table, net, args.out)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.check:
         return engine.run_main(lambda: check(args), stopped="stopped; nothing was written")
+    if args.import_timings:
+        return engine.run_main(lambda: import_cmd(args), stopped="stopped; nothing was written")
 
     def body() -> None:
         settings = LatencySettings(
@@ -234,11 +289,14 @@ def main(argv=None) -> int:
             jobs=args.jobs,
             chunk=args.chunk,
         )
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        if args.bundle:
+            write_bundle_cmd(args, settings)
+            return
         if os.path.isdir(args.out):
             raise LatencyTableError(f"--out {args.out!r} is a folder; give the table's file name")
         folder = os.path.dirname(os.path.abspath(args.out))
         os.makedirs(folder, exist_ok=True)
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
         # one build per table: two would time each other and share TABLE.partial/
         with RunLock(folder, f".{os.path.basename(args.out)}.lock", what=f"--out {args.out!r}"):
             build_table(args, settings)

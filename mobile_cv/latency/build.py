@@ -35,7 +35,7 @@ import random
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -200,6 +200,20 @@ class ModelSpec:
 Program = Optional[Any]  # a BlockConfig, a ModelSpec, or None (the trivial program)
 
 
+@dataclass
+class ProgramPlan:
+    """Every program a table times, by key (:meth:`TableBuilder.plan_programs`)."""
+
+    mode: str  # "exact" or "grid"
+    todo: List[BlockConfig]  # the table's entries
+    grids: List[Grid]
+    held_out: List[BlockConfig]
+    n_distinct: int
+    calibration: List[Dict[str, int]]  # the calibration models' choice indices
+    models: Dict[str, "ModelSpec"]
+    configs: Dict[str, Program]  # all of the above and the trivial program
+
+
 def example_of(config: Program) -> torch.Tensor:
     """The input a program is timed on (random, seeded: the same at build and at a check)."""
     if config is None:
@@ -281,6 +295,22 @@ class TableBuilder:
             "threads": settings.threads,
         }
 
+    @classmethod
+    def from_identity(cls, space: str, out: str, identity: Dict[str, Any]) -> "TableBuilder":
+        """The builder of the table a bundle was written for (its header and measured settings, as
+        :func:`~.bundle.write_bundle` records them); refused when the space changed since."""
+        known = {f.name for f in fields(LatencySettings)}
+        given = {**{k: identity[k] for k in IDENTITY if k in known}, **identity["settings"]}
+        given["resolutions"] = identity["resolutions"]
+        given["grid_points"] = tuple(given["grid_points"])
+        builder = cls(space, out, LatencySettings(**{k: v for k, v in given.items() if k in known}))
+        if builder.header["space_digest"] != identity["space_digest"]:
+            raise LatencyTableError(
+                f"{space!r} changed since the bundle was written (its definition's digest differs): "
+                f"write the bundle again"
+            )
+        return builder
+
     @property
     def partial_dir(self) -> str:
         """Where an unfinished build keeps its exported programs (deleted when the table is written)."""
@@ -350,13 +380,10 @@ class TableBuilder:
     def _program_path(self, key: str) -> str:
         return os.path.join(self.partial_dir, "programs", hashlib.sha1(key.encode()).hexdigest() + ".bin")
 
-    def build(self, progress: Optional[Callable[[str, int, int], None]] = None) -> LatencyTable:
+    def plan_programs(self) -> "ProgramPlan":
+        """What a table of these settings times: the blocks (grid points or every configuration), the
+        held-out configurations, the calibration models and the call cost's trivial program."""
         s = self.settings
-        found = self.existing()
-        if found is not None:
-            logger.info("%s: a finished table for these settings; reused", self.out)
-            return found
-        t_start = time.perf_counter()
         mode, todo, grids, held_out, n_distinct = plan(self.net, s)
         logger.info(
             "%s: %d distinct block configurations, the head included%s; timing %d%s in %s%s, %d thread(s)",
@@ -378,35 +405,58 @@ class TableBuilder:
         configs: Dict[str, Program] = {TRIVIAL: None}
         configs.update((c.key, c) for c in [*todo, *held_out])
         configs.update(models)
+        return ProgramPlan(mode, todo, grids, held_out, n_distinct, calibration, models, configs)
+
+    def build(self, progress: Optional[Callable[[str, int, int], None]] = None) -> LatencyTable:
+        s = self.settings
+        found = self.existing()
+        if found is not None:
+            logger.info("%s: a finished table for these settings; reused", self.out)
+            return found
+        t_start = time.perf_counter()
+        p = self.plan_programs()
         earlier = 0.0
         if s.runtime != "eager":
             earlier = self._open_partial()
-            self._export(configs, progress, earlier)
-        samples = self._time_all(configs, progress)
+            self._export(p.configs, progress, earlier)
+        samples = self._time_all(p.configs, progress)
+        measured = {"versions": versions(s.runtime), "cpu": cpu_model(), "machine": machine()}
+        seconds = earlier + time.perf_counter() - t_start  # an interrupted export's time too
+        data = self.assemble(p, samples, measured, seconds)
+        save_table(data, self.out)
+        if os.path.isdir(self.partial_dir):
+            shutil.rmtree(self.partial_dir)
+        logger.info("%s: %d entries in %.0f s", self.out, len(data["entries"]), data["build_seconds"])
+        return LatencyTable(data, self.out)
+
+    def assemble(
+        self, p: "ProgramPlan", samples: Dict[str, List[float]], measured: Dict[str, Any], seconds: float
+    ) -> Dict[str, Any]:
+        """The table's data from every program's per-round samples (ms) and where they were measured
+        (``measured``: versions, cpu, machine, and for a device's timings how they were taken)."""
+        s = self.settings
         data = {
             **self.header,
-            "versions": versions(s.runtime),
-            "cpu": cpu_model(),
-            "machine": machine(),
+            **measured,
             "method": METHOD,
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "settings": {**self._measured_settings(), "jobs": s.jobs, "chunk": s.chunk},
-            "mode": mode,
+            "mode": p.mode,
             "statistic": s.statistic,
-            "configs_total": n_distinct,
-            "entries": {c.key: _entry(samples[c.key]) for c in todo},
+            "configs_total": p.n_distinct,
+            "entries": {c.key: _entry(samples[c.key]) for c in p.todo},
             "overhead_ms": _entry(samples[TRIVIAL]),
             "complete": True,
         }
-        if mode == "grid":
-            data["grids"] = [{"block": g.block, "base": g.base.key, "axes": g.axes} for g in grids]
-            data["held_out"] = {c.key: _entry(samples[c.key]) for c in held_out}
-            data["interpolation_error"] = interpolation_error(LatencyTable(data, self.out), self.net, held_out)
+        if p.mode == "grid":
+            data["grids"] = [{"block": g.block, "base": g.base.key, "axes": g.axes} for g in p.grids]
+            data["held_out"] = {c.key: _entry(samples[c.key]) for c in p.held_out}
+            data["interpolation_error"] = interpolation_error(LatencyTable(data, self.out), self.net, p.held_out)
         data["calibration"] = {
             "seed": s.seed,
             "models": [
                 {"index": index, "arch": spec.arch, **_entry(samples[key])}
-                for (key, spec), index in zip(models.items(), calibration)
+                for (key, spec), index in zip(p.models.items(), p.calibration)
             ],
         }
         fit = calibrate(data, self.net, self.out)
@@ -418,14 +468,10 @@ class TableBuilder:
                 fit.loo_mape,
                 fit.loo_max,
             )
-        data["probes"] = choose_probes(data, todo, models)
-        data["build_seconds"] = round(earlier + time.perf_counter() - t_start, 1)  # an interrupted export's too
+        data["probes"] = choose_probes(data, p.todo, p.models)
+        data["build_seconds"] = round(seconds, 1)
         check_table_data(data, self.out)
-        save_table(data, self.out)
-        if os.path.isdir(self.partial_dir):
-            shutil.rmtree(self.partial_dir)
-        logger.info("%s: %d entries in %.0f s", self.out, len(data["entries"]), data["build_seconds"])
-        return LatencyTable(data, self.out)
+        return data
 
     def _export(self, configs: Dict[str, Program], progress, earlier: float) -> None:
         """Every program not yet in the partial folder, exported in worker processes, chunk by chunk
