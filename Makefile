@@ -35,7 +35,7 @@ demo: install
 	$(BIN)/python tools/demo.py
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 lint: install
 	$(BIN)/ruff check .

@@ -110,7 +110,6 @@ def demo(args: argparse.Namespace) -> int:
             train_dir,
         ]
     )
-    t_train = time.time() - t0 - t_search
     out = run(
         [
             py,
@@ -125,6 +124,7 @@ def demo(args: argparse.Namespace) -> int:
         capture=True,
     )
     test = json.loads(out.strip().splitlines()[-1])
+    t_train = time.time() - t0 - t_search  # the training and the test-split evaluation
 
     print("\n" + "=" * 78)
     print(

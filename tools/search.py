@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""DMaskingNAS search: a search space, data, and a FLOPs/params cost -> a derived arch def.
+"""DMaskingNAS search: a search space, data, and a cost (FLOPs, params or latency) -> a derived arch def.
 
     python tools/search.py --config-file configs/search_embedded_mnist.yaml
     python tools/search.py --config-file configs/search_embedded_mnist.yaml \\

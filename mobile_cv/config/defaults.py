@@ -118,8 +118,8 @@ _C.SEARCH.WEIGHT_SPLIT = 0.8
 _C.SEARCH.SAMPLED_CHOICES = ["resolution"]
 # Activation checkpointing per block: keep only each block's input for the backward pass
 # and recompute the rest there. Memory of one block instead of the whole supernet for
-# about 1/3 more time: the FBNetV2-F space at 224 px, batch 8, full mixture needs it on a
-# 24 GB machine (docs/benchmarks.md).
+# more time per step (1.6-1.8x in the one run measured, on a shared machine: rough): the
+# FBNetV2-F space at 224 px, batch 8, full mixture needs it on a 24 GB machine (docs/benchmarks.md).
 _C.SEARCH.CHECKPOINT_BLOCKS = False
 # Gumbel-softmax temperature, updated every step: T = INIT * (FINAL / INIT) ** (epochs
 # done / EPOCHS). FBNet's schedule (5.0 x 0.956 per epoch, 90 epochs) is INIT 5.0,
