@@ -640,9 +640,9 @@ def compile_programs(
         # keyed by what the program is, never by its name in ``specs`` ("compute", "memory": probes of
         # two spaces share names but not blocks)
         if isinstance(spec, ModelSpec):
-            what = f"model|{spec.arch_json}|{spec.num_classes}|{spec.in_chans}"
+            what = spec.arch_json + f"|{spec.num_classes}|{spec.in_chans}"
         else:
-            what = "trivial" if spec is None else f"block|{spec.key}"
+            what = TRIVIAL if spec is None else spec.key
         return os.path.join(cache_dir, hashlib.sha1(f"{tag}|{what}".encode()).hexdigest() + ".bin")
 
     out: Dict[str, Any] = {}
