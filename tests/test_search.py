@@ -394,3 +394,21 @@ def test_a_space_whose_choices_all_have_one_option_says_so():
     }
     with pytest.raises(ArchDefError, match="every search row and the resolution search have a single option"):
         build_supernet(space, num_classes=10)
+
+
+def test_importing_the_engine_leaves_the_users_matplotlib_backend_and_plots_still_write(tmp_path):
+    """A notebook's backend is the user's: the search plots use matplotlib's object API (no pyplot)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import mobile_cv.engine, mobile_cv.search.plots as p; "
+        "from mobile_cv.search.choices import Choice; "
+        "h = [{'epoch': e, 'probs': {'c': [0.5, 0.5]}, 'expected_flops': 1.0, 'derived_flops_m': 1.0, "
+        "'weights_acc1': 50.0, 'val_acc1': 40.0} for e in range(2)]; "
+        f"p.plot_search(h, [Choice('c', (1, 2), 'channels')], {str(tmp_path)!r}); print(matplotlib.get_backend())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "svg"
+    assert (tmp_path / "probabilities.png").stat().st_size > 1000 and (tmp_path / "cost_accuracy.png").exists()

@@ -6,13 +6,10 @@ import math
 import os
 from typing import Any, Dict, List, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # the object API: no pyplot, the user's backend left as it is
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .choices import Choice  # noqa: E402
+from .choices import Choice
 
 
 def _fmt(option: Any) -> str:
@@ -29,7 +26,8 @@ def plot_probabilities(history: List[Dict[str, Any]], choices: Sequence[Choice],
         return
     cols = min(4, len(choices))
     rows = math.ceil(len(choices) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     epochs = [r["epoch"] + 1 for r in history]
     im = None
     for ax, choice in zip(axes.flat, choices):
@@ -60,7 +58,6 @@ def plot_probabilities(history: List[Dict[str, Any]], choices: Sequence[Choice],
     fig.tight_layout(rect=(0, 0, 0.93, 1))
     fig.colorbar(im, cax=fig.add_axes((0.945, 0.15, 0.012, 0.7)), label="probability")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_cost_accuracy(history: List[Dict[str, Any]], path: str) -> None:
@@ -71,7 +68,8 @@ def plot_cost_accuracy(history: List[Dict[str, Any]], path: str) -> None:
     kind = next(k for k in ("flops", "params", "latency") if any(f"expected_{k}" in r for r in history))
     derived = "derived_latency_ms" if kind == "latency" else f"derived_{kind}_m"
     what = "expected latency (table)" if kind == "latency" else f"effective {kind}"
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    a1, a2 = fig.subplots(1, 2)
     a1.plot(epochs, [r[f"expected_{kind}"] for r in history], "o-", label=f"{what} of softmax(alpha/T)")
     a1.plot(
         epochs,
@@ -100,7 +98,6 @@ def plot_cost_accuracy(history: List[Dict[str, Any]], path: str) -> None:
     a2.set_title("accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_search(history: List[Dict[str, Any]], choices: Sequence[Choice], out_dir: str) -> None:
