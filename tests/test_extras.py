@@ -77,3 +77,10 @@ def test_download_progress_bar_shows_size_and_speed_on_a_terminal_only():
             bar.update(3 << 20)
     assert "w.safetensors" in tty.getvalue() and "3.00M" in tty.getvalue() and "B/s" in tty.getvalue()
     assert pipe.getvalue() == ""
+
+
+def test_the_training_bar_is_silent_off_a_terminal(capsys):
+    from mobile_cv.engine.logger import progress
+
+    assert list(progress(range(3), desc="epoch 1")) == [0, 1, 2]
+    assert "epoch 1" not in capsys.readouterr().err  # pytest's stderr is not a terminal

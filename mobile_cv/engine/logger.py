@@ -41,12 +41,13 @@ def setup_logger(output_dir: Optional[str] = None, name: str = LOGGER_NAME) -> l
 
 
 def progress(iterable: Iterable, *, desc: str, total: Optional[int] = None):
-    """A tqdm bar on rank 0 (a plain iterator on the other ranks)."""
+    """A tqdm bar on rank 0 when stderr is a terminal (else a plain iterator: a log file or a pipe
+    gets the log lines, not bar redraws)."""
     return tqdm(
         iterable,
         desc=desc,
         total=total,
-        disable=not comm.is_main_process(),
+        disable=not (comm.is_main_process() and sys.stderr.isatty()),
         dynamic_ncols=True,
         mininterval=0.5,
         leave=True,
