@@ -28,6 +28,18 @@ EXTRAS = {
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 EXTRAS["test"] = EXTRAS["all"] + ["pytest>=7", "ruff==0.17.6"]  # ruff pinned: formatting must not drift
 
+# the installed commands: each runs the same main() as python tools/<module>.py
+COMMANDS = [
+    ("fbnet-search", "search"),
+    ("fbnet-train", "train"),
+    ("fbnet-eval", "eval"),
+    ("fbnet-export", "export"),
+    ("fbnet-latency-table", "latency_table"),
+    ("fbnet-zoo", "model_zoo"),
+    ("fbnet-flops", "flops"),
+    ("fbnet-space-size", "space_size"),
+]
+
 setup(
     name="fbnetv2-dmasking",
     version=VERSION,
@@ -43,9 +55,11 @@ setup(
     ],
     # torch 2.14.1 / torchvision 0.29.1 (the pins in the Makefile) publish wheels for CPython 3.10+ only
     python_requires=">=3.10",
-    packages=find_packages(
-        include=["mobile_cv", "mobile_cv.*", "arch_defs", "arch_defs.*", "model_zoo", "model_zoo.*"]
-    ),
+    packages=find_packages(include=["mobile_cv", "mobile_cv.*", "arch_defs", "arch_defs.*", "model_zoo", "model_zoo.*"])
+    + ["mobile_cv.tools"],
+    # tools/ stays where a clone's users run it (python tools/search.py); installed, it is mobile_cv.tools
+    package_dir={"mobile_cv.tools": "tools"},
+    entry_points={"console_scripts": [f"{command} = mobile_cv.tools.{module}:main" for command, module in COMMANDS]},
     package_data={"model_zoo": ["weights/*.pth", "weights/*.json", "weights/*.safetensors"]},
     install_requires=[
         # the only release tested (CI, the Makefile's pins); the export code uses torch.export APIs of 2.14
