@@ -81,3 +81,15 @@ def test_tool_fails_when_outputs_differ_and_on_bad_input(tmp_path, capsys):
 def test_onnx_opset_below_17_is_refused(tmp_path):
     with pytest.raises(ValueError, match="opset must be >= 17"):
         export_onnx(torch.nn.Identity(), torch.zeros(1), str(tmp_path / "x.onnx"), opset=13)
+
+
+@pytest.mark.parametrize("name", ["FBNetV2_F1", "fbnet_a"])
+def test_a_pt2_round_trip_equals_eager_at_any_batch(name, tmp_path):
+    """torch.export's program, saved and loaded back (torch.export.load), on batches of 1 and 3."""
+    model = mobile_cv.build_model(name).eval()
+    results = export_and_check(model, str(tmp_path), name, 64, formats=["pt2"])
+    assert results["pt2"].max_abs_diff < ATOL and results["pt2"].path.endswith(".pt2")
+    loaded = torch.export.load(results["pt2"].path).module()
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 64, 64)
+        torch.testing.assert_close(loaded(x), model(x), atol=ATOL, rtol=0)

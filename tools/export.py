@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Export a model to TorchScript, ONNX or ExecuTorch, then check each file against the eager model.
+"""Export a model to TorchScript, ONNX, ExecuTorch or torch.export (.pt2), then check each file against eager.
 
     python tools/export.py FBNetV2_F1 --out output/export               # zoo name (random weights)
     python tools/export.py FBNetV2_F1 --pretrained                      # with the zoo's weights
     python tools/export.py output/train_cifar10/arch_def.json --checkpoint output/train_cifar10/model_final.pth \\
         --num-classes 10                                              # what configs/train_cifar10.yaml wrote
-    python tools/export.py fbnet_c --formats onnx --resolution 192
+    python tools/export.py fbnet_c --formats onnx pt2 --resolution 192   # pt2: torch.export.save, loaded back
     python tools/export.py mnist_dmasking_1p5m --pretrained --format executorch \\
         --int8 --calib-data configs/train_embedded_mnist.yaml          # phone: fp32 and int8 .pte
     python tools/export.py output/search_embedded_mnist/arch_def.json --num-classes 10 --in-chans 1 \\
@@ -13,7 +13,7 @@
         --int8 --calib-data configs/train_embedded_mnist.yaml
 
 Every format exports the model with its BatchNorms folded into the convs. Each exported
-file is loaded back (torch.jit.load, onnxruntime, ExecuTorch's runtime) and run on a
+file is loaded back (torch.jit.load, onnxruntime, ExecuTorch's runtime, torch.export.load) and run on a
 random batch next to the eager model; the max abs difference is printed, and the exit
 status is 3 if any exceeds --atol. ``--int8`` (ExecuTorch) calibrates on the train split of
 the --calib-data config's dataset and checks top-1 on its val+test splits: the exit status

@@ -1,4 +1,4 @@
-"""Export to TorchScript, ONNX and ExecuTorch, each checked against the eager model.
+"""Export to TorchScript, ONNX, ExecuTorch and torch.export (``.pt2``), each checked against the eager model.
 
     model = mobile_cv.build_model("FBNetV2_F1")             # or model_zoo.resolve_model(zoo name, ...)
     results = export_and_check(model, "output/export", "FBNetV2_F1", input_size=128)
@@ -11,12 +11,13 @@ Every format exports the model with its BatchNorms folded into the convs
 (:func:`mobile_cv.fuse_for_inference`) and is checked against the original, unfolded
 eager model.
 
-Modules, one per concern: ``to_torchscript``, ``to_onnx`` (TorchScript-based exporter, ONNX
-Runtime check), ``to_executorch`` (XNNPACK delegate, ExecuTorch's Python runtime), ``quantize``
-(PT2E int8, calibrated on real images of a data config's train split and checked by top-1 on
-its val+test splits; random-noise calibration must be asked for explicitly), ``calibration``
-(those images and the accuracy check) and ``locate`` (an operator that cannot be exported raises
-:class:`ExportError` naming the operator and the module that holds it).
+Modules, one per concern: ``to_torchscript``; ``to_pt2`` (``torch.export.save``/``load``);
+``to_onnx`` (TorchScript-based exporter, ONNX Runtime check); ``to_executorch`` (XNNPACK
+delegate, ExecuTorch's Python runtime); ``quantize`` (PT2E int8, calibrated on real images of a
+data config's train split and checked by top-1 on its val+test splits; random-noise calibration
+must be asked for explicitly); ``calibration`` (those images and the accuracy check); ``locate``
+(an operator that cannot be exported raises :class:`ExportError` naming the operator and the
+module that holds it).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from .errors import EXECUTORCH_PACKAGES, ExportError, ExportSettingsError
 from .quantize import export_executorch_int8, no_calibration_error
 from .to_executorch import check_executorch, export_executorch, load_executorch, require_executorch, run_executorch
 from .to_onnx import ONNX_MIN_OPSET, check_onnx, export_onnx
+from .to_pt2 import check_pt2, export_pt2
 from .to_torchscript import check_torchscript, export_torchscript
 
-FORMATS = ("torchscript", "onnx", "executorch")
+FORMATS = ("torchscript", "onnx", "executorch", "pt2")
 DEFAULT_FORMATS = ("torchscript", "onnx")
 CALIB_IMAGES = 256  # train-split images the int8 calibration runs
 HELD_OUT_SPLITS = ("val", "test")
@@ -118,6 +120,9 @@ def export_and_check(
     if "onnx" in formats:
         path = export_onnx(folded, example, os.path.join(out_dir, f"{name}.onnx"), opset)
         results["onnx"] = ExportResult(path, check_onnx(path, model, inputs), os.path.getsize(path))
+    if "pt2" in formats:
+        path = export_pt2(folded, example, os.path.join(out_dir, f"{name}.pt2"))
+        results["pt2"] = ExportResult(path, check_pt2(path, model, inputs), os.path.getsize(path))
     if "executorch" in formats:
         path = export_executorch(folded, example, os.path.join(out_dir, f"{name}.pte"))
         results["executorch"] = ExportResult(path, check_executorch(path, model, inputs), os.path.getsize(path))
@@ -142,11 +147,13 @@ __all__ = [
     "check_accuracy",
     "check_executorch",
     "check_onnx",
+    "check_pt2",
     "check_torchscript",
     "export_and_check",
     "export_executorch",
     "export_executorch_int8",
     "export_onnx",
+    "export_pt2",
     "export_torchscript",
     "load_executorch",
     "load_images",
