@@ -34,6 +34,9 @@ from .hub import ModelZooError, read_state_dict
 
 FORMAT = "fbnetv2-dmasking/model-folder/1"
 WEIGHTS_FILE, CONFIG_FILE, CARD_FILE = "model.safetensors", "config.json", "README.md"
+# the timm model a folder's config.json names ("architecture"): it builds the arch def of the folder's
+# "model_args" (model_zoo.timm_models.fbnet_arch_def), so timm's local-dir: and hf-hub: read our folders
+ARCH_DEF_MODEL = "fbnet_arch_def"
 HUB_PREFIX = "hf-hub:"
 
 
@@ -70,7 +73,10 @@ def folder_config(
         "format": FORMAT,
         "library": "fbnetv2-dmasking",
         "library_version": mobile_cv.__version__,
-        "architecture": name or getattr(model, "arch_name", None) or "fbnet",
+        "name": name or getattr(model, "arch_name", None) or "fbnet",
+        # timm's key: the timm model that rebuilds this folder from model_args (timm_models.fbnet_arch_def)
+        "architecture": ARCH_DEF_MODEL,
+        "model_args": {"arch_def": model.arch_def},
         "arch_def": model.arch_def,
         "num_classes": model.num_classes,
         "in_chans": model.in_chans,
@@ -117,7 +123,7 @@ def model_card(config: Dict[str, Any]) -> str:
             else []
         ),
         "---",
-        f"# {config['architecture']}",
+        f"# {config.get('name', config['architecture'])}",
         "",
         f"An FBNet-style model ({config['flops_m']:.3f} MFLOPs, {config['params_m']:.4f} M parameters at "
         f"{cfg['input_size'][1]} px, {config['num_classes']} classes, {config['in_chans']} input channel(s)).",
@@ -133,6 +139,13 @@ def model_card(config: Dict[str, Any]) -> str:
         "```python",
         "import model_zoo",
         'model = model_zoo.create_model("path/to/this/folder")  # or "hf-hub:<org>/<name>"',
+        "```",
+        "",
+        "or with timm (the package registers the model with timm on import):",
+        "",
+        "```python",
+        "import timm, model_zoo",
+        'model = timm.create_model("local-dir:path/to/this/folder", pretrained=True)  # or "hf-hub:<org>/<name>"',
         "```",
         "",
         f"Inputs: RGB/grey images scaled to [0, 1], normalised with mean {cfg['mean']} and std {cfg['std']}, "
@@ -224,7 +237,7 @@ def load_model_folder(
         )
     except ArchDefError as e:
         raise ModelFolderError(f"{os.path.join(folder, CONFIG_FILE)}: arch_def: {e}") from None
-    model.arch_name = config.get("architecture")
+    model.arch_name = config.get("name", config.get("architecture"))
     model.pretrained_cfg = dict(config["pretrained_cfg"])
     if not pretrained:
         return model

@@ -39,6 +39,7 @@ from mobile_cv.registry import RegistryError
 
 from . import zoo
 from .entry import ZooEntry
+from .folder import ARCH_DEF_MODEL
 from .hub import ModelZooError
 
 FIRST_CONV = "backbone.stages.xif0_0.conv"
@@ -46,6 +47,7 @@ FIRST_CONV = "backbone.stages.xif0_0.conv"
 # timm's register_model() reads the pretrained cfgs of a model from its module's ``default_cfgs``.
 default_cfgs: Dict[str, Any] = {}
 _REGISTERED: Dict[str, ZooEntry] = {}  # timm name -> the entry it was registered from
+_REGISTERED_GENERIC: set = set()
 GLOBAL_POOL_OPS = ("ir_pool", "ir_pool_hs")  # blocks whose output is 1x1 (see mobile_cv.blocks.IRPoolBlock)
 
 
@@ -154,6 +156,51 @@ def _create(entry_name: str, variant: str, pretrained: bool = False, **kwargs: A
     )
 
 
+def fbnet_arch_def(pretrained: bool = False, arch_def: Any = None, **kwargs: Any) -> torch.nn.Module:
+    """Any arch def as a timm model; what a model folder's config.json names (``model_args``
+    holds the arch def), so ``timm.create_model("local-dir:FOLDER", pretrained=True)`` and
+    ``"hf-hub:org/name"`` build it and timm loads the folder's ``model.safetensors``."""
+    if arch_def is None:
+        raise ModelZooError(
+            f"{ARCH_DEF_MODEL} builds the arch def it is given: pass arch_def=... (a model folder's config.json "
+            f"holds it under model_args; load a folder with timm.create_model('local-dir:FOLDER'))"
+        )
+    cfg = resolve_pretrained_cfg(
+        ARCH_DEF_MODEL,
+        pretrained_cfg=kwargs.pop("pretrained_cfg", None),
+        pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
+    )
+
+    def build(global_pool: str = "avg", **model_kwargs: Any) -> mobile_cv.FBNet:
+        model = mobile_cv.build_model(arch_def, **model_kwargs)
+        model.head.global_pool = check_global_pool(global_pool)
+        model.feature_info = feature_info(model)
+        return model
+
+    if kwargs.get("features_only") and "out_indices" not in kwargs:
+        probe = mobile_cv.build_model(arch_def, num_classes=0, in_chans=kwargs.get("in_chans", 3))
+        kwargs["out_indices"] = tuple(range(len(feature_info(probe))))
+    # timm loads the weights (local-dir: the folder's model.safetensors; hf-hub: downloaded)
+    return build_model_with_cfg(
+        build,
+        ARCH_DEF_MODEL,
+        pretrained=pretrained,
+        pretrained_cfg=cfg,
+        feature_cfg={"feature_cls": "hook", "no_rewrite": True},
+        **kwargs,
+    )
+
+
+def _register_arch_def_model() -> None:
+    if ARCH_DEF_MODEL in _REGISTERED_GENERIC:
+        return
+    default_cfgs.update(
+        generate_default_cfgs({ARCH_DEF_MODEL: PretrainedCfg(first_conv=FIRST_CONV, classifier=zoo.CLASSIFIER)})
+    )
+    register_model(fbnet_arch_def)
+    _REGISTERED_GENERIC.add(ARCH_DEF_MODEL)
+
+
 def _entrypoint(entry: ZooEntry):
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
         return _create(entry.name, entry.timm_name, pretrained, **kwargs)
@@ -172,6 +219,7 @@ def register_timm() -> List[str]:
     changed entries. timm has no way to unregister, so the timm name of an entry
     removed from the zoo stays (and fails with the zoo's "no entry" error).
     """
+    _register_arch_def_model()
     added = []
     for name in zoo.list_models():
         entry = zoo.get_entry(name)

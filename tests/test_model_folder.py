@@ -227,3 +227,30 @@ def test_a_folder_loads_through_a_hub_endpoint_and_then_from_the_cache(saved, tm
     assert torch.equal(logits(again), logits(original))
     with pytest.raises(ModelFolderError, match="expected hf-hub:<org>/<name>"):
         model_zoo.create_model("hf-hub:no-slash")
+
+
+def test_timm_loads_our_folder_from_a_local_dir_and_a_hub_to_identical_logits(saved, tmp_path, monkeypatch):
+    """timm's own loaders: config.json names timm's fbnet_arch_def (model_args: the arch def) and
+    timm reads model.safetensors itself."""
+    import huggingface_hub.constants as hub_constants
+    import timm
+
+    ours = model_zoo.create_model(str(saved))
+    local = timm.create_model(f"local-dir:{saved}", pretrained=True)
+    assert torch.equal(logits(local), logits(ours))
+    assert local.pretrained_cfg["mean"] == (0.1307,) or list(local.pretrained_cfg["mean"]) == [0.1307]
+    handler = type("Hub", (_Hub,), {"folder": str(saved)})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    # huggingface_hub builds download URLs from constants read at its import: point them here
+    monkeypatch.setattr(hub_constants, "ENDPOINT", url)
+    monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    try:
+        hub = timm.create_model("hf-hub:org/searched", pretrained=True, cache_dir=str(tmp_path / "hf"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert torch.equal(logits(hub), logits(ours))
+    with pytest.raises(model_zoo.ModelZooError, match="pass arch_def="):
+        timm.create_model("fbnet_arch_def")
