@@ -38,6 +38,7 @@ COMMANDS = [
     ("fbnet-zoo", "model_zoo"),
     ("fbnet-flops", "flops"),
     ("fbnet-space-size", "space_size"),
+    ("fbnet-derive", "derive"),
 ]
 
 setup(

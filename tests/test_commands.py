@@ -13,7 +13,7 @@ COMMANDS = re.findall(r'\("(fbnet-[a-z-]+)", "([a-z_]+)"\)', open(os.path.join(R
 
 
 def test_every_command_names_a_tool_with_a_main():
-    assert len(COMMANDS) == 8
+    assert len(COMMANDS) == 9
     for _, module in COMMANDS:
         assert re.search(r"^def main\(argv=None", open(os.path.join(ROOT, "tools", module + ".py")).read(), re.M)
 

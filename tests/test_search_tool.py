@@ -371,3 +371,35 @@ def get_cfg_target(config_file):
     cfg = get_cfg()
     cfg.merge_from_file(config_file)
     return cfg.SEARCH.COST.TARGET
+
+
+def test_derive_a_family_from_one_finished_search(finished_search, tmp_path):
+    """Three budgets from the same alpha, each within tolerance; at the search's own target the
+    derived architecture is the one the search wrote."""
+    out, _ = finished_search
+    fam = tmp_path / "family"
+    p = run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "derive.py"),
+            str(out),
+            "--budgets",
+            "0.006",
+            "0.012",
+            "0.024",
+            "--out",
+            str(fam),
+        ]
+    )
+    family = json.loads((fam / "family.json").read_text())
+    assert family["kind"] == "flops" and [r["budget"] for r in family["rows"]] == [0.006, 0.012, 0.024]
+    for r in family["rows"]:
+        assert abs(r["cost"] / r["budget"] - 1) <= 0.05 and (fam / r["file"]).is_file()
+    assert json.loads((fam / "arch_def_0.012.json").read_text()) == json.loads((out / "arch_def.json").read_text())
+    assert (fam / "family.png").stat().st_size > 1000 and "budget" in p.stdout
+    bad = run([sys.executable, os.path.join(ROOT, "tools", "derive.py"), str(out), "--budgets", "5"], check=False)
+    assert bad.returncode == 2 and "outside what" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    empty = run(
+        [sys.executable, os.path.join(ROOT, "tools", "derive.py"), str(tmp_path), "--budgets", "0.01"], check=False
+    )
+    assert empty.returncode == 2 and "holds no finished search" in empty.stderr

@@ -146,6 +146,8 @@ FLAG_RANGES: Dict[str, Range] = {
     "--target-mflops": _float(0.0, lo_open=True),
     "--search-epochs": _int(2, 1_000_000),  # one warm-up epoch, then at least one that trains alpha
     "--train-epochs": _EPOCHS,
+    "--budgets": _float(0.0, lo_open=True),
+    "--tolerance": _float(1e-6, 1.0, hi_open=True),  # as SEARCH.COST.TOLERANCE
 }
 
 

@@ -1,0 +1,132 @@
+"""A family of architectures from one finished search: the most probable architecture within
+tolerance of each budget, under the search's learned distribution (tools/derive.py).
+
+The budgeted search is exact (:meth:`mobile_cv.search.budget.BudgetTable.most_probable_within`),
+so any budget inside the space's range can be derived from the same alpha: search once, derive
+a family (the paper's F1-F4 came from searches at several budgets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from ..arch_def import to_jsonable
+from ..config import CfgNode
+from ..errors import UserError
+from ..search import build_supernet
+from ..search.budget import BudgetTable, cost_range, index_log_prob, log_probs
+from .checkpoint import atomic_write_text
+from .defaults import setup_cfg
+from .report import count_arch
+
+UNITS = {"flops": "MFLOPs", "params": "M params", "latency": "ms"}
+
+
+class DeriveError(UserError, ValueError):
+    """A folder without a finished search, or a budget the space cannot meet; the message says which."""
+
+
+def load_finished_search(search_dir: str):
+    """The config and the supernet (with its learned alpha) of a finished search in ``search_dir``."""
+    for name in ("search.json", "config.yaml", "checkpoint.pth"):
+        if not os.path.isfile(os.path.join(search_dir, name)):
+            raise DeriveError(
+                f"{search_dir} holds no finished search (no {name}); give the OUTPUT_DIR of a tools/search.py "
+                f"run that ended"
+            )
+    cfg = setup_cfg(os.path.join(search_dir, "config.yaml"), arch_key="SEARCH.SPACE")
+    s = cfg.SEARCH
+    net = build_supernet(s.SPACE, num_classes=cfg.MODEL.NUM_CLASSES, mode=s.MODE, in_chans=cfg.MODEL.IN_CHANS)
+    state = torch.load(os.path.join(search_dir, "checkpoint.pth"), map_location="cpu", weights_only=True)
+    alphas = {k[len("alphas.") :]: v for k, v in state["states"]["supernet"].items() if k.startswith("alphas.")}
+    with torch.no_grad():
+        for key, value in alphas.items():
+            net.alphas[key].copy_(value)
+    return cfg, net
+
+
+def cost_table(cfg: CfgNode, net, kind: str, latency_table: Optional[str]) -> BudgetTable:
+    """The exact cost model of ``kind``: FLOPs/params of the supernet, or a latency table's ms."""
+    if kind != "latency":
+        return BudgetTable(net, kind)
+    from ..latency.table import LatencyTable
+
+    path = latency_table or cfg.SEARCH.COST.LATENCY_TABLE
+    if not path:
+        raise DeriveError("--kind latency needs --table TABLE (the search used no latency table)")
+    table = LatencyTable.load(path)
+    from ..arch_registry import resolve_arch_def
+
+    table.check(cfg.SEARCH.SPACE, resolve_arch_def(cfg.SEARCH.SPACE)[0], net, {})
+    return table.budget_table(net)
+
+
+def derive_family(
+    search_dir: str,
+    budgets: Sequence[float],
+    out_dir: str,
+    kind: Optional[str] = None,
+    tolerance: float = 0.05,
+    latency_table: Optional[str] = None,
+) -> List[Dict[str, Any]]:
+    """One arch def per budget written to ``out_dir`` (``arch_def_<budget>.json``), with
+    ``family.json``; returns the rows (budget, cost, FLOPs, params, log-probability, file)."""
+    cfg, net = load_finished_search(search_dir)
+    kind = kind or cfg.SEARCH.COST.KIND
+    table = cost_table(cfg, net, kind, latency_table)
+    lo, hi = cost_range(net, kind, table)
+    bad = [b for b in budgets if not lo * (1 - tolerance) <= b <= hi * (1 + tolerance)]
+    if bad:
+        raise DeriveError(
+            f"budget {bad[0]:g} {UNITS[kind]} is outside what {cfg.SEARCH.SPACE} can meet "
+            f"({lo:.4g}..{hi:.4g} {UNITS[kind]}, tolerance {tolerance:g}); give budgets in that range"
+        )
+    logp = log_probs(net)
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for budget in budgets:
+        index, cost, _ = table.most_probable_within(budget, tolerance, logp)
+        arch = net.derive_arch(net.one_hot(index))
+        flops, params = count_arch(arch, cfg.MODEL.NUM_CLASSES, cfg.MODEL.IN_CHANS)
+        name = f"arch_def_{budget:g}.json"
+        atomic_write_text(os.path.join(out_dir, name), json.dumps(to_jsonable(arch), indent=1) + "\n")
+        rows.append(
+            {
+                "budget": budget,
+                "cost": round(float(table.exact(index)), 6),
+                "error": round(float(table.exact(index)) / budget - 1, 4),
+                "flops_m": round(flops, 4),
+                "params_m": round(params, 4),
+                "input_size": arch["input_size"],
+                "log_prob": round(index_log_prob(index, logp), 3),
+                "file": name,
+            }
+        )
+    summary = {"search": os.path.abspath(search_dir), "kind": kind, "unit": UNITS[kind], "tolerance": tolerance}
+    atomic_write_text(os.path.join(out_dir, "family.json"), json.dumps({**summary, "rows": rows}, indent=1) + "\n")
+    plot_family(rows, kind, os.path.join(out_dir, "family.png"))
+    return rows
+
+
+def plot_family(rows: List[Dict[str, Any]], kind: str, path: str) -> None:
+    """Cost and log-probability of each derived architecture against its budget."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.4))
+    a1, a2 = fig.subplots(1, 2)
+    budgets = [r["budget"] for r in rows]
+    a1.plot(budgets, budgets, "--", color="grey", label="budget")
+    a1.plot(budgets, [r["cost"] for r in rows], "o-", label="derived (exact)")
+    a1.set_xlabel(f"budget ({UNITS[kind]})")
+    a1.set_ylabel(UNITS[kind])
+    a1.legend(fontsize=8)
+    a2.plot(budgets, [r["log_prob"] for r in rows], "s-")
+    a2.set_xlabel(f"budget ({UNITS[kind]})")
+    a2.set_ylabel("log-probability under alpha")
+    fig.suptitle("one search, a family of architectures")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
