@@ -63,6 +63,12 @@ def parse_args(argv):
         help="with SPACE: write the programs to time on your device here (no --out); with --import: the bundle timed",
     )
     p.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="with --bundle: reuse programs exported before (same block or model, runtime, int8, versions) from DIR, "
+        "and keep the new ones there",
+    )
+    p.add_argument(
         "--import",
         dest="import_timings",
         metavar="TIMINGS",
@@ -139,6 +145,8 @@ def parse_args(argv):
     elif args.bundle:
         if not args.space or args.out:
             p.error("SPACE --bundle DIR writes a bundle (no --out: the table comes from --import)")
+    if args.cache and not (args.bundle and args.space):
+        p.error("--cache goes with SPACE --bundle DIR")
     elif not args.space or not args.out:
         p.error("give SPACE and --out TABLE to build a table, or --check TABLE to check one")
     elif args.rescale:
@@ -242,7 +250,7 @@ def write_bundle_cmd(args, settings: LatencySettings) -> None:
     os.makedirs(args.bundle, exist_ok=True)
     progress = PhaseBars("writing programs")
     with RunLock(args.bundle, ".bundle.lock", what=f"--bundle {args.bundle!r}"):
-        manifest = write_bundle(builder, args.bundle, progress)
+        manifest = write_bundle(builder, args.bundle, progress, cache_dir=args.cache)
     progress.close()
     n, mb = len(manifest["programs"]), bundle_size(args.bundle) / 2**20
     print(f"{args.bundle}: {n} programs ({mb:.1f} MB) for {args.space}, written in {manifest['export_seconds']:.0f} s")
