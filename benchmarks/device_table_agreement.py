@@ -33,9 +33,10 @@ def compare(name, a, b):
     r = sorted(a[k] / b[k] for k in keys)
     models = sorted(a[k] / b[k] for k in keys if k.startswith("model"))
     q = lambda v, p: v[int(p * (len(v) - 1))]  # noqa: E731
+    spread = 100 * statistics.mean(abs(x - 1) for x in r)
     line = (
         f"{name}: {len(keys)} entries, ratio median {statistics.median(r):.3f} "
-        f"(p10 {q(r, 0.1):.3f}, p90 {q(r, 0.9):.3f}), mean |ratio-1| {100 * statistics.mean(abs(x - 1) for x in r):.1f}%"
+        f"(p10 {q(r, 0.1):.3f}, p90 {q(r, 0.9):.3f}), mean |ratio-1| {spread:.1f}%"
     )
     if models:
         line += f"; whole models ({len(models)}): median {statistics.median(models):.3f}, mean |ratio-1| " + (
