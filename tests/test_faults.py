@@ -643,7 +643,11 @@ def test_sigint_and_sigterm_stop_with_one_line(sig, code, word, files, tmp_path)
 # --------------------------------------------------------------------------- issue 18: one range table, every tool
 
 
-ALL_TOOLS = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(ROOT, "tools")) if f.endswith(".py"))
+ALL_TOOLS = sorted(
+    os.path.splitext(f)[0]
+    for f in os.listdir(os.path.join(ROOT, "tools"))
+    if f.endswith(".py") and not f.startswith("_")  # tools/__init__.py: the package of the installed commands
+)
 
 
 def _parsers(name):
