@@ -136,6 +136,8 @@ def parse_args(argv):
         "--chunk", type=flag_type("--chunk"), default=DEFAULTS.chunk, help="configurations exported, then timed"
     )
     args = p.parse_args(argv)
+    if args.cache and not (args.bundle and args.space):
+        p.error("--cache goes with SPACE --bundle DIR")
     if args.check:
         if args.space or args.out or args.bundle or args.import_timings:
             p.error("--check TABLE takes no SPACE, --out, --bundle or --import (--rescale OUT writes the copy)")
@@ -145,8 +147,6 @@ def parse_args(argv):
     elif args.bundle:
         if not args.space or args.out:
             p.error("SPACE --bundle DIR writes a bundle (no --out: the table comes from --import)")
-    if args.cache and not (args.bundle and args.space):
-        p.error("--cache goes with SPACE --bundle DIR")
     elif not args.space or not args.out:
         p.error("give SPACE and --out TABLE to build a table, or --check TABLE to check one")
     elif args.rescale:
