@@ -356,6 +356,8 @@ def test_paper_scale_latency_budgeted_search_of_the_f_space(tmp_path):
     overrides = ["DATA.ROOT", str(root), "DATA.NUM_WORKERS", "0", "DATA.LIMIT", "8", "SEARCH.EPOCHS", "2"]
     overrides += ["SEARCH.WARMUP_EPOCHS", "1", "SEARCH.BATCH_SIZE", "2", "SEARCH.CHECKPOINT_BLOCKS", "False"]
     overrides += ["SEARCH.SAMPLED_CHOICES", "['op', 'resolution']", "OUTPUT_DIR", str(out)]
+    # the start-up machine check exports and times whole F models (about a minute): tested in test_latency.py
+    overrides += ["SEARCH.COST.LATENCY_CHECK", "off"]
     p = run(
         [sys.executable, os.path.join(ROOT, "tools", "search.py"), "--config-file", config, *overrides],
         env={**os.environ, "OMP_NUM_THREADS": "2"},
