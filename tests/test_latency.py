@@ -359,8 +359,9 @@ def test_tool_refuses_bad_settings_in_one_line_and_touches_nothing(space_file, t
 
 
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("executorch"), reason="executorch not installed")
-def test_executorch_table_of_a_small_space(tmp_path):
-    """The default runtime: XNNPACK programs run by ExecuTorch, exported in worker processes."""
+def test_executorch_table_of_a_small_space(tmp_path, monkeypatch):
+    """The default runtime: XNNPACK programs run by ExecuTorch, exported in worker processes; a
+    program cache makes a second build export nothing."""
     micro = {
         "input_size": 16,
         "search": {"resolution": [16]},
@@ -372,13 +373,23 @@ def test_executorch_table_of_a_small_space(tmp_path):
     path = tmp_path / "micro.json"
     path.write_text(json.dumps(micro))
     settings = LatencySettings(runtime="executorch", num_classes=10, in_chans=1, rounds=3, warmup=1, jobs=2)
-    builder = TableBuilder(str(path), str(tmp_path / "et.json"), settings)
+    cache = tmp_path / "cache"
+    builder = TableBuilder(str(path), str(tmp_path / "et.json"), settings, cache_dir=str(cache))
     table = builder.build()
     assert table.data["runtime"] == "executorch" and "executorch" in table.data["versions"]
     assert len(table.entries) == len(space_configs(builder.net))
     budget = table.budget_table(builder.net)
     index = {label: 0 for label in builder.net.choices}
     assert budget.exact(index) > table.overhead_ms > 0
+    # a second build with the same cache exports nothing (every program is taken from the cache)
+    import mobile_cv.latency.build as build_module_
+
+    def no_export(args):
+        raise AssertionError(f"{args[2]} exported again")
+
+    monkeypatch.setattr(build_module_, "_compile_one", no_export)
+    again = TableBuilder(str(path), str(tmp_path / "again.json"), settings, cache_dir=str(cache)).build()
+    assert again.entries.keys() == table.entries.keys() and len(os.listdir(cache)) >= len(table.entries)
 
 
 def test_latency_search_cost_keys_are_checked_before_anything_is_written(space_file, table, tmp_path):

@@ -65,8 +65,8 @@ def parse_args(argv):
     p.add_argument(
         "--cache",
         metavar="DIR",
-        help="with --bundle: reuse programs exported before (same block or model, runtime, int8, versions) from DIR, "
-        "and keep the new ones there",
+        help="reuse programs exported before (same block or model, runtime, int8, versions) from DIR, and keep the "
+        "new ones there (a build or --bundle)",
     )
     p.add_argument(
         "--import",
@@ -136,8 +136,8 @@ def parse_args(argv):
         "--chunk", type=flag_type("--chunk"), default=DEFAULTS.chunk, help="configurations exported, then timed"
     )
     args = p.parse_args(argv)
-    if args.cache and not (args.bundle and args.space):
-        p.error("--cache goes with SPACE --bundle DIR")
+    if args.cache and not args.space:
+        p.error("--cache goes with SPACE (a build or --bundle)")
     if args.check:
         if args.space or args.out or args.bundle or args.import_timings:
             p.error("--check TABLE takes no SPACE, --out, --bundle or --import (--rescale OUT writes the copy)")
@@ -215,7 +215,7 @@ def check(args) -> int:
 
 def build_table(args, settings: LatencySettings) -> None:
     """Build (or finish) the table, with progress bars; print its summary."""
-    builder = TableBuilder(args.space, args.out, settings)
+    builder = TableBuilder(args.space, args.out, settings, cache_dir=args.cache)
     progress = PhaseBars("exporting programs")
 
     table = builder.build(progress)

@@ -266,8 +266,11 @@ class TableBuilder:
     (done/total programs), phase "timing" per round (done/total rounds).
     """
 
-    def __init__(self, space: str, out: str, settings: LatencySettings) -> None:
+    def __init__(self, space: str, out: str, settings: LatencySettings, cache_dir: Optional[str] = None) -> None:
+        """``cache_dir``: programs exported before (by a build, a bundle or a benchmark) are taken from
+        there, and the new ones kept there (:func:`program_cache_path`)."""
         check_runtime(settings.runtime, settings.int8)
+        self.cache_dir = cache_dir
         if settings.threads < 1:
             raise LatencyTableError(f"--threads must be >= 1, got {settings.threads}")
         if settings.statistic not in STATISTICS:
@@ -478,6 +481,15 @@ class TableBuilder:
         (each program written atomically: an interrupted build keeps what it finished)."""
         s = self.settings
         missing = [k for k in configs if not os.path.isfile(self._program_path(k))]
+        tag = json.dumps([s.runtime, s.int8, versions(s.runtime)], sort_keys=True)
+        cached = {k: program_cache_path(self.cache_dir, s.runtime, tag, configs[k]) for k in missing}
+        for k, path in cached.items():
+            if path and os.path.isfile(path):
+                shutil.copyfile(path, self._program_path(k) + ".tmp")
+                os.replace(self._program_path(k) + ".tmp", self._program_path(k))
+        missing = [k for k in missing if not os.path.isfile(self._program_path(k))]
+        if self.cache_dir:
+            os.makedirs(self.cache_dir, exist_ok=True)
         done = len(configs) - len(missing)
         if progress:
             progress("export", done, len(configs))
@@ -493,6 +505,8 @@ class TableBuilder:
                 args = [(s.runtime, s.int8, k, configs[k]) for k in missing[i : i + s.chunk]]
                 for key, program in pool.map(_compile_one, args) if pool else map(_compile_one, args):
                     atomic_save_bytes(program, self._program_path(key))
+                    if cached.get(key):
+                        atomic_save_bytes(program, cached[key])
                 done += len(args)
                 self._save_state(earlier + time.perf_counter() - t0)
                 if progress:
@@ -626,6 +640,19 @@ def time_models(
     return [_entry(samples[j]) for j in range(len(archs))]
 
 
+def program_cache_path(cache_dir: Optional[str], runtime: str, tag: str, spec: Program) -> Optional[str]:
+    """Where a compiled program is cached: keyed by what the program is (a block's configuration key,
+    a model's arch def, classes and channels) and ``tag`` (runtime, int8, package versions), never by
+    its name in a table ("compute", "memory": probes of two spaces share names but not blocks)."""
+    if cache_dir is None or runtime == "eager":
+        return None
+    if isinstance(spec, ModelSpec):
+        what = spec.arch_json + f"|{spec.num_classes}|{spec.in_chans}"
+    else:
+        what = TRIVIAL if spec is None else spec.key
+    return os.path.join(cache_dir, hashlib.sha1(f"{tag}|{what}".encode()).hexdigest() + ".bin")
+
+
 def compile_programs(
     specs: Dict[str, Program], runtime: str, int8: bool, jobs: int = 0, cache_dir: Optional[str] = None
 ) -> Dict[str, Any]:
@@ -635,15 +662,7 @@ def compile_programs(
     tag = json.dumps([runtime, int8, versions(runtime)], sort_keys=True)
 
     def cache_path(key: str, spec: Program) -> Optional[str]:
-        if cache_dir is None or runtime == "eager":
-            return None
-        # keyed by what the program is, never by its name in ``specs`` ("compute", "memory": probes of
-        # two spaces share names but not blocks)
-        if isinstance(spec, ModelSpec):
-            what = spec.arch_json + f"|{spec.num_classes}|{spec.in_chans}"
-        else:
-            what = TRIVIAL if spec is None else spec.key
-        return os.path.join(cache_dir, hashlib.sha1(f"{tag}|{what}".encode()).hexdigest() + ".bin")
+        return program_cache_path(cache_dir, runtime, tag, spec)
 
     out: Dict[str, Any] = {}
     todo = []
