@@ -586,7 +586,9 @@ def test_check_tells_a_table_of_another_machine_and_rescale_brings_it_back(stead
     g = torch.Generator().manual_seed(5)
     for _ in range(6):
         index = {label: int(torch.randint(c.size, (1,), generator=g)) for label, c in net.choices.items()}
-        assert b.exact(index) / a.exact(index) == pytest.approx(1.0, abs=0.2)  # like the original (timing noise)
+        # like the original as timed now: the original table times its own drift (1 on a steady machine;
+        # a machine that changed speed since the fixture's build moves both alike)
+        assert b.exact(index) / a.exact(index) == pytest.approx(drift, rel=0.25)
 
     # the rescaled copy is never written over a file, and probes that moved apart get no rescale
     assert tool.main(["--check", slow, "--rounds", "2", "--rescale", str(fixed)]) == 2
