@@ -6,7 +6,7 @@
 
 This file is copied into every bundle written by ``tools/latency_table.py SPACE --bundle DIR``; it
 imports nothing of the project that wrote it (the standard library, ``torch`` for the input tensors
-and ``executorch.runtime``: ``pip install executorch``). It times as the project's own table builds
+and ``executorch.runtime``: ``pip install executorch torch``). It times as the project's own table builds
 do: every program loaded at once; ``warmup`` untimed rounds, then ``rounds`` interleaved rounds
 (each program once per round, the order rotated); a program's sample in a round is the median of
 the calls that fit in ~1 ms (at least 3). The timings are written after every round (atomically):
@@ -108,8 +108,11 @@ def write_atomic(path, data):
 
 
 def load_runners(folder, manifest, threads):
-    import torch
-    from executorch.runtime import Runtime
+    try:
+        import torch
+        from executorch.runtime import Runtime
+    except ImportError as e:
+        raise BundleRunError(f"{e.name} is not installed here: pip install executorch torch") from None
 
     torch.set_num_threads(threads)
     try:
