@@ -17,9 +17,7 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
-import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -52,54 +50,34 @@ PATHS = ("eager", "folded", "torchscript", "onnxruntime", "et_fp32", "et_int8")
 ANCHOR_PATHS = ("eager", "et_fp32", "et_int8")
 
 
-def _executorch_available() -> bool:
+# a deployment path -> (its registered runtime, mobile_cv.export.runtimes; int8)
+PATH_RUNTIMES = {
+    "torchscript": ("torchscript", False),
+    "onnxruntime": ("onnxruntime", False),
+    "et_fp32": ("executorch", False),
+    "et_int8": ("executorch", True),
+}
+
+
+def _available(path: str) -> bool:
+    name, int8 = PATH_RUNTIMES.get(path, ("eager", False))
     try:
-        export.require_executorch()
-    except export.ExportError:
+        export.get_runtime(name).require(int8)
+    except export.RuntimeUnavailableError:
         return False
     return True
 
 
-def _torchscript(folded, x, tmp, threads):
-    path = export.export_torchscript(folded, x, os.path.join(tmp, "m.pt"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(path).eval()
+def _deployed(path, folded, x, threads):
+    """The program tools/export.py writes for ``path`` (ExecuTorch: owning its input buffer, int8
+    calibrated on noise), loaded in its runtime: a callable of the input."""
+    name, int8 = PATH_RUNTIMES[path]
+    rt = export.get_runtime(name)
+    run = rt.load(rt.compile(folded, x, int8=int8, in_place=False), x, threads)
+    return lambda _x: run()
 
 
-def _onnxruntime(folded, x, tmp, threads):
-    import onnxruntime
-
-    path = export.export_onnx(folded, x, os.path.join(tmp, "m.onnx"))
-    opts = onnxruntime.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    session = onnxruntime.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    feed = {"input": x.numpy()}
-    return lambda _: session.run(None, feed)
-
-
-def _executorch(int8):
-    def build(folded, x, tmp, threads):
-        path = os.path.join(tmp, "m_int8.pte" if int8 else "m.pte")
-        if int8:
-            export.export_executorch_int8(folded, x, path, allow_random_calibration=True)
-        else:
-            export.export_executorch(folded, x, path)
-        method = export.load_executorch(path)
-        return lambda inp: method.execute((inp,))
-
-    return build
-
-
-BUILDERS = {
-    "torchscript": _torchscript,
-    "onnxruntime": _onnxruntime,
-    "et_fp32": _executorch(False),
-    "et_int8": _executorch(True),
-}
-
-
-def build_runners(label, paths, threads, tmp):
+def build_runners(label, paths, threads):
     """``(model info, {path: callable(x)})`` for one model."""
     build, res, ours = MODELS[label]
     model = build().eval()
@@ -115,9 +93,7 @@ def build_runners(label, paths, threads, tmp):
         elif path == "folded":
             runners[path] = folded
         else:
-            folder = os.path.join(tmp, f"{label.replace(' ', '_')}_{path}")
-            os.makedirs(folder)
-            runners[path] = BUILDERS[path](folded, x, folder, threads)
+            runners[path] = _deployed(path, folded, x, threads)
         print(f"  built {label} {path}", flush=True)
     return {"res": res, "flops": flops, "params": params, "x": x}, runners
 
@@ -163,14 +139,6 @@ def print_tables(models, med, paths):
             print(f"  {label} {p} / {anchor} eager: {med[(label, p)] / med[(anchor, 'eager')]:.2f}x")
 
 
-def set_threads(threads: int, executorch: bool) -> None:
-    torch.set_num_threads(threads)
-    if executorch:
-        from executorch.extension.pybindings import portable_lib
-
-        portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool (default: one thread per core)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=30)
@@ -180,17 +148,15 @@ def main() -> None:
     p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     args = p.parse_args()
     paths = list(args.paths)
-    has_et = _executorch_available()
-    if not has_et and any(q.startswith("et_") for q in paths):
-        print(f"executorch is not installed: no ExecuTorch columns ({export.EXECUTORCH_PACKAGES})")
-        paths = [q for q in paths if not q.startswith("et_")]
-    set_threads(args.threads, has_et)
+    missing = [q for q in paths if not _available(q)]
+    if missing:
+        print(f"not installed: no {', '.join(missing)} columns ({export.EXECUTORCH_PACKAGES}; the onnx extra)")
+        paths = [q for q in paths if q not in missing]
+    for name in {PATH_RUNTIMES.get(q, ("eager", False))[0] for q in paths}:
+        export.get_runtime(name).set_threads(args.threads)
 
-    models = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for label in args.models:
-            models[label] = build_runners(label, paths, args.threads, tmp)
-        med = measure(models, args.rounds, args.warmup)
+    models = {label: build_runners(label, paths, args.threads) for label in args.models}
+    med = measure(models, args.rounds, args.warmup)
     print(
         f"\ntorch {torch.__version__}, {args.threads} thread(s), batch 1, {args.rounds} interleaved rounds; "
         f"median ms per image (et_int8: calibrated on noise, speed only)"

@@ -159,7 +159,7 @@ def run_f(sampled: tuple, checkpoint: bool, device: str, steps: int, batch: int)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     base_mb = _current_rss_mb()
     net = build_supernet("fbnetv2_f_space", num_classes=1000).to(device).train()
-    net.checkpoint_blocks = checkpoint
+    net.recompute_blocks = checkpoint
     x = torch.randn(batch, 3, 224, 224, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
     loss_fn = CostLoss("target", target=240.0)

@@ -103,5 +103,9 @@ class Registry(_FvcoreRegistry):
         """All registered names, sorted."""
         return sorted(self._obj_map)
 
+    def registered(self) -> List[str]:
+        """All registered names, in the order they were registered."""
+        return list(self._obj_map)
+
     def __len__(self) -> int:
         return len(self._obj_map)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from typing import Any, Dict, Optional, Sequence
 
 import mobile_cv
 from mobile_cv.arch_def import ArchDefError
+from mobile_cv.atomic_files import staging_folder
 from mobile_cv.checkpoint import check_values, load_state_dict, safetensors_bytes
 
 from .fit import CLASSIFIER, fit_state_dict
@@ -173,9 +173,7 @@ def save_model_folder(out_dir: str, model: mobile_cv.FBNet, *, overwrite: bool =
         raise ModelFolderError(f"{out_dir} is already {what}: {hint}")
     config = folder_config(model, **config_kwargs)
     weights = safetensors_bytes(model.state_dict())
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
+    staging = staging_folder(out_dir)  # written whole, then moved into place by one rename
     try:
         with open(os.path.join(staging, WEIGHTS_FILE), "wb") as f:
             f.write(weights)

@@ -133,27 +133,10 @@ def _create(entry_name: str, variant: str, pretrained: bool = False, **kwargs: A
         raise ModelZooError(f"{variant}: the pretrained cfg has no url or file; pass pretrained=False")
     own = source is not None and source in (entry.url, entry.weights_path() if entry.is_bundled else None)
     sha256 = entry.sha256 if own else None
-    if kwargs.get("features_only") and "out_indices" not in kwargs:
-        # timm would default to 5 levels; small custom archs have fewer
-        probe = zoo.build_entry_model(entry, num_classes=0, in_chans=kwargs.get("in_chans", entry.in_chans))
-        kwargs["out_indices"] = tuple(range(len(feature_info(probe))))
-
-    def build(global_pool: str = "avg", **model_kwargs: Any) -> mobile_cv.FBNet:
-        model = zoo.build_entry_model(entry, **model_kwargs)
-        model.head.global_pool = check_global_pool(global_pool)
-        if pretrained:
-            zoo.load_pretrained(model, source, sha256, cache_dir, name=entry.name)
-        model.feature_info = feature_info(model)
-        return model
-
-    return build_model_with_cfg(
-        build,
-        variant,
-        pretrained=False,
-        pretrained_cfg=cfg,
-        feature_cfg={"feature_cls": "hook", "no_rewrite": True},
-        **kwargs,
+    load = (
+        (lambda model: zoo.load_pretrained(model, source, sha256, cache_dir, name=entry.name)) if pretrained else None
     )
+    return _with_timm(variant, cfg, lambda **kw: zoo.build_entry_model(entry, **kw), kwargs, load=load)
 
 
 def fbnet_arch_def(pretrained: bool = False, arch_def: Any = None, **kwargs: Any) -> torch.nn.Module:
@@ -170,21 +153,32 @@ def fbnet_arch_def(pretrained: bool = False, arch_def: Any = None, **kwargs: Any
         pretrained_cfg=kwargs.pop("pretrained_cfg", None),
         pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
     )
+    # timm loads the weights (local-dir: the folder's model.safetensors; hf-hub: downloaded)
+    make = lambda **kw: mobile_cv.build_model(arch_def, **kw)  # noqa: E731
+    return _with_timm(ARCH_DEF_MODEL, cfg, make, kwargs, timm_loads=pretrained)
+
+
+def _with_timm(variant: str, cfg, make_model, kwargs: Dict[str, Any], load=None, timm_loads: bool = False):
+    """timm's ``build_model_with_cfg`` around ``make_model(**model_kwargs)``: timm's global pool
+    name checked, our weights loaded by ``load(model)`` (or by timm itself: ``timm_loads``), the
+    feature levels (``features_only``) where the model has them."""
+    if kwargs.get("features_only") and "out_indices" not in kwargs:
+        # timm would default to 5 levels; small custom archs have fewer
+        chans = {"in_chans": kwargs["in_chans"]} if "in_chans" in kwargs else {}
+        kwargs["out_indices"] = tuple(range(len(feature_info(make_model(num_classes=0, **chans)))))
 
     def build(global_pool: str = "avg", **model_kwargs: Any) -> mobile_cv.FBNet:
-        model = mobile_cv.build_model(arch_def, **model_kwargs)
+        model = make_model(**model_kwargs)
         model.head.global_pool = check_global_pool(global_pool)
+        if load is not None:
+            load(model)
         model.feature_info = feature_info(model)
         return model
 
-    if kwargs.get("features_only") and "out_indices" not in kwargs:
-        probe = mobile_cv.build_model(arch_def, num_classes=0, in_chans=kwargs.get("in_chans", 3))
-        kwargs["out_indices"] = tuple(range(len(feature_info(probe))))
-    # timm loads the weights (local-dir: the folder's model.safetensors; hf-hub: downloaded)
     return build_model_with_cfg(
         build,
-        ARCH_DEF_MODEL,
-        pretrained=pretrained,
+        variant,
+        pretrained=timm_loads,
         pretrained_cfg=cfg,
         feature_cfg={"feature_cls": "hook", "no_rewrite": True},
         **kwargs,

@@ -13,6 +13,8 @@ torch.set_num_threads(2)
 
 # ``python KILL_AT_STEP N tools/x.py ARGS``: the tool, SIGKILLed before its N-th step (a hook).
 KILL_AT_STEP = os.path.join(ROOT, "tests", "kill_at_step.py")
+# ``[*TORCHRUN, tools/x.py, ARGS]``: the tool in two processes on this machine (DistributedDataParallel)
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 # the smallest search space the tool tests search: 16 px, two resolutions, a block-type choice
 TINY_SPACE = {

@@ -188,7 +188,7 @@ def test_checkpointing_blocks_gives_the_same_gradients_and_bn_statistics():
     results = []
     for checkpoint in (False, True):
         net = copy.deepcopy(base)
-        net.checkpoint_blocks = checkpoint
+        net.recompute_blocks = checkpoint
         nn.functional.cross_entropy(net(x, net.sample_mixing(noise=False)), y).backward()
         grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
         stats = {n: b.clone() for n, b in net.named_buffers() if "running" in n}

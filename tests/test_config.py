@@ -67,7 +67,7 @@ def test_issue_keys_exist():
         "SEED",
         "DEVICE",
         "SEARCH.SAMPLED_CHOICES",
-        "SEARCH.CHECKPOINT_BLOCKS",
+        "SEARCH.RECOMPUTE_BLOCKS",
         "SEARCH.ALPHA.SCHEDULE",
         "SEARCH.COST.TOLERANCE",
         "SEARCH.COST.EXPONENT",
@@ -203,3 +203,34 @@ def test_renamed_keys_still_work_with_a_deprecation_line(caplog):
     assert (cfg.SEARCH.COST.FBNET_SCALE, cfg.SEARCH.COST.FBNET_EXPONENT) == (0.3, 0.5)
     assert "SEARCH.COST.ALPHA (command line) is renamed SEARCH.COST.FBNET_SCALE" in caplog.text
     assert "ALPHA" not in cfg.SEARCH.COST and "BETA" not in cfg.SEARCH.COST
+
+
+def test_a_config_holds_only_what_differs_from_its_base(tmp_path):
+    """_BASE_ (detectron2's convention): the base first, then the file; a path relative to the file."""
+    (tmp_path / "base.yaml").write_text("SEARCH:\n  EPOCHS: 7\n  COST:\n    TARGET: 0.3\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text("_BASE_: ../base.yaml\nSEARCH:\n  COST:\n    TARGET: 0.5\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(tmp_path / "sub" / "child.yaml"))
+    assert (cfg.SEARCH.EPOCHS, cfg.SEARCH.COST.TARGET) == (7, 0.5)
+    (tmp_path / "base.yaml").write_text("_BASE_: sub/child.yaml\n")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        get_cfg().merge_from_file(str(tmp_path / "sub" / "child.yaml"))
+    (tmp_path / "lone.yaml").write_text("_BASE_: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"lone.yaml'.*_BASE_ 'nowhere.yaml' does not exist"):
+        get_cfg().merge_from_file(str(tmp_path / "lone.yaml"))
+
+
+def test_the_latency_configs_are_their_flops_configs_but_the_cost():
+    for name in ("search_embedded_mnist", "search_imagenet"):
+        flops, latency = get_cfg(), get_cfg()
+        flops.merge_from_file(os.path.join(ROOT, "configs", f"{name}.yaml"))
+        latency.merge_from_file(os.path.join(ROOT, "configs", f"{name}_latency.yaml"))
+        differ = {k for k, v in latency.flat_items() if dict(flops.flat_items())[k] != v}
+        assert "SEARCH.COST.KIND" in differ and all(k.startswith("SEARCH.COST.") or k == "OUTPUT_DIR" for k in differ)
+
+
+def test_a_renamed_key_still_works_with_a_warning(caplog):
+    cfg = get_cfg()
+    cfg.merge_from_list(["SEARCH.CHECKPOINT_BLOCKS", "True"])  # the name before "checkpoint" meant one thing
+    assert cfg.SEARCH.RECOMPUTE_BLOCKS is True and "renamed SEARCH.RECOMPUTE_BLOCKS" in caplog.text

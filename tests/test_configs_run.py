@@ -262,7 +262,7 @@ def run_one_search_step(path, fake_root, tmp_path):
     )
 
     # the cost: a budget inside the space's range, a form that fits its scale
-    net.checkpoint_blocks = s.CHECKPOINT_BLOCKS
+    net.recompute_blocks = s.RECOMPUTE_BLOCKS
     table, cost_fn = build_cost_model(cfg, net)
     cost_loss, (lo, hi) = build_cost_loss(cfg, table)  # refuses a budget no architecture meets
     if s.COST.FORM == "target" or s.COST.TARGET > 0:

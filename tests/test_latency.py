@@ -446,11 +446,11 @@ def test_shipped_latency_configs_name_a_table_that_serves_them(config):
     """The shipped tables (measured on this project's machine) fit their configs, and each config's
     budget is one the space can meet."""
     from mobile_cv.engine import setup_cfg
-    from mobile_cv.engine.defaults import load_latency_table
+    from mobile_cv.search.cost_kinds import cost_kind
 
     cfg = setup_cfg(os.path.join(ROOT, "configs", config), arch_key="SEARCH.SPACE")
     net = build_supernet(cfg.SEARCH.SPACE, num_classes=cfg.MODEL.NUM_CLASSES, in_chans=cfg.MODEL.IN_CHANS)
-    table = load_latency_table(cfg, net)
+    table = cost_kind("latency").load(cfg, net)
     lo, hi = table.budget_table(net).extremes()
     assert lo < cfg.SEARCH.COST.TARGET < hi
     assert table.data["runtime"] == cfg.SEARCH.COST.LATENCY_RUNTIME == "executorch"

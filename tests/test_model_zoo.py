@@ -378,10 +378,16 @@ def test_damaged_cached_file_is_downloaded_again(server, cache, tiny, tiny_arch_
     assert torch.equal(logits(model, 32), logits(source, 32)) and server.requests["/m.pth"] == 2
 
 
-def test_other_num_classes_drops_the_classifier_and_says_so(server, cache, tiny, tiny_arch_file, zoo_add, caplog):
+@pytest.fixture
+def served_tiny(server, tiny, tiny_arch_file, zoo_add):
+    """``(source model, url)``: the tiny model's weights served, its zoo entry added."""
     source, body = tiny
     zoo_add(tiny_entry(tiny_arch_file))
-    url = server.serve("/tiny.pth", body)
+    return source, server.serve("/tiny.pth", body)
+
+
+def test_other_num_classes_drops_the_classifier_and_says_so(served_tiny, cache, caplog):
+    source, url = served_tiny
     with caplog.at_level(logging.INFO, logger="model_zoo"):
         model = model_zoo.create_model("zoo_test_tiny", pretrained=url, num_classes=3, cache_dir=cache)
     assert "classifier has 10 classes, the model 3: head.conv.bias, head.conv.weight not loaded" in caplog.text
@@ -390,10 +396,8 @@ def test_other_num_classes_drops_the_classifier_and_says_so(server, cache, tiny,
         assert torch.equal(model.backbone.state_dict()[k], v)
 
 
-def test_other_in_chans_adapts_the_first_conv(server, cache, tiny, tiny_arch_file, zoo_add, caplog):
-    source, body = tiny
-    zoo_add(tiny_entry(tiny_arch_file))
-    url = server.serve("/tiny.pth", body)
+def test_other_in_chans_adapts_the_first_conv(served_tiny, cache, caplog):
+    source, url = served_tiny
     with caplog.at_level(logging.INFO, logger="model_zoo"):
         model = model_zoo.create_model("zoo_test_tiny", pretrained=url, in_chans=1, cache_dir=cache)
     key = "backbone.stages.xif0_0.conv.weight"

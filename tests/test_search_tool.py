@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import KILL_AT_STEP
+from conftest import KILL_AT_STEP, TORCHRUN
 
 import mobile_cv
 from mobile_cv.config import get_cfg
@@ -192,11 +192,7 @@ def test_torchrun_two_processes_end_with_the_same_alpha(space_file, tmp_path, sa
     a sampled resolution still runs every weight); the alpha step reduces alpha's itself."""
     out = tmp_path / "ddp"
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+        *TORCHRUN,
         *tool("search.py", *search_args(space_file, out, epochs=2), "SEARCH.SAMPLED_CHOICES", sampled)[1:],
     ]
     p = run(cmd)
@@ -209,17 +205,8 @@ def test_torchrun_two_processes_end_with_the_same_alpha(space_file, tmp_path, sa
 
 
 def test_target_below_the_smallest_model_is_refused(space_file, tmp_path):
-    p = run(
-        tool(
-            "search.py",
-            *search_args(space_file, tmp_path / "t"),
-            "SEARCH.COST.FORM",
-            "target",
-            "SEARCH.COST.TARGET",
-            "0.0001",
-        ),
-        check=False,
-    )
+    args = [*search_args(space_file, tmp_path / "t"), "SEARCH.COST.FORM", "target", "SEARCH.COST.TARGET", "1e-4"]
+    p = run(tool("search.py", *args), check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "no architecture of the space costs 0.0001 MFLOPs" in p.stderr and "spans 0.002544-0.03338" in p.stderr
 
@@ -354,7 +341,7 @@ def test_paper_scale_latency_budgeted_search_of_the_f_space(tmp_path):
     out = tmp_path / "f"
     config = os.path.join(ROOT, "configs", "search_imagenet_latency.yaml")
     overrides = ["DATA.ROOT", str(root), "DATA.NUM_WORKERS", "0", "DATA.LIMIT", "8", "SEARCH.EPOCHS", "2"]
-    overrides += ["SEARCH.WARMUP_EPOCHS", "1", "SEARCH.BATCH_SIZE", "2", "SEARCH.CHECKPOINT_BLOCKS", "False"]
+    overrides += ["SEARCH.WARMUP_EPOCHS", "1", "SEARCH.BATCH_SIZE", "2", "SEARCH.RECOMPUTE_BLOCKS", "False"]
     overrides += ["SEARCH.SAMPLED_CHOICES", "['op', 'resolution']", "OUTPUT_DIR", str(out)]
     # the start-up machine check exports and times whole F models (about a minute): tested in test_latency.py
     overrides += ["SEARCH.COST.LATENCY_CHECK", "off"]

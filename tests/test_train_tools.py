@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import KILL_AT_STEP
+from conftest import KILL_AT_STEP, TORCHRUN
 
 from mobile_cv.engine import (
     Checkpointer,
@@ -178,11 +178,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(finished_run, arch_fi
 def test_torchrun_two_processes_write_one_run_with_identical_weights(arch_file, tmp_path):
     out = tmp_path / "ddp"
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+        *TORCHRUN,
         os.path.join(ROOT, "tools", "train.py"),
         *train_args(arch_file, out, 1),
     ]

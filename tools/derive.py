@@ -22,14 +22,15 @@ from tabulate import tabulate  # noqa: E402
 
 from mobile_cv import engine  # noqa: E402
 from mobile_cv.config import flag_type  # noqa: E402
-from mobile_cv.engine.derive import UNITS, derive_family  # noqa: E402
+from mobile_cv.engine.derive import derive_family  # noqa: E402
+from mobile_cv.search.cost_kinds import COST_KINDS  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("search_dir", help="the OUTPUT_DIR of a finished tools/search.py run")
     p.add_argument("--budgets", type=flag_type("--budgets"), nargs="+", required=True, help="in the cost's unit")
-    p.add_argument("--kind", choices=sorted(UNITS), help="cost kind (default: the search's)")
+    p.add_argument("--kind", choices=COST_KINDS.names(), help="cost kind (default: the search's)")
     p.add_argument("--table", help="--kind latency: the latency table (default: the search's)")
     p.add_argument("--tolerance", type=flag_type("--tolerance"), default=0.05)
     p.add_argument("--out", help="output folder (default: SEARCH_DIR/family)")

@@ -23,16 +23,7 @@ from mobile_cv import engine  # noqa: E402
 
 def main(argv=None, hooks=()) -> int:
     """``hooks``: extra :class:`mobile_cv.engine.HookBase` hooks for the run (the Python API's)."""
-    args = engine.default_argument_parser(__doc__).parse_args(argv)
-
-    def body() -> None:
-        cfg = engine.setup_cfg(args.config_file, args.opts, arch_key="SEARCH.SPACE")
-        device = engine.default_setup(
-            cfg, resume=args.resume, run_files=engine.RUN_FILES + ("arch_def.json", "search.json"), tool="search"
-        )
-        engine.run_search(cfg, resume=args.resume, device=device, hooks=hooks)
-
-    return engine.run_main(body)
+    return engine.launch_run(engine.SearchRun, __doc__, argv, hooks)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,7 @@ from mobile_cv import engine  # noqa: E402
 
 def main(argv=None, hooks=()) -> int:
     """``hooks``: extra :class:`mobile_cv.engine.HookBase` hooks for the run (the Python API's)."""
-    args = engine.default_argument_parser(__doc__).parse_args(argv)
-
-    def body() -> None:
-        cfg = engine.setup_cfg(args.config_file, args.opts)
-        device = engine.default_setup(cfg, resume=args.resume, tool="train")
-        engine.train(cfg, resume=args.resume, device=device, hooks=hooks)
-
-    return engine.run_main(body)
+    return engine.launch_run(engine.TrainRun, __doc__, argv, hooks)
 
 
 if __name__ == "__main__":

@@ -110,8 +110,10 @@ class CfgNode(_YacsNode):
                 )
             node[leaf] = _coerce(value, node[leaf], full_key, source)
 
-    def merge_from_file(self, cfg_filename: str) -> None:
-        """Merge a YAML file; unknown keys and wrong types raise :class:`ConfigError`."""
+    def merge_from_file(self, cfg_filename: str, _chain: Sequence[str] = ()) -> None:
+        """Merge a YAML file; unknown keys and wrong types raise :class:`ConfigError`. A file with
+        ``_BASE_: other.yaml`` (a path relative to the file) holds only what differs from that
+        file: the base is merged first, then the file (detectron2's convention)."""
         if os.path.isdir(cfg_filename):
             raise ConfigError(f"config file {cfg_filename!r} is a folder; give a YAML file (e.g. configs/*.yaml)")
         if not os.path.isfile(cfg_filename):
@@ -127,6 +129,19 @@ class CfgNode(_YacsNode):
             return
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {cfg_filename!r} must hold a mapping of keys, got {type(loaded).__name__}")
+        base = loaded.pop("_BASE_", None)
+        if base is not None:
+            if not isinstance(base, str) or not base:
+                raise ConfigError(f"config file {cfg_filename!r}: _BASE_ must be the path of a YAML file, got {base!r}")
+            path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(cfg_filename)), base))
+            chain = [*_chain, os.path.abspath(cfg_filename)]
+            if path in chain:
+                raise ConfigError(
+                    f"config file {cfg_filename!r}: _BASE_ {base!r} leads back to itself ({' -> '.join(chain)})"
+                )
+            if not os.path.isfile(path):
+                raise ConfigError(f"config file {cfg_filename!r}: its _BASE_ {base!r} does not exist ({path})")
+            self.merge_from_file(path, chain)
         self._set_checked(_flatten(loaded), f"in {cfg_filename}")
 
     def merge_from_list(self, cfg_list: Sequence[Any]) -> None:
@@ -169,12 +184,6 @@ def check_config(cfg: CfgNode) -> None:
     check_ranges(cfg)
     if cfg.DATA.VAL_FRACTION + cfg.DATA.TEST_FRACTION >= 1.0:
         raise ConfigError("DATA.VAL_FRACTION + DATA.TEST_FRACTION must leave some images for training (< 1)")
-    if cfg.SEARCH.COST.KIND == "latency" and not cfg.SEARCH.COST.LATENCY_TABLE:
-        raise ConfigError(
-            "SEARCH.COST.KIND is 'latency' but SEARCH.COST.LATENCY_TABLE is empty; build the space's table with "
-            f"python tools/latency_table.py {cfg.SEARCH.SPACE} --out TABLE.json, then set SEARCH.COST.LATENCY_TABLE "
-            "TABLE.json"
-        )
     per_step = sorted(set(cfg.SEARCH.SAMPLED_CHOICES) - {"resolution"})
     if cfg.SEARCH.COMPILE and per_step:
         raise ConfigError(

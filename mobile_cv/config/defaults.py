@@ -116,11 +116,12 @@ _C.SEARCH.WEIGHT_SPLIT = 0.8
 # weights: a sampled "resolution" runs the network at one resolution per step instead of all,
 # a sampled "op" runs one block type per block. [] is the paper's full mixture.
 _C.SEARCH.SAMPLED_CHOICES = ["resolution"]
-# Activation checkpointing per block: keep only each block's input for the backward pass
-# and recompute the rest there. Memory of one block instead of the whole supernet for
-# more time per step (1.6-1.8x in the one run measured, on a shared machine: rough): the
+# Recompute each block in the backward pass (activation checkpointing, torch.utils.checkpoint):
+# keep only each block's input for the backward pass and recompute the rest there. Memory of one
+# block instead of the whole supernet for more time per step (1.6-1.8x in the one run measured, on
+# a shared machine: rough): the
 # FBNetV2-F space at 224 px, batch 8, full mixture needs it on a 24 GB machine (docs/benchmarks.md).
-_C.SEARCH.CHECKPOINT_BLOCKS = False
+_C.SEARCH.RECOMPUTE_BLOCKS = False
 # Gumbel-softmax temperature, updated every step: T = INIT * (FINAL / INIT) ** (epochs
 # done / EPOCHS). FBNet's schedule (5.0 x 0.956 per epoch, 90 epochs) is INIT 5.0,
 # FINAL 0.0871.
@@ -153,10 +154,11 @@ _C.SEARCH.WEIGHTS.LR_SCHEDULER = "cosine"  # timm scheduler name, as SOLVER.LR_S
 _C.SEARCH.WEIGHTS.WEIGHT_DECAY = 1e-4  # L2 weight decay
 # Resource cost in the search loss (mobile_cv/search/loss.py).
 _C.SEARCH.COST = _YacsNode()
-# What is counted: "flops" (multiply-accumulates, mobile_cv.flops convention), "params", or
-# "latency" (milliseconds on a deployment runtime, by the LATENCY_TABLE measured for SEARCH.SPACE).
+# What is counted, a registered cost kind (mobile_cv/search/cost_kinds.py): flops (multiply-accumulates,
+# mobile_cv.flops convention), params, or latency (milliseconds on a deployment runtime, by the
+# LATENCY_TABLE measured for SEARCH.SPACE); a kind registered by the user works the same way.
 _C.SEARCH.COST.KIND = "flops"
-# KIND "latency": the table file tools/latency_table.py wrote for SEARCH.SPACE (and MODEL.NUM_CLASSES,
+# KIND latency: the table file tools/latency_table.py wrote for SEARCH.SPACE (and MODEL.NUM_CLASSES,
 # MODEL.IN_CHANS), and what it must have been measured on; a table built otherwise is refused.
 _C.SEARCH.COST.LATENCY_TABLE = ""
 _C.SEARCH.COST.LATENCY_RUNTIME = "executorch"  # "executorch", "onnxruntime" or "eager"
@@ -213,6 +215,7 @@ DEFAULTS = _C
 
 # Old key -> new key: an old key still sets the new one, with a deprecation warning, for one release.
 RENAMED_KEYS = {
+    "SEARCH.CHECKPOINT_BLOCKS": "SEARCH.RECOMPUTE_BLOCKS",  # "checkpoint" means a run's saved state only
     "SEARCH.COST.ALPHA": "SEARCH.COST.FBNET_SCALE",
     "SEARCH.COST.BETA": "SEARCH.COST.FBNET_EXPONENT",
 }
@@ -224,7 +227,6 @@ CHOICES = {
     "SEARCH.ALPHA.OPTIMIZER": ("adam",),
     "SEARCH.WEIGHTS.OPTIMIZER": ("sgd",),
     "SEARCH.WEIGHTS.LR_SCHEDULER": ("cosine", "tanh", "constant"),
-    "SEARCH.COST.KIND": ("flops", "params", "latency"),
     "SEARCH.COST.LATENCY_RUNTIME": ("executorch", "onnxruntime", "eager"),
     "SEARCH.COST.LATENCY_CHECK": ("warn", "refuse", "off"),
     "SEARCH.COST.FORM": ("target", "relative", "fbnet"),

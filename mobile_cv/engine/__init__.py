@@ -7,20 +7,27 @@ Files, by what they hold:
 * ``hooks.py``: every hook (LR schedule, EMA, evaluation, checkpoints, metrics, the search's
   temperature and architecture record);
 * ``build.py``: optimizers, schedules, losses, EMA, the search's optimizers and cost loss;
-* ``training.py`` / ``search.py``: wire a training run / a search from a config;
-* ``evaluation.py``, ``report.py``, ``checkpoint.py``, ``logger.py``, ``defaults.py``
-  (what every tool does first: arguments, config, setup, :func:`run_main`);
+* ``runs.py``: the run objects, :class:`TrainRun` and :class:`SearchRun` on one :class:`Run` (what
+  differs between the kinds, and the skeleton they share); ``training.py`` / ``search.py``: what
+  each finishes with (eval.json / the derived architecture and search.json), and the older entry
+  points ``train`` / ``run_search``;
+* ``launch.py`` (a tool's arguments and :func:`run_main`, how it exits), ``run_setup.py`` (the config,
+  :func:`default_setup`), ``run_checks.py`` (what a run checks before it writes a file);
+* ``evaluation.py``, ``report.py``, ``checkpoint.py``, ``logger.py``, ``derive.py``;
 * ``memory.py``: one step's memory estimated from the meta-device build, checked against what is free;
 * ``run_lock.py``: one run per output folder.
 
-Pieces the tools (train, eval, search) share::
+A run, as tools/search.py makes one (``engine.launch_run(SearchRun, __doc__, argv)``)::
 
     from mobile_cv import engine
-    args = engine.default_argument_parser("...").parse_args()
-    cfg = engine.setup_cfg(args.config_file, args.opts)
-    device = engine.default_setup(cfg, resume=args.resume)
+    run = engine.SearchRun.from_config("configs/search_embedded_mnist.yaml", ["SEARCH.EPOCHS", "3"])
+    run.setup(resume=False)             # torchrun, the checks before writing, logs, seeds, config.yaml
+    summary = run.run(hooks=[...])      # the epochs, then search.json
+
+Pieces for a loop of your own::
+
     ckpt = engine.Checkpointer(cfg.OUTPUT_DIR, model=model, optimizer=opt)
-    extra = ckpt.resume_or_start(args.resume)
+    extra = ckpt.resume_or_start(resume)
     trainer = engine.Trainer(step, loader, epochs=n, hooks=[engine.SetEpoch(loader), ...,
                              engine.SaveCheckpoint(ckpt)])
     trainer.train(start_epoch)
@@ -46,23 +53,6 @@ from .checkpoint import (
     state_digest,
     unwrap,
 )
-from .defaults import (
-    CHECK_FAILED_EXIT,
-    INTERRUPTED_EXIT,
-    RUN_FILES,
-    TERMINATED_EXIT,
-    USER_ERROR_EXIT,
-    OutputDirError,
-    build_model_from_cfg,
-    check_output_dir,
-    default_argument_parser,
-    default_setup,
-    release_run_locks,
-    resolve_device,
-    run_main,
-    seed_all,
-    setup_cfg,
-)
 from .evaluation import evaluate, topk_correct
 from .hooks import (
     EMAUpdate,
@@ -76,10 +66,22 @@ from .hooks import (
     WriteMetrics,
     temperature_at,
 )
+from .launch import (
+    CHECK_FAILED_EXIT,
+    INTERRUPTED_EXIT,
+    TERMINATED_EXIT,
+    USER_ERROR_EXIT,
+    default_argument_parser,
+    launch_run,
+    run_main,
+)
 from .logger import MetricsWriter, progress, read_metrics, setup_logger
 from .loop import HookBase, NonFiniteLossError, StepBase, Trainer, check_finite, create_ddp_model
 from .memory import MemoryEstimate, OutOfMemoryError, available_memory, check_memory, estimate_step_memory
-from .run_lock import RunLock, RunLockError
+from .run_checks import RUN_FILES, OutputDirError, check_output_dir
+from .run_lock import RunLock, RunLockError, release_run_locks  # noqa: I001
+from .run_setup import build_model_from_cfg, default_setup, resolve_device, seed_all, setup_cfg
+from .runs import Run, SearchRun, TrainRun
 from .search import run_search
 from .steps import FixedMixing, PlainStep, SearchStep
 from .training import check_model_fits_data, evaluate_weights, train
@@ -105,14 +107,17 @@ __all__ = [
     "OutputDirError",
     "PlainStep",
     "RecordArchitecture",
+    "Run",
     "RunLock",
     "RunLockError",
     "SaveCheckpoint",
+    "SearchRun",
     "SearchStep",
     "SetEpoch",
     "StepBase",
     "SyncBuffers",
     "Temperature",
+    "TrainRun",
     "Trainer",
     "WriteMetrics",
     "atomic_save",
@@ -132,6 +137,7 @@ __all__ = [
     "create_ddp_model",
     "default_argument_parser",
     "default_setup",
+    "launch_run",
     "evaluate",
     "estimate_step_memory",
     "evaluate_weights",

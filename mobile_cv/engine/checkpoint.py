@@ -1,4 +1,4 @@
-"""Atomic files and resumable checkpoints.
+"""Resumable checkpoints (and torch files written atomically).
 
 A checkpoint holds named states (models, optimizers, schedulers, EMA, alpha: any
 object with ``state_dict``/``load_state_dict``), the RNG states of python, numpy and
@@ -7,8 +7,8 @@ Restoring all of it at an epoch boundary makes a resumed run continue exactly as
 the uninterrupted run would, provided the data order depends on (seed, epoch) only
 (:func:`mobile_cv.data.set_epoch`).
 
-Files are written to a temporary file in the same folder, fsync'ed and renamed over
-the target, so a crash leaves either the old or the new file, never half of one.
+Files are written by :mod:`mobile_cv.atomic_files` (a temporary file in the same folder,
+fsync'ed and renamed over the target): a crash leaves the old or the new file, never half.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import hashlib
 import logging
 import os
 import random
-import tempfile
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import comm
+from ..atomic_files import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from ..checkpoint import describe_load_failure, load_state_dict, read_weights_file, safetensors_bytes
 from ..errors import InvalidArgumentTypeError, UserError
 
@@ -38,51 +38,14 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint cannot be read, or does not hold what this run needs."""
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write(path: str, write: Callable[[Any], None], mode: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _umask_mode())  # mkstemp makes 0600; outputs get the usual permissions
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass  # not every filesystem lets a folder be fsync'ed
-
-
 def atomic_save(obj: Any, path: str) -> None:
     """``torch.save(obj, path)``, all or nothing."""
-    _atomic_write(path, lambda f: torch.save(obj, f), "wb")
+    atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
 def atomic_save_safetensors(state_dict: Dict[str, torch.Tensor], path: str) -> None:
     """``state_dict`` as a ``.safetensors`` file, all or nothing."""
-    data = safetensors_bytes(state_dict)
-    _atomic_write(path, lambda f: f.write(data), "wb")
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path``, all or nothing."""
-    _atomic_write(path, lambda f: f.write(text), "w")
+    atomic_write_bytes(path, safetensors_bytes(state_dict))
 
 
 def get_rng_state() -> Dict[str, Any]:

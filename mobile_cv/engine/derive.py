@@ -15,15 +15,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from ..arch_def import to_jsonable
-from ..config import CfgNode
+from ..atomic_files import atomic_write, atomic_write_text
 from ..errors import UserError
 from ..search import build_supernet
-from ..search.budget import BudgetTable, cost_range, index_log_prob, log_probs
-from .checkpoint import atomic_write_text
-from .defaults import setup_cfg
+from ..search.budget import cost_range, index_log_prob, log_probs
+from ..search.cost_kinds import cost_kind
 from .report import count_arch
-
-UNITS = {"flops": "MFLOPs", "params": "M params", "latency": "ms"}
+from .runs import SearchRun
 
 
 class DeriveError(UserError, ValueError):
@@ -38,7 +36,7 @@ def load_finished_search(search_dir: str):
                 f"{search_dir} holds no finished search (no {name}); give the OUTPUT_DIR of a tools/search.py "
                 f"run that ended"
             )
-    cfg = setup_cfg(os.path.join(search_dir, "config.yaml"), arch_key="SEARCH.SPACE")
+    cfg = SearchRun.setup_cfg(os.path.join(search_dir, "config.yaml"))
     s = cfg.SEARCH
     net = build_supernet(s.SPACE, num_classes=cfg.MODEL.NUM_CLASSES, mode=s.MODE, in_chans=cfg.MODEL.IN_CHANS)
     state = torch.load(os.path.join(search_dir, "checkpoint.pth"), map_location="cpu", weights_only=True)
@@ -47,22 +45,6 @@ def load_finished_search(search_dir: str):
         for key, value in alphas.items():
             net.alphas[key].copy_(value)
     return cfg, net
-
-
-def cost_table(cfg: CfgNode, net, kind: str, latency_table: Optional[str]) -> BudgetTable:
-    """The exact cost model of ``kind``: FLOPs/params of the supernet, or a latency table's ms."""
-    if kind != "latency":
-        return BudgetTable(net, kind)
-    from ..latency.table import LatencyTable
-
-    path = latency_table or cfg.SEARCH.COST.LATENCY_TABLE
-    if not path:
-        raise DeriveError("--kind latency needs --table TABLE (the search used no latency table)")
-    table = LatencyTable.load(path)
-    from ..arch_registry import resolve_arch_def
-
-    table.check(cfg.SEARCH.SPACE, resolve_arch_def(cfg.SEARCH.SPACE)[0], net, {})
-    return table.budget_table(net)
 
 
 def derive_family(
@@ -77,13 +59,14 @@ def derive_family(
     ``family.json``; returns the rows (budget, cost, FLOPs, params, log-probability, file)."""
     cfg, net = load_finished_search(search_dir)
     kind = kind or cfg.SEARCH.COST.KIND
-    table = cost_table(cfg, net, kind, latency_table)
+    ck = cost_kind(kind)
+    table = ck.budget_table(cfg, net, latency_table)
     lo, hi = cost_range(net, kind, table)
     bad = [b for b in budgets if not lo * (1 - tolerance) <= b <= hi * (1 + tolerance)]
     if bad:
         raise DeriveError(
-            f"budget {bad[0]:g} {UNITS[kind]} is outside what {cfg.SEARCH.SPACE} can meet "
-            f"({lo:.4g}..{hi:.4g} {UNITS[kind]}, tolerance {tolerance:g}); give budgets in that range"
+            f"budget {bad[0]:g} {ck.unit} is outside what {cfg.SEARCH.SPACE} can meet "
+            f"({lo:.4g}..{hi:.4g} {ck.unit}, tolerance {tolerance:g}); give budgets in that range"
         )
     logp = log_probs(net)
     os.makedirs(out_dir, exist_ok=True)
@@ -106,13 +89,13 @@ def derive_family(
                 "file": name,
             }
         )
-    summary = {"search": os.path.abspath(search_dir), "kind": kind, "unit": UNITS[kind], "tolerance": tolerance}
+    summary = {"search": os.path.abspath(search_dir), "kind": kind, "unit": ck.unit, "tolerance": tolerance}
     atomic_write_text(os.path.join(out_dir, "family.json"), json.dumps({**summary, "rows": rows}, indent=1) + "\n")
-    plot_family(rows, kind, os.path.join(out_dir, "family.png"))
+    plot_family(rows, ck.unit, os.path.join(out_dir, "family.png"))
     return rows
 
 
-def plot_family(rows: List[Dict[str, Any]], kind: str, path: str) -> None:
+def plot_family(rows: List[Dict[str, Any]], unit: str, path: str) -> None:
     """Cost and log-probability of each derived architecture against its budget."""
     from matplotlib.figure import Figure
 
@@ -121,12 +104,12 @@ def plot_family(rows: List[Dict[str, Any]], kind: str, path: str) -> None:
     budgets = [r["budget"] for r in rows]
     a1.plot(budgets, budgets, "--", color="grey", label="budget")
     a1.plot(budgets, [r["cost"] for r in rows], "o-", label="derived (exact)")
-    a1.set_xlabel(f"budget ({UNITS[kind]})")
-    a1.set_ylabel(UNITS[kind])
+    a1.set_xlabel(f"budget ({unit})")
+    a1.set_ylabel(unit)
     a1.legend(fontsize=8)
     a2.plot(budgets, [r["log_prob"] for r in rows], "s-")
-    a2.set_xlabel(f"budget ({UNITS[kind]})")
+    a2.set_xlabel(f"budget ({unit})")
     a2.set_ylabel("log-probability under alpha")
     fig.suptitle("one search, a family of architectures")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))

@@ -18,12 +18,13 @@ from torch import nn
 
 from .. import comm
 from ..arch_def import to_jsonable
+from ..atomic_files import atomic_write_text
 from ..data import set_epoch
 from ..extras import require
 from ..search import Supernet
 from ..search.budget import BudgetTable, select_architecture
 from ..search.choices import Mixing
-from .checkpoint import Checkpointer, atomic_write_text
+from .checkpoint import Checkpointer
 from .evaluation import evaluate
 from .logger import MetricsWriter, read_metrics
 from .loop import HookBase
@@ -245,6 +246,7 @@ class RecordArchitecture(HookBase):
     ) -> None:
         self.net, self.table, self.cost_fn, self.output_dir = net, table, cost_fn, output_dir
         (self.target, self.tolerance), (self.num_classes, self.in_chans) = budget, model_io
+        self.last: Optional[tuple] = None  # (index, info, arch, flops, params) of the last epoch: finish reuses it
 
     def after_epoch(self) -> None:
         kind = self.table.kind
@@ -253,14 +255,16 @@ class RecordArchitecture(HookBase):
         index, info = select_architecture(self.net, self.table, self.target, self.tolerance)
         arch = self.net.derive_arch(self.net.one_hot(index))
         flops, params = count_arch(arch, self.num_classes, self.in_chans)
-        latency = {"derived_latency_ms": self.table.exact(index)} if kind == "latency" else {}
+        self.last = (index, info, arch, flops, params)
+        ck = self.table.cost_kind  # a counted kind's cost is the derived model's count, printed already
+        own = {} if ck.counted else {ck.derived_key: self.table.exact(index)}
         self.trainer.record.update(
             {
                 "temperature": self.net.temperature,
                 f"expected_{kind}": expected,
                 "derived_flops_m": flops,
                 "derived_params_m": params,
-                **latency,
+                **own,
                 "derived_input_size": arch["input_size"],
                 "derived_arch": compact_arch(arch),
                 **info,

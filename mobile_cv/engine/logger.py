@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from tqdm import tqdm
 
 from .. import comm
-from .checkpoint import atomic_write_text
+from ..atomic_files import atomic_write_text
 
 LOGGER_NAME = "mobile_cv"
 

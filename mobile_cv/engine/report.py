@@ -10,7 +10,7 @@ import torch
 
 from ..builder import build_model
 from ..flops import count_flops_params
-from ..search.budget import UNITS
+from ..search.cost_kinds import cost_kind
 
 
 def _rows(arch: Dict[str, Any]):
@@ -46,15 +46,15 @@ def count_arch(arch: Dict[str, Any], num_classes: int, in_chans: int) -> Tuple[f
 
 def search_log_line(kind: str):
     """``record -> str``: the search's per-epoch log line."""
-    unit = UNITS[kind]
+    ck = cost_kind(kind)
 
     def fmt(r: Dict[str, Any]) -> str:
         alpha = f"{r['alpha_loss']:.4f}" if "alpha_loss" in r else "- (warm-up)"
-        latency = f" {r['derived_latency_ms']:.4g} ms" if "derived_latency_ms" in r else ""
+        own = ck.derived_note(r)
         return (
             f"T {r['temperature']:.3f}  weights loss {r['weights_loss']:.4f} acc {r['weights_acc1']:.1f} | alpha loss "
-            f"{alpha} | val acc {r['val_acc1']:.2f} | expected {kind} {r[f'expected_{kind}']:.4g} {unit} | derived "
-            f"{r['derived_flops_m']:.4g} MFLOPs {r['derived_params_m']:.4g} M params{latency} at "
+            f"{alpha} | val acc {r['val_acc1']:.2f} | expected {kind} {r[f'expected_{kind}']:.4g} {ck.unit} | derived "
+            f"{r['derived_flops_m']:.4g} MFLOPs {r['derived_params_m']:.4g} M params{own} at "
             f"{r['derived_input_size']}px, log p {r['log_prob']:.2f} (argmax {r['log_prob_argmax']:.2f}, "
             f"uniform {r['log_prob_uniform']:.2f})"
         )
@@ -65,18 +65,17 @@ def search_log_line(kind: str):
 def search_summary_lines(summary: Dict[str, Any], arch: Dict[str, Any], history: List[Dict[str, Any]]) -> List[str]:
     """The derived architecture and how the search went, as the lines tools/search.py prints."""
     kind = summary["cost_kind"]
+    ck = cost_kind(kind)
     lines = [
         f"DMaskingNAS search of {summary['space']} ({summary['mode']}, {summary['epochs']} epochs, "
         f"{kind} cost, {summary['cost_form']} form"
-        + (f", target {summary['target']:g} {UNITS[kind]}" if summary["target"] else "")
+        + (f", target {summary['target']:g} {ck.unit}" if summary["target"] else "")
         + ")",
         *arch_table(arch),
     ]
-    latency = (
-        f", {summary['derived_latency_ms']:.4g} ms by the latency table" if "derived_latency_ms" in summary else ""
-    )
+    own = ck.derived_note(summary, long=True)
     lines.append(
-        f"derived: {summary['derived_flops_m']:.4g} MFLOPs, {summary['derived_params_m']:.4g} M params{latency} at "
+        f"derived: {summary['derived_flops_m']:.4g} MFLOPs, {summary['derived_params_m']:.4g} M params{own} at "
         f"{summary['input_size']}px"
         + (
             f" ({100 * summary['target_error']:+.1f}% from the target; the plain argmax "
@@ -92,7 +91,7 @@ def search_summary_lines(summary: Dict[str, Any], arch: Dict[str, Any], history:
         f"(uniform: {summary['mean_top_prob_uniform']:.3f})"
     )
     if history:
-        derived = "derived_latency_ms" if kind == "latency" else "derived_flops_m"
+        derived = ck.derived_key
         lines.append(f"epoch  T      val_acc  expected  {derived}")
         for r in history:
             lines.append(

@@ -8,12 +8,13 @@ on file systems without flock, its pid no longer runs on this host) and taken ov
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import os
 import socket
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import UserError
 
@@ -142,3 +143,26 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+_RUN_LOCKS: List[RunLock] = []
+
+
+def lock_output_dir(output_dir: str) -> RunLock:
+    """Hold OUTPUT_DIR's run lock until :func:`release_run_locks` (run_main calls it) or exit."""
+    lock = RunLock(output_dir).acquire()
+    if not _RUN_LOCKS:
+        atexit.register(release_run_locks)
+    _RUN_LOCKS.append(lock)
+    return lock
+
+
+def release_run_locks() -> None:
+    """Release every run lock this process holds."""
+    while _RUN_LOCKS:
+        _RUN_LOCKS.pop().release()
+
+
+def held_run_locks() -> bool:
+    """Whether this process holds a run lock (it is writing a run: its checkpoints are intact)."""
+    return bool(_RUN_LOCKS)

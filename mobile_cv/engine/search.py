@@ -33,41 +33,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 from torch import nn
 
 from .. import comm
 from ..arch_def import format_arch_def_py, to_jsonable
+from ..atomic_files import atomic_write_text
 from ..config import CfgNode, ConfigError
-from ..data import build_loader
-from ..latency.probes import check_table, verdict
-from ..latency.table import LatencyTable, LatencyTableError
-from ..search import Supernet, build_supernet
+from ..search import Supernet
 from ..search.budget import BudgetTable, select_architecture
 from ..search.choices import Mixing
+from ..search.cost_kinds import cost_kind
 from ..search.plots import plot_search
-from .build import build_cost_loss, build_search_optimizers
-from .checkpoint import Checkpointer, atomic_write_text, state_digest
-from .defaults import check_model_fits_data, load_latency_table, run_identity
-from .hooks import (
-    Evaluate,
-    LRSchedule,
-    RecordArchitecture,
-    SaveCheckpoint,
-    SetEpoch,
-    SyncBuffers,
-    Temperature,
-    WriteMetrics,
-    WriteTensorBoard,
-    interrupted_record,
-)
+from .checkpoint import state_digest
 from .logger import read_metrics
-from .loop import HookBase, Trainer, create_ddp_model
-from .precision import MixedPrecision
-from .report import count_arch, search_log_line, search_summary_lines
-from .steps import FixedMixing, SearchStep
+from .loop import HookBase
+from .report import count_arch, search_summary_lines
 
 logger = logging.getLogger("mobile_cv.search")
 
@@ -89,39 +72,9 @@ def check_input_size(cfg: CfgNode, net: Supernet) -> None:
 
 def build_cost_model(cfg: CfgNode, net: Supernet) -> "tuple[BudgetTable, Callable[[Mixing], torch.Tensor]]":
     """The exact cost table of every option (the budgeted search's model) and the differentiable
-    expected cost the alpha step minimises: effective-shape FLOPs or params of the supernet, or
-    the exact expectation of the latency table's milliseconds (:meth:`BudgetTable.expected`)."""
-    kind = cfg.SEARCH.COST.KIND
-    if kind == "latency":
-        latency_table = load_latency_table(cfg, net)
-        check_latency_table(cfg, latency_table)
-        table = latency_table.budget_table(net)
-        return table, table.expected
-    table = BudgetTable(net, kind)
-    return table, lambda mixing: net.expected_cost(kind, mixing)
-
-
-def check_latency_table(cfg: CfgNode, table: LatencyTable) -> None:
-    """SEARCH.COST.LATENCY_CHECK: the table's probes timed here (the main process only; the others
-    wait for its verdict); one line says whether the table still describes this machine."""
-    mode = cfg.SEARCH.COST.LATENCY_CHECK
-    if mode == "off":
-        return
-    line, ok = "", True
-    if comm.is_main_process():
-        if not table.data.get("probes"):
-            line = f"{table.rebuild_line()} (SEARCH.COST.LATENCY_CHECK {mode}: no probes to time)"
-        else:
-            report = check_table(table, rounds=10, warmup=2)
-            line, ok = verdict(table, report), report["describes"]
-            line += f" (drift: {report['drift']:.4f})"
-    line, ok = comm.broadcast_object((line, ok))
-    if ok:
-        logger.info("%s", line)
-        return
-    if mode == "refuse":
-        raise LatencyTableError(f"{line}; SEARCH.COST.LATENCY_CHECK refuse: the search did not start")
-    logger.warning("%s; SEARCH.COST.LATENCY_CHECK warn: searching with it anyway", line)
+    expected cost the alpha step minimises, as SEARCH.COST.KIND's registered cost kind builds them
+    (:mod:`mobile_cv.search.cost_kinds`)."""
+    return cost_kind(cfg.SEARCH.COST.KIND).cost_model(cfg, net)
 
 
 def compile_supernet(model: nn.Module, net: Supernet) -> "tuple[nn.Module, nn.Module]":
@@ -138,102 +91,23 @@ def compile_supernet(model: nn.Module, net: Supernet) -> "tuple[nn.Module, nn.Mo
 
 def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[HookBase] = ()) -> Dict[str, Any]:
     """Search SEARCH.SPACE on DATA; call after :func:`mobile_cv.engine.default_setup`. Returns the
-    summary written to search.json. ``hooks`` run after the built-in ones."""
-    s, out = cfg.SEARCH, cfg.OUTPUT_DIR
-    weight_loader = build_loader(cfg, "search_weights", batch_size=s.BATCH_SIZE, weight_split=s.WEIGHT_SPLIT)
-    alpha_loader = build_loader(cfg, "search_alpha", batch_size=s.BATCH_SIZE, weight_split=s.WEIGHT_SPLIT)
-    val_loader = build_loader(cfg, "val", batch_size=s.BATCH_SIZE)
-    check_model_fits_data(cfg, weight_loader.dataset)
+    summary written to search.json. ``hooks`` run after the built-in ones. The same as
+    ``SearchRun(cfg).start(device, resume, hooks)`` (:mod:`.runs`)."""
+    from .runs import SearchRun
 
-    net = build_supernet(s.SPACE, num_classes=cfg.MODEL.NUM_CLASSES, mode=s.MODE, in_chans=cfg.MODEL.IN_CHANS)
-    check_input_size(cfg, net)
-    net.checkpoint_blocks = s.CHECKPOINT_BLOCKS
-    table, cost_fn = build_cost_model(cfg, net)
-    cost_loss, _ = build_cost_loss(cfg, table)
-    net.to(device)
-    if s.CHANNELS_LAST:
-        net.to(memory_format=torch.channels_last)
-    precision = MixedPrecision(s.AMP, device)
-    logger.info(
-        "search space %s (%s, sampled choices %s): %d choices, 10^%.1f architectures, %.2f M supernet "
-        "weights; %d weight / %d alpha / %d val images",
-        s.SPACE,
-        s.MODE,
-        list(s.SAMPLED_CHOICES),
-        len(net.choices),
-        net.log10_size(),
-        sum(p.numel() for p in net.weight_parameters()) / 1e6,
-        len(weight_loader.dataset),
-        len(alpha_loader.dataset),
-        len(val_loader.dataset),
-    )
-    weight_opt, alpha_opt, scheduler = build_search_optimizers(cfg, net, len(weight_loader))
-    checkpointer = Checkpointer(
-        out,
-        supernet=net,
-        weight_optimizer=weight_opt,
-        alpha_optimizer=alpha_opt,
-        precision=precision if precision.scaler else None,
-    )
-    extra = checkpointer.resume_or_start(resume)
-    start_epoch = extra.get("epoch", -1) + 1
-    interrupted = interrupted_record(os.path.join(out, "metrics.jsonl"), extra)  # before WriteMetrics rewrites it
-    # DDP reduces the weights' gradients; the alpha step averages alpha's itself (SearchStep.alpha_step).
-    # A sampled resolution runs every weight; a sampled block type (or, in conventional mode, width)
-    # leaves the unchosen candidates' weights out of the step: DDP must look for them.
-    model = create_ddp_model(
-        net,
-        device,
-        find_unused_parameters=bool(set(s.SAMPLED_CHOICES) - {"resolution"}),
-        ignored_parameters=net.arch_parameter_names(),
-    )
-    alpha_model = net
-    if s.COMPILE:
-        model, alpha_model = compile_supernet(model, net)
-    step = SearchStep(
-        cfg, net, model, (cost_loss, cost_fn), (weight_opt, alpha_opt), alpha_loader, precision, alpha_model
-    )
-
-    def eval_model() -> nn.Module:  # the supernet with the deterministic mixing weights of its sampling
-        return FixedMixing(net, net.sample_mixing(noise=False, hard=step.hard))
-
-    trainer = Trainer(
-        step,
-        weight_loader,
-        epochs=s.EPOCHS,
-        desc="search",
-        describe_failure=checkpointer.describe_last,
-        hooks=[
-            SetEpoch(weight_loader, alpha_loader),
-            Temperature(net, s.TEMPERATURE.INIT, s.TEMPERATURE.FINAL),
-            LRSchedule(scheduler),
-            SyncBuffers(net),
-            SaveCheckpoint(checkpointer, run=run_identity(cfg, "search")),
-            Evaluate(eval_model, val_loader, device, keys=("acc1", "loss")),
-            RecordArchitecture(
-                net, table, cost_fn, (s.COST.TARGET, s.COST.TOLERANCE), (cfg.MODEL.NUM_CLASSES, cfg.MODEL.IN_CHANS), out
-            ),
-            WriteMetrics(os.path.join(out, "metrics.jsonl"), start_epoch, fmt=search_log_line(s.COST.KIND)),
-            WriteTensorBoard(out, start_epoch, {k: c.options for k, c in net.choices.items()})
-            if cfg.TENSORBOARD
-            else None,
-            *hooks,
-        ],
-    )
-    if interrupted is not None:
-        logger.info(
-            "epoch %d was checkpointed but its evaluation and metrics were interrupted: completing them", start_epoch
-        )
-    trainer.train(start_epoch, interrupted)
-    return finish_search(cfg, net, table)
+    return SearchRun(cfg).start(device, resume, hooks)
 
 
-def finish_search(cfg: CfgNode, net: Supernet, table: BudgetTable) -> Dict[str, Any]:
-    """Write arch_def.json/.py, the plots and search.json; print the summary; return the summary."""
+def finish_search(cfg: CfgNode, net: Supernet, table: BudgetTable, last: Optional[tuple] = None) -> Dict[str, Any]:
+    """Write arch_def.json/.py, the plots and search.json; print the summary; return the summary.
+    ``last``: the last epoch's pick (``RecordArchitecture.last``: alpha has not moved since), else
+    selected, derived and counted here."""
     out, c = cfg.OUTPUT_DIR, cfg.SEARCH.COST
-    index, info = select_architecture(net, table, c.TARGET, c.TOLERANCE)
-    arch = net.derive_arch(net.one_hot(index))
-    flops, params = count_arch(arch, cfg.MODEL.NUM_CLASSES, cfg.MODEL.IN_CHANS)
+    if last is None:
+        index, info = select_architecture(net, table, c.TARGET, c.TOLERANCE)
+        arch = net.derive_arch(net.one_hot(index))
+        last = (index, info, arch, *count_arch(arch, cfg.MODEL.NUM_CLASSES, cfg.MODEL.IN_CHANS))
+    index, info, arch, flops, params = last
     history = read_metrics(os.path.join(out, "metrics.jsonl"))
     top = {label: round(float(p.max()), 4) for label, p in net.probabilities().items()}
     summary = {
@@ -257,11 +131,10 @@ def finish_search(cfg: CfgNode, net: Supernet, table: BudgetTable) -> Dict[str, 
         # every rank must end with the same alpha (DDP all-reduces its gradients)
         "alpha_sha256_per_rank": comm.all_gather_object(state_digest(net.alphas)),
     }
-    if c.KIND == "latency":
-        summary["derived_latency_ms"] = table.exact(index)
+    key = table.cost_kind.derived_key
+    summary.setdefault(key, table.exact(index))  # the counted kinds have theirs: the derived model's count
     if c.TARGET > 0:
-        got = {"flops": flops, "params": params}.get(c.KIND, summary.get("derived_latency_ms"))
-        summary["target_error"] = got / c.TARGET - 1
+        summary["target_error"] = summary[key] / c.TARGET - 1
         summary["argmax_target_error"] = info[f"argmax_{c.KIND}"] / c.TARGET - 1
     if comm.is_main_process():
         atomic_write_text(os.path.join(out, "arch_def.json"), json.dumps(to_jsonable(arch), indent=1) + "\n")

@@ -27,11 +27,8 @@ from ..arch_def import to_jsonable
 from ..checkpoint import extract_state_dict, load_state_dict
 from ..config import CfgNode
 from ..data import build_loader
-from ..flops import count_flops_params
-from .build import build_criterion, build_ema, build_lr_scheduler, build_sgd
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import (
-    Checkpointer,
     CheckpointError,
     atomic_save,
     atomic_save_safetensors,
@@ -39,22 +36,10 @@ from .checkpoint import (
     load_file,
     state_digest,
 )
-from .defaults import build_model_from_cfg, check_model_fits_data, checkpoint_tool, run_identity
 from .evaluation import evaluate
-from .hooks import (
-    EMAUpdate,
-    Evaluate,
-    LRSchedule,
-    SaveCheckpoint,
-    SetEpoch,
-    SyncBuffers,
-    WriteMetrics,
-    WriteTensorBoard,
-    interrupted_record,
-)
-from .loop import HookBase, Trainer, create_ddp_model
-from .precision import MixedPrecision
-from .steps import PlainStep
+from .loop import HookBase
+from .run_checks import check_model_fits_data
+from .run_setup import build_model_from_cfg
 
 logger = logging.getLogger("mobile_cv.engine")
 
@@ -68,75 +53,12 @@ def train(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[H
     Call after :func:`mobile_cv.engine.default_setup`. Every epoch appends to
     metrics.jsonl and rewrites checkpoint.pth; with ``resume`` the run continues
     from the checkpoint and ends with the same weights as an uninterrupted run.
-    ``hooks`` run after the built-in ones.
+    ``hooks`` run after the built-in ones. The same as ``TrainRun(cfg).start(device, resume, hooks)``
+    (:mod:`.runs`).
     """
-    out = cfg.OUTPUT_DIR
-    model = build_model_from_cfg(cfg).to(device)  # first: a bad arch fails before a long folder scan
-    if cfg.SOLVER.CHANNELS_LAST:
-        model = model.to(memory_format=torch.channels_last)
-    train_loader = build_loader(cfg, "train")
-    val_loader = build_loader(cfg, "val")
-    test_loader = build_loader(cfg, "test")  # now: an empty or missing test split fails before the training
-    check_model_fits_data(cfg, train_loader.dataset)
-    flops_m, params_m = count_flops_params(model, cfg.DATA.INPUT_SIZE)
-    logger.info(
-        "model %s: %.3f MFLOPs, %.4f M params at %dx%d; %d train / %d val images",
-        cfg.MODEL.ARCH,
-        flops_m,
-        params_m,
-        cfg.DATA.INPUT_SIZE,
-        cfg.DATA.INPUT_SIZE,
-        len(train_loader.dataset),
-        len(val_loader.dataset),
-    )
-    s = cfg.SOLVER
-    optimizer = build_sgd(model, lr=s.BASE_LR, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY)
-    scheduler = build_lr_scheduler(
-        optimizer,
-        name=s.LR_SCHEDULER,
-        epochs=s.EPOCHS,
-        warmup_epochs=s.WARMUP_EPOCHS,
-        updates_per_epoch=len(train_loader),
-    )
-    ema = build_ema(model, s.EMA.DECAY) if s.EMA.ENABLED else None
-    # no scheduler: timm's are functions of the update count (see build_lr_scheduler)
-    precision = MixedPrecision(s.AMP, device)
-    checkpointer = Checkpointer(
-        out, model=model, optimizer=optimizer, ema=ema, precision=precision if precision.scaler else None
-    )
-    extra = checkpointer.resume_or_start(resume)
-    start_epoch = extra.get("epoch", -1) + 1
-    interrupted = interrupted_record(os.path.join(out, "metrics.jsonl"), extra)  # before WriteMetrics rewrites it
-    eval_model = ema.module if ema is not None else model
-    step_model = create_ddp_model(model, device)
-    if s.COMPILE:
-        step_model = torch.compile(step_model)
-    step = PlainStep(
-        step_model, optimizer, build_criterion(s.LABEL_SMOOTHING), device, precision, channels_last=s.CHANNELS_LAST
-    )
-    trainer = Trainer(
-        step,
-        train_loader,
-        epochs=s.EPOCHS,
-        describe_failure=checkpointer.describe_last,
-        hooks=[
-            SetEpoch(train_loader),
-            LRSchedule(scheduler),
-            EMAUpdate(ema, model) if ema is not None else None,
-            SyncBuffers(*([model] + ([ema.module] if ema is not None else []))),
-            SaveCheckpoint(checkpointer, run=run_identity(cfg, "train")),
-            Evaluate(eval_model, val_loader, device, period=s.EVAL_PERIOD),
-            WriteMetrics(os.path.join(out, "metrics.jsonl"), start_epoch),
-            WriteTensorBoard(out, start_epoch) if cfg.TENSORBOARD else None,
-            *hooks,
-        ],
-    )
-    if interrupted is not None:
-        logger.info(
-            "epoch %d was checkpointed but its evaluation and metrics were interrupted: completing them", start_epoch
-        )
-    trainer.train(start_epoch, interrupted)
-    return finish_training(cfg, eval_model, device, flops_m, params_m, {"val": val_loader, "test": test_loader})
+    from .runs import TrainRun
+
+    return TrainRun(cfg).start(device, resume, hooks)
 
 
 def finish_training(
@@ -192,9 +114,11 @@ def evaluate_weights(cfg: CfgNode, weights: str, *, split: str, device: torch.de
     check_model_fits_data(cfg, loader.dataset)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:  # a training checkpoint.pth
         states = obj.get("states", {})
-        if checkpoint_tool(states) != "train":
+        from .runs import TrainRun, run_kind_of
+
+        if run_kind_of(states) != TrainRun.kind:
             raise CheckpointError(
-                f"{weights} is a {checkpoint_tool(states) or 'non-training'} checkpoint, not trained "
+                f"{weights} is a {run_kind_of(states) or 'non-training'} checkpoint, not trained "
                 f"weights: train the searched arch first (tools/train.py MODEL.ARCH <search folder>/arch_def.json) "
                 f"and evaluate its model_final.pth"
             )

@@ -32,12 +32,13 @@ from ..fuse import fuse_for_inference
 from .calibration import AccuracyCheck, check_accuracy, check_channels, load_images
 from .errors import EXECUTORCH_PACKAGES, ExportError, ExportSettingsError
 from .quantize import export_executorch_int8, no_calibration_error
+from .runtimes import RUNTIMES, Runtime, RuntimeUnavailableError, export_formats, get_runtime, runtime_of_format
 from .to_executorch import check_executorch, export_executorch, load_executorch, require_executorch, run_executorch
 from .to_onnx import ONNX_MIN_OPSET, check_onnx, export_onnx
 from .to_pt2 import check_pt2, export_pt2
 from .to_torchscript import check_torchscript, export_torchscript
 
-FORMATS = ("torchscript", "onnx", "executorch", "pt2")
+FORMATS = export_formats()  # ("torchscript", "onnx", "executorch", "pt2"): the registered runtimes
 DEFAULT_FORMATS = ("torchscript", "onnx")
 CALIB_IMAGES = 256  # train-split images the int8 calibration runs
 HELD_OUT_SPLITS = ("val", "test")
@@ -100,9 +101,7 @@ def export_and_check(
     calibrated on ``calib_images`` train images of the data config ``calib_data`` and
     checked on its val+test splits (``result.accuracy``).
     """
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ExportSettingsError(f"unknown export format {unknown[0]!r}; valid: {list(FORMATS)}")
+    runtimes = [runtime_of_format(fmt) for fmt in formats]  # an unknown format: one line naming the valid
     if int8 and "executorch" not in formats:
         raise ExportSettingsError("int8 export is an ExecuTorch export: add 'executorch' to the formats")
     if int8 and not calib_data and not allow_random_calibration:
@@ -114,18 +113,10 @@ def export_and_check(
     example = torch.zeros(1, in_chans, input_size, input_size)
     inputs = torch.randn(batch, in_chans, input_size, input_size, generator=torch.Generator().manual_seed(seed))
     results = {}
-    if "torchscript" in formats:
-        path = export_torchscript(folded, example, os.path.join(out_dir, f"{name}.pt"), torchscript_method)
-        results["torchscript"] = ExportResult(path, check_torchscript(path, model, inputs), os.path.getsize(path))
-    if "onnx" in formats:
-        path = export_onnx(folded, example, os.path.join(out_dir, f"{name}.onnx"), opset)
-        results["onnx"] = ExportResult(path, check_onnx(path, model, inputs), os.path.getsize(path))
-    if "pt2" in formats:
-        path = export_pt2(folded, example, os.path.join(out_dir, f"{name}.pt2"))
-        results["pt2"] = ExportResult(path, check_pt2(path, model, inputs), os.path.getsize(path))
-    if "executorch" in formats:
-        path = export_executorch(folded, example, os.path.join(out_dir, f"{name}.pte"))
-        results["executorch"] = ExportResult(path, check_executorch(path, model, inputs), os.path.getsize(path))
+    options = {"opset": opset, "method": torchscript_method}  # each runtime takes its own
+    for rt in sorted(runtimes, key=lambda r: export_formats().index(r.format)):
+        path = rt.export(folded, example, os.path.join(out_dir, name + rt.file), **options)
+        results[rt.format] = ExportResult(path, rt.check(path, model, inputs), os.path.getsize(path))
     if int8:
         path = os.path.join(out_dir, f"{name}_int8.pte")
         results["executorch_int8"] = _executorch_int8(
@@ -144,6 +135,9 @@ __all__ = [
     "AccuracyCheck",
     "ExportError",
     "ExportResult",
+    "RUNTIMES",
+    "Runtime",
+    "RuntimeUnavailableError",
     "check_accuracy",
     "check_executorch",
     "check_onnx",
@@ -155,6 +149,7 @@ __all__ = [
     "export_onnx",
     "export_pt2",
     "export_torchscript",
+    "get_runtime",
     "load_executorch",
     "load_images",
     "require_executorch",

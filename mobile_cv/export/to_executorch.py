@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..atomic_files import atomic_write_bytes
 from ..extras import require
 from .errors import ExportError
 from .locate import export_error
@@ -79,8 +80,7 @@ def program_bytes(
 
 
 def write_bytes(buffer: bytes, path: str) -> str:
-    with open(path, "wb") as f:
-        f.write(buffer)
+    atomic_write_bytes(path, buffer)
     return path
 
 

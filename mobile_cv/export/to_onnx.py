@@ -8,11 +8,13 @@ eager outputs of these models exactly. The batch dimension is dynamic. Needs the
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
 import torch
 
+from ..atomic_files import atomic_write_bytes
 from ..extras import require
 from .errors import ExportSettingsError
 
@@ -26,16 +28,21 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: str, opset:
     require("onnx", "the onnx format")  # torch's exporter writes the file through the onnx package
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter is chosen on purpose
+        buffer = io.BytesIO()  # written whole once exported (never half a file)
         torch.onnx.export(
             model,
             (example,),
-            path,
+            buffer,
             opset_version=opset,
             dynamo=False,
             input_names=["input"],
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
+    if hasattr(path, "write"):  # a file object (latency tables export into memory)
+        path.write(buffer.getvalue())
+    else:
+        atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

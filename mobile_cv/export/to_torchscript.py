@@ -6,17 +6,25 @@ import warnings
 
 import torch
 
+from ..atomic_files import atomic_write
 from .errors import ExportSettingsError
 
 
-def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: str, method: str = "script") -> str:
-    """Save ``model`` as TorchScript by ``"script"`` (default) or ``"trace"`` (for unscriptable custom ops)."""
+def torchscript_module(model: torch.nn.Module, example: torch.Tensor, method: str = "script"):
+    """``model`` as TorchScript by ``"script"`` (default) or ``"trace"`` (for unscriptable custom ops)."""
     if method not in ("script", "trace"):
         raise ExportSettingsError(f"method must be 'script' or 'trace', got {method!r}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
-        module = torch.jit.script(model) if method == "script" else torch.jit.trace(model, example)
-    module.save(path)
+        return torch.jit.script(model) if method == "script" else torch.jit.trace(model, example)
+
+
+def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: str, method: str = "script") -> str:
+    """Save :func:`torchscript_module` of ``model`` to ``path``."""
+    module = torchscript_module(model, example, method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+        atomic_write(path, lambda f: torch.jit.save(module, f))
     return path
 
 

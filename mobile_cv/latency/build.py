@@ -41,6 +41,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..arch_registry import resolve_arch_def
+from ..atomic_files import atomic_copy, atomic_write_bytes
 from ..builder import build_model
 from ..search import build_supernet
 from ..search.budget import BudgetTable
@@ -485,8 +486,7 @@ class TableBuilder:
         cached = {k: program_cache_path(self.cache_dir, s.runtime, tag, configs[k]) for k in missing}
         for k, path in cached.items():
             if path and os.path.isfile(path):
-                shutil.copyfile(path, self._program_path(k) + ".tmp")
-                os.replace(self._program_path(k) + ".tmp", self._program_path(k))
+                atomic_copy(path, self._program_path(k))
         missing = [k for k in missing if not os.path.isfile(self._program_path(k))]
         if self.cache_dir:
             os.makedirs(self.cache_dir, exist_ok=True)
@@ -504,9 +504,9 @@ class TableBuilder:
             for i in range(0, len(missing), s.chunk):
                 args = [(s.runtime, s.int8, k, configs[k]) for k in missing[i : i + s.chunk]]
                 for key, program in pool.map(_compile_one, args) if pool else map(_compile_one, args):
-                    atomic_save_bytes(program, self._program_path(key))
+                    atomic_write_bytes(self._program_path(key), program)
                     if cached.get(key):
-                        atomic_save_bytes(program, cached[key])
+                        atomic_write_bytes(cached[key], program)
                 done += len(args)
                 self._save_state(earlier + time.perf_counter() - t0)
                 if progress:
@@ -552,14 +552,6 @@ def calibrate(data: Dict[str, Any], net, path: str = "") -> Correction:
     )
     data["correction"] = fit.to_dict()
     return fit
-
-
-def atomic_save_bytes(data: bytes, path: str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (never half a file)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def interpolation_error(table: LatencyTable, net, held_out: List[BlockConfig]) -> Dict[str, float]:
@@ -687,7 +679,7 @@ def compile_programs(
             out[key] = program
             path = cache_path(key, specs[key])
             if path:
-                atomic_save_bytes(program, path)
+                atomic_write_bytes(path, program)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

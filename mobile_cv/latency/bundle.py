@@ -26,12 +26,12 @@ import json
 import math
 import os
 import re
-import shutil
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..atomic_files import atomic_copy, atomic_write_bytes, atomic_write_text
 from . import bundle_runner
-from .build import METHOD, MODEL, TRIVIAL, TableBuilder, atomic_save_bytes, compile_programs, example_of
+from .build import METHOD, MODEL, TRIVIAL, TableBuilder, compile_programs, example_of
 from .runtimes import versions
 from .table import LatencyTable, LatencyTableError, save_table
 
@@ -112,7 +112,7 @@ def write_bundle(builder: TableBuilder, folder: str, progress=None, cache_dir: O
     for i in range(0, len(missing), s.chunk):
         chunk = {k: plan.configs[k] for k in missing[i : i + s.chunk]}
         for key, program in compile_programs(chunk, s.runtime, s.int8, s.jobs, cache_dir).items():
-            atomic_save_bytes(program, path_of[key])
+            atomic_write_bytes(path_of[key], program)
         done += len(chunk)
         if progress:
             progress("export", done, len(plan.configs))
@@ -148,13 +148,12 @@ def write_bundle(builder: TableBuilder, folder: str, progress=None, cache_dir: O
 
 
 def _write_runners(folder: str) -> None:
-    shutil.copyfile(bundle_runner.__file__, os.path.join(folder, "run_bundle.py"))
+    atomic_copy(bundle_runner.__file__, os.path.join(folder, "run_bundle.py"))
     for name, text in (
         ("run_executor_runner.sh", EXECUTOR_RUNNER_SCRIPT),
         ("run_android_app.sh", ANDROID_APP_SCRIPT),
     ):
-        with open(os.path.join(folder, name), "w") as f:
-            f.write(text)
+        atomic_write_text(os.path.join(folder, name), text)
         os.chmod(os.path.join(folder, name), 0o755)
 
 

@@ -22,6 +22,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 TIMINGS_FORMAT = "mobile_cv.latency.timings/1"
@@ -99,12 +100,19 @@ def describe_device(threads):
 
 
 def write_atomic(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # mobile_cv.atomic_files' pattern (.NAME.RANDOM.tmp), restated: this file runs without the project
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def load_runners(folder, manifest, threads):

@@ -182,6 +182,7 @@ def block_configs(net) -> List[Tuple[str, BlockConfig]]:
     """``(block position, config)`` for every distinct config of every block of a supernet's space
     (``"head"`` for the head; identity skips left out), by the budgeted search's own enumeration."""
     from ..search.budget import BudgetTable  # the budget table enumerates; it imports nothing of this package
+    from ..search.cost_kinds import LATENCY
 
     owner = {id(c): name for name, b in net.search_blocks().items() for c in b.candidates.values()}
     found: Dict[Tuple[str, str], BlockConfig] = {}
@@ -193,7 +194,7 @@ def block_configs(net) -> List[Tuple[str, BlockConfig]]:
             found.setdefault((block, c.key), c)
         return torch.zeros(len(configs.c_in), len(spatial.sizes), dtype=torch.float64)
 
-    BudgetTable(net, "latency", item_cost=collect)
+    BudgetTable(net, LATENCY, item_cost=collect)
     return [(block, c) for (block, _), c in found.items()]
 
 
@@ -241,6 +242,7 @@ def architecture_configs(net, index: Dict[str, int]) -> List[Tuple[str, BlockCon
     """``(block position, config)`` of every block (and the head) of one architecture of the space,
     ``index`` its options, in model order, identity skips left out: what the table adds up for it."""
     from ..search.budget import BudgetTable
+    from ..search.cost_kinds import LATENCY
 
     calls: List[ItemConfigs] = []
 
@@ -249,7 +251,7 @@ def architecture_configs(net, index: Dict[str, int]) -> List[Tuple[str, BlockCon
         calls.append(configs)
         return torch.zeros(len(configs.c_in), len(spatial.sizes), dtype=torch.float64)
 
-    table = BudgetTable(net, "latency", item_cost=record)
+    table = BudgetTable(net, LATENCY, item_cost=record)
     mixing = net.one_hot(index)
     r = int(index.get("resolution", 0))
     out, call = [], 0

@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 
 from ..arch_def import to_jsonable
+from ..atomic_files import atomic_write_text
 from ..blocks import IRBlock, IRPoolBlock
 from ..errors import UserError
 from ..search.masked import Spatial
@@ -342,8 +343,9 @@ class LatencyTable:
     def blocks_table(self, net):
         """The budgeted search's table of the plain sum of ``net``'s blocks (call cost and correction left out)."""
         from ..search.budget import BudgetTable
+        from ..search.cost_kinds import LATENCY
 
-        return BudgetTable(net, "latency", item_cost=self.item_cost(net))
+        return BudgetTable(net, LATENCY, item_cost=self.item_cost(net))
 
     def budget_table(self, net):
         """The budgeted search's table of ``net`` in this table's whole-model milliseconds: per item
@@ -435,8 +437,6 @@ def check_table_data(data: Any, path: str) -> None:
 
 def save_table(data: Dict[str, Any], path: str) -> None:
     """Write ``data`` atomically (a crash leaves the old file or the new one, never half of one)."""
-    from ..engine.checkpoint import atomic_write_text
-
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 

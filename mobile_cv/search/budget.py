@@ -53,12 +53,11 @@ import torch
 
 from ..errors import UserError
 from .choices import Mixing
+from .cost_kinds import COST_KINDS, cost_kind
 from .masked import Spatial
 
 Index = Dict[str, int]  # choice label -> option index
 RESOLUTION = "resolution"
-COST_KINDS = ("flops", "params", "latency")
-UNITS = {"flops": "MFLOPs", "params": "M params", "latency": "ms"}
 BUCKETS_PER_WINDOW = 64  # the DP's cost resolution: buckets across the budget window
 MAX_BUCKETS = 1 << 14  # bounds the DP's memory (states x buckets per term); tiny tolerances hit it
 
@@ -199,20 +198,25 @@ class BudgetTable:
     :meth:`extremes` and :meth:`expected` then work without touching the network.
 
     Args:
-        kind: "flops" or "params" (millions, by effective-shape counting of one-hot options), or
-            "latency" (ms, by ``item_cost``, e.g. a measured latency table's lookup).
-        item_cost: for "latency": ``item_cost(candidate, spatial, index)`` -> ``(N, R)`` costs of the
+        kind: a registered cost kind (:mod:`.cost_kinds`): "flops" or "params" are counted (millions,
+            by effective-shape counting of one-hot options); any other kind, latency (ms by a measured
+            table's lookup) included, gives ``item_cost``.
+        item_cost: ``item_cost(candidate, spatial, index)`` -> ``(N, R)`` costs of the
             candidate block for ``N`` option assignments ``index`` (label -> ``(N,)`` options) at each
             of ``spatial``'s ``R`` input sizes.
         constant: a cost every architecture pays once (a runtime's per-model overhead).
     """
 
     def __init__(self, net, kind: str, item_cost: Optional[ItemCost] = None, constant: float = 0.0) -> None:
-        if kind not in COST_KINDS:
-            raise BudgetError(f"cost kind must be one of {list(COST_KINDS)}, got {kind!r}")
-        if (kind == "latency") != (item_cost is not None):
-            raise BudgetError('a latency table (item_cost) goes with kind "latency" and only with it')
-        self.net, self.kind, self.unit, self.item_cost = net, kind, UNITS[kind], item_cost
+        if kind not in COST_KINDS.names():
+            raise BudgetError(f"cost kind must be one of {COST_KINDS.names()}, got {kind!r}")
+        self.cost_kind = cost_kind(kind)
+        if self.cost_kind.counted == (item_cost is not None):
+            raise BudgetError(
+                f"cost kind {kind!r} is {'counted from shapes: no' if self.cost_kind.counted else 'not counted: an'} "
+                f"item_cost goes with it"
+            )
+        self.net, self.kind, self.unit, self.item_cost = net, kind, self.cost_kind.unit, item_cost
         self.res_label = RESOLUTION if RESOLUTION in net.choices else None
         self.n_res = net.choices[RESOLUTION].size if self.res_label else 1
         self.terms: List[Term] = []
@@ -266,7 +270,7 @@ class BudgetTable:
                 ).double()
             with torch.no_grad():
                 value = cost_fn(mixing)
-                value = value.flops if self.kind == "flops" else value.params
+                value = self.cost_kind.count(value)
             per_res.append(torch.as_tensor(value, dtype=torch.float64).expand(n) / 1e6)
         return torch.stack(per_res, 1)
 

@@ -162,7 +162,7 @@ class SubsampledRes(nn.Module):
             pos = torch.div(torch.arange(o) * full_out, o, rounding_mode="floor")
             self.register_buffer(f"place_{i}", pos, persistent=False)
         self.full_out = full_out
-        self.checkpoint_blocks = False
+        self.recompute_blocks = False
 
     def body_out_size(self, size: int) -> int:
         sp = Spatial((size,))
@@ -171,7 +171,7 @@ class SubsampledRes(nn.Module):
         return sp.sizes[0]
 
     def run_body(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
-        return run_blocks(self.blocks, x, mixing, self.checkpoint_blocks)
+        return run_blocks(self.blocks, x, mixing, self.recompute_blocks)
 
     def forward(self, x: torch.Tensor, mixing: Mixing) -> torch.Tensor:
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:

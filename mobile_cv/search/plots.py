@@ -9,7 +9,9 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 from matplotlib.figure import Figure  # the object API: no pyplot, the user's backend left as it is
 
+from ..atomic_files import atomic_write
 from .choices import Choice
+from .cost_kinds import COST_KINDS, cost_kind
 
 
 def _fmt(option: Any) -> str:
@@ -57,7 +59,7 @@ def plot_probabilities(history: List[Dict[str, Any]], choices: Sequence[Choice],
     fig.suptitle("DMaskingNAS: choice probabilities softmax(alpha) per epoch")
     fig.tight_layout(rect=(0, 0, 0.93, 1))
     fig.colorbar(im, cax=fig.add_axes((0.945, 0.15, 0.012, 0.7)), label="probability")
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
 def plot_cost_accuracy(history: List[Dict[str, Any]], path: str) -> None:
@@ -65,22 +67,21 @@ def plot_cost_accuracy(history: List[Dict[str, Any]], path: str) -> None:
     if not history:
         return
     epochs = [r["epoch"] + 1 for r in history]
-    kind = next(k for k in ("flops", "params", "latency") if any(f"expected_{k}" in r for r in history))
-    derived = "derived_latency_ms" if kind == "latency" else f"derived_{kind}_m"
-    what = "expected latency (table)" if kind == "latency" else f"effective {kind}"
+    kind = next(k for k in COST_KINDS.names() if any(f"expected_{k}" in r for r in history))
+    ck = cost_kind(kind)
     fig = Figure(figsize=(10, 3.6))
     a1, a2 = fig.subplots(1, 2)
-    a1.plot(epochs, [r[f"expected_{kind}"] for r in history], "o-", label=f"{what} of softmax(alpha/T)")
+    a1.plot(epochs, [r[f"expected_{kind}"] for r in history], "o-", label=f"{ck.what} of softmax(alpha/T)")
     a1.plot(
         epochs,
-        [r[derived] for r in history],
+        [r[ck.derived_key] for r in history],
         "s-",
-        label=f"derived {kind} (exact{', table' if kind == 'latency' else ''})",
+        label=f"derived {kind} ({ck.source})",
     )
     for ax in (a1, a2):
         ax.xaxis.get_major_locator().set_params(integer=True)
     a1.set_xlabel("epoch")
-    a1.set_ylabel({"flops": "MFLOPs", "params": "M params", "latency": "ms"}[kind])
+    a1.set_ylabel(ck.unit)
     a1.legend(fontsize=8)
     a1.set_title("cost")
     a2.plot(epochs, [r["weights_acc1"] for r in history], "o-", label="train (weights split)")
@@ -97,7 +98,7 @@ def plot_cost_accuracy(history: List[Dict[str, Any]], path: str) -> None:
     a2.legend(fontsize=8)
     a2.set_title("accuracy")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
 def plot_search(history: List[Dict[str, Any]], choices: Sequence[Choice], out_dir: str) -> None:

@@ -98,7 +98,7 @@ class Supernet(nn.Module):
             self.blocks = blocks
         self.out_space = blocks[list(blocks)[-1]].out_space
         self.head = ClsConvHead(self.out_space.max, num_classes)
-        self.checkpoint_blocks = False
+        self.recompute_blocks = False
 
     def _add_choice(self, label: str, options: tuple, kind: str, distinct: int = 0) -> str:
         self.choices[label] = Choice(label, tuple(options), kind, distinct)
@@ -179,19 +179,19 @@ class Supernet(nn.Module):
         if self.body is not None:
             x = self.body(x, mixing)
         else:
-            x = run_blocks(self.blocks, x, mixing, self.checkpoint_blocks)
+            x = run_blocks(self.blocks, x, mixing, self.recompute_blocks)
         return self.head(x)
 
     @property
-    def checkpoint_blocks(self) -> bool:
+    def recompute_blocks(self) -> bool:
         """Activation checkpointing per block (see :func:`~mobile_cv.search.mixed.run_blocks`)."""
-        return self._checkpoint_blocks
+        return self._recompute_blocks
 
-    @checkpoint_blocks.setter
-    def checkpoint_blocks(self, value: bool) -> None:
-        self._checkpoint_blocks = bool(value)
+    @recompute_blocks.setter
+    def recompute_blocks(self, value: bool) -> None:
+        self._recompute_blocks = bool(value)
         if self.body is not None:
-            self.body.checkpoint_blocks = bool(value)
+            self.body.recompute_blocks = bool(value)
 
     def search_blocks(self) -> "nn.ModuleDict":
         """The supernet's blocks in order (inside the resolution search when there is one)."""
@@ -261,3 +261,16 @@ def build_supernet(
     """
     space, name = resolve_arch_def(space_def_or_name)
     return Supernet(space, num_classes=num_classes, mode=mode, in_chans=in_chans, name=name)
+
+
+def worst_case_mixing(net, sampled: Sequence[str]) -> KnownMixing:
+    """Mixing weights of the supernet's largest step: every option of a mixed choice runs; a sampled
+    ("hard") resolution runs its largest option; a sampled op, width or expansion runs every option
+    (an upper bound: which one costs most depends on the block)."""
+    dev = next(iter(net.alphas.values())).device if len(net.alphas) else torch.device("cpu")
+    weights, chosen = {}, {}
+    for label, c in net.choices.items():
+        weights[label] = torch.full((c.size,), 1.0 / c.size, device=dev)
+        if c.kind == "resolution" and "resolution" in sampled:
+            chosen[label] = max(range(c.size), key=lambda i: c.options[i])
+    return KnownMixing(weights, chosen)
