@@ -70,9 +70,10 @@ setup(
         "yacs>=0.1.8",
         "timm>=1.0",  # brings huggingface_hub and safetensors, used by the zoo
         "safetensors>=0.4",
-        "huggingface_hub>=0.20",
+        "huggingface_hub>=0.20",  # the Hub: hf-hub: folders, push, the model card
         "matplotlib>=3.5",
         "tqdm>=4.60",
+        "tabulate>=0.8",  # tables (the zoo list, tools/flops.py, tools/derive.py); fvcore brings it too
     ],
     extras_require=EXTRAS,
 )

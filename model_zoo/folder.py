@@ -108,25 +108,46 @@ def _license_id(terms: Optional[str]) -> str:
 
 
 def model_card(config: Dict[str, Any]) -> str:
-    """A short model card (``README.md``) with Hub metadata front matter."""
-    cfg = config["pretrained_cfg"]
-    metrics = config.get("metrics") or {}
+    """The model card (``README.md``), built with ``huggingface_hub.ModelCard``: Hub metadata (license id,
+    ``pipeline_tag: image-classification``, ``library_name: timm``, tags, the measured accuracy as eval
+    results) and what the model is and how to load it."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    cfg, metrics = config["pretrained_cfg"], config.get("metrics") or {}
+    name = config.get("name", config["architecture"])
+    dataset = str(metrics.get("eval_set") or "evaluation set")
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=dataset.lower().replace(" ", "-"),
+            dataset_name=dataset,
+            dataset_split=key[: -len("top1")].rstrip("_") or None,
+            metric_type="accuracy",
+            metric_name=f"top-{k[-1]} accuracy",
+            metric_value=float(metrics[k]),
+        )
+        for key in metrics
+        if key.endswith("top1") and isinstance(metrics[key], (int, float))
+        for k in (key, key[:-1] + "5")
+        if isinstance(metrics.get(k), (int, float))
+    ]
+    license_id = _license_id(config.get("license"))
+    data = ModelCardData(
+        model_name=name,
+        license=license_id,
+        library_name="timm",
+        pipeline_tag="image-classification",
+        tags=["image-classification", "timm", "fbnet", "dmaskingnas", "fbnetv2-dmasking"],
+        eval_results=results or None,
+        # the Hub wants a license id; prose terms go to license_name
+        **({"license_name": config["license"]} if config.get("license") and license_id == "other" else {}),
+    )
     lines = [
-        "---",
-        "library_name: fbnetv2-dmasking",
-        "tags: [image-classification, fbnet, dmaskingnas]",
-        # the Hub wants a license id here; prose terms go to license_name
-        f"license: {_license_id(config.get('license'))}",
-        *(
-            [f"license_name: {config['license']}"]
-            if config.get("license") and _license_id(config["license"]) == "other"
-            else []
-        ),
-        "---",
-        f"# {config.get('name', config['architecture'])}",
+        f"# {name}",
         "",
-        f"An FBNet-style model ({config['flops_m']:.3f} MFLOPs, {config['params_m']:.4f} M parameters at "
-        f"{cfg['input_size'][1]} px, {config['num_classes']} classes, {config['in_chans']} input channel(s)).",
+        f"An FBNet-style model made with fbnetv2-dmasking: {config['flops_m']:.3f} MFLOPs, {config['params_m']:.4f} M "
+        f"parameters at {cfg['input_size'][1]} px, {config['num_classes']} classes, {config['in_chans']} input "
+        "channel(s).",
         "",
     ]
     if metrics:
@@ -134,26 +155,53 @@ def model_card(config: Dict[str, Any]) -> str:
     if config.get("source"):
         lines += [f"Made by: {config['source']}", ""]
     lines += [
-        "Load it with the `fbnetv2-dmasking` package:",
-        "",
-        "```python",
-        "import model_zoo",
-        'model = model_zoo.create_model("path/to/this/folder")  # or "hf-hub:<org>/<name>"',
-        "```",
-        "",
-        "or with timm (the package registers the model with timm on import):",
+        "Load it with timm (`pip install fbnetv2-dmasking`: importing `model_zoo` registers the model):",
         "",
         "```python",
         "import timm, model_zoo",
-        'model = timm.create_model("local-dir:path/to/this/folder", pretrained=True)  # or "hf-hub:<org>/<name>"',
+        'model = timm.create_model("hf-hub:<org>/<name>", pretrained=True)  # or "local-dir:path/to/folder"',
         "```",
+        "",
+        'or with the package itself: `model_zoo.create_model("hf-hub:<org>/<name>")`.',
         "",
         f"Inputs: RGB/grey images scaled to [0, 1], normalised with mean {cfg['mean']} and std {cfg['std']}, "
         f"resized to {cfg['input_size'][1]} px (crop_pct {cfg['crop_pct']:.3f}, {cfg['interpolation']}). "
         "The architecture is in `config.json` (`arch_def`).",
         "",
     ]
-    return "\n".join(lines)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)).content
+
+
+def push_model_folder(
+    folder: str,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: Optional[str] = None,
+    token: Optional[str] = None,
+    endpoint: Optional[str] = None,
+) -> str:
+    """Upload a model folder to the Hugging Face Hub repo ``repo_id`` ("org/name"), created if it does
+    not exist (``private`` then), through ``huggingface_hub.HfApi.upload_folder``; the token comes from
+    where huggingface_hub reads it (``HF_TOKEN``, ``huggingface-cli login``) unless given. Returns the
+    commit's URL."""
+    from huggingface_hub import HfApi
+
+    if not is_model_folder(folder):
+        raise ModelFolderError(
+            f"{folder} is not a model folder (no {CONFIG_FILE}): write one with tools/model_zoo.py save"
+        )
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ModelFolderError(f"the Hub repo must be <org>/<name>, got {repo_id!r}")
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(
+        folder_path=folder,
+        repo_id=repo_id,
+        revision=revision,
+        commit_message=f"Upload {read_folder_config(folder).get('name', 'model')} (fbnetv2-dmasking)",
+    )
+    return str(info)
 
 
 def save_model_folder(out_dir: str, model: mobile_cv.FBNet, *, overwrite: bool = False, **config_kwargs: Any) -> str:

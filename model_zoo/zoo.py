@@ -8,6 +8,7 @@ import os
 from typing import Any, List, Optional, Tuple, Union
 
 import torch
+from tabulate import tabulate
 from torch import nn
 
 import mobile_cv
@@ -235,12 +236,7 @@ def format_table(names: List[str], markdown: bool = False) -> str:
                 entry.source,
             )
         )
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+    return tabulate(rows, headers=header, tablefmt="github" if markdown else "plain", disable_numparse=True)
 
 
 def computed_flops_params(entry: ZooEntry) -> Tuple[float, float]:

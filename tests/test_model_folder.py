@@ -5,6 +5,7 @@ Hugging Face Hub does for ``hf_hub_download`` (HEAD with X-Repo-Commit / ETag, t
 the endpoint; a second load with the server stopped comes from huggingface_hub's cache.
 """
 
+import base64
 import hashlib
 import http.server
 import json
@@ -25,8 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY = "mnist_dmasking_1p5m"  # a searched architecture (DMaskingNAS), trained, bundled: no download
 
 
-def tool(*args):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def tool(*args, env=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "model_zoo.py"), *args], capture_output=True, text=True, env=env
     )
@@ -55,8 +56,80 @@ def test_the_folder_holds_weights_config_and_card(saved):
     assert config["pretrained_cfg"]["input_size"] == [1, 24, 24]
     assert config["pretrained_cfg"]["mean"] == [0.1307] and config["pretrained_cfg"]["std"] == [0.3081]
     assert config["flops_m"] == pytest.approx(entry.flops_m, rel=1e-3) and config["metrics"]["top1"] == entry.top1
-    card = (saved / "README.md").read_text()
-    assert card.startswith("---\n") and "library_name: fbnetv2-dmasking" in card and ENTRY in card
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(str(saved / "README.md"))  # the Hub's own parser
+    assert (card.data.pipeline_tag, card.data.library_name) == ("image-classification", "timm")
+    assert "fbnetv2-dmasking" in card.data.tags and card.data.license == "other" and card.data.license_name
+    (top1,) = [r for r in card.data.eval_results if r.metric_name == "top-1 accuracy"]
+    assert top1.metric_value == entry.top1 and top1.task_type == "image-classification" and ENTRY in card.text
+
+
+class _HubWrites(http.server.BaseHTTPRequestHandler):
+    """The Hub's write API as huggingface_hub's upload_folder uses it: create a repo, validate the card's
+    metadata, preupload (every file "regular": inlined in the commit), commit (NDJSON, base64
+    contents); files land in ``root``."""
+
+    root, requests = "", []
+
+    def _reply(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).requests.append((self.path, self.headers.get("authorization")))
+        if self.path == "/api/validate-yaml":  # the Hub checks a README's metadata before the upload
+            return self._reply({"warnings": [], "errors": []})
+        if self.path == "/api/repos/create":
+            repo = json.loads(body)
+            return self._reply({"url": f"http://{self.headers['Host']}/{repo.get('organization')}/{repo['name']}"})
+        m = re.match(r"/api/models/([^/]+/[^/]+)/(preupload|commit)/([^?]+)", self.path)
+        if m and m.group(2) == "preupload":
+            files = json.loads(body)["files"]
+            return self._reply(
+                {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
+        if m:
+            for line in body.splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    path = os.path.join(self.root, m.group(1), m.group(3), item["value"]["path"])
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    with open(path, "wb") as f:
+                        f.write(base64.b64decode(item["value"]["content"]))
+            commit = f"http://{self.headers['Host']}/{m.group(1)}/commit/{'0' * 40}"
+            return self._reply({"commitUrl": commit, "commitOid": "0" * 40})
+        self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_push_uploads_the_folder_to_a_hub(saved, tmp_path):
+    """tools/model_zoo.py push against a local stand-in of the Hub's write API: nothing leaves the machine."""
+    handler = type("HubWrites", (_HubWrites,), {"root": str(tmp_path / "hub"), "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"HF_TOKEN": "hf_stand_in"}
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        p = tool("push", str(saved), "org/searched", "--private", "--endpoint", endpoint, env=env)
+        bad = tool("push", str(tmp_path), "org/searched", "--endpoint", endpoint, env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert p.returncode == 0, p.stderr
+    assert "pushed" in p.stdout and "org/searched" in p.stdout
+    pushed = tmp_path / "hub" / "org/searched" / "main"
+    for name in sorted(os.listdir(saved)):
+        assert (pushed / name).read_bytes() == (saved / name).read_bytes(), name
+    assert all(auth == "Bearer hf_stand_in" for _, auth in handler.requests)
+    assert bad.returncode == 2 and "is not a model folder" in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
 def test_a_folder_loads_back_by_path_with_identical_logits(saved):

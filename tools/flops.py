@@ -13,6 +13,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tabulate import tabulate  # noqa: E402
+
 import arch_defs  # noqa: E402
 import mobile_cv  # noqa: E402
 from mobile_cv import engine  # noqa: E402
@@ -40,9 +42,12 @@ def main(argv=None) -> int:
         if args.json:
             print(json.dumps(rows, indent=1))
         else:
-            print(f"{'name':<28} {'res':>5} {'MFLOPs':>12} {'Mparams':>10}")
-            for r in rows:
-                print(f"{r['name']:<28} {r['resolution']:>5} {r['flops_m']:>12.3f} {r['params_m']:>10.4f}")
+            table = [(r["name"], r["resolution"], f"{r['flops_m']:.3f}", f"{r['params_m']:.4f}") for r in rows]
+            print(
+                tabulate(
+                    table, headers=("name", "res", "MFLOPs", "Mparams"), colalign=("left", "right", "right", "right")
+                )
+            )
 
     return engine.run_main(body)
 

@@ -1,17 +1,20 @@
 #!/usr/bin/env python
-"""List the model zoo, show one entry, or save a model as a Hugging Face Hub-layout folder.
+"""List the model zoo, show one entry, save a model as a Hugging Face Hub-layout folder, push one.
 
 python tools/model_zoo.py list                 # name, resolution, MFLOPs, Mparams, top-1, weights
 python tools/model_zoo.py list "fbnetv2*" --markdown
 python tools/model_zoo.py info FBNetV2_F1      # every field, and FLOPs/params counted now
 python tools/model_zoo.py save DIR mnist_dmasking_1p5m                 # a zoo entry with its weights
 python tools/model_zoo.py save DIR --arch RUN/arch_def.json --weights RUN/model_final.safetensors
+python tools/model_zoo.py push DIR org/name [--private] [--revision BRANCH]   # to the Hugging Face Hub
 
 ``save`` writes DIR/model.safetensors, DIR/config.json (arch def, classes, channels, input size,
 mean/std, FLOPs/params, measured accuracy) and DIR/README.md (the model card);
 ``model_zoo.create_model("DIR")`` (or ``"hf-hub:org/name"`` once DIR is uploaded) loads it back.
 With --arch/--weights, the training run's config.yaml and eval.json beside the weights supply the
-input size, normalisation and accuracy unless --config-file / --eval-json name others.
+input size, normalisation and accuracy unless --config-file / --eval-json name others. ``push``
+uploads DIR with huggingface_hub (the token from ``HF_TOKEN`` or ``huggingface-cli login``; the repo
+is created, private with --private, when it does not exist); ``--endpoint`` names another Hub.
 """
 
 import argparse
@@ -29,7 +32,7 @@ from mobile_cv import engine  # noqa: E402
 from mobile_cv.arch_registry import is_arch_file, resolve_arch_def  # noqa: E402
 from mobile_cv.data import NORMALIZATION  # noqa: E402
 from mobile_cv.errors import UserError  # noqa: E402
-from model_zoo.folder import save_model_folder  # noqa: E402
+from model_zoo.folder import push_model_folder, save_model_folder  # noqa: E402
 from model_zoo.zoo import computed_flops_params  # noqa: E402
 
 
@@ -129,12 +132,24 @@ def main(argv=None) -> int:
     save.add_argument("--config-file", help="the training config (default: config.yaml beside --weights)")
     save.add_argument("--eval-json", help="measured accuracy (default: eval.json beside --weights, if there)")
     save.add_argument("--overwrite", action="store_true", help="replace DIR if it already is a model folder")
+    push = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
+    push.add_argument("dir", help="a folder written by save")
+    push.add_argument("repo", help="the Hub repo, <org>/<name> (created if it does not exist)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", help="the branch to commit to (default: main)")
+    push.add_argument("--endpoint", help="another Hub than huggingface.co (default: $HF_ENDPOINT or the Hub)")
     args = p.parse_args(argv)
 
     def body() -> None:
         if args.command == "save":
             out = save_folder(args)
             print(f"wrote {out}: {', '.join(sorted(os.listdir(out)))}")
+            return
+        if args.command == "push":
+            url = push_model_folder(
+                args.dir, args.repo, private=args.private, revision=args.revision, endpoint=args.endpoint
+            )
+            print(f"pushed {args.dir} to {args.repo}: {url}")
             return
         if args.command == "list":
             names = model_zoo.list_models(args.pattern)
