@@ -62,7 +62,8 @@ def runs(data: str, out: str):
     """(label, tool, config, KEY VALUE args) of the runs timed."""
     common = ["DATA.ROOT", data, "DATA.NUM_WORKERS", "0", "DATA.LIMIT", "16"]
     search = common + ["SEARCH.EPOCHS", "1", "SEARCH.WARMUP_EPOCHS", "0", "SEARCH.BATCH_SIZE", "8"]
-    search += ["SEARCH.COST.LATENCY_CHECK", "off", "SEARCH.COST.TARGET", "5.0"]
+    search += ["SEARCH.COST.LATENCY_CHECK", "off", "SEARCH.COST.TARGET", "5.0", "SEARCH.WEIGHT_SPLIT", "0.5"]
+    search += ["SEARCH.COST.TOLERANCE", "0.02"]  # the same budgeted search in both checkouts (their configs differ)
     train = common + [
         "SOLVER.EPOCHS",
         "1",
@@ -98,13 +99,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--other", required=True, help="another checkout of this project (e.g. a git worktree)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", choices=("search", "train"), help="time one of the two runs")
     args = p.parse_args()
     checkouts = {"this": ROOT, "other": os.path.abspath(args.other)}
     with tempfile.TemporaryDirectory() as tmp:
-        data = make_image_folder(os.path.join(tmp, "data"), classes=1000, per_class=1, size=32)
+        data = make_image_folder(os.path.join(tmp, "data"), classes=1000, per_class=2, size=32)
         table = {}
         for r in range(args.rounds):
             for label, tool, config, targs in runs(data, tmp):
+                if args.only and not tool.startswith(args.only):
+                    continue
                 for name, checkout in list(checkouts.items()) if r % 2 == 0 else list(checkouts.items())[::-1]:
                     out = os.path.join(tmp, f"{name}_{tool}_{r}")
                     table.setdefault((label, name), []).append(time_one(checkout, tool, config, targs, out))
@@ -116,6 +120,8 @@ def main() -> None:
     print(f"\nmedian of {args.rounds} rounds, seconds (this: {checkouts['this']}; other: {checkouts['other']})")
     print(f"{'run':<36} {'start-up this':>14} {'other':>8} {'finish this':>12} {'other':>8}")
     for label, *_ in runs("", ""):
+        if (label, "this") not in table:
+            continue
         this = table[(label, "this")]
         other = table[(label, "other")]
         med = [statistics.median(x[i] for x in v) for v in (this, other) for i in (0, 1)]
