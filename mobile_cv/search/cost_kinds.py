@@ -139,7 +139,9 @@ class Latency(CostKind):
                 f"cost kind latency needs a latency table and {cfg.SEARCH.SPACE}'s search used none: give one "
                 f"(tools/derive.py --table TABLE, built by tools/latency_table.py {cfg.SEARCH.SPACE} --out TABLE)"
             )
-        table = LatencyTable.load(table_path or c.LATENCY_TABLE)
+        path = table_path or c.LATENCY_TABLE
+        loaded = self.__dict__.setdefault("_tables", {})  # read once per instance: a run checks, then builds
+        table = loaded[path] if path in loaded else loaded.setdefault(path, LatencyTable.load(path))
         want = (
             {} if table_path else {"runtime": c.LATENCY_RUNTIME, "int8": c.LATENCY_INT8, "threads": c.LATENCY_THREADS}
         )
