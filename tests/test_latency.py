@@ -579,16 +579,26 @@ def test_check_tells_a_table_of_another_machine_and_rescale_brings_it_back(stead
     assert drift / 1.5 / 1.4 < slow_drift < drift / 1.5 * 1.4
 
     fixed = tmp_path / "fixed.json"
-    assert tool.main(["--check", slow, "--rounds", "15", "--rescale", str(fixed)]) == 0
+    # a loaded machine can time the probes apart (the tool then refuses, rightly, and writes nothing):
+    # such a refusal is retried, up to four checks in all; any other outcome is held at once
+    for attempt in range(4):
+        status = tool.main(["--check", slow, "--rounds", "15", "--rescale", str(fixed)])
+        captured = capfd.readouterr()
+        if status == 0 or "moved apart" not in captured.err or attempt == 3:
+            break
+        assert not fixed.exists()
+    assert status == 0, captured.err
+    rescale_drift = float(captured.out.strip().splitlines()[-1].removeprefix("drift: "))
     rescaled = LatencyTable.load(str(fixed))
     assert rescaled.data["rescaled"][0]["source"] == slow
     a, b = table.budget_table(net), rescaled.budget_table(net)
     g = torch.Generator().manual_seed(5)
     for _ in range(6):
         index = {label: int(torch.randint(c.size, (1,), generator=g)) for label, c in net.choices.items()}
-        # like the original as timed now: the original table times its own drift (1 on a steady machine;
-        # a machine that changed speed since the fixture's build moves both alike)
-        assert b.exact(index) / a.exact(index) == pytest.approx(drift, rel=0.25)
+        # the slow copy (x 1.5) times the drift its check measured: exactly, whatever the machine did
+        assert b.exact(index) / a.exact(index) == pytest.approx(1.5 * rescale_drift, rel=1e-3)  # printed to 4 digits
+        # and like the original as timed now (its own drift: 1 on a steady machine), within the noise
+        assert b.exact(index) / a.exact(index) == pytest.approx(drift, rel=0.4)
 
     # the rescaled copy is never written over a file, and probes that moved apart get no rescale
     assert tool.main(["--check", slow, "--rounds", "2", "--rescale", str(fixed)]) == 2
