@@ -12,7 +12,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 REQUIREMENTS := $(wildcard requirements*.txt)
 BENCH_OUT ?= output/bench_quick
 
-.PHONY: install demo test lint bench clean FORCE
+.PHONY: install demo test test-e2e lint bench clean FORCE
 
 # The pins of this run; the file is rewritten (and so reinstalls) only when they change.
 $(VENV)/.pins: FORCE
@@ -34,8 +34,12 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/python tools/demo.py
 
+# The suite without the long end-to-end runs (tests/conftest.py E2E_TESTS), then those: CI runs both.
 test: install
-	$(BIN)/python -m pytest -q --durations=25 tests
+	$(BIN)/python -m pytest -q --durations=25 -m "not e2e" tests
+
+test-e2e: install
+	$(BIN)/python -m pytest -q --durations=25 -m e2e tests
 
 lint: install
 	$(BIN)/ruff check .

@@ -1043,6 +1043,25 @@ def test_memory_estimate_matches_a_measured_step():
     assert 0.7 < ratio < 1.5, ratio
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc")
+def test_search_memory_estimate_matches_a_measured_search_step():
+    # the tools' estimate (live tensors followed on the meta device + glibc's share) beside the
+    # resident peak of real weight and alpha steps (the digits at batch 256; the rest: docs/benchmarks.md)
+    bench = os.path.join(ROOT, "benchmarks", "memory_estimate.py")
+    p = subprocess.run(
+        [sys.executable, bench, "--one", "mnist256", "--steps", "2"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    row = json.loads(p.stdout.strip().splitlines()[-1])
+    assert 0.8 <= row["ratio"] <= 1.25, row
+    tensors = row["estimate"] - row["parts"]["allocator"]
+    assert tensors < row["measured"]  # the allocator's share is real: the tensors alone fall short
+
+
 def test_latency_table_refuses_a_table_being_built(capfd, tmp_path):
     from mobile_cv.engine.run_lock import RunLock
 

@@ -205,10 +205,17 @@ _C.DEVICE = "auto"
 # search, each choice's probabilities. Needs the tensorboard extra (pip install -e '.[tensorboard]').
 _C.TENSORBOARD = False
 # Before a run starts, one step's memory is estimated from the model built on the meta device
-# (weights, gradients, optimizer state, the activations kept for the backward pass, at the
-# configured batch and resolution) and compared with the free RAM (CPU) or GPU memory:
+# (its forward and backward passes followed tensor by tensor, the weights, optimizer state and, on a
+# CPU, the allocator's share, at the configured batch and resolution) and compared with the free
+# RAM (CPU) or GPU memory:
 # "refuse" stops a run that would not fit, naming the estimate; "warn" logs it and starts anyway.
 _C.MEMORY_CHECK = "refuse"
+# glibc malloc for the run's steps, set at start-up (mobile_cv.engine.allocator; measured in
+# docs/benchmarks.md, "The allocator"): "default" leaves glibc as it is; "keep" holds freed memory
+# for the next step instead of giving it back and faulting it in again (1.02-1.14x faster on the
+# steps measured, the same peak); "return" gives every large tensor back when freed (resident
+# memory follows the live tensors; 1.4-1.8x slower).
+_C.MALLOC = "default"
 
 # The defaults tree, for the config module (get_cfg() returns a clone of it).
 DEFAULTS = _C
@@ -233,6 +240,7 @@ CHOICES = {
     "SEARCH.ALPHA.SCHEDULE": ("interleaved", "epoch"),
     "DEVICE": ("auto", "cpu", "cuda"),
     "MEMORY_CHECK": ("refuse", "warn"),
+    "MALLOC": ("keep", "return", "default"),
     "SOLVER.AMP": ("", "bf16", "fp16"),
     "SEARCH.AMP": ("", "bf16", "fp16"),
 }

@@ -1,21 +1,27 @@
 """Fail fast on memory: what one training (or search) step will need, from the meta-device build.
 
-The model is built on the meta device (shapes, no storage) and one forward pass is run there on a
-batch of the configured size and resolution, counting every tensor autograd saves for the
-backward pass. With the weights, their gradients and the optimizer's state, that is the step's
-peak to within the allocator's overhead; :func:`check_memory` compares it with what the machine
-(CPU: available RAM, cgroup limit included) or the GPU has free, before anything is allocated.
+The model is built on the meta device (shapes, no storage) and the step's forward and backward
+passes are run there on a batch of the configured size and resolution, following every tensor
+from the op that makes it to the moment autograd frees it (:class:`LiveTensors`). With the
+weights and the optimizer's state, that high-water mark is the step's peak to within the
+allocator's overhead; :func:`check_memory` compares it with what the machine (CPU: available RAM,
+cgroup limit included) or the GPU has free, before anything is allocated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, ContextManager, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from ..errors import UserError
 
@@ -30,32 +36,102 @@ class OutOfMemoryError(UserError, MemoryError):
 
 @dataclass
 class MemoryEstimate:
-    """Bytes of one step: weights, their gradients, optimizer state, saved activations (and the
-    largest activation gradient alive during the backward pass), the input batch."""
+    """Bytes of one step: weights, optimizer state, the passes' high-water mark (activations,
+    temporaries and gradients alive at once), the input batch."""
 
     weights: int
-    gradients: int
     optimizer: int
-    activations: int
+    activations_and_gradients: int
     batch: int
+    allocator: int = 0  # what the C allocator holds beyond the live tensors (see with_allocator)
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.batch
+        return self.weights + self.optimizer + self.activations_and_gradients + self.batch + self.allocator
 
     def describe(self) -> str:
         parts = (
             ("weights", self.weights),
-            ("gradients", self.gradients),
             ("optimizer", self.optimizer),
-            ("activations", self.activations),
+            ("activations and gradients", self.activations_and_gradients),
             ("batch", self.batch),
+            ("allocator", self.allocator),
         )
         return f"{self.total / GB:.2f} GB (" + ", ".join(f"{k} {v / GB:.2f}" for k, v in parts) + ")"
 
 
+# Resident memory held by glibc malloc beyond the live activations and gradients, as a fraction of
+# their high-water mark, per MALLOC setting: measured by benchmarks/memory_estimate.py on the digits
+# search (batch 256), the P space (batch 4) and the F space (batch 4 and 8) at 224 px
+# (docs/benchmarks.md, "The memory estimate"). Freed activations stay resident and scattered in
+# the heap, which the tensors alone cannot tell.
+ALLOCATOR_OVERHEAD = {"default": 0.4, "keep": 0.4, "return": 0.0}
+
+
+def with_allocator(estimate: MemoryEstimate, malloc: Optional[str]) -> MemoryEstimate:
+    """``estimate`` with what glibc malloc set to ``malloc`` (a MALLOC setting) keeps besides the
+    tensors; None (a GPU step: torch's caching allocator, not modelled) adds nothing."""
+    if malloc is None:
+        return estimate
+    extra = int(ALLOCATOR_OVERHEAD[malloc] * estimate.activations_and_gradients)
+    return dataclasses.replace(estimate, allocator=extra)
+
+
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
+
+
+class LiveTensors(TorchDispatchMode):
+    """Bytes of the tensors alive while the mode is on, and their high-water mark.
+
+    Every op's outputs are counted once per storage (a view or an in-place result adds nothing)
+    and uncounted when the storage is freed, so on the meta device this follows what a real step
+    holds at each moment: saved activations, the temporaries of each op, the gradients flowing
+    and accumulating in the backward pass, exactly as the autograd engine frees them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._storages: Set[int] = set()
+
+    def _count(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if key in self._storages:
+            return
+        n = storage.nbytes()
+        self._storages.add(key)
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, key, n)
+
+    def _free(self, key: int, n: int) -> None:
+        if key in self._storages:
+            self._storages.discard(key)
+            self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self._count(t)
+        return out
+
+
+@dataclass
+class StepPhase:
+    """One forward and backward pass of a step, as the real step takes it.
+
+    forward: ``(model, x) -> logits``; inputs: the tensors the backward pass computes gradients
+    for (default: every parameter that requires one); context: entered around the pass (e.g.
+    frozen BatchNorm statistics).
+    """
+
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    inputs: Optional[Callable[[nn.Module], List[torch.Tensor]]] = None
+    context: Callable[[nn.Module], ContextManager] = lambda model: nullcontext()
 
 
 def estimate_step_memory(
@@ -63,61 +139,50 @@ def estimate_step_memory(
     input_shape: "tuple[int, ...]",
     forward: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None,
     optimizer_slots: int = 1,
-    checkpointed: Optional[List[nn.Module]] = None,
+    phases: Optional[Sequence[StepPhase]] = None,
 ) -> MemoryEstimate:
     """The memory of one training step of ``model`` (on the meta device) on a batch of ``input_shape``.
 
+    The step's passes run on the meta device under :class:`LiveTensors`: ``activations`` is the
+    high-water mark of everything alive at once besides the weights (saved tensors, temporaries,
+    the gradients of the backward pass), so activation checkpointing, in-place ops and the order
+    in which autograd frees are all measured, not modelled.
+
     Args:
-        forward: ``(model, x) -> logits`` (default ``model(x)``), e.g. the supernet with its mixing.
+        forward: ``(model, x) -> logits`` (default ``model(x)``) of a step with one pass.
         optimizer_slots: state tensors per weight (SGD with momentum: 1, Adam: 2).
-        checkpointed: modules run under activation checkpointing: only their inputs are kept,
-            and one module's activations are recomputed at a time in the backward pass.
+        phases: the passes of a step with several (a search step: the weights' pass, then alpha's);
+            as in the real step, one pass's gradients stay alive through the next one's forward.
     """
-    params = {id(p) for p in model.parameters()}
+    if phases is None:
+        phases = [StepPhase(forward if forward is not None else (lambda m, x: m(x)))]
     weights = sum(_nbytes(p) for p in model.parameters())
-    trainable = sum(_nbytes(p) for p in model.parameters() if p.requires_grad)
-    saved = {"bytes": 0, "largest": 0}
-    seen: Dict[int, torch.Tensor] = {}  # keeps each saved tensor alive so ids stay unique
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if id(t) not in seen and id(t) not in params:
-            seen[id(t)] = t
-            saved["bytes"] += _nbytes(t)
-            saved["largest"] = max(saved["largest"], _nbytes(t))
-        return t
-
-    per_block: List[tuple] = []  # (bytes saved inside the module, bytes of its input)
-    handles = []
-    for m in checkpointed or ():
-
-        def pre(mod, args, _m=m):
-            _m._mem_start = saved["bytes"]
-
-        def post(mod, args, out, _m=m):
-            x = args[0] if args else None
-            per_block.append((saved["bytes"] - _m._mem_start, _nbytes(x) if isinstance(x, torch.Tensor) else 0))
-
-        handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    trainable = [p for p in model.parameters() if p.requires_grad]
     x = torch.empty(input_shape, device="meta")
     was_training = model.training
     model.train()
+    tracker = LiveTensors()
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = forward(model, x) if forward is not None else model(x)
+        with tracker:
+            for phase in phases:
+                with phase.context(model):
+                    logits = phase.forward(model, x).float()
+                    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+                    loss = nn.functional.cross_entropy(logits, target)
+                    del logits
+                    for p in trainable:  # the step's zero_grad(set_to_none=True): after its forward
+                        p.grad = None
+                    inputs = phase.inputs(model) if phase.inputs is not None else None
+                    torch.autograd.backward(loss, inputs=inputs)
+                    del loss
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
-    activations = saved["bytes"] + _nbytes(out)
-    if per_block:  # checkpointed: each block keeps its input; the largest block is recomputed in backward
-        inside = sum(b for b, _ in per_block)
-        activations += -inside + sum(i for _, i in per_block) + max(b for b, _ in per_block)
-    activations += 2 * saved["largest"]  # a gradient and its result alive at once in the backward pass
+        for p in trainable:
+            p.grad = None
     return MemoryEstimate(
         weights=weights,
-        gradients=trainable,
-        optimizer=optimizer_slots * trainable,
-        activations=activations,
+        optimizer=optimizer_slots * sum(_nbytes(p) for p in trainable),
+        activations_and_gradients=tracker.peak,
         batch=_nbytes(x),
     )
 

@@ -19,7 +19,7 @@ from ..data import ClassificationDataset, DatasetError, build_dataset, dataset_k
 from ..errors import UserError
 from ..extras import require
 from .checkpoint import CHECKPOINT_FILE, CheckpointError, load_file
-from .memory import check_memory
+from .memory import check_memory, with_allocator
 from .run_lock import lock_output_dir, release_run_locks
 
 # Files whose presence means the folder holds a run (another one, unless resuming it).
@@ -143,6 +143,7 @@ def check_step_memory(cfg: CfgNode, run, model: torch.nn.Module, device: torch.d
         raise
     except Exception as e:  # an op without a meta kernel: no estimate, the run goes on
         return logging.INFO, f"memory: no estimate ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
+    estimate = with_allocator(estimate, cfg.MALLOC if device.type == "cpu" else None)
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
     return check_memory(
         estimate,

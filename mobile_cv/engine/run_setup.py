@@ -22,6 +22,7 @@ from ..atomic_files import atomic_write_text
 from ..builder import build_model
 from ..config import CfgNode, ConfigError, check_config, get_cfg
 from ..search.cost_kinds import check_cost_config
+from .allocator import apply_malloc_setting
 from .logger import setup_logger
 from .run_checks import RUN_FILES, check_before_writing
 
@@ -111,7 +112,7 @@ def default_setup(
 ) -> torch.device:
     """Set up a run; returns this rank's device.
 
-    Joins the torchrun job (if any), refuses an output folder holding another run
+    Sets glibc malloc to MALLOC, joins the torchrun job (if any), refuses an output folder holding another run
     (unless ``resume``), sets up logging (rank 0 logs to stdout and OUTPUT_DIR/log.txt),
     seeds every RNG with ``SEED + rank`` and writes the final config to
     OUTPUT_DIR/config.yaml (rank 0). ``write_outputs=False`` (evaluation) skips
@@ -128,6 +129,7 @@ def default_setup(
         run = RUN_KINDS[tool](cfg)
     run_files = run_files or (run.run_files if run is not None else RUN_FILES)
     device = resolve_device(cfg.DEVICE)
+    apply_malloc_setting(cfg.MALLOC)  # before the model and the data allocate anything large
     comm.init_distributed(device.type == "cuda")
     notes = check_before_writing(cfg, resume, run_files, run, device) if write_outputs else []
     setup_logger(cfg.OUTPUT_DIR if write_outputs else None)

@@ -34,13 +34,15 @@ from ..config import CfgNode
 from ..data import build_loader
 from ..flops import count_flops_params
 from ..search import build_supernet
+from ..search.choices import detach_mixing
 from ..search.cost_kinds import cost_kind
+from ..search.mixed import frozen_bn_statistics
 from ..search.supernet import worst_case_mixing
 from . import hooks as builtin  # the built-in hooks
 from .build import build_cost_loss, build_criterion, build_ema, build_lr_scheduler, build_search_optimizers, build_sgd
 from .checkpoint import Checkpointer
 from .loop import HookBase, Trainer, create_ddp_model
-from .memory import MemoryEstimate, estimate_step_memory
+from .memory import MemoryEstimate, StepPhase, estimate_step_memory
 from .precision import MixedPrecision
 from .report import search_log_line
 from .run_checks import RUN_FILES, check_model_fits_data
@@ -305,11 +307,19 @@ class SearchRun(Run):
 
     def estimate_memory(self, model: nn.Module, shape: Tuple[int, ...]) -> MemoryEstimate:
         s = self.cfg.SEARCH
+        mixing = worst_case_mixing(model, s.SAMPLED_CHOICES)
+        model.recompute_blocks = s.RECOMPUTE_BLOCKS
         return estimate_step_memory(
             model,
             shape,
-            forward=lambda net, x: net(x, worst_case_mixing(net, s.SAMPLED_CHOICES)),
-            checkpointed=list(model.search_blocks().values()) if s.RECOMPUTE_BLOCKS else None,
+            phases=[  # as SearchStep: the weights' pass (mixing as constants), then alpha's
+                StepPhase(lambda net, x: net(x, detach_mixing(mixing))),
+                StepPhase(
+                    lambda net, x: net(x, mixing),
+                    inputs=lambda net: net.arch_parameters(),
+                    context=frozen_bn_statistics,
+                ),
+            ],
         )
 
     def build(self) -> None:
