@@ -68,7 +68,16 @@ class SearchEpoch:
     """One post-warm-up epoch of the search loop (weights and alpha), for one SAMPLED_CHOICES setting."""
 
     def __init__(
-        self, space: str, sampled, step_cls, target: float, batch: int, w_loader, a_loader, compiled: bool = False
+        self,
+        space: str,
+        sampled,
+        step_cls,
+        target: float,
+        batch: int,
+        w_loader,
+        a_loader,
+        compiled: bool = False,
+        channels_last: bool = False,
     ) -> None:
         cfg = get_cfg()
         cfg.merge_from_list(
@@ -85,9 +94,13 @@ class SearchEpoch:
                 target,
                 "SEARCH.WARMUP_EPOCHS",
                 0,
+                "SEARCH.CHANNELS_LAST",
+                channels_last,
             ]
         )
         net = build_supernet(space, num_classes=10, in_chans=1)
+        if channels_last:  # as SearchRun.build
+            net.to(memory_format=torch.channels_last)
         w_opt, a_opt, scheduler = build_search_optimizers(cfg, net, len(w_loader))
         cost = (CostLoss("target", target=target), lambda mixing: net.expected_cost("flops", mixing))
         model, alpha_model = compile_supernet(net, net) if compiled else (net, net)
@@ -110,11 +123,13 @@ class SearchEpoch:
         return time.perf_counter() - t0
 
 
-def train_epoch(model, loader) -> float:
+def train_epoch(model, loader, channels_last: bool = False) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.train()
     t0 = time.perf_counter()
     for x, y in loader:
+        if channels_last:  # as PlainStep
+            x = x.contiguous(memory_format=torch.channels_last)
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
@@ -139,6 +154,19 @@ def main() -> None:
         action="store_true",
         help="also time the default setting under SEARCH.COMPILE (its first epoch, the compilation, untimed)",
     )
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=list(SETTINGS),
+        choices=list(SETTINGS),
+        metavar="SETTING",
+        help=f"the SAMPLED_CHOICES settings to time (default: all of {list(SETTINGS)})",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="also time the default setting and both subnets' training in channels_last",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -156,6 +184,7 @@ def main() -> None:
     searches = {
         label: SearchEpoch(args.space, sampled, step_cls, args.target, args.batch, w_loader, a_loader)
         for label, (sampled, step_cls) in SETTINGS.items()
+        if label in args.settings
     }
     if args.compile:
         label = "sampled resolution, SEARCH.COMPILE"
@@ -165,10 +194,21 @@ def main() -> None:
         t0 = time.perf_counter()
         searches[label]()  # compilation: one graph per resolution and step kind
         print(f"compiling the supernet took an epoch of {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if args.channels_last:
+        label = "sampled resolution, channels_last"
+        searches[label] = SearchEpoch(
+            args.space, ["resolution"], SearchStep, args.target, args.batch, w_loader, a_loader, channels_last=True
+        )
     models = {
         "largest": (mobile_cv.build_model(largest, num_classes=10, in_chans=1), make("train", largest["input_size"])),
         "derived": (mobile_cv.build_model(derived, num_classes=10, in_chans=1), make("train", derived["input_size"])),
     }
+    channels_last = {name: False for name in models}
+    if args.channels_last:
+        for name, arch in (("largest", largest), ("derived", derived)):
+            model = mobile_cv.build_model(arch, num_classes=10, in_chans=1).to(memory_format=torch.channels_last)
+            models[f"{name}, channels_last"] = (model, make("train", arch["input_size"]))
+            channels_last[f"{name}, channels_last"] = True
     times = {name: [] for name in [*searches, *models]}
     for r in range(args.rounds):
         for loader in (w_loader, a_loader, train_loader, *(ld for _, ld in models.values())):
@@ -176,8 +216,14 @@ def main() -> None:
         for name, run in searches.items():
             times[name].append(run())
         for name, (model, loader) in models.items():
-            times[name].append(train_epoch(model, loader))
+            times[name].append(train_epoch(model, loader, channels_last[name]))
 
+    report(args, times, models, (largest, derived), searches, train_loader, w_loader, a_loader)
+
+
+def report(args, times, models, archs, searches, train_loader, w_loader, a_loader) -> None:
+    """The table: each epoch's median seconds and its ratio to the largest subnet's training epoch."""
+    largest, derived = archs
     med = {k: statistics.median(v) for k, v in times.items()}
     print(
         f"\n{args.space}, {len(train_loader.dataset)} train images (a search epoch: {len(w_loader)} weight steps on "
@@ -189,7 +235,9 @@ def main() -> None:
         print(f"  {name:<8} subnet: {f:.3f} MFLOPs, {prm * 1e3:.1f} K params at {arch['input_size']}px")
     print(f"{'epoch of':<52} {'seconds':>8} {'/ largest-subnet epoch':>23}")
     rows = [(f"search, {label}", label) for label in searches]
-    rows += [("train largest subnet", "largest"), ("train derived subnet", "derived")]
+    for name in models:  # "largest" -> "train largest subnet"; "largest, channels_last" -> "..., channels_last"
+        head, _, option = name.partition(", ")
+        rows.append((f"train {head} subnet" + (f", {option}" if option else ""), name))
     for text, name in rows:
         print(f"{text:<52} {med[name]:>8.2f} {med[name] / med['largest']:>22.2f}x")
 

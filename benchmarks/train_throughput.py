@@ -34,19 +34,21 @@ import torch  # noqa: E402
 
 from mobile_cv import engine  # noqa: E402
 from mobile_cv.data import DATASETS, ClassificationDataset, build_loader  # noqa: E402
-from mobile_cv.engine.precision import MixedPrecision, to_channels_last  # noqa: E402
+from mobile_cv.engine.precision import MixedPrecision, resolve_channels_last, to_channels_last  # noqa: E402
 
 MODELS = {  # name -> (arch, input channels)
     "FBNetV2_F1": ("FBNetV2_F1", 3),
     "FBNetV2_F4": ("FBNetV2_F4", 3),
     "mnist_dmasking_1p5m": (os.path.join(ROOT, "model_zoo", "weights", "mnist_dmasking_1p5m.json"), 1),
 }
-OPTIONS = {  # name -> SOLVER overrides
-    "none": [],
-    "amp=bf16": ["SOLVER.AMP", "bf16"],
-    "amp=fp16": ["SOLVER.AMP", "fp16"],
+OLD_DEFAULTS = ["SOLVER.CHANNELS_LAST", "False"]  # the defaults before issue 29 ("auto" since)
+OPTIONS = {  # name -> SOLVER overrides; each option on top of the old defaults but "defaults"
+    "none": OLD_DEFAULTS,
+    "defaults": [],  # this version's defaults, as a config without overrides runs
+    "amp=bf16": OLD_DEFAULTS + ["SOLVER.AMP", "bf16"],
+    "amp=fp16": OLD_DEFAULTS + ["SOLVER.AMP", "fp16"],
     "channels_last": ["SOLVER.CHANNELS_LAST", "True"],
-    "compile": ["SOLVER.COMPILE", "True"],
+    "compile": OLD_DEFAULTS + ["SOLVER.COMPILE", "True"],
 }
 IMAGES = {"n": 256}  # set by --images; read by the dataset builder
 
@@ -85,9 +87,10 @@ def bare(cfg) -> float:
     """Seconds of one epoch of forward, loss, backward, step over the same loader and optimizer."""
     s = cfg.SOLVER
     device = torch.device(cfg.DEVICE)
+    channels_last = resolve_channels_last(s.CHANNELS_LAST, device, "train")
     engine.seed_all(cfg.SEED)
     model = engine.build_model_from_cfg(cfg).to(device)
-    if s.CHANNELS_LAST:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = engine.build_sgd(model, lr=s.BASE_LR, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY)
     criterion = engine.build_criterion(s.LABEL_SMOOTHING)
@@ -100,7 +103,7 @@ def bare(cfg) -> float:
         t0 = time.perf_counter()
         for images, target in loader:
             images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            if s.CHANNELS_LAST:
+            if channels_last:
                 images = to_channels_last(images)
             with precision.autocast():
                 logits = step_model(images)
@@ -148,7 +151,7 @@ def report(times, args) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--options", nargs="+", default=["none", "amp=bf16", "channels_last"], choices=list(OPTIONS))
+    p.add_argument("--options", nargs="+", default=["none", "defaults", "amp=bf16"], choices=list(OPTIONS))
     p.add_argument("--resolution", type=int, default=96, help="input size (the MNIST model: 32 whatever this says)")
     p.add_argument("--images", type=int, default=256, help="training images per epoch")
     p.add_argument("--batch", type=int, default=32)

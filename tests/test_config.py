@@ -234,3 +234,27 @@ def test_a_renamed_key_still_works_with_a_warning(caplog):
     cfg = get_cfg()
     cfg.merge_from_list(["SEARCH.CHECKPOINT_BLOCKS", "True"])  # the name before "checkpoint" meant one thing
     assert cfg.SEARCH.RECOMPUTE_BLOCKS is True and "renamed SEARCH.RECOMPUTE_BLOCKS" in caplog.text
+
+
+@pytest.mark.parametrize("key", ["SOLVER.CHANNELS_LAST", "SEARCH.CHANNELS_LAST"])
+def test_channels_last_takes_true_false_or_auto_and_auto_is_resolved_per_device(key, tmp_path):
+    import torch
+
+    from mobile_cv.engine.precision import CHANNELS_LAST_MEASURED, resolve_channels_last
+
+    assert get_cfg()[key.split(".")[0]].CHANNELS_LAST == "auto"
+    for text, value in (("True", True), ("False", False), ("auto", "auto")):
+        cfg = setup_cfg("", [key, text])
+        assert cfg[key.split(".")[0]].CHANNELS_LAST == value
+    # a dumped config with a bool reads back, and "auto" on top of it too
+    path = tmp_path / "c.yaml"
+    path.write_text(setup_cfg("", [key, "True"]).dump())
+    assert setup_cfg(str(path), [key, "auto"])[key.split(".")[0]].CHANNELS_LAST == "auto"
+    for bad in ("1", "yes"):
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            setup_cfg("", [key, bad])
+    kind = "train" if key.startswith("SOLVER") else "search"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_channels_last("auto", cpu, kind) is CHANNELS_LAST_MEASURED[("cpu", kind)]
+    assert resolve_channels_last("auto", cuda, kind) is False  # not measured there: off
+    assert resolve_channels_last(False, cpu, kind) is False and resolve_channels_last(True, cuda, kind) is True

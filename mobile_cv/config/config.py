@@ -19,7 +19,7 @@ import yaml
 from yacs.config import CfgNode as _YacsNode
 
 from ..registry import did_you_mean
-from .defaults import CHOICES, DEFAULTS, LIST_CHOICES, RENAMED_KEYS
+from .defaults import BOOL_OR_AUTO_KEYS, CHOICES, DEFAULTS, LIST_CHOICES, RENAMED_KEYS
 from .errors import ConfigError, UnknownConfigKeyError
 from .ranges import check_ranges
 
@@ -51,6 +51,8 @@ def _closest_keys(key: str, keys: Sequence[str]) -> List[str]:
 def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     """``value`` converted to the type of ``default``, or a :class:`ConfigError`."""
     if default is None or value is None or type(value) is type(default):
+        return value
+    if key in BOOL_OR_AUTO_KEYS and (isinstance(value, bool) or value == "auto"):
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -166,10 +168,10 @@ def _get(cfg: CfgNode, key: str) -> Any:
 def _check_choices(cfg: CfgNode) -> None:
     for key, choices in CHOICES.items():
         value = _get(cfg, key)
-        if value not in choices:
-            raise ConfigError(
-                f"config key {key} must be one of {list(choices)}, got {value!r}{did_you_mean(value, choices)}"
-            )
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value not in choices or (key in BOOL_OR_AUTO_KEYS and number):  # 1 == True, but 1 is no answer
+            close = did_you_mean(str(value), [str(c) for c in choices])
+            raise ConfigError(f"config key {key} must be one of {list(choices)}, got {value!r}{close}")
     for key, choices in LIST_CHOICES.items():
         for item in _get(cfg, key):
             if item not in choices:

@@ -87,9 +87,11 @@ _C.SOLVER.EMA.DECAY = 0.9998  # its decay after the warm-up
 # Mixed precision of the forward pass: "" (float32), "bf16" or "fp16" (autocast; fp16 with a
 # gradient scaler, checkpointed). The weights, checkpoints and exports stay float32.
 _C.SOLVER.AMP = ""
-# Run the model and its input batches in channels_last memory format (faster convolutions on
-# some GPUs and CPUs; the weights' values and checkpoints are unchanged).
-_C.SOLVER.CHANNELS_LAST = False
+# Run the model and its input batches in channels_last memory format (the weights' values and
+# checkpoints are unchanged): True, False, or "auto": where it was measured faster for this kind
+# of run on this kind of device (mobile_cv.engine.precision.CHANNELS_LAST_MEASURED; on a CPU,
+# 1.26-1.57x for every model trained, docs/benchmarks.md), off elsewhere. The log says which.
+_C.SOLVER.CHANNELS_LAST = "auto"
 # torch.compile the model for the training steps (evaluation runs the model as built).
 _C.SOLVER.COMPILE = False
 
@@ -131,7 +133,7 @@ _C.SEARCH.TEMPERATURE.FINAL = 0.5  # T at the end of the search
 # Mixed precision and memory format of the search's steps, as SOLVER.AMP and SOLVER.CHANNELS_LAST
 # (the mixing weights, alpha and the cost stay float32).
 _C.SEARCH.AMP = ""
-_C.SEARCH.CHANNELS_LAST = False
+_C.SEARCH.CHANNELS_LAST = "auto"
 # torch.compile the supernet for the weight and alpha steps (evaluation runs it as built); one
 # graph per sampled resolution and step kind, so only with SAMPLED_CHOICES [] or ['resolution'].
 # Compiling takes minutes on a CPU (docs/benchmarks.md).
@@ -227,8 +229,12 @@ RENAMED_KEYS = {
     "SEARCH.COST.BETA": "SEARCH.COST.FBNET_EXPONENT",
 }
 
+# Keys that take True, False or "auto" (resolved when the run starts, per device).
+BOOL_OR_AUTO_KEYS = ("SOLVER.CHANNELS_LAST", "SEARCH.CHANNELS_LAST")
+
 # Keys whose value must be one of a fixed set (checked by check_config).
 CHOICES = {
+    **{key: ("auto", True, False) for key in BOOL_OR_AUTO_KEYS},
     "SOLVER.LR_SCHEDULER": ("cosine", "tanh", "constant"),
     "SEARCH.MODE": ("dmasking", "conventional"),
     "SEARCH.ALPHA.OPTIMIZER": ("adam",),

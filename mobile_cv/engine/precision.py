@@ -77,3 +77,17 @@ class MixedPrecision:
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     """``x`` in channels_last memory format when it is a batch of images (4-D), else as it is."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+# Where channels_last was measured faster, by (device type, run kind): "auto" turns it on there only.
+# CPU training: 1.26-1.57x on FBNetV2_F1, F4 and the digits model (benchmarks/train_throughput.py);
+# CPU search: benchmarks/search_cost.py --channels-last (docs/benchmarks.md). CUDA: not measured
+# here (benchmarks/gpu_check.sh measures it on a lent GPU), so "auto" leaves it off.
+CHANNELS_LAST_MEASURED = {("cpu", "train"): True, ("cpu", "search"): True}
+
+
+def resolve_channels_last(value, device: torch.device, run_kind: str) -> bool:
+    """SOLVER/SEARCH.CHANNELS_LAST for this run: True or False as given, "auto" as measured."""
+    if value == "auto":
+        return CHANNELS_LAST_MEASURED.get((device.type, run_kind), False)
+    return bool(value)

@@ -43,7 +43,7 @@ from .build import build_cost_loss, build_criterion, build_ema, build_lr_schedul
 from .checkpoint import Checkpointer
 from .loop import HookBase, Trainer, create_ddp_model
 from .memory import MemoryEstimate, StepPhase, estimate_step_memory
-from .precision import MixedPrecision
+from .precision import MixedPrecision, resolve_channels_last
 from .report import search_log_line
 from .run_checks import RUN_FILES, check_model_fits_data
 from .run_setup import build_model_from_cfg, default_setup, setup_cfg
@@ -83,6 +83,23 @@ class Run:
         """The architecture or search space, as the config names it."""
         node, key = self.arch_key.split(".")
         return getattr(getattr(self.cfg, node), key)
+
+    @property
+    def channels_last(self) -> bool:
+        """SOLVER/SEARCH.CHANNELS_LAST resolved for this run's device ("auto": where measured faster)."""
+        node = self.cfg.SOLVER if self.kind == "train" else self.cfg.SEARCH
+        return resolve_channels_last(node.CHANNELS_LAST, self.device or torch.device("cpu"), self.kind)
+
+    def log_memory_format(self) -> None:
+        key = "SOLVER" if self.kind == "train" else "SEARCH"
+        value = getattr(self.cfg, key).CHANNELS_LAST
+        logger.info(
+            "memory format: %s (%s.CHANNELS_LAST %s on %s)",
+            "channels_last" if self.channels_last else "contiguous",
+            key,
+            value,
+            (self.device or torch.device("cpu")).type,
+        )
 
     @property
     def what(self) -> str:
@@ -209,8 +226,9 @@ class TrainRun(Run):
     def build(self) -> None:
         cfg, s = self.cfg, self.cfg.SOLVER
         self.model = build_model_from_cfg(cfg).to(self.device)  # first: a bad arch fails before a folder scan
-        if s.CHANNELS_LAST:
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.log_memory_format()
         self.loaders = {split: build_loader(cfg, split) for split in self.splits}  # a missing test split fails now
         self.main_loader = self.loaders["train"]
         check_model_fits_data(cfg, self.main_loader.dataset)
@@ -249,7 +267,7 @@ class TrainRun(Run):
             step_model = torch.compile(step_model)
         criterion = build_criterion(s.LABEL_SMOOTHING)
         return PlainStep(
-            step_model, self.optimizer, criterion, self.device, self.precision, channels_last=s.CHANNELS_LAST
+            step_model, self.optimizer, criterion, self.device, self.precision, channels_last=self.channels_last
         )
 
     def build_hooks(self, checkpointer: Checkpointer, start_epoch: int) -> List[Optional[HookBase]]:
@@ -338,8 +356,9 @@ class SearchRun(Run):
         self.table, self.cost_fn = self.cost_kind.cost_model(cfg, net)
         self.cost_loss, _ = build_cost_loss(cfg, self.table)
         net.to(self.device)
-        if s.CHANNELS_LAST:
+        if self.channels_last:
             net.to(memory_format=torch.channels_last)
+        self.log_memory_format()
         self.precision = MixedPrecision(s.AMP, self.device)
         logging.getLogger("mobile_cv.search").info(
             "search space %s (%s, sampled choices %s): %d choices, 10^%.1f architectures, %.2f M supernet "

@@ -22,7 +22,7 @@ from ..search.mixed import frozen_bn_statistics
 from .evaluation import topk_correct
 from .logger import progress
 from .loop import StepBase, check_finite
-from .precision import MixedPrecision, to_channels_last
+from .precision import MixedPrecision, resolve_channels_last, to_channels_last
 
 
 class PlainStep(StepBase):
@@ -137,7 +137,7 @@ class SearchStep(StepBase):
         self.interleaved = s.ALPHA.SCHEDULE == "interleaved"
         self.device = next(net.parameters()).device
         self.precision = precision or MixedPrecision(s.AMP, self.device)
-        self.channels_last = s.CHANNELS_LAST
+        self.channels_last = resolve_channels_last(s.CHANNELS_LAST, self.device, "search")
         self.ce = nn.CrossEntropyLoss()
         # loss, ce, cost, correct, images per phase
         self.sums = {"weights": torch.zeros(5, dtype=torch.float64), "alpha": torch.zeros(5, dtype=torch.float64)}
