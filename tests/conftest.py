@@ -30,7 +30,7 @@ TINY_SPACE = {
 # The long end-to-end runs (each tens of seconds to minutes on 2 cores: paper-scale searches, tools
 # killed and resumed, torchrun, torch.compile, the GPU check's script): marked ``e2e`` and run by
 # ``make test-e2e``, CI's second step, so that ``make test`` stays within 8 minutes. A node id
-# prefix each (every parametrization of a test).
+# prefix each (every parametrization of a test), or one parametrization (``name[id]``).
 E2E_TESTS = (
     "test_search_tool.py::test_paper_scale_f_space_search_derives_within_the_target",
     "test_search_tool.py::test_paper_scale_latency_budgeted_search_of_the_f_space",
@@ -52,6 +52,9 @@ E2E_TESTS = (
     "test_executorch.py::test_int8_pte_of_the_bundled_model_keeps_top1_on_the_held_out_digits",
     "test_executorch.py::test_tool_exports_a_searched_arch_with_its_weights_to_executorch",
     "test_latency.py::test_executorch_table_of_a_small_space",
+    "test_executorch.py::test_fp32_pte_matches_eager_in_executorch[FBNetV2_F1]",
+    "test_configs_run.py::test_config_runs_one_step[search_imagenet.yaml]",
+    "test_configs_run.py::test_config_runs_one_step[search_imagenet_latency.yaml]",
 )
 
 
@@ -65,7 +68,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
     # a renamed test must not drop out of both steps silently
     lost = [
-        p for p in E2E_TESTS if p.split("::")[0] in modules and not hasattr(modules[p.split("::")[0]], p.split("::")[1])
+        p
+        for p in E2E_TESTS
+        if p.split("::")[0] in modules and not hasattr(modules[p.split("::")[0]], p.split("::")[1].split("[")[0])
     ]
     if lost:
         raise pytest.UsageError(f"tests/conftest.py E2E_TESTS names tests that do not exist: {lost}")
