@@ -28,6 +28,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.memory_estimate import search_optimizers, search_step, vm_hwm  # noqa: E402
+
 # name: (kind, model or space, batch, input size, input channels, classes)
 CASES = {
     "search-mnist": ("search", "mnist_small_space", 256, 32, 1, 10),
@@ -36,11 +38,6 @@ CASES = {
     "train-f4": ("train", "FBNetV2_F4", 8, 224, 3, 1000),
     "search-f": ("search", "fbnetv2_f_space", 2, 224, 3, 1000),
 }
-
-
-def vm_hwm() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def run_case(case: str, setting: str, warmup: int, steps: int) -> dict:
@@ -66,27 +63,13 @@ def run_case(case: str, setting: str, warmup: int, steps: int) -> dict:
             opt.step()
 
     else:
-        from mobile_cv.search.choices import detach_mixing
-        from mobile_cv.search.mixed import frozen_bn_statistics
         from mobile_cv.search.supernet import build_supernet
 
         net = build_supernet(name, classes, "dmasking", chans).train()
-        arch = {id(a) for a in net.arch_parameters()}
-        weight_opt = torch.optim.SGD([p for p in net.parameters() if id(p) not in arch], lr=0.01, momentum=0.9)
-        alpha_opt = torch.optim.Adam(net.arch_parameters(), lr=1e-3)
+        opts = search_optimizers(net)
 
-        def step():  # a weight step and an alpha step, as SearchStep takes them (sampled resolution)
-            g = detach_mixing(net.sample_mixing(hard=["resolution"]))
-            weight_opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(net(x, g), y).backward()
-            weight_opt.step()
-            with frozen_bn_statistics(net):
-                g = net.sample_mixing(hard=["resolution"])
-                loss = torch.nn.functional.cross_entropy(net(x, g), y)
-                alpha_opt.zero_grad(set_to_none=True)
-                torch.autograd.backward(loss, inputs=net.arch_parameters())
-                del loss
-            alpha_opt.step()
+        def step():  # the default sampled resolution: a fresh sample for each pass
+            search_step(net, opts, x, y, lambda: net.sample_mixing(hard=["resolution"]))
 
     for _ in range(warmup):
         step()

@@ -48,6 +48,34 @@ def vm_hwm() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
+def search_optimizers(net):
+    """SGD with momentum on the supernet's weights, Adam on alpha (as the search builds them)."""
+    import torch
+
+    arch = {id(a) for a in net.arch_parameters()}
+    weights = [p for p in net.parameters() if id(p) not in arch]
+    return torch.optim.SGD(weights, lr=0.01, momentum=0.9), torch.optim.Adam(net.arch_parameters(), lr=1e-3)
+
+
+def search_step(net, opts, x, y, mixing) -> None:
+    """A weight step and an alpha step as SearchStep takes them; ``mixing()`` gives each pass's mixing."""
+    import torch
+
+    from mobile_cv.search.choices import detach_mixing
+    from mobile_cv.search.mixed import frozen_bn_statistics
+
+    weight_opt, alpha_opt = opts
+    weight_opt.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(net(x, detach_mixing(mixing())), y).backward()
+    weight_opt.step()
+    alpha_opt.zero_grad(set_to_none=True)
+    with frozen_bn_statistics(net):
+        loss = torch.nn.functional.cross_entropy(net(x, mixing()), y)
+        torch.autograd.backward(loss, inputs=net.arch_parameters())
+        del loss  # a backward pass to alpha alone leaves the weights' part of the graph: free it
+    alpha_opt.step()
+
+
 def measure(case: str, threads: int, steps: int, malloc: str = "default") -> dict:
     """One case, in this process: the estimate, then a real step's peak growth."""
     import torch
@@ -59,8 +87,6 @@ def measure(case: str, threads: int, steps: int, malloc: str = "default") -> dic
 
     from mobile_cv.config import get_cfg
     from mobile_cv.engine.runs import SearchRun, TrainRun
-    from mobile_cv.search.choices import detach_mixing
-    from mobile_cv.search.mixed import frozen_bn_statistics
     from mobile_cv.search.supernet import build_supernet, worst_case_mixing
 
     space, batch, size, chans, classes = CASES[case]
@@ -89,26 +115,12 @@ def measure(case: str, threads: int, steps: int, malloc: str = "default") -> dic
             opt.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
-        steps = 0
     else:
-        net = build_supernet(space, classes, cfg.SEARCH.MODE, chans)
-        net.train()
-        arch = {id(a) for a in net.arch_parameters()}
-        weights = [p for p in net.parameters() if id(p) not in arch]
-        alphas = net.arch_parameters()
-        weight_opt = torch.optim.SGD(weights, lr=0.01, momentum=0.9)
-        alpha_opt = torch.optim.Adam(alphas, lr=1e-3)
+        net = build_supernet(space, classes, cfg.SEARCH.MODE, chans).train()
+        opts = search_optimizers(net)
         g = worst_case_mixing(net, cfg.SEARCH.SAMPLED_CHOICES)
-    for _ in range(steps):  # as SearchStep.weight_step and alpha_step, with the largest step's mixing
-        weight_opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(net(x, detach_mixing(g)), y).backward()
-        weight_opt.step()
-        alpha_opt.zero_grad(set_to_none=True)
-        with frozen_bn_statistics(net):
-            loss = torch.nn.functional.cross_entropy(net(x, g), y)
-            torch.autograd.backward(loss, inputs=alphas)
-            del loss  # a backward pass to alpha alone leaves the weights' part of the graph: free it
-        alpha_opt.step()
+        for _ in range(steps):  # with the largest step's mixing
+            search_step(net, opts, x, y, lambda: g)
     measured = vm_hwm() - base
     return {
         "case": case,

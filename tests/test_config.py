@@ -258,3 +258,14 @@ def test_channels_last_takes_true_false_or_auto_and_auto_is_resolved_per_device(
     assert resolve_channels_last("auto", cpu, kind) is CHANNELS_LAST_MEASURED[("cpu", kind)]
     assert resolve_channels_last("auto", cuda, kind) is False  # not measured there: off
     assert resolve_channels_last(False, cpu, kind) is False and resolve_channels_last(True, cuda, kind) is True
+
+
+def test_malloc_settings_are_one_list_and_bad_values_are_one_line():
+    from mobile_cv.config.defaults import CHOICES
+    from mobile_cv.engine.allocator import MALLOC_SETTINGS
+    from mobile_cv.engine.memory import ALLOCATOR_OVERHEAD
+
+    assert set(CHOICES["MALLOC"]) == set(MALLOC_SETTINGS) == set(ALLOCATOR_OVERHEAD)
+    for bad in ("0", "-1", "jemalloc", "keep,return"):
+        with pytest.raises(ConfigError, match="MALLOC"):
+            setup_cfg("", ["MALLOC", bad])

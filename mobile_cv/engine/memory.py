@@ -143,8 +143,8 @@ def estimate_step_memory(
 ) -> MemoryEstimate:
     """The memory of one training step of ``model`` (on the meta device) on a batch of ``input_shape``.
 
-    The step's passes run on the meta device under :class:`LiveTensors`: ``activations`` is the
-    high-water mark of everything alive at once besides the weights (saved tensors, temporaries,
+    The step's passes run on the meta device under :class:`LiveTensors`: ``activations_and_gradients``
+    is the high-water mark of everything alive at once besides the weights (saved tensors, temporaries,
     the gradients of the backward pass), so activation checkpointing, in-place ops and the order
     in which autograd frees are all measured, not modelled.
 
