@@ -101,7 +101,7 @@ def measure(case: str, threads: int, steps: int, malloc: str = "default") -> dic
     cfg.DATA.INPUT_SIZE, cfg.MODEL.IN_CHANS, cfg.MODEL.NUM_CLASSES = size, chans, classes
     run = TrainRun(cfg) if training else SearchRun(cfg)
     with torch.device("meta"):
-        meta = run.build_meta_model()
+        meta = run.build_model()
     shape = (batch, chans, size, size)
     estimate = with_allocator(run.estimate_memory(meta, shape), malloc)  # as the tools check it on a CPU
     del meta
@@ -109,7 +109,7 @@ def measure(case: str, threads: int, steps: int, malloc: str = "default") -> dic
     x, y = torch.randn(shape), torch.randint(0, classes, (batch,))
     base = vm_hwm()
     if training:
-        model = run.build_meta_model().train()  # outside the meta context: real weights
+        model = run.build_model().train()  # outside the meta context: real weights
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)

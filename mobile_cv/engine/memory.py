@@ -1,7 +1,7 @@
-"""Fail fast on memory: what one training (or search) step will need, from the meta-device build.
+"""Fail fast on memory: what one training (or search) step will need, from a meta-device twin.
 
-The model is built on the meta device (shapes, no storage) and the step's forward and backward
-passes are run there on a batch of the configured size and resolution, following every tensor
+The model's twin on the meta device (:func:`meta_twin`: its modules, shapes, no storage) runs the
+step's forward and backward passes on a batch of the configured size and resolution, following every tensor
 from the op that makes it to the moment autograd frees it (:class:`LiveTensors`). With the
 weights and the optimizer's state, that high-water mark is the step's peak to within the
 allocator's overhead; :func:`check_memory` compares it with what the machine (CPU: available RAM,
@@ -10,6 +10,7 @@ cgroup limit included) or the GPU has free, before anything is allocated.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -132,6 +133,19 @@ class StepPhase:
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     inputs: Optional[Callable[[nn.Module], List[torch.Tensor]]] = None
     context: Callable[[nn.Module], ContextManager] = lambda model: nullcontext()
+
+
+def meta_twin(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers are on the meta device (shapes, no storage);
+    the weights are not copied. A meta model is its own twin."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.is_meta for t in tensors):
+        return model
+    memo = {}
+    for t in tensors:
+        twin = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(twin, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else twin
+    return copy.deepcopy(model, memo)
 
 
 def estimate_step_memory(

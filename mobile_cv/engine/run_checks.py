@@ -116,19 +116,13 @@ def check_resume(cfg: CfgNode, run) -> None:
 
 
 def check_buildable(cfg: CfgNode, run, device: Optional[torch.device] = None) -> Optional[Tuple[int, str]]:
-    """Build the run's model or supernet on the meta device (no memory, no weights) and what it needs
-    besides (a search's latency table), so a bad row or table fails before anything is written to
-    OUTPUT_DIR. With ``device``, one step's memory is estimated from that build and checked against
-    what ``device`` has free (:mod:`.memory`, config key MEMORY_CHECK); returns the ``(logging level,
-    line)`` saying so, or None."""
-    with torch.device("meta"):
-        try:
-            model = run.build_meta_model()
-            run.prepare(model)
-        except UserError:
-            raise
-        except Exception:  # an op that cannot be built on the meta device: the real build reports it
-            return None
+    """Build the run's model or supernet (the one build of the run: :meth:`Run.build_model_once`)
+    and what it needs besides (a search's latency table), so a bad row or table fails before
+    anything is written to OUTPUT_DIR. With ``device``, one step's memory is estimated on a
+    meta-device twin of it and checked against what ``device`` has free (:mod:`.memory`, config
+    key MEMORY_CHECK); returns the ``(logging level, line)`` saying so, or None."""
+    model = run.build_checked_model()
+    run.prepare(model)
     return check_step_memory(cfg, run, model, device) if device is not None else None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -99,6 +99,17 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def get_rng_state() -> Tuple[Any, Any, torch.Tensor]:
+    """The CPU-side RNG states seed_all sets (python, numpy, torch's CPU generator)."""
+    return random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+
+def set_rng_state(state: Tuple[Any, Any, torch.Tensor]) -> None:
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+    torch.set_rng_state(state[2])
 
 
 def default_setup(

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .. import comm
 from ..arch_def import to_jsonable
 from ..arch_registry import resolve_arch_def
 from ..config import CfgNode
@@ -42,11 +43,11 @@ from . import hooks as builtin  # the built-in hooks
 from .build import build_cost_loss, build_criterion, build_ema, build_lr_scheduler, build_search_optimizers, build_sgd
 from .checkpoint import Checkpointer
 from .loop import HookBase, Trainer, create_ddp_model
-from .memory import MemoryEstimate, StepPhase, estimate_step_memory
+from .memory import MemoryEstimate, StepPhase, estimate_step_memory, meta_twin
 from .precision import MixedPrecision, resolve_channels_last
 from .report import search_log_line
 from .run_checks import RUN_FILES, check_model_fits_data
-from .run_setup import build_model_from_cfg, default_setup, setup_cfg
+from .run_setup import build_model_from_cfg, default_setup, get_rng_state, seed_all, set_rng_state, setup_cfg
 from .steps import FixedMixing, PlainStep, SearchStep
 
 logger = logging.getLogger("mobile_cv.engine")
@@ -67,6 +68,7 @@ class Run:
         self.arch_def = resolve_arch_def(self.name)[0]  # resolved once, here
         self.device: Optional[torch.device] = None
         self.resume = False
+        self._built: Optional[Tuple[nn.Module, Any]] = None  # (model, RNG state after it): build_model_once
 
     @classmethod
     def setup_cfg(cls, config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
@@ -142,15 +144,42 @@ class Run:
         digest = hashlib.sha256(self.identity_key().encode()).hexdigest()[:16]
         return {"tool": self.kind, "what": self.what, "digest": digest}
 
-    def build_meta_model(self) -> nn.Module:
-        """What the run builds, on the meta device (call it under ``torch.device("meta")``)."""
+    def build_model(self) -> nn.Module:
+        """What the run trains or searches (the plain model, the supernet), on the CPU; under
+        ``torch.device("meta")`` its shapes only. A run builds it once: :meth:`build_model_once`."""
         raise NotImplementedError
 
+    def build_model_once(self) -> nn.Module:
+        """:meth:`build_model` as this run's seed draws it, built by the checks before anything is
+        written (:func:`~mobile_cv.engine.run_checks.check_buildable`) and handed to :meth:`build`
+        here, or built now when nothing was checked.
+
+        The checks run before default_setup seeds, so they seed as it will, build, keep the RNG
+        state the build left and restore the one they found; taking the model restores the kept
+        state: the weights and everything drawn after them are those of a build made at this point
+        (checkpoints as before the model was built once)."""
+        if self._built is None:
+            return self.build_model()
+        model, rng = self._built
+        self._built = None
+        set_rng_state(rng)
+        return model
+
+    def build_checked_model(self) -> nn.Module:
+        """Build the model for :meth:`build_model_once` (the checks call it, before default_setup)."""
+        found = get_rng_state()
+        seed_all(self.cfg.SEED + comm.get_rank())  # as default_setup will seed
+        model = self.build_model()
+        self._built = (model, get_rng_state())
+        set_rng_state(found)
+        return model
+
     def prepare(self, model: nn.Module) -> None:
-        """Load and check, on the meta model, what the run needs besides its data (a latency table)."""
+        """Load and check against the model what the run needs besides its data (a latency table)."""
 
     def estimate_memory(self, model: nn.Module, shape: Tuple[int, ...]) -> MemoryEstimate:
-        return estimate_step_memory(model, shape)
+        """One step's memory, followed on a meta-device twin of ``model`` (no storage)."""
+        return estimate_step_memory(meta_twin(model), shape)
 
     # -- the run ------------------------------------------------------------------------------
     def setup(self, resume: bool = False) -> torch.device:
@@ -220,12 +249,12 @@ class TrainRun(Run):
     splits = ("train", "val", "test")
     epochs_key, batch_key = "SOLVER.EPOCHS", "SOLVER.BATCH_SIZE"
 
-    def build_meta_model(self) -> nn.Module:
+    def build_model(self) -> nn.Module:
         return build_model_from_cfg(self.cfg)
 
     def build(self) -> None:
         cfg, s = self.cfg, self.cfg.SOLVER
-        self.model = build_model_from_cfg(cfg).to(self.device)  # first: a bad arch fails before a folder scan
+        self.model = self.build_model_once().to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.log_memory_format()
@@ -316,7 +345,7 @@ class SearchRun(Run):
     def identity_key(self) -> str:
         return super().identity_key() + self.cfg.SEARCH.MODE
 
-    def build_meta_model(self) -> nn.Module:
+    def build_model(self) -> nn.Module:
         s = self.cfg.SEARCH
         return build_supernet(s.SPACE, self.cfg.MODEL.NUM_CLASSES, s.MODE, self.cfg.MODEL.IN_CHANS)
 
@@ -325,6 +354,7 @@ class SearchRun(Run):
 
     def estimate_memory(self, model: nn.Module, shape: Tuple[int, ...]) -> MemoryEstimate:
         s = self.cfg.SEARCH
+        model = meta_twin(model)
         mixing = worst_case_mixing(model, s.SAMPLED_CHOICES)
         model.recompute_blocks = s.RECOMPUTE_BLOCKS
         return estimate_step_memory(
@@ -349,7 +379,7 @@ class SearchRun(Run):
         self.alpha_loader = build_loader(cfg, "search_alpha", batch_size=s.BATCH_SIZE, weight_split=split)
         self.val_loader = build_loader(cfg, "val", batch_size=s.BATCH_SIZE)
         check_model_fits_data(cfg, self.main_loader.dataset)
-        net = build_supernet(s.SPACE, num_classes=cfg.MODEL.NUM_CLASSES, mode=s.MODE, in_chans=cfg.MODEL.IN_CHANS)
+        net = self.build_model_once()
         self.net = net
         check_input_size(cfg, net)
         net.recompute_blocks = s.RECOMPUTE_BLOCKS
