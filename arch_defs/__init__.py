@@ -1,4 +1,4 @@
-"""Architectures and search spaces as data, registered into :mod:`mobile_cv.arch_registry`.
+"""Architectures and search spaces as data, registered into :mod:`mobile_cv.arch.arch_registry`.
 
     import arch_defs                       # (mobile_cv imports it: the names below are always there)
     arch_defs.names()                      # every registered arch def
@@ -10,7 +10,7 @@ register in the same table; ``names("model")`` and ``names("space")`` tell them 
 ``get``/``names``/``register`` are the library registry's functions.
 """
 
-from mobile_cv.arch_registry import ARCH_DEFS, arch_def_names, get_arch_def, register_arch_def
+from mobile_cv.arch.arch_registry import ARCH_DEFS, arch_def_names, get_arch_def, register_arch_def
 
 from . import fbnet, fbnetv2, spaces
 

@@ -18,10 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import mobile_cv.latency.table as T  # noqa: E402
-from mobile_cv.arch_registry import resolve_arch_def  # noqa: E402
+from mobile_cv.arch.arch_registry import resolve_arch_def  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
-from mobile_cv.latency.build import predict_config, space_with_resolutions  # noqa: E402
 from mobile_cv.latency.configs import block_configs  # noqa: E402
+from mobile_cv.latency.measure import predict_config, space_with_resolutions  # noqa: E402
 from mobile_cv.latency.table import _config  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 

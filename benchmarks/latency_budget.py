@@ -32,12 +32,12 @@ import torch  # noqa: E402
 
 from mobile_cv.export.to_executorch import LoadedMethod  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
-from mobile_cv.latency.build import _entry as summarize  # noqa: E402
-from mobile_cv.latency.build import (  # noqa: E402
+from mobile_cv.latency.measure import (  # noqa: E402
     compile_programs,
     example_of,  # noqa: E402
-    measure,
+    time_interleaved,
 )
+from mobile_cv.latency.measure import summarize_samples as summarize  # noqa: E402
 from mobile_cv.latency.probes import in_drift, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
@@ -141,7 +141,7 @@ def main() -> None:
         method = LoadedMethod(pte)
         x = (torch.randn(1, d["in_chans"], size, size, generator=torch.Generator().manual_seed(0)),)
         runners[f"model:{b}"] = lambda m=method, x=x: m.execute(x)
-    samples = measure(runners, args.rounds, args.warmup)
+    samples = time_interleaved(runners, args.rounds, args.warmup)
     # every program summarised by the table's statistic of its rounds, as the table's own timings are
     med = {k: summarize(v)[table.stat] for k, v in samples.items()}
     ratios = {name: med[f"probe:{name}"] / p[table.stat] for name, p in probes.items()}

@@ -42,9 +42,9 @@ import torch  # noqa: E402
 
 import mobile_cv  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
-from mobile_cv.latency.build import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
-from mobile_cv.latency.build import _entry as summary  # noqa: E402
 from mobile_cv.latency.configs import architecture_configs  # noqa: E402
+from mobile_cv.latency.measure import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
+from mobile_cv.latency.measure import summarize_samples as summary  # noqa: E402
 from mobile_cv.latency.probes import in_drift, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import check_runtime  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import mobile_cv  # noqa: E402
-from mobile_cv.arch_def import load_arch_def_file  # noqa: E402
+from mobile_cv.arch.arch_def import load_arch_def_file  # noqa: E402
 from mobile_cv.config import get_cfg  # noqa: E402
 from mobile_cv.data import build_dataset, build_loader_from_dataset, set_epoch  # noqa: E402
 from mobile_cv.engine import LRSchedule, SearchStep, SetEpoch, Temperature, Trainer, build_search_optimizers  # noqa: E402

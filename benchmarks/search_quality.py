@@ -45,9 +45,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from mobile_cv.arch_def import to_jsonable  # noqa: E402
+from mobile_cv.arch.arch_def import to_jsonable  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
-from mobile_cv.latency.build import time_models  # noqa: E402
+from mobile_cv.latency.measure import time_models  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import sample_within  # noqa: E402
 from mobile_cv.search.encode import encode  # noqa: E402

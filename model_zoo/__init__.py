@@ -21,8 +21,10 @@ from .hub import (
     ChecksumError,
     DownloadError,
     ModelZooError,
+    WeightsFormatError,
     default_cache_dir,
     fetch_checkpoint,
+    fetch_weights,
     read_state_dict,
 )
 from .timm_models import register_timm
@@ -39,8 +41,8 @@ from .zoo import (
     unregister,
 )
 
-for _entry in PUBLISHED + BUNDLED:
-    register(_entry)
+for summarize_samples in PUBLISHED + BUNDLED:
+    register(summarize_samples)
 register_timm()
 
 __all__ = [
@@ -53,11 +55,13 @@ __all__ = [
     "DownloadError",
     "ModelZooError",
     "ZooEntry",
+    "WeightsFormatError",
     "ZooEntryError",
     "build_entry_model",
     "create_model",
     "default_cache_dir",
     "fetch_checkpoint",
+    "fetch_weights",
     "fit_state_dict",
     "format_table",
     "get_entry",

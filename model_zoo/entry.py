@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from mobile_cv.arch_def import load_arch_def_file
-from mobile_cv.arch_registry import get_arch_def
+from mobile_cv.arch.arch_def import load_arch_def_file
+from mobile_cv.arch.arch_registry import get_arch_def
 from mobile_cv.errors import UserError
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")

@@ -8,7 +8,7 @@ from typing import Optional
 from timm.models import adapt_input_conv
 from torch import nn
 
-from mobile_cv.checkpoint import CheckpointMismatchError, describe_mismatch
+from mobile_cv.arch.weights import WeightsMismatchError, describe_mismatch
 
 from .hub import StateDict
 
@@ -25,7 +25,7 @@ def fit_state_dict(model: nn.Module, state_dict: StateDict, source: str) -> Stat
     * A first conv for another number of input channels is adapted with timm's
       ``adapt_input_conv`` (summed for 1 channel, repeated and rescaled otherwise; logged).
     * Anything else that does not fit raises
-      :class:`~mobile_cv.checkpoint.CheckpointMismatchError` naming the first keys.
+      :class:`~mobile_cv.arch.weights.WeightsMismatchError` naming the first keys.
     """
     own = model.state_dict()
     out = dict(state_dict)
@@ -55,7 +55,7 @@ def fit_state_dict(model: nn.Module, state_dict: StateDict, source: str) -> Stat
             logger.info("%s: adapted %s from %d to %d input channels", source, first_conv, src.shape[1], dst.shape[1])
     problem = describe_mismatch(model, out, source)
     if problem:
-        raise CheckpointMismatchError(problem)
+        raise WeightsMismatchError(problem)
     return out
 
 

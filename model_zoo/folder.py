@@ -25,9 +25,9 @@ import shutil
 from typing import Any, Dict, Optional, Sequence
 
 import mobile_cv
-from mobile_cv.arch_def import ArchDefError
+from mobile_cv.arch.arch_def import ArchDefError
+from mobile_cv.arch.weights import check_values, load_state_dict, safetensors_bytes
 from mobile_cv.atomic_files import staging_folder
-from mobile_cv.checkpoint import check_values, load_state_dict, safetensors_bytes
 
 from .fit import CLASSIFIER, fit_state_dict
 from .hub import ModelZooError, read_state_dict

@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 import torch
 from tqdm import tqdm
 
-from mobile_cv.checkpoint import CheckpointMismatchError, describe_load_failure, extract_state_dict, read_weights_file
+from mobile_cv.arch.weights import WeightsMismatchError, describe_load_failure, extract_state_dict, read_weights_file
 from mobile_cv.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -63,8 +63,11 @@ class ChecksumError(ModelZooError):
     """A file's sha256 is not the one recorded for it."""
 
 
-class CheckpointFormatError(ModelZooError):
-    """A file is not a checkpoint this loader accepts (corrupt, not PyTorch, or holds code)."""
+class WeightsFormatError(ModelZooError):
+    """A file is not a weights file this loader accepts (corrupt, not PyTorch, or holds code)."""
+
+
+CheckpointFormatError = WeightsFormatError  # its name in 0.1 ("checkpoint" now means a run's state)
 
 
 def default_cache_dir() -> str:
@@ -105,8 +108,8 @@ def read_state_dict(path: str, sha256: Optional[str] = None, source: Optional[st
 
     Raises:
         ChecksumError: the digest differs.
-        CheckpointFormatError: not loadable with ``torch.load(weights_only=True)``, or
-            not a dict of tensors (see :func:`mobile_cv.checkpoint.extract_state_dict`).
+        WeightsFormatError: not loadable with ``torch.load(weights_only=True)``, or
+            not a dict of tensors (see :func:`mobile_cv.arch.weights.extract_state_dict`).
     """
     source = source or path
     if sha256 is not None:
@@ -120,14 +123,14 @@ def read_state_dict(path: str, sha256: Optional[str] = None, source: Optional[st
         # safetensors, or torch.load(weights_only=True): unpickling arbitrary objects can run arbitrary code
         obj = read_weights_file(path)
     except Exception as e:  # torch raises anything from EOFError to KeyError on bad bytes
-        raise CheckpointFormatError(describe_load_failure(source, e)) from None
+        raise WeightsFormatError(describe_load_failure(source, e)) from None
     try:
         return extract_state_dict(obj, source)
-    except CheckpointMismatchError as e:
-        raise CheckpointFormatError(f"{e}; expected a state dict or a checkpoint dict holding one") from None
+    except WeightsMismatchError as e:
+        raise WeightsFormatError(f"{e}; expected a state dict or a checkpoint dict holding one") from None
 
 
-def fetch_checkpoint(
+def fetch_weights(
     url: str,
     cache_dir: Optional[str] = None,
     sha256: Optional[str] = None,
@@ -146,7 +149,7 @@ def fetch_checkpoint(
         force_download: download even if a verified copy is cached; the cached copy
             is replaced only by a download that passes every check.
         prepare: called on the state dict, its result returned; if it raises, a fresh
-            download is not cached (e.g. a checkpoint of another architecture).
+            download is not cached (e.g. the weights of another architecture).
         timeout: seconds the server may stay silent (connecting or mid-body) before the
             download fails (default: ``$FBNET_DOWNLOAD_TIMEOUT`` or :data:`DEFAULT_TIMEOUT`).
 
@@ -167,6 +170,9 @@ def fetch_checkpoint(
             logger.info("using %s (cached from %s)", cached, url)
             return prepare(state_dict)
     return _download(url, cached, sha256, prepare, download_timeout(timeout))
+
+
+fetch_checkpoint = fetch_weights  # its name in 0.1
 
 
 def download_timeout(timeout: Optional[float] = None) -> float:

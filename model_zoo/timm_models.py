@@ -17,7 +17,7 @@ The cfg's ``pool_size`` is the spatial size of ``forward_features`` at the cfg's
 counted from the arch def: (1, 1) for the FBNetV2 models, whose last
 stage (``ir_pool``) pools globally, (7, 7) for fbnet_a/b/c at 224. timm's ``global_pool``
 argument (``create_model(..., global_pool="")``, ``reset_classifier(n, "")``) is the head's
-(:class:`mobile_cv.builder.ClsConvHead`): ``"avg"`` (default) or ``""`` (no pooling: the feature
+(:class:`mobile_cv.arch.builder.ClsConvHead`): ``"avg"`` (default) or ``""`` (no pooling: the feature
 map with ``num_classes=0``, or per-position logits of the 1x1-conv classifier). timm's own
 tests (``tests/external/run_timm_model_tests.sh``) pass on every model registered here.
 """
@@ -33,8 +33,8 @@ from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
 import mobile_cv
-from mobile_cv.arch_def import unify
-from mobile_cv.builder import check_global_pool
+from mobile_cv.arch.arch_def import unify
+from mobile_cv.arch.builder import check_global_pool
 from mobile_cv.registry import RegistryError
 
 from . import zoo
@@ -48,7 +48,7 @@ FIRST_CONV = "backbone.stages.xif0_0.conv"
 default_cfgs: Dict[str, Any] = {}
 _REGISTERED: Dict[str, ZooEntry] = {}  # timm name -> the entry it was registered from
 _REGISTERED_GENERIC: set = set()
-GLOBAL_POOL_OPS = ("ir_pool", "ir_pool_hs")  # blocks whose output is 1x1 (see mobile_cv.blocks.IRPoolBlock)
+GLOBAL_POOL_OPS = ("ir_pool", "ir_pool_hs")  # blocks whose output is 1x1 (see mobile_cv.arch.blocks.IRPoolBlock)
 
 
 def pool_size(entry: ZooEntry) -> Tuple[int, int]:

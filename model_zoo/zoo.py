@@ -12,15 +12,15 @@ from tabulate import tabulate
 from torch import nn
 
 import mobile_cv
-from mobile_cv.arch_registry import arch_def_names, is_arch_file, resolve_arch_def
-from mobile_cv.checkpoint import load_state_dict
+from mobile_cv.arch.arch_registry import arch_def_names, is_arch_file, resolve_arch_def
+from mobile_cv.arch.weights import load_state_dict
 from mobile_cv.errors import InvalidArgumentTypeError
 from mobile_cv.registry import Registry, RegistryError, did_you_mean
 
 from .entry import ZooEntry, ZooEntryError
 from .fit import CLASSIFIER, fit_state_dict  # noqa: F401  (CLASSIFIER is read as zoo.CLASSIFIER)
 from .folder import hub_folder, is_hub_spec, is_model_folder, load_model_folder
-from .hub import ModelZooError, fetch_checkpoint, is_url, read_state_dict
+from .hub import ModelZooError, fetch_weights, is_url, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def load_pretrained(
         name: readable prefix for the cache file name.
     """
     if is_url(source):
-        state_dict = fetch_checkpoint(
+        state_dict = fetch_weights(
             source, cache_dir, sha256, name, force_download, prepare=lambda sd: fit_state_dict(model, sd, source)
         )
     elif os.path.isfile(source):
@@ -139,7 +139,7 @@ def create_model(
         pretrained: None (the default: a model folder's weights, a zoo entry's random
             initialisation); False (random weights); True (the entry's weights: downloaded once
             into the cache, or the bundled file); a checkpoint path; or an http(s) URL.
-            Checkpoints are ``.safetensors`` files or load with ``torch.load(weights_only=True)``; EMA weights
+            Weight files are ``.safetensors`` files or load with ``torch.load(weights_only=True)``; EMA weights
             (``model_ema``) are preferred over ``state_dict``; a ``module.`` prefix is removed.
         num_classes: classifier outputs (default: the entry's). When it differs from
             the checkpoint's, the classifier is not loaded (logged).
@@ -177,7 +177,7 @@ def resolve_model(
     or a model folder (a path or ``hf-hub:org/name``, with its weights).
 
     Zoo entries win over registered archs of the same name; files and archs resolve through
-    :func:`mobile_cv.arch_registry.resolve_arch_def`.
+    :func:`mobile_cv.arch.arch_registry.resolve_arch_def`.
 
     Args:
         checkpoint: a checkpoint file to load (``torch.load(weights_only=True)``).

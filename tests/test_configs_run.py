@@ -29,8 +29,8 @@ import torch
 import yaml
 
 from mobile_cv import count_flops_params
-from mobile_cv.arch_def import to_jsonable, unify
-from mobile_cv.arch_registry import is_arch_file, resolve_arch_def
+from mobile_cv.arch.arch_def import to_jsonable, unify
+from mobile_cv.arch.arch_registry import is_arch_file, resolve_arch_def
 from mobile_cv.config import get_cfg
 from mobile_cv.config.defaults import RENAMED_KEYS
 from mobile_cv.data import build_loader

@@ -6,7 +6,7 @@ from torch import nn
 
 import arch_defs
 import mobile_cv
-from mobile_cv import ArchDefError, CheckpointMismatchError, RegistryError
+from mobile_cv import ArchDefError, RegistryError, WeightsMismatchError
 
 
 def arch(*rows, **top):
@@ -100,12 +100,12 @@ def test_checkpoint_that_does_not_fit_lists_first_mismatches():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fits = [k for k in other if k in before and other[k].shape == before[k].shape and before[k].is_floating_point()]
     assert len(fits) >= 8  # keys a partial load (torch's own load_state_dict) would copy
-    with pytest.raises(CheckpointMismatchError) as e:
+    with pytest.raises(WeightsMismatchError) as e:
         mobile_cv.load_state_dict(model, other)
     msg = str(e.value)
     assert (
         "another shape" in msg
-        and "backbone.stages.xif0_0.conv.weight checkpoint [16, 3, 3, 3] vs model [8, 3, 3, 3]" in msg
+        and "backbone.stages.xif0_0.conv.weight weights [16, 3, 3, 3] vs model [8, 3, 3, 3]" in msg
     )
     assert "missing" in msg or "unexpected" in msg
     after = model.state_dict()
@@ -117,5 +117,5 @@ def test_checkpoint_that_does_not_fit_lists_first_mismatches():
 def test_checkpoint_with_other_num_classes():
     model = mobile_cv.build_model("FBNetV2_F1", num_classes=10)
     sd = mobile_cv.build_model("FBNetV2_F1", num_classes=1000).state_dict()
-    with pytest.raises(CheckpointMismatchError, match=r"head.conv.weight checkpoint \[1000"):
+    with pytest.raises(WeightsMismatchError, match=r"head.conv.weight weights \[1000"):
         mobile_cv.load_state_dict(model, sd)

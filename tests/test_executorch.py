@@ -11,9 +11,9 @@ import torch
 from conftest import ROOT
 
 import mobile_cv
-from mobile_cv.arch_registry import arch_def_names
+from mobile_cv.arch.arch_registry import arch_def_names
+from mobile_cv.arch.fuse import count_batchnorms
 from mobile_cv.export import ExportError, export_and_check, export_executorch, export_executorch_int8
-from mobile_cv.fuse import count_batchnorms
 from model_zoo import resolve_model
 
 FP32_ATOL = 1e-4

@@ -28,7 +28,7 @@ from conftest import TINY_SPACE
 from PIL import Image
 
 from mobile_cv import OPS, build_model
-from mobile_cv.checkpoint import safetensors_bytes
+from mobile_cv.arch.weights import safetensors_bytes
 from mobile_cv.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -534,12 +534,12 @@ TIMEOUT = 1.0
     ids=["stall_before_headers", "stall_mid_body", "cut_short", "not_found"],
 )
 def test_download_never_hangs_and_leaves_nothing(path, words, server, tmp_path):
-    from model_zoo.hub import DownloadError, fetch_checkpoint
+    from model_zoo.hub import DownloadError, fetch_weights
 
     cache = tmp_path / "cache"
     t0 = time.perf_counter()
     with pytest.raises(DownloadError) as e:
-        fetch_checkpoint(server.url + path, cache_dir=str(cache), timeout=TIMEOUT)
+        fetch_weights(server.url + path, cache_dir=str(cache), timeout=TIMEOUT)
     assert time.perf_counter() - t0 < 2 * TIMEOUT + 0.5
     msg = str(e.value)
     assert "\n" not in msg and all(w in msg for w in words), msg
@@ -547,17 +547,17 @@ def test_download_never_hangs_and_leaves_nothing(path, words, server, tmp_path):
 
 
 def test_download_timeout_from_environment(server, tmp_path, monkeypatch):
-    from model_zoo.hub import DownloadError, fetch_checkpoint
+    from model_zoo.hub import DownloadError, fetch_weights
 
     monkeypatch.setenv("FBNET_DOWNLOAD_TIMEOUT", "0.5")
     t0 = time.perf_counter()
     with pytest.raises(DownloadError, match="sent nothing for 0.5 s"):
-        fetch_checkpoint(server.url + "/body.pth", cache_dir=str(tmp_path))
+        fetch_weights(server.url + "/body.pth", cache_dir=str(tmp_path))
     assert time.perf_counter() - t0 < 1.5
 
 
 def test_abandoned_download_of_a_killed_process_is_removed(server, tmp_path):
-    from model_zoo.hub import DownloadError, fetch_checkpoint
+    from model_zoo.hub import DownloadError, fetch_weights
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -565,7 +565,7 @@ def test_abandoned_download_of_a_killed_process_is_removed(server, tmp_path):
     stale.mkdir()
     (stale / "model.pth").write_bytes(b"\x00" * 1000)
     with pytest.raises(DownloadError):
-        fetch_checkpoint(server.url + "/missing.pth", cache_dir=str(tmp_path), timeout=TIMEOUT)
+        fetch_weights(server.url + "/missing.pth", cache_dir=str(tmp_path), timeout=TIMEOUT)
     assert os.listdir(tmp_path) == []
 
 
@@ -1115,7 +1115,7 @@ def test_torchrun_into_a_folder_in_use_ends_at_once(files, tmp_path):
 
 def _api_cases():
     import mobile_cv
-    from mobile_cv.arch_registry import arch_def_names
+    from mobile_cv.arch.arch_registry import arch_def_names
     from mobile_cv.engine import build_sgd
     from mobile_cv.search import CostLoss, build_supernet
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import mobile_cv
-from mobile_cv.latency import LatencySettings, LatencyTable, LatencyTableError, TableBuilder, build_latency_table
-from mobile_cv.latency.build import predict_config
+from mobile_cv.latency import LatencySettings, LatencyTable, LatencyTableError, TableMeasurement, measure_latency_table
 from mobile_cv.latency.calibration import Correction
 from mobile_cv.latency.configs import BlockConfig, space_configs
+from mobile_cv.latency.measure import predict_config
 from mobile_cv.latency.runtimes import RuntimeUnavailableError, check_runtime
 from mobile_cv.search import build_supernet
 from mobile_cv.search.budget import enumerate_all, index_log_prob, log_probs
@@ -46,7 +46,7 @@ def space_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def table(space_file):
     out = os.path.join(os.path.dirname(space_file), "table.json")
-    return build_latency_table(space_file, out, LatencySettings(**FAST))
+    return measure_latency_table(space_file, out, LatencySettings(**FAST))
 
 
 @pytest.fixture(scope="module")
@@ -201,21 +201,21 @@ def test_a_finished_table_is_reused_and_an_interrupted_one_resumes(space_file, t
 
     settings = LatencySettings(**{**FAST, "runtime": "onnxruntime", "chunk": 8, "jobs": 1})
     with pytest.raises(KeyboardInterrupt):
-        build_latency_table(space_file, out, settings, stop_after_first_chunk)
+        measure_latency_table(space_file, out, settings, stop_after_first_chunk)
     assert not os.path.exists(out)
     kept = sorted(os.listdir(os.path.join(out + ".partial", "programs")))
     assert len(kept) == 8
     seen.clear()
-    table = build_latency_table(space_file, out, settings, lambda phase, done, total: seen.append((phase, done)))
+    table = measure_latency_table(space_file, out, settings, lambda phase, done, total: seen.append((phase, done)))
     assert seen[0] == ("export", 8)  # resumed after the chunk already exported
     assert not os.path.exists(out + ".partial") and table.data["runtime"] == "onnxruntime"
     assert len(table.entries) == len(space_configs(build_supernet(space_file, num_classes=10, in_chans=1)))
     data = open(out, "rb").read()
     again = []
-    build_latency_table(space_file, out, settings, lambda *a: again.append(a))
+    measure_latency_table(space_file, out, settings, lambda *a: again.append(a))
     assert again == [] and open(out, "rb").read() == data  # reused, not rebuilt
     with pytest.raises(LatencyTableError, match="other settings .*rounds 3 \\(asked: 5\\)"):
-        build_latency_table(space_file, out, LatencySettings(**{**FAST, "runtime": "onnxruntime", "rounds": 5}))
+        measure_latency_table(space_file, out, LatencySettings(**{**FAST, "runtime": "onnxruntime", "rounds": 5}))
     assert open(out, "rb").read() == data
 
 
@@ -229,7 +229,7 @@ def test_grid_mode_interpolates_and_measures_its_error_on_held_out_configuration
     path.write_text(json.dumps(space))
     net = build_supernet(str(path), num_classes=10, in_chans=1)
     settings = LatencySettings(**{**FAST, "max_configs": 10, "grid_points": (2, 2, 2, 2), "held_out": 12})
-    table = build_latency_table(str(path), str(tmp_path / "grid.json"), settings)
+    table = measure_latency_table(str(path), str(tmp_path / "grid.json"), settings)
     d = table.data
     assert d["mode"] == "grid" and d["configs_total"] > 10 and d["grids"]
     assert set(d["entries"]) == {p.key for g in table.grids for p in g.points()} and len(d["held_out"]) == 12
@@ -374,21 +374,21 @@ def test_executorch_table_of_a_small_space(tmp_path, monkeypatch):
     path.write_text(json.dumps(micro))
     settings = LatencySettings(runtime="executorch", num_classes=10, in_chans=1, rounds=3, warmup=1, jobs=2)
     cache = tmp_path / "cache"
-    builder = TableBuilder(str(path), str(tmp_path / "et.json"), settings, cache_dir=str(cache))
-    table = builder.build()
+    measurement = TableMeasurement(str(path), str(tmp_path / "et.json"), settings, cache_dir=str(cache))
+    table = measurement.run()
     assert table.data["runtime"] == "executorch" and "executorch" in table.data["versions"]
-    assert len(table.entries) == len(space_configs(builder.net))
-    budget = table.budget_table(builder.net)
-    index = {label: 0 for label in builder.net.choices}
+    assert len(table.entries) == len(space_configs(measurement.net))
+    budget = table.budget_table(measurement.net)
+    index = {label: 0 for label in measurement.net.choices}
     assert budget.exact(index) > table.overhead_ms > 0
     # a second build with the same cache exports nothing (every program is taken from the cache)
-    import mobile_cv.latency.build as build_module_
+    import mobile_cv.latency.measure as build_module_
 
     def no_export(args):
         raise AssertionError(f"{args[2]} exported again")
 
     monkeypatch.setattr(build_module_, "_compile_one", no_export)
-    again = TableBuilder(str(path), str(tmp_path / "again.json"), settings, cache_dir=str(cache)).build()
+    again = TableMeasurement(str(path), str(tmp_path / "again.json"), settings, cache_dir=str(cache)).run()
     assert again.entries.keys() == table.entries.keys() and len(os.listdir(cache)) >= len(table.entries)
 
 
@@ -559,7 +559,7 @@ def scaled_copy(table, path, factor, only=None):
 def steady_table(space_file):
     """The table timed over more rounds than ``table``: probes steady enough to compare twice."""
     out = os.path.join(os.path.dirname(space_file), "steady.json")
-    return build_latency_table(space_file, out, LatencySettings(**{**FAST, "rounds": 15, "warmup": 3}))
+    return measure_latency_table(space_file, out, LatencySettings(**{**FAST, "rounds": 15, "warmup": 3}))
 
 
 def test_check_tells_a_table_of_another_machine_and_rescale_brings_it_back(steady_table, net, tmp_path, capfd):
@@ -666,13 +666,13 @@ def test_the_table_predicts_with_the_statistic_it_records(table, space_file, tmp
     median = LatencyTable({**json.loads(json.dumps(d)), "statistic": "median"}, table.path)
     assert median.block_ms(config) == pytest.approx(max(d["entries"][key]["ms"] - d["overhead_ms"]["ms"], 0.0))
     with pytest.raises(LatencyTableError, match="--statistic must be one of"):
-        TableBuilder(space_file, str(tmp_path / "t.json"), LatencySettings(**{**FAST, "statistic": "mean"}))
+        TableMeasurement(space_file, str(tmp_path / "t.json"), LatencySettings(**{**FAST, "statistic": "mean"}))
 
 
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("executorch"), reason="executorch not installed")
 def test_the_program_cache_keys_programs_by_what_they_are_not_by_their_name(tmp_path):
     """Two tables' probes share names ("compute") but not blocks: each gets its own program."""
-    from mobile_cv.latency.build import compile_programs, example_of, load_runner
+    from mobile_cv.latency.measure import compile_programs, example_of, load_runner
 
     small = BlockConfig("conv_k3_hs", 4, 0, 8, 1, 8)
     large = BlockConfig("conv_k3_hs", 8, 0, 16, 1, 12)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mobile_cv.latency import LatencySettings, LatencyTable, TableBuilder
+from mobile_cv.latency import LatencySettings, LatencyTable, TableMeasurement
 from mobile_cv.latency.bundle import (
     BundleError,
     import_timings,
@@ -55,11 +55,11 @@ def space_file(tmp_path_factory):
     return str(path)
 
 
-def builder_of(space_file, out="unused.json"):
+def measurement_of(space_file, out="unused.json"):
     settings = LatencySettings(
         runtime="executorch", num_classes=10, in_chans=1, rounds=3, warmup=1, calibration_models=2, jobs=1
     )
-    return TableBuilder(space_file, out, settings)
+    return TableMeasurement(space_file, out, settings)
 
 
 def latency_table_tool():
@@ -92,7 +92,7 @@ def fresh_copy(timed, tmp_path):
 
 def test_bundle_holds_every_program_a_table_times_with_its_digest(timed, space_file, capfd):
     folder, manifest, _ = timed
-    plan = builder_of(space_file).plan_programs()
+    plan = measurement_of(space_file).plan_programs()
     assert [p["key"] for p in manifest["programs"]] == list(plan.configs)
     kinds = {p["kind"] for p in manifest["programs"]}
     assert kinds == {"trivial", "block", "model"}
@@ -112,7 +112,7 @@ def test_imported_table_serves_a_search_and_records_the_device(timed, space_file
     table, net = import_timings(timings, folder, str(tmp_path / "device.json"))
     again = LatencyTable.load(str(tmp_path / "device.json"))
     assert again.data["bundle"]["manifest_sha256"] and again.data["machine"]["timed_by"].startswith("run_bundle.py")
-    assert len(again.entries) == len(builder_of(space_file).plan_programs().todo)
+    assert len(again.entries) == len(measurement_of(space_file).plan_programs().todo)
     index = {label: 0 for label in net.choices}
     budget = again.budget_table(net)
     assert budget.exact(index) > 0 and again.correction.models == 2
@@ -212,9 +212,9 @@ def test_bad_bundles_and_outs_are_refused_in_one_line_and_nothing_is_written(tim
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     with pytest.raises(BundleError, match="is a file"):
-        write_bundle(builder_of(space_file), str(a_file))
+        write_bundle(measurement_of(space_file), str(a_file))
     with pytest.raises(BundleError, match="holds a bundle of other settings"):
-        other = builder_of(space_file)
+        other = measurement_of(space_file)
         other.settings.rounds = 5
         write_bundle(other, folder)
     assert open(manifest).read() == kept
@@ -223,7 +223,7 @@ def test_bad_bundles_and_outs_are_refused_in_one_line_and_nothing_is_written(tim
 def test_a_folder_that_is_not_writable_is_refused(space_file, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(BundleError, match="is not writable"):
-        write_bundle(builder_of(space_file), str(tmp_path / "ro" / "bundle"))
+        write_bundle(measurement_of(space_file), str(tmp_path / "ro" / "bundle"))
     assert not (tmp_path / "ro").exists()
 
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import mobile_cv
-from mobile_cv.layers import ConvBNAct
-from mobile_cv.ops import OpSpec
+from mobile_cv.arch.layers import ConvBNAct
+from mobile_cv.arch.ops import OpSpec
 from mobile_cv.search import MASKED_BLOCKS, CandidateSpec, SearchBlock, build_supernet, register_masked_block
 from mobile_cv.search.masked import Cost, Spatial, apply_mask
 

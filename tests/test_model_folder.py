@@ -150,7 +150,7 @@ def test_safetensors_and_pth_weights_load_alike(saved, tmp_path):
     assert torch.equal(logits(a), logits(b))
     bad = tmp_path / "cut.safetensors"
     bad.write_bytes((saved / WEIGHTS_FILE).read_bytes()[:100])
-    with pytest.raises(model_zoo.CheckpointFormatError, match="not a readable safetensors file"):
+    with pytest.raises(model_zoo.WeightsFormatError, match="not a readable safetensors file"):
         model_zoo.create_model(ENTRY, pretrained=str(bad))
 
 

@@ -18,8 +18,8 @@ from conftest import DATA
 
 import mobile_cv
 import model_zoo
-from mobile_cv import CheckpointMismatchError, RegistryError
-from model_zoo import CheckpointFormatError, ChecksumError, DownloadError, ZooEntry, ZooEntryError
+from mobile_cv import RegistryError, WeightsMismatchError
+from model_zoo import ChecksumError, DownloadError, WeightsFormatError, ZooEntry, ZooEntryError
 
 PUBLISHED = {m["name"]: m for m in json.load(open(os.path.join(DATA, "published_models.json")))["models"]}
 
@@ -284,7 +284,7 @@ def test_sha256_mismatch_is_refused_and_not_cached(server, cache, tiny, tiny_arc
 
 
 def _bad_bodies(good):
-    unreadable = "not a readable PyTorch checkpoint"
+    unreadable = "not a readable PyTorch file"
     return {
         "http404": (dict(body=b"gone", status=404), DownloadError, "HTTP Error 404"),
         "http500": (dict(body=b"oops", status=500), DownloadError, "HTTP Error 500"),
@@ -293,10 +293,10 @@ def _bad_bodies(good):
             DownloadError,
             "retrieval incomplete",
         ),
-        "truncated": (dict(body=good[: len(good) // 2]), CheckpointFormatError, unreadable),
-        "corrupt": (dict(body=bytes(b ^ 0x5A for b in good)), CheckpointFormatError, unreadable),
-        "html": (dict(body=b"<html><body>Sign in</body></html>"), CheckpointFormatError, unreadable),
-        "tensor": (dict(body=to_bytes(torch.zeros(3))), CheckpointFormatError, "expected a dict of tensors"),
+        "truncated": (dict(body=good[: len(good) // 2]), WeightsFormatError, unreadable),
+        "corrupt": (dict(body=bytes(b ^ 0x5A for b in good)), WeightsFormatError, unreadable),
+        "html": (dict(body=b"<html><body>Sign in</body></html>"), WeightsFormatError, unreadable),
+        "tensor": (dict(body=to_bytes(torch.zeros(3))), WeightsFormatError, "expected a dict of tensors"),
     }
 
 
@@ -314,11 +314,11 @@ def test_bad_download_gets_a_clear_error_and_leaves_nothing(server, cache, tiny,
 def test_checkpoint_of_another_arch_names_the_first_keys(server, cache, tiny_arch_file, zoo_add):
     zoo_add(tiny_entry(tiny_arch_file))
     url = server.serve("/other.pth", to_bytes(published_layout(random_model(OTHER))))
-    with pytest.raises(CheckpointMismatchError) as e:
+    with pytest.raises(WeightsMismatchError) as e:
         model_zoo.create_model("zoo_test_tiny", pretrained=url, cache_dir=cache)
     msg = str(e.value)
     assert "does not fit model 'zoo_test_tiny'" in msg and "backbone.stages.xif1_0." in msg
-    assert "checkpoint [" in msg and "missing from the checkpoint" in msg
+    assert "weights [" in msg and "missing from the weights" in msg
     assert cache_files(cache) == []
 
 
@@ -334,7 +334,7 @@ def test_pickled_code_is_refused_and_never_runs(server, cache, tmp_path, tiny_ar
     else:
         source = str(tmp_path / "evil.pth")
         open(source, "wb").write(body)
-    with pytest.raises(CheckpointFormatError) as e:
+    with pytest.raises(WeightsFormatError) as e:
         model_zoo.create_model("zoo_test_tiny", pretrained=source, cache_dir=cache)
     assert "weights_only=True" in str(e.value)
     if fmt == "torch.save":
@@ -357,7 +357,7 @@ def test_failed_download_never_replaces_a_good_cached_file(server, cache, tiny, 
     else:
         kwargs, _, _ = _bad_bodies(good)[case]
         server.serve("/m.pth", **kwargs)
-    with pytest.raises((DownloadError, CheckpointFormatError, CheckpointMismatchError)):
+    with pytest.raises((DownloadError, WeightsFormatError, WeightsMismatchError)):
         model_zoo.create_model("zoo_test_tiny", pretrained=url, cache_dir=cache, force_download=True)
     assert cache_files(cache) == [cached]
     assert hashlib.sha256(open(os.path.join(cache, cached), "rb").read()).hexdigest() == digest

@@ -8,7 +8,7 @@ from torch import nn
 
 import arch_defs
 import mobile_cv
-from mobile_cv.ops import OpSpec
+from mobile_cv.arch.ops import OpSpec
 
 PLAIN_OPS = [n for n in mobile_cv.OPS.names() if isinstance(mobile_cv.OPS.get(n), OpSpec)]
 PUBLISHED_OP_NAMES = [

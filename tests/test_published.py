@@ -15,7 +15,7 @@ from seeded_weights import seeded_input, seeded_state_dict
 
 import arch_defs
 import mobile_cv
-from mobile_cv.arch_def import to_jsonable
+from mobile_cv.arch.arch_def import to_jsonable
 
 PUBLISHED = json.load(open(os.path.join(DATA, "published_models.json")))["models"]
 CHECKPOINT_KEYS = json.load(open(os.path.join(DATA, "checkpoint_keys.json")))

@@ -16,7 +16,7 @@ import arch_defs
 import mobile_cv
 from arch_defs.spaces import FBNETV2_OPS
 from mobile_cv import ArchDefError
-from mobile_cv.arch_def import format_arch_def_py, load_arch_def_file
+from mobile_cv.arch.arch_def import format_arch_def_py, load_arch_def_file
 from mobile_cv.search import CostLoss, build_supernet
 
 PUBLISHED = {m["name"]: m for m in json.load(open(os.path.join(DATA, "published_models.json")))["models"]}

@@ -237,7 +237,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "checkpoint.pth").write_bytes(b"torn")
-    with pytest.raises(CheckpointError, match="checkpoint.pth: not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="checkpoint.pth: not a readable PyTorch file"):
         Checkpointer(str(tmp_path), model=torch.nn.Linear(1, 1)).resume_or_start(resume=True)
     atomic_save({"weights": torch.zeros(1)}, str(tmp_path / "checkpoint.pth"))
     with pytest.raises(CheckpointError, match="not a checkpoint written by"):

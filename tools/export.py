@@ -3,7 +3,7 @@
 
     python tools/export.py FBNetV2_F1 --out output/export               # zoo name (random weights)
     python tools/export.py FBNetV2_F1 --pretrained                      # with the zoo's weights
-    python tools/export.py output/train_cifar10/arch_def.json --checkpoint output/train_cifar10/model_final.pth \\
+    python tools/export.py output/train_cifar10/arch_def.json --weights output/train_cifar10/model_final.pth \\
         --num-classes 10                                              # what configs/train_cifar10.yaml wrote
     python tools/export.py fbnet_c --formats onnx pt2 --resolution 192   # pt2: torch.export.save, loaded back
     python tools/export.py mnist_dmasking_1p5m --pretrained --format executorch \\
@@ -37,7 +37,9 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="zoo name, registered arch name, or .json/.py arch-def file")
     p.add_argument(
-        "--checkpoint", "--weights", help="checkpoint file to load (state dict or {'model_ema'|'state_dict': ...})"
+        "--weights",
+        "--checkpoint",
+        help="weights file to load (state dict or {'model_ema'|'state_dict': ...}; --checkpoint: its name in 0.1)",
     )
     p.add_argument("--pretrained", action="store_true", help="load the zoo entry's pretrained weights")
     p.add_argument(
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         model, name = model_zoo.resolve_model(
-            args.model, args.checkpoint, args.pretrained, args.num_classes, args.cache_dir, args.in_chans
+            args.model, args.weights, args.pretrained, args.num_classes, args.cache_dir, args.in_chans
         )
         resolution = args.resolution or model.input_size
         results = export_and_check(

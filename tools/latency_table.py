@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mobile_cv import engine  # noqa: E402
 from mobile_cv.config import flag_type  # noqa: E402
 from mobile_cv.engine.run_lock import RunLock  # noqa: E402
-from mobile_cv.latency import RUNTIMES, LatencySettings, TableBuilder, default_runtime, table_range  # noqa: E402
+from mobile_cv.latency import RUNTIMES, LatencySettings, TableMeasurement, default_runtime, table_range  # noqa: E402
 from mobile_cv.latency.bundle import bundle_size, check_bundle_folder, import_timings, write_bundle  # noqa: E402
 from mobile_cv.latency.calibration import describe_correction  # noqa: E402
 from mobile_cv.latency.probes import ONE_FACTOR, check_table, in_drift, rescale_table, verdict  # noqa: E402
@@ -215,12 +215,12 @@ def check(args) -> int:
 
 def build_table(args, settings: LatencySettings) -> None:
     """Build (or finish) the table, with progress bars; print its summary."""
-    builder = TableBuilder(args.space, args.out, settings, cache_dir=args.cache)
+    measurement = TableMeasurement(args.space, args.out, settings, cache_dir=args.cache)
     progress = PhaseBars("exporting programs")
 
-    table = builder.build(progress)
+    table = measurement.run(progress)
     progress.close()
-    print_table(table, builder.net, args.out)
+    print_table(table, measurement.net, args.out)
 
 
 def print_table(table: LatencyTable, net, out: str) -> None:
@@ -245,12 +245,12 @@ def print_table(table: LatencyTable, net, out: str) -> None:
 
 def write_bundle_cmd(args, settings: LatencySettings) -> None:
     """SPACE --bundle DIR: the programs, manifest and runners; then how to time and import them."""
-    builder = TableBuilder(args.space, os.path.join(args.bundle, "TABLE.json"), settings)
+    measurement = TableMeasurement(args.space, os.path.join(args.bundle, "TABLE.json"), settings)
     check_bundle_folder(args.bundle)
     os.makedirs(args.bundle, exist_ok=True)
     progress = PhaseBars("writing programs")
     with RunLock(args.bundle, ".bundle.lock", what=f"--bundle {args.bundle!r}"):
-        manifest = write_bundle(builder, args.bundle, progress, cache_dir=args.cache)
+        manifest = write_bundle(measurement, args.bundle, progress, cache_dir=args.cache)
     progress.close()
     n, mb = len(manifest["programs"]), bundle_size(args.bundle) / 2**20
     print(f"{args.bundle}: {n} programs ({mb:.1f} MB) for {args.space}, written in {manifest['export_seconds']:.0f} s")

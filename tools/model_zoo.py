@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mobile_cv  # noqa: E402
 import model_zoo  # noqa: E402
 from mobile_cv import engine  # noqa: E402
-from mobile_cv.arch_registry import is_arch_file, resolve_arch_def  # noqa: E402
+from mobile_cv.arch.arch_registry import is_arch_file, resolve_arch_def  # noqa: E402
 from mobile_cv.data import NORMALIZATION  # noqa: E402
 from mobile_cv.errors import UserError  # noqa: E402
 from model_zoo.folder import push_model_folder, save_model_folder  # noqa: E402

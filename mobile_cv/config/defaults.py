@@ -157,7 +157,7 @@ _C.SEARCH.WEIGHTS.WEIGHT_DECAY = 1e-4  # L2 weight decay
 # Resource cost in the search loss (mobile_cv/search/loss.py).
 _C.SEARCH.COST = _YacsNode()
 # What is counted, a registered cost kind (mobile_cv/search/cost_kinds.py): flops (multiply-accumulates,
-# mobile_cv.flops convention), params, or latency (milliseconds on a deployment runtime, by the
+# mobile_cv.arch.flops convention), params, or latency (milliseconds on a deployment runtime, by the
 # LATENCY_TABLE measured for SEARCH.SPACE); a kind registered by the user works the same way.
 _C.SEARCH.COST.KIND = "flops"
 # KIND latency: the table file tools/latency_table.py wrote for SEARCH.SPACE (and MODEL.NUM_CLASSES,

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from .. import comm
+from ..arch.weights import describe_load_failure, load_state_dict, read_weights_file, safetensors_bytes
 from ..atomic_files import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
-from ..checkpoint import describe_load_failure, load_state_dict, read_weights_file, safetensors_bytes
 from ..errors import InvalidArgumentTypeError, UserError
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ..arch_def import to_jsonable
+from ..arch.arch_def import to_jsonable
 from ..atomic_files import atomic_write, atomic_write_text
 from ..errors import UserError
 from ..search import build_supernet

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import comm
-from ..arch_def import to_jsonable
+from ..arch.arch_def import to_jsonable
 from ..atomic_files import atomic_write_text
 from ..data import set_epoch
 from ..extras import require

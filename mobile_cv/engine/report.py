@@ -8,8 +8,8 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
-from ..builder import build_model
-from ..flops import count_flops_params
+from ..arch.builder import build_model
+from ..arch.flops import count_flops_params
 from ..search.cost_kinds import cost_kind
 
 

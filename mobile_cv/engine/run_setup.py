@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from .. import comm
-from ..arch_def import unify
-from ..arch_registry import is_arch_file, resolve_arch_def
+from ..arch.arch_def import unify
+from ..arch.arch_registry import is_arch_file, resolve_arch_def
+from ..arch.builder import build_model
 from ..atomic_files import atomic_write_text
-from ..builder import build_model
 from ..config import CfgNode, ConfigError, check_config, get_cfg
 from ..search.cost_kinds import check_cost_config
 from .allocator import apply_malloc_setting

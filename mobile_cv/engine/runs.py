@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from .. import comm
-from ..arch_def import to_jsonable
-from ..arch_registry import resolve_arch_def
+from ..arch.arch_def import to_jsonable
+from ..arch.arch_registry import resolve_arch_def
+from ..arch.flops import count_flops_params
 from ..config import CfgNode
 from ..data import build_loader
-from ..flops import count_flops_params
 from ..search import build_supernet
 from ..search.choices import detach_mixing
 from ..search.cost_kinds import cost_kind

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .. import comm
-from ..arch_def import format_arch_def_py, to_jsonable
+from ..arch.arch_def import format_arch_def_py, to_jsonable
 from ..atomic_files import atomic_write_text
 from ..config import CfgNode, ConfigError
 from ..search import Supernet

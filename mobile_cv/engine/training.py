@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from .. import comm
-from ..arch_def import to_jsonable
-from ..checkpoint import extract_state_dict, load_state_dict
+from ..arch.arch_def import to_jsonable
+from ..arch.weights import extract_state_dict, load_state_dict
 from ..config import CfgNode
 from ..data import build_loader
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT

@@ -28,7 +28,7 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from ..fuse import fuse_for_inference
+from ..arch.fuse import fuse_for_inference
 from .calibration import AccuracyCheck, check_accuracy, check_channels, load_images
 from .errors import EXECUTORCH_PACKAGES, ExportError, ExportSettingsError
 from .quantize import export_executorch_int8, no_calibration_error

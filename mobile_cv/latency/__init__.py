@@ -7,14 +7,18 @@
 
 * :mod:`.configs`: block configurations (what changes a block's computation), from the supernet;
 * :mod:`.runtimes`: ExecuTorch (XNNPACK, fp32/int8), ONNX Runtime, eager PyTorch;
-* :mod:`.build`: timing every configuration (or a grid, and interpolation) into a table;
+* :mod:`.measure`: timing every configuration (or a grid, and interpolation) into a table;
 * :mod:`.table`: the table file, its checks and lookups.
 """
 
-from .build import LatencySettings, TableBuilder, build_latency_table, table_range
 from .configs import BlockConfig, build_module, space_configs
+from .measure import LatencySettings, TableMeasurement, measure_latency_table, table_range
 from .runtimes import RUNTIMES, RuntimeUnavailableError, check_runtime, default_runtime
 from .table import LatencyTable, LatencyTableError, space_digest
+
+# their names in 0.1 ("build" now means making an object from its description: a model, a loader)
+build_latency_table = measure_latency_table
+TableBuilder = TableMeasurement
 
 __all__ = [
     "RUNTIMES",
@@ -24,7 +28,9 @@ __all__ = [
     "LatencyTableError",
     "RuntimeUnavailableError",
     "TableBuilder",
+    "TableMeasurement",
     "build_latency_table",
+    "measure_latency_table",
     "build_module",
     "check_runtime",
     "default_runtime",

@@ -4,7 +4,7 @@
     python BUNDLE/run_bundle.py                                         # there: ExecuTorch's runtime only
     python tools/latency_table.py --import BUNDLE/timings.json --bundle BUNDLE/ --out TABLE.json
 
-A bundle holds what a table build times (:meth:`~.build.TableBuilder.plan_programs`: block programs,
+A bundle holds what a table build times (:meth:`~.build.TableMeasurement.plan_programs`: block programs,
 the calibration models, the trivial program of the call cost) as ``programs/pNNNNN.pte``, a
 ``manifest.json`` (each program's key, kind, input shape, sha256; the space, settings, runtime
 versions and the table method) and three ways to time them on a device:
@@ -16,7 +16,7 @@ versions and the table method) and three ways to time them on a device:
   program and round in a folder.
 
 :func:`import_timings` reads any of the three, checks it against the bundle, and assembles the table
-exactly as a build here would (:meth:`~.build.TableBuilder.assemble`), recording the device.
+exactly as a build here would (:meth:`~.build.TableMeasurement.assemble`), recording the device.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..atomic_files import atomic_copy, atomic_write_bytes, atomic_write_text
 from . import bundle_runner
-from .build import METHOD, MODEL, TRIVIAL, TableBuilder, compile_programs, example_of
+from .measure import METHOD, MODEL, TRIVIAL, TableMeasurement, compile_programs, example_of
 from .runtimes import versions
 from .table import LatencyTable, LatencyTableError, save_table
 
@@ -86,23 +86,25 @@ def _check_same_bundle(folder: str, identity: Dict[str, Any], paths) -> None:
         )
 
 
-def write_bundle(builder: TableBuilder, folder: str, progress=None, cache_dir: Optional[str] = None) -> Dict[str, Any]:
-    """Every program a table of ``builder``'s settings times, written to ``folder`` with the manifest
+def write_bundle(
+    measurement: TableMeasurement, folder: str, progress=None, cache_dir: Optional[str] = None
+) -> Dict[str, Any]:
+    """Every program a table of ``measurement``'s settings times, written to ``folder`` with the manifest
     and the runners. Resumes an interrupted write of the same settings; returns the manifest."""
-    s = builder.settings
+    s = measurement.settings
     if s.runtime != "executorch":
         raise BundleError(
             f"a bundle holds ExecuTorch programs (the device runtime); --runtime {s.runtime} is timed here"
         )
     check_bundle_folder(folder)
     state_path = os.path.join(folder, "bundle_settings.json")
-    identity = {**builder.header, "settings": builder._measured_settings()}
+    identity = {**measurement.header, "settings": measurement._measured_settings()}
     manifest_path = os.path.join(folder, MANIFEST)
     _check_same_bundle(folder, identity, (manifest_path, state_path))
     os.makedirs(os.path.join(folder, "programs"), exist_ok=True)
     save_table({"identity": identity}, state_path)
     t0 = time.perf_counter()
-    plan = builder.plan_programs()
+    plan = measurement.plan_programs()
     names = {key: f"p{i:05d}" for i, key in enumerate(plan.configs)}
     path_of = {key: os.path.join(folder, "programs", names[key] + ".pte") for key in plan.configs}
     missing = [k for k in plan.configs if not os.path.isfile(path_of[k])]
@@ -132,7 +134,7 @@ def write_bundle(builder: TableBuilder, folder: str, progress=None, cache_dir: O
     manifest = {
         "format": BUNDLE_FORMAT,
         "identity": identity,
-        "space": builder.space,
+        "space": measurement.space,
         "runtime": s.runtime,
         "int8": s.int8,
         "versions": versions(s.runtime),
@@ -350,8 +352,8 @@ def import_timings(timings: str, folder: str, out: str) -> Tuple[LatencyTable, A
             f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): time them all"
         )
     ident = manifest["identity"]
-    builder = TableBuilder.from_identity(manifest["space"], out, ident)
-    plan = builder.plan_programs()
+    measurement = TableMeasurement.from_identity(manifest["space"], out, ident)
+    plan = measurement.plan_programs()
     by_key = {p["key"]: p["name"] for p in manifest["programs"]}
     if set(by_key) != set(plan.configs):
         raise BundleError(
@@ -365,9 +367,9 @@ def import_timings(timings: str, folder: str, out: str) -> Tuple[LatencyTable, A
         "bundle": {"manifest_sha256": digest, "timed_by": device.get("timed_by")},
     }
     seconds = manifest.get("export_seconds", 0.0) + (device.get("seconds") or 0.0)
-    data = builder.assemble(plan, {key: samples[name] for key, name in by_key.items()}, measured, seconds)
+    data = measurement.assemble(plan, {key: samples[name] for key, name in by_key.items()}, measured, seconds)
     save_table(data, out)
-    return LatencyTable(data, out), builder.net
+    return LatencyTable(data, out), measurement.net
 
 
 def bundle_size(folder: str) -> int:

@@ -20,10 +20,10 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..blocks import ConvBlock, IRBlock, IRPoolBlock, SkipBlock
-from ..builder import ClsConvHead
-from ..layers import ConvBNAct
-from ..ops import OPS, OpSpec
+from ..arch.blocks import ConvBlock, IRBlock, IRPoolBlock, SkipBlock
+from ..arch.builder import ClsConvHead
+from ..arch.layers import ConvBNAct
+from ..arch.ops import OPS, OpSpec
 from ..search.masked import Spatial
 
 HEAD = "head"

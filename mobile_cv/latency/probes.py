@@ -70,7 +70,7 @@ def choose_probes(data: Dict[str, Any], todo: List[BlockConfig], models: Dict[st
 
 def probe_programs(data: Dict[str, Any]) -> Dict[str, Any]:
     """``name -> program spec`` (a BlockConfig, a ModelSpec, or None for the call) of a table's probes."""
-    from .build import ModelSpec
+    from .measure import ModelSpec
 
     out: Dict[str, Any] = {}
     for name, p in data.get("probes", {}).items():
@@ -102,8 +102,8 @@ def check_table(
     Returns ``{"probes": {name: {"build_ms", "now_ms", "ratio", "q1", "q3"}}, "drift", "spread",
     "describes", "one_factor"}``. Run it alone: the check is only as good as the machine is quiet.
     """
-    from .build import _compile_one, example_of, measure
-    from .build import _entry as summary
+    from .measure import _compile_one, example_of, time_interleaved
+    from .measure import summarize_samples as summary
     from .runtimes import check_runtime, load_runner, set_threads
 
     d = table.data
@@ -125,7 +125,7 @@ def check_table(
         if progress:
             progress("timing", r, warmup + rounds)
 
-    samples = measure(runners, rounds, warmup, each_round)
+    samples = time_interleaved(runners, rounds, warmup, each_round)
     report: Dict[str, Any] = {"probes": {}, "statistic": table.statistic}
     for name, p in probes.items():
         build, current = p[table.stat], summary(samples[name])[table.stat]  # the table's statistic of the rounds

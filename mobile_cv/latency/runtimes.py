@@ -17,8 +17,8 @@ from typing import Callable, Dict
 
 import torch
 
+from ..arch.fuse import fuse_for_inference
 from ..export.runtimes import RuntimeUnavailableError, get_runtime, timed_runtimes
-from ..fuse import fuse_for_inference
 
 RUNTIMES = timed_runtimes()  # ("executorch", "onnxruntime", "eager")
 

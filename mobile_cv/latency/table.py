@@ -37,9 +37,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from ..arch_def import to_jsonable
+from ..arch.arch_def import to_jsonable
+from ..arch.blocks import IRBlock, IRPoolBlock
 from ..atomic_files import atomic_write_text
-from ..blocks import IRBlock, IRPoolBlock
 from ..errors import UserError
 from ..search.masked import Spatial
 from .calibration import Correction

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from ..arch_def import ArchDefError
+from ..arch.arch_def import ArchDefError
 
 # label -> mixing weights over its options; costs also take a leading batch dim (N, options):
 # N architectures (e.g. one-hot rows) costed in one vectorised pass

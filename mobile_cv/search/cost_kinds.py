@@ -130,7 +130,7 @@ class Latency(CostKind):
         """The latency table (SEARCH.COST.LATENCY_TABLE, or ``table_path``) checked against this search:
         its space, resolutions and classifier, and the runtime, int8 and threads SEARCH.COST asks for
         (``table_path`` given: any runtime)."""
-        from ..arch_registry import resolve_arch_def
+        from ..arch.arch_registry import resolve_arch_def
         from ..latency.table import LatencyTable  # deferred: the latency package builds on this one
 
         c = cfg.SEARCH.COST

@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Tuple
 
 from torch import nn
 
-from ..arch_def import ArchDefError, unify
-from ..builder import build_block
+from ..arch.arch_def import ArchDefError, unify
+from ..arch.builder import build_block
 from .masked import slice_into
 
 Index = Dict[str, int]

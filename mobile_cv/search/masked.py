@@ -32,11 +32,11 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..arch_def import ArchDefError
-from ..blocks import ConvBlock, IRBlock, IRPoolBlock, SkipBlock, ir_hidden_channels, se_mid_channels
-from ..flops import count_flops_params
-from ..layers import ConvBNAct
-from ..ops import OPS, OpSpec
+from ..arch.arch_def import ArchDefError
+from ..arch.blocks import ConvBlock, IRBlock, IRPoolBlock, SkipBlock, ir_hidden_channels, se_mid_channels
+from ..arch.flops import count_flops_params
+from ..arch.layers import ConvBNAct
+from ..arch.ops import OPS, OpSpec
 from ..registry import Registry
 from .choices import ChannelSpace, Mixing, always_equal, can_be_equal, constant_tensor, fit_channels, p_equal
 

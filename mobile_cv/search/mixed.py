@@ -27,7 +27,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from ..arch_def import ArchDefError
+from ..arch.arch_def import ArchDefError
 from .choices import ChannelSpace, Mixing, fit_channels
 from .masked import Cost, SearchBlock, Spatial
 

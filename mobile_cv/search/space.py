@@ -1,8 +1,8 @@
 """From a search-space dict to the supernet's blocks and choices.
 
 A search space is an arch def whose rows may be search ops (and which may have a
-``"search"`` key); it is expanded by the same :func:`~mobile_cv.arch_def.unify` as a plain
-arch def (one :class:`~mobile_cv.arch_def.BlockSpec` per block), and each search row's
+``"search"`` key); it is expanded by the same :func:`~mobile_cv.arch.arch_def.unify` as a plain
+arch def (one :class:`~mobile_cv.arch.arch_def.BlockSpec` per block), and each search row's
 options become choices:
 
 * ``["masked-channel", C, s, n, {"op": OP, "channels": opts, "expansion": opts}]``: one
@@ -26,10 +26,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import nn
 
-from ..arch_def import ArchDefError, BlockSpec, unify
-from ..blocks import IRBlock, IRPoolBlock
-from ..layers import round_channels
-from ..ops import OPS, OpSpec, accepted_kwargs
+from ..arch.arch_def import ArchDefError, BlockSpec, unify
+from ..arch.blocks import IRBlock, IRPoolBlock
+from ..arch.layers import round_channels
+from ..arch.ops import OPS, OpSpec, accepted_kwargs
 from ..registry import RegistryError, did_you_mean
 from .choices import ChannelSpace, parse_float_options, parse_int_options
 from .masked import CandidateSpec, SearchBlock, build_masked_candidate

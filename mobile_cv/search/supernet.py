@@ -34,9 +34,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..arch_def import ArchDefError, check_top_level
-from ..arch_registry import arch_def_names
-from ..builder import ClsConvHead, resolve_arch_def
+from ..arch.arch_def import ArchDefError, check_top_level
+from ..arch.arch_registry import arch_def_names
+from ..arch.builder import ClsConvHead, resolve_arch_def
 from ..errors import InvalidArgumentError
 from .choices import Choice, KnownMixing, Mixing, gumbel_softmax, log10_size, straight_through
 from .encode import copy_to, derive_arch, encode

@@ -2,7 +2,7 @@
 
     folded = mobile_cv.fuse_for_inference(model)   # an eval-mode copy; ``model`` is untouched
 
-Every :class:`~mobile_cv.layers.ConvBNAct` (and subclass that keeps its forward: conv,
+Every :class:`~mobile_cv.arch.layers.ConvBNAct` (and subclass that keeps its forward: conv,
 then BN, then activation) gets ``conv`` replaced by a conv with the BN folded into its
 weight and bias (``W' = W * g / sqrt(v + eps)``, ``b' = (b - m) * g / sqrt(v + eps) + beta``)
 and ``bn`` replaced by :class:`torch.nn.Identity`. The module tree keeps its names, so the

@@ -33,9 +33,9 @@ import runpy
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional
 
-from .errors import UserError
+from ..errors import UserError
+from ..registry import did_you_mean
 from .layers import round_channels
-from .registry import did_you_mean
 
 TOP_LEVEL_KEYS = ("input_size", "basic_args", "blocks")
 

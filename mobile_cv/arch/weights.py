@@ -1,6 +1,6 @@
 """Loading state dicts with errors that say what does not fit.
 
-``torch.nn.Module.load_state_dict`` reports a wrong checkpoint as one long wall of
+``torch.nn.Module.load_state_dict`` reports weights that do not fit as one long wall of
 keys (or a size-mismatch RuntimeError from deep inside). Here the first few
 missing, unexpected and wrongly-shaped keys are listed, with the counts.
 
@@ -21,7 +21,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 logger = logging.getLogger("mobile_cv")
 
@@ -47,19 +47,22 @@ def safetensors_bytes(state_dict: Mapping[str, torch.Tensor]) -> bytes:
     return safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()})
 
 
-class CheckpointMismatchError(UserError, RuntimeError):
+class WeightsMismatchError(UserError, RuntimeError):
     """A state dict's keys or shapes do not fit the model."""
 
 
-def extract_state_dict(obj: Any, source: str = "checkpoint") -> Dict[str, torch.Tensor]:
-    """The model weights inside a loaded checkpoint object.
+CheckpointMismatchError = WeightsMismatchError  # its name in 0.1 ("checkpoint" now means a run's state)
+
+
+def extract_state_dict(obj: Any, source: str = "weights") -> Dict[str, torch.Tensor]:
+    """The model weights inside a loaded weights file's object.
 
     Accepts a bare state dict or the published FBNet layout (``{"model_ema": ...,
     "state_dict": ...}``, EMA weights preferred); strips a ``module.`` prefix left by
     DistributedDataParallel.
     """
     if not isinstance(obj, Mapping):
-        raise CheckpointMismatchError(f"{source}: expected a dict of tensors, got {type(obj).__name__}")
+        raise WeightsMismatchError(f"{source}: expected a dict of tensors, got {type(obj).__name__}")
     for key in ("model_ema", "state_dict", "model"):
         if isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -67,7 +70,7 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> Dict[str, torch.
     out = {}
     for k, v in obj.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise CheckpointMismatchError(
+            raise WeightsMismatchError(
                 f"{source}: not a state dict (entry {k!r} is a {type(v).__name__}, expected a tensor)"
             )
         out[k[len("module.") :] if k.startswith("module.") else k] = v
@@ -89,7 +92,7 @@ def state_dict_mismatches(
     return missing, unexpected, wrong
 
 
-def describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
+def describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> str:
     """A readable description of what does not fit ("" when everything fits)."""
     missing, unexpected, wrong = state_dict_mismatches(model, state_dict)
     if not (missing or unexpected or wrong):
@@ -99,32 +102,32 @@ def describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     if wrong:
         parts.append(
             f"  {len(wrong)} key(s) with another shape, first: "
-            + "; ".join(f"{k} checkpoint {list(a)} vs model {list(b)}" for k, a, b in wrong[:SHOW])
+            + "; ".join(f"{k} weights {list(a)} vs model {list(b)}" for k, a, b in wrong[:SHOW])
         )
     if missing:
-        parts.append(f"  {len(missing)} key(s) missing from the checkpoint, first: {', '.join(missing[:SHOW])}")
+        parts.append(f"  {len(missing)} key(s) missing from the weights, first: {', '.join(missing[:SHOW])}")
     if unexpected:
-        parts.append(f"  {len(unexpected)} unexpected key(s) in the checkpoint, first: {', '.join(unexpected[:SHOW])}")
-    parts.append("  (is it a checkpoint of another architecture, or of another num_classes?)")
+        parts.append(f"  {len(unexpected)} unexpected key(s) in the weights, first: {', '.join(unexpected[:SHOW])}")
+    parts.append("  (are they the weights of another architecture, or of another num_classes?)")
     return "\n".join(parts)
 
 
 def load_state_dict(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True, source: str = "checkpoint"
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True, source: str = "weights"
 ) -> None:
-    """Load ``state_dict`` into ``model``; with ``strict`` any mismatch raises :class:`CheckpointMismatchError`.
+    """Load ``state_dict`` into ``model``; with ``strict`` any mismatch raises :class:`WeightsMismatchError`.
 
     Without ``strict``, missing and unexpected keys are allowed but a key with the
     wrong shape still raises (torch would raise anyway, less readably).
     """
     missing, unexpected, wrong = state_dict_mismatches(model, state_dict)
     if wrong or (strict and (missing or unexpected)):
-        raise CheckpointMismatchError(describe_mismatch(model, state_dict, source))
+        raise WeightsMismatchError(describe_mismatch(model, state_dict, source))
     check_values(model, state_dict, source)
     model.load_state_dict(state_dict, strict=strict)
 
 
-def check_values(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+def check_values(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> None:
     """Refuse a floating-point weight stored as integers or booleans (torch would cast it
     silently) and NaN or infinite weights (the model would only ever output NaN)."""
     own = model.state_dict()
@@ -135,13 +138,13 @@ def check_values(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
         if own[k].is_floating_point() and v.is_floating_point() and v.dtype != own[k].dtype:
             cast.setdefault((v.dtype, own[k].dtype), []).append(k)
         if own[k].is_floating_point() and not v.is_floating_point():
-            raise CheckpointMismatchError(
+            raise WeightsMismatchError(
                 f"{source}: {k!r} holds {v.dtype} values; the model's weight is {own[k].dtype} (not float weights?)"
             )
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             bad = int((~torch.isfinite(v)).sum())
-            raise CheckpointMismatchError(
-                f"{source}: {k!r} holds {bad} NaN/infinite value(s); the checkpoint is corrupt or from a diverged run"
+            raise WeightsMismatchError(
+                f"{source}: {k!r} holds {bad} NaN/infinite value(s); the file is corrupt or from a diverged run"
             )
     for (stored, wanted), keys in cast.items():  # torch casts silently; a float16 file loses precision
         logger.warning(
@@ -166,7 +169,7 @@ def describe_load_failure(source: str, error: Exception) -> str:
     refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
     if isinstance(error, pickle.UnpicklingError) and refused:
         return (
-            f"{source}: refused to load: it references the Python object {refused.group(1)}. Checkpoints are "
+            f"{source}: refused to load: it references the Python object {refused.group(1)}. Weight files are "
             f"loaded with torch.load(weights_only=True), which unpickles only tensors and plain containers, "
             f"because unpickling other objects can run arbitrary code. If you trust the file, re-save its "
             f"weights as a plain state dict: torch.save(model.state_dict(), path)."
@@ -175,7 +178,7 @@ def describe_load_failure(source: str, error: Exception) -> str:
     unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(error))
     detail = unpickler.group(1) if unpickler else (str(error).strip().splitlines() or [""])[0]
     return (
-        f"{source}: not a readable PyTorch checkpoint ({type(error).__name__}: {detail[:200]}). "
+        f"{source}: not a readable PyTorch file ({type(error).__name__}: {detail[:200]}). "
         f"It is truncated, corrupt or another kind of file (torch.load(weights_only=True) reads only "
         f"tensors and plain containers)."
     )

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),

@@ -29,10 +29,10 @@ from typing import Any, Callable, Dict, Optional, Set
 
 from torch import nn
 
+from ..errors import InvalidArgumentTypeError
+from ..registry import Registry
 from .arch_def import ArchDefError
 from .blocks import ConvBlock, IRBlock, IRPoolBlock, SkipBlock
-from .errors import InvalidArgumentTypeError
-from .registry import Registry
 
 OPS = Registry("OPS", contract="builder(in_channels, out_channels, stride, **kwargs) -> nn.Module")
 

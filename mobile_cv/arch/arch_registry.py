@@ -4,7 +4,7 @@ The library owns it; definition packages register into it at import (``arch_defs
 registers the published FBNet/FBNetV2 models and this project's search spaces), and
 :func:`mobile_cv.build_model` / :func:`mobile_cv.search.build_supernet` resolve names here::
 
-    from mobile_cv.arch_registry import register_arch_def, get_arch_def, arch_def_names
+    from mobile_cv.arch.arch_registry import register_arch_def, get_arch_def, arch_def_names
     register_arch_def("my_net", my_def)   # then build_model("my_net") works
 
 :func:`resolve_arch_def` is the one answer to "is this a registered name or a file?": every
@@ -17,9 +17,9 @@ import copy
 import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from ..errors import InvalidArgumentError
+from ..registry import Registry, RegistryError, did_you_mean
 from .arch_def import ArchDefError, check_top_level, load_arch_def_file
-from .errors import InvalidArgumentError
-from .registry import Registry, RegistryError, did_you_mean
 
 ARCH_DEFS = Registry("ARCH_DEFS", contract='an arch-def dict {"input_size", "basic_args", "blocks"[, "search"]}')
 

@@ -16,11 +16,11 @@ from typing import Any, Dict, List, Optional, Set, Union
 import torch
 from torch import nn
 
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
+from ..registry import RegistryError, did_you_mean
 from .arch_def import ArchDefError, BlockSpec, scale_arch_def, unify
 from .arch_registry import resolve_arch_def
-from .errors import InvalidArgumentError, InvalidArgumentTypeError
 from .ops import OPS, OpSpec, accepted_kwargs, check_kwarg_values
-from .registry import RegistryError, did_you_mean
 
 
 def build_block(
@@ -215,7 +215,7 @@ def build_model(arch_def_or_name: Union[str, Dict[str, Any]], num_classes: int =
             the path of a ``.json``/``.py`` arch-def file.
         num_classes: classifier outputs (0: no classifier, the model returns pooled features).
         **overrides: ``in_chans`` (3), ``width_mult`` / ``depth_mult`` (1.0, see
-            :func:`mobile_cv.arch_def.scale_arch_def`), ``input_size`` (the def's default
+            :func:`mobile_cv.arch.arch_def.scale_arch_def`), ``input_size`` (the def's default
             resolution), ``basic_args`` (merged over the def's), ``drop_rate`` (dropout before
             the classifier, 0).
     """

@@ -6,7 +6,7 @@
 * :class:`SkipBlock`      skip (identity, or 1x1 conv+BN+ReLU when the shape changes)
 
 The op names fix some constructor arguments (kernel, activation, SE gate; see
-:mod:`mobile_cv.ops`); arch-def rows supply the rest as keyword arguments. The
+:mod:`mobile_cv.arch.ops`); arch-def rows supply the rest as keyword arguments. The
 constructors take explicit keyword arguments only, so an unknown kwarg in an arch
 def is an error, never silently dropped.
 

@@ -1,6 +1,6 @@
-"""Building a latency table: every block configuration of a space timed alone in a runtime.
+"""Measuring a latency table: every block configuration of a space timed alone in a runtime.
 
-    table = build_latency_table("mnist_small_space", "output/mnist.json", LatencySettings(runtime="eager"))
+    table = measure_latency_table("mnist_small_space", "output/mnist.json", LatencySettings(runtime="eager"))
 
 1. The space's distinct block configurations (and the head) come from the same enumeration the
    budgeted search uses (:func:`~mobile_cv.latency.configs.space_configs`). Up to ``max_configs``
@@ -40,9 +40,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..arch_registry import resolve_arch_def
+from ..arch.arch_registry import resolve_arch_def
+from ..arch.builder import build_model
 from ..atomic_files import atomic_copy, atomic_write_bytes
-from ..builder import build_model
 from ..search import build_supernet
 from ..search.budget import BudgetTable
 from .calibration import Correction, calibration_indices, describe_correction, fit_correction, model_terms, unique
@@ -203,7 +203,7 @@ Program = Optional[Any]  # a BlockConfig, a ModelSpec, or None (the trivial prog
 
 @dataclass
 class ProgramPlan:
-    """Every program a table times, by key (:meth:`TableBuilder.plan_programs`)."""
+    """Every program a table times, by key (:meth:`TableMeasurement.plan_programs`)."""
 
     mode: str  # "exact" or "grid"
     todo: List[BlockConfig]  # the table's entries
@@ -225,7 +225,7 @@ def example_of(config: Program) -> torch.Tensor:
     return config.example()
 
 
-def measure(
+def time_interleaved(
     runners: Dict[str, Callable[[], Any]], rounds: int, warmup: int, each_round: Optional[Callable[[int], None]] = None
 ) -> Dict[str, List[float]]:
     """Per-call ms samples of every runner: ``warmup`` rounds, then ``rounds`` interleaved rounds
@@ -255,12 +255,12 @@ def measure(
     return samples
 
 
-def _entry(samples: List[float]) -> Dict[str, float]:
+def summarize_samples(samples: List[float]) -> Dict[str, float]:
     q1, med, q3 = quantiles(samples)
     return {"ms": round(med, 6), "q1": round(q1, 6), "q3": round(q3, 6), "min": round(min(samples), 6)}
 
 
-class TableBuilder:
+class TableMeasurement:
     """Builds one table; see the module docstring.
 
     ``progress(phase, done, total)`` is called as it goes: phase "export" per chunk of programs
@@ -300,20 +300,20 @@ class TableBuilder:
         }
 
     @classmethod
-    def from_identity(cls, space: str, out: str, identity: Dict[str, Any]) -> "TableBuilder":
-        """The builder of the table a bundle was written for (its header and measured settings, as
+    def from_identity(cls, space: str, out: str, identity: Dict[str, Any]) -> "TableMeasurement":
+        """The measurement of the table a bundle was written for (its header and measured settings, as
         :func:`~.bundle.write_bundle` records them); refused when the space changed since."""
         known = {f.name for f in fields(LatencySettings)}
         given = {**{k: identity[k] for k in IDENTITY if k in known}, **identity["settings"]}
         given["resolutions"] = identity["resolutions"]
         given["grid_points"] = tuple(given["grid_points"])
-        builder = cls(space, out, LatencySettings(**{k: v for k, v in given.items() if k in known}))
-        if builder.header["space_digest"] != identity["space_digest"]:
+        measurement = cls(space, out, LatencySettings(**{k: v for k, v in given.items() if k in known}))
+        if measurement.header["space_digest"] != identity["space_digest"]:
             raise LatencyTableError(
                 f"{space!r} changed since the bundle was written (its definition's digest differs): "
                 f"write the bundle again"
             )
-        return builder
+        return measurement
 
     @property
     def partial_dir(self) -> str:
@@ -411,7 +411,7 @@ class TableBuilder:
         configs.update(models)
         return ProgramPlan(mode, todo, grids, held_out, n_distinct, calibration, models, configs)
 
-    def build(self, progress: Optional[Callable[[str, int, int], None]] = None) -> LatencyTable:
+    def run(self, progress: Optional[Callable[[str, int, int], None]] = None) -> LatencyTable:
         s = self.settings
         found = self.existing()
         if found is not None:
@@ -448,18 +448,18 @@ class TableBuilder:
             "mode": p.mode,
             "statistic": s.statistic,
             "configs_total": p.n_distinct,
-            "entries": {c.key: _entry(samples[c.key]) for c in p.todo},
-            "overhead_ms": _entry(samples[TRIVIAL]),
+            "entries": {c.key: summarize_samples(samples[c.key]) for c in p.todo},
+            "overhead_ms": summarize_samples(samples[TRIVIAL]),
             "complete": True,
         }
         if p.mode == "grid":
             data["grids"] = [{"block": g.block, "base": g.base.key, "axes": g.axes} for g in p.grids]
-            data["held_out"] = {c.key: _entry(samples[c.key]) for c in p.held_out}
+            data["held_out"] = {c.key: summarize_samples(samples[c.key]) for c in p.held_out}
             data["interpolation_error"] = interpolation_error(LatencyTable(data, self.out), self.net, p.held_out)
         data["calibration"] = {
             "seed": s.seed,
             "models": [
-                {"index": index, "arch": spec.arch, **_entry(samples[key])}
+                {"index": index, "arch": spec.arch, **summarize_samples(samples[key])}
                 for (key, spec), index in zip(p.models.items(), p.calibration)
             ],
         }
@@ -534,7 +534,7 @@ class TableBuilder:
             if progress:
                 progress("timing", r, total)
 
-        return measure(runners, s.rounds, s.warmup, each_round)
+        return time_interleaved(runners, s.rounds, s.warmup, each_round)
 
 
 def calibrate(data: Dict[str, Any], net, path: str = "") -> Correction:
@@ -591,11 +591,11 @@ def predict_config(table: LatencyTable, block: str, config: BlockConfig) -> floa
     return float(table.lookup_grid(block, configs)[0, 0])
 
 
-def build_latency_table(
+def measure_latency_table(
     space: str, out: str, settings: LatencySettings, progress: Optional[Callable[[int, int], None]] = None
 ) -> LatencyTable:
     """Build (or reuse, or resume) the latency table of ``space`` at ``out``; see the module docstring."""
-    return TableBuilder(space, out, settings).build(progress)
+    return TableMeasurement(space, out, settings).run(progress)
 
 
 def _compile_arch(args) -> Any:
@@ -628,8 +628,8 @@ def time_models(
         size = arch["input_size"]
         example = torch.randn(1, d["in_chans"], size, size, generator=torch.Generator().manual_seed(0))
         runners[j] = load_runner(d["runtime"], program, example, d["threads"])
-    samples = measure(runners, rounds, warmup)
-    return [_entry(samples[j]) for j in range(len(archs))]
+    samples = time_interleaved(runners, rounds, warmup)
+    return [summarize_samples(samples[j]) for j in range(len(archs))]
 
 
 def program_cache_path(cache_dir: Optional[str], runtime: str, tag: str, spec: Program) -> Optional[str]:
@@ -692,7 +692,7 @@ def time_programs(
     """Per-call ms samples of every program, all timed together as a table's entries are (:func:`measure`)."""
     set_threads(runtime, threads)
     runners = {k: load_runner(runtime, compiled[k], example_of(spec), threads) for k, spec in specs.items()}
-    return measure(runners, rounds, warmup)
+    return time_interleaved(runners, rounds, warmup)
 
 
 def table_range(table: LatencyTable, net) -> Tuple[float, float]:
@@ -703,11 +703,13 @@ def table_range(table: LatencyTable, net) -> Tuple[float, float]:
 __all__ = [
     "LatencySettings",
     "ModelSpec",
-    "TableBuilder",
-    "build_latency_table",
+    "TableMeasurement",
+    "measure_latency_table",
     "compile_programs",
-    "measure",
+    "example_of",
+    "summarize_samples",
     "table_range",
+    "time_interleaved",
     "time_models",
     "time_programs",
 ]
