@@ -15,8 +15,9 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "mobile_cv" / "version.p
 # Each extra is a path of the library that the core does not need; mobile_cv/extras.py names the
 # same groups, so a missing one is a one-line "pip install 'fbnetv2-dmasking[<extra>]'".
 EXTRAS = {
-    # ONNX export check and the onnxruntime latency runtime (1.25+ need Python 3.11+; 3.10 gets 1.23.x)
-    "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+    # ONNX export (onnxscript: torch's dynamo exporter), its check and the onnxruntime latency runtime
+    # (onnxruntime 1.25+ need Python 3.11+; 3.10 gets 1.23.x)
+    "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.5"],
     # the ExecuTorch (.pte, phone) export and latency runtime; exact pins: its export API moves between
     # releases. They install beside torch 2.14.1 without touching it (executorch 1.5.1 needs torchao 0.18.x).
     "executorch": ["executorch==1.5.1", "torchao==0.18.0"],
@@ -74,6 +75,7 @@ setup(
         "matplotlib>=3.5",
         "tqdm>=4.60",
         "tabulate>=0.8",  # tables (the zoo list, tools/flops.py, tools/derive.py); fvcore brings it too
+        "filelock>=4.3",  # the run lock (on_acquired writes the owner into the lock); torch brings it too
     ],
     extras_require=EXTRAS,
 )

@@ -30,7 +30,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model_zoo  # noqa: E402
 from mobile_cv import engine  # noqa: E402
 from mobile_cv.config import flag_type  # noqa: E402
-from mobile_cv.export import CALIB_IMAGES, DEFAULT_FORMATS, FORMATS, ONNX_MIN_OPSET, export_and_check  # noqa: E402
+from mobile_cv.export import (  # noqa: E402
+    CALIB_IMAGES,
+    FORMATS,
+    ONNX_EXPORTERS,
+    ONNX_MIN_OPSET,
+    default_formats,
+    export_and_check,
+)
 
 
 def parse_args(argv):
@@ -52,9 +59,24 @@ def parse_args(argv):
     )
     p.add_argument("--resolution", type=flag_type("--resolution"), help="input size (default: the model's input_size)")
     p.add_argument("--out", default="output/export", help="output folder (default: output/export)")
-    p.add_argument("--formats", "--format", nargs="+", choices=FORMATS, default=list(DEFAULT_FORMATS))
     p.add_argument(
-        "--opset", type=flag_type("--opset"), default=ONNX_MIN_OPSET, help=f"ONNX opset (>= {ONNX_MIN_OPSET})"
+        "--formats",
+        "--format",
+        nargs="+",
+        choices=FORMATS,
+        help="default: executorch pt2 onnx, those installed (TorchScript, deprecated upstream: --formats torchscript)",
+    )
+    p.add_argument(
+        "--opset",
+        type=flag_type("--opset"),
+        help=f"ONNX opset (>= {ONNX_MIN_OPSET}; default: the exporter's, dynamo 18, torchscript 17)",
+    )
+    p.add_argument(
+        "--onnx-exporter",
+        choices=ONNX_EXPORTERS,
+        default="dynamo",
+        help="torch.onnx's dynamo exporter (default; the TorchScript-based one where it cannot, said in one line) "
+        "or the TorchScript-based one",
     )
     p.add_argument("--torchscript-method", choices=("script", "trace"), default="script")
     p.add_argument("--batch", type=flag_type("--batch"), default=2, help="batch size of the check input")
@@ -77,6 +99,7 @@ def parse_args(argv):
     )
     p.add_argument("--cache-dir", help=f"download cache (default: ${model_zoo.CACHE_ENV} or the torch hub dir)")
     args = p.parse_args(argv)
+    args.formats = args.formats or list(default_formats())
     if args.int8 and "executorch" not in args.formats:
         p.error("--int8 is an ExecuTorch export: add --format executorch")
     return args
@@ -126,6 +149,7 @@ def main(argv=None) -> int:
             calib_data=args.calib_data,
             allow_random_calibration=args.allow_random_calib,
             calib_images=args.calib_images,
+            onnx_exporter=args.onnx_exporter,
         )
         shape = f"{args.batch}x{model.in_chans}x{resolution}x{resolution}"
         ok = True

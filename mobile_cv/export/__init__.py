@@ -2,7 +2,7 @@
 
     model = mobile_cv.build_model("FBNetV2_F1")             # or model_zoo.resolve_model(zoo name, ...)
     results = export_and_check(model, "output/export", "FBNetV2_F1", input_size=128)
-    # {"torchscript": ExportResult(path=..., max_abs_diff=0.0), "onnx": ...}
+    # {"onnx": ExportResult(path=..., max_abs_diff=...), "executorch": ..., "pt2": ...}: default_formats()
     results = export_and_check(model, "output/export", name, 128, formats=["executorch"],
                                int8=True, calib_data="configs/train_embedded_mnist.yaml")
     # {"executorch": ExportResult(...name.pte...), "executorch_int8": ExportResult(...name_int8.pte..., accuracy=...)}
@@ -12,7 +12,8 @@ Every format exports the model with its BatchNorms folded into the convs
 eager model.
 
 Modules, one per concern: ``to_torchscript``; ``to_pt2`` (``torch.export.save``/``load``);
-``to_onnx`` (TorchScript-based exporter, ONNX Runtime check); ``to_executorch`` (XNNPACK
+``to_onnx`` (the dynamo exporter, the TorchScript-based one as the fallback; ONNX Runtime check);
+``to_executorch`` (XNNPACK
 delegate, ExecuTorch's Python runtime); ``quantize`` (PT2E int8, calibrated on real images of a
 data config's train split and checked by top-1 on its val+test splits; random-noise calibration
 must be asked for explicitly); ``calibration`` (those images and the accuracy check); ``locate``
@@ -32,14 +33,23 @@ from ..arch.fuse import fuse_for_inference
 from .calibration import AccuracyCheck, check_accuracy, check_channels, load_images
 from .errors import EXECUTORCH_PACKAGES, ExportError, ExportSettingsError
 from .quantize import export_executorch_int8, no_calibration_error
-from .runtimes import RUNTIMES, Runtime, RuntimeUnavailableError, export_formats, get_runtime, runtime_of_format
+from .runtimes import (
+    PREFERRED_FORMATS,
+    RUNTIMES,
+    Runtime,
+    RuntimeUnavailableError,
+    default_formats,
+    export_formats,
+    get_runtime,
+    runtime_of_format,
+)
 from .to_executorch import check_executorch, export_executorch, load_executorch, require_executorch, run_executorch
-from .to_onnx import ONNX_MIN_OPSET, check_onnx, export_onnx
+from .to_onnx import ONNX_EXPORTERS, ONNX_MIN_OPSET, check_onnx, export_onnx
 from .to_pt2 import check_pt2, export_pt2
 from .to_torchscript import check_torchscript, export_torchscript
 
 FORMATS = export_formats()  # ("torchscript", "onnx", "executorch", "pt2"): the registered runtimes
-DEFAULT_FORMATS = ("torchscript", "onnx")
+DEFAULT_FORMATS = PREFERRED_FORMATS  # the default where installed: default_formats()
 CALIB_IMAGES = 256  # train-split images the int8 calibration runs
 HELD_OUT_SPLITS = ("val", "test")
 
@@ -81,8 +91,8 @@ def export_and_check(
     out_dir: str,
     name: str,
     input_size: int,
-    formats: Sequence[str] = DEFAULT_FORMATS,
-    opset: int = ONNX_MIN_OPSET,
+    formats: Optional[Sequence[str]] = None,
+    opset: Optional[int] = None,
     batch: int = 2,
     torchscript_method: str = "script",
     seed: int = 0,
@@ -91,6 +101,7 @@ def export_and_check(
     calib_data: Optional[str] = None,
     allow_random_calibration: bool = False,
     calib_images: int = CALIB_IMAGES,
+    onnx_exporter: str = "dynamo",
 ) -> Dict[str, ExportResult]:
     """Export ``model`` (BN folded) to ``out_dir/name.{pt,onnx,pte}`` and compare each file with eager outputs.
 
@@ -101,6 +112,7 @@ def export_and_check(
     calibrated on ``calib_images`` train images of the data config ``calib_data`` and
     checked on its val+test splits (``result.accuracy``).
     """
+    formats = default_formats() if formats is None else formats
     runtimes = [runtime_of_format(fmt) for fmt in formats]  # an unknown format: one line naming the valid
     if int8 and "executorch" not in formats:
         raise ExportSettingsError("int8 export is an ExecuTorch export: add 'executorch' to the formats")
@@ -113,7 +125,7 @@ def export_and_check(
     example = torch.zeros(1, in_chans, input_size, input_size)
     inputs = torch.randn(batch, in_chans, input_size, input_size, generator=torch.Generator().manual_seed(seed))
     results = {}
-    options = {"opset": opset, "method": torchscript_method}  # each runtime takes its own
+    options = {"opset": opset, "exporter": onnx_exporter, "method": torchscript_method}  # each takes its own
     for rt in sorted(runtimes, key=lambda r: export_formats().index(r.format)):
         path = rt.export(folded, example, os.path.join(out_dir, name + rt.file), **options)
         results[rt.format] = ExportResult(path, rt.check(path, model, inputs), os.path.getsize(path))
@@ -131,13 +143,16 @@ __all__ = [
     "EXECUTORCH_PACKAGES",
     "FORMATS",
     "HELD_OUT_SPLITS",
+    "ONNX_EXPORTERS",
     "ONNX_MIN_OPSET",
+    "PREFERRED_FORMATS",
     "AccuracyCheck",
     "ExportError",
     "ExportResult",
     "RUNTIMES",
     "Runtime",
     "RuntimeUnavailableError",
+    "default_formats",
     "check_accuracy",
     "check_executorch",
     "check_onnx",

@@ -130,7 +130,9 @@ class TorchScript(Runtime):
 
 @RUNTIMES.register("onnxruntime")
 class OnnxRuntime(Runtime):
-    """The ONNX export (TorchScript-based exporter) in ONNX Runtime's CPU provider."""
+    """ONNX in ONNX Runtime's CPU provider. The file tools/export.py writes comes from the dynamo
+    exporter (the TorchScript-based one where that cannot: :func:`~.to_onnx.export_onnx`); a latency
+    table's block programs from the TorchScript-based one (70x faster to export, thousands of them)."""
 
     format, file, extra, timed = "onnx", ".onnx", "onnx", True
 
@@ -139,12 +141,17 @@ class OnnxRuntime(Runtime):
 
         return {**super().versions(), "onnxruntime": onnxruntime.__version__}
 
-    def compile(self, folded, example, int8=False, opset: Optional[int] = None, **options):
-        from .to_onnx import ONNX_MIN_OPSET, export_onnx
+    def compile(self, folded, example, int8=False, opset: Optional[int] = None, exporter="torchscript", **options):
+        from .to_onnx import export_onnx
 
         buffer = io.BytesIO()
-        export_onnx(folded, example, buffer, opset or ONNX_MIN_OPSET)
+        export_onnx(folded, example, buffer, opset, exporter)
         return buffer.getvalue()
+
+    def export(self, folded, example, path, opset: Optional[int] = None, exporter="dynamo", **options):
+        from .to_onnx import export_onnx
+
+        return export_onnx(folded, example, path, opset, exporter)
 
     def load(self, program, example, threads):
         import onnxruntime
@@ -250,6 +257,22 @@ def runtime_of_format(fmt: str) -> Runtime:
 def export_formats() -> tuple:
     """tools/export.py's formats: the registered runtimes that write a file, in registration order."""
     return tuple(RUNTIMES.get(name).format for name in RUNTIMES.registered() if RUNTIMES.get(name).format)
+
+
+PREFERRED_FORMATS = ("executorch", "pt2", "onnx")  # what to deploy from today, in that order
+
+
+def default_formats() -> tuple:
+    """tools/export.py's default formats: ExecuTorch (.pte), torch.export (.pt2) and ONNX, those
+    installed here; TorchScript (deprecated upstream) is one ``--formats torchscript`` away."""
+    out = []
+    for fmt in PREFERRED_FORMATS:
+        try:
+            runtime_of_format(fmt).require()
+        except RuntimeUnavailableError:
+            continue
+        out.append(fmt)
+    return tuple(out)
 
 
 def timed_runtimes() -> tuple:
