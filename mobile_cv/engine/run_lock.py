@@ -1,43 +1,29 @@
 """One run per output folder: a lock file held for the whole run.
 
-``OUTPUT_DIR/.run.lock`` holds the owner's pid, host and start time, and an exclusive
-``flock`` on it is held until the process exits: the kernel drops the flock of a process
-that dies, however it dies, so a lock left by a dead run is recognised (its flock is free, or,
-on file systems without flock, its pid no longer runs on this host) and taken over.
+``OUTPUT_DIR/.run.lock`` is a ``filelock.FileLock`` (an exclusive ``flock`` where the file system
+has one, the library's own marker file where it does not) holding the owner's pid, host and start
+time. The kernel drops the flock of a process that dies, however it dies, so the lock of a dead
+run is taken over (and said so); a live run's lock refuses the second run in one line naming it.
 """
 
 from __future__ import annotations
 
 import atexit
-import errno
 import json
 import os
 import socket
 import time
 from typing import Any, Dict, List, Optional
 
+from filelock import FileLock, Timeout
+
 from ..errors import UserError
 
 LOCK_FILE = ".run.lock"
 
-try:
-    import fcntl
-except ImportError:  # Windows: the pid check alone
-    fcntl = None  # type: ignore[assignment]
-
 
 class RunLockError(UserError, RuntimeError):
     """Another live run holds the output folder."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def _read(path: str) -> Dict[str, Any]:
@@ -62,7 +48,7 @@ class RunLock:
         self.folder = folder
         self.path = os.path.join(folder, name)
         self.what = what or f"OUTPUT_DIR {folder!r}"
-        self._fd: Optional[int] = None
+        self._lock: Optional[FileLock] = None
         self._made_folder = False
         self.stale_owner: Optional[Dict[str, Any]] = None
 
@@ -74,69 +60,55 @@ class RunLock:
             f"another {self.what.split()[0]} (if no such run exists, delete {self.path})"
         )
 
+    @staticmethod
+    def _write_owner(fd: int) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+
     def acquire(self) -> "RunLock":
         if not os.path.isdir(self.folder):
             os.makedirs(self.folder, exist_ok=True)
             self._made_folder = True
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            owner = _read(self.path)
-            try:
-                self._lock(fd, owner)
-            except BaseException:
-                os.close(fd)  # the lock file is the other run's: left as it is
-                raise
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)  # the owner removed the file between our open and our lock: start again
-        pid = owner.get("pid")
-        self.stale_owner = owner if pid and pid != os.getpid() else None  # a dead run's lock, taken over
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
-        self._fd = fd
+        before = _read(self.path)  # the last owner: a dead run's, if the lock is free
+        lock = FileLock(self.path, blocking=False, thread_local=False, on_acquired=self._write_owner)
+        try:
+            lock.acquire()
+        except Timeout:
+            owner = _read(self.path) or before
+            if not owner.get("pid"):  # a file system without flock: filelock's own marker names the holder
+                try:
+                    owner = {"pid": lock.pid} if lock.pid is not None else owner
+                except AttributeError:  # a native (flock) lock has no marker
+                    pass
+            self._remove_made_folder()
+            raise self._refuse(owner) from None
+        pid = before.get("pid")
+        self.stale_owner = before if pid and pid != os.getpid() else None  # a dead run's lock, taken over
+        self._lock = lock
         return self
 
-    def _lock(self, fd: int, owner: Dict[str, Any]) -> None:
-        if fcntl is None:
-            return self._check_pid(owner)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise self._refuse(owner) from None
-            if e.errno != errno.ENOLCK:
-                raise
-            self._check_pid(owner)  # no flock here (some network file systems): the pid check only
-
-    def _check_pid(self, owner: Dict[str, Any]) -> None:
-        pid = owner.get("pid")
-        same_host = owner.get("host") == socket.gethostname()
-        if isinstance(pid, int) and pid != os.getpid() and (not same_host or _pid_alive(pid)):
-            raise self._refuse(owner)
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-        os.close(self._fd)  # closing drops the flock
-        self._fd = None
+    def _remove_made_folder(self) -> None:
         if self._made_folder:
             try:
-                os.rmdir(self.folder)  # only if the run wrote nothing
+                os.rmdir(self.folder)  # only if nothing was written into it
             except OSError:
                 pass
 
+    def release(self) -> None:
+        if self._lock is None:
+            return
+        try:
+            os.unlink(self.path)  # before the flock goes: no other run sees a lock file of ours unlocked
+        except OSError:
+            pass
+        self._lock.release()
+        self._lock = None
+        self._remove_made_folder()
+
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._lock is not None
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
