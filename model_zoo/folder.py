@@ -193,15 +193,42 @@ def push_model_folder(
         )
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ModelFolderError(f"the Hub repo must be <org>/<name>, got {repo_id!r}")
+    from huggingface_hub.errors import HfHubHTTPError
+
     api = HfApi(endpoint=endpoint, token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(
-        folder_path=folder,
-        repo_id=repo_id,
-        revision=revision,
-        commit_message=f"Upload {read_folder_config(folder).get('name', 'model')} (fbnetv2-dmasking)",
-    )
+    where = f"the Hub at {api.endpoint}"
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=folder,
+            repo_id=repo_id,
+            revision=revision,
+            commit_message=f"Upload {read_folder_config(folder).get('name', 'model')} (fbnetv2-dmasking)",
+        )
+    except HfHubHTTPError as e:  # the Hub answered: no token, a refused token, no such org, ...
+        status = getattr(getattr(e, "response", None), "status_code", "?")
+        hint = " (a token with write access: HF_TOKEN or huggingface-cli login)" if status in (401, 403) else ""
+        raise ModelFolderError(
+            f"push to {repo_id}: {where} refused it (HTTP {status}: {_first_line(e)}){hint}"
+        ) from None
+    except Exception as e:
+        if not _is_network_error(e):
+            raise  # a bug keeps its traceback
+        raise ModelFolderError(
+            f"push to {repo_id}: cannot reach {where} ({type(e).__name__}: {_first_line(e)}); "
+            f"check the network and --endpoint / HF_ENDPOINT"
+        ) from None
     return str(info)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def _is_network_error(e: Exception) -> bool:
+    """A connection that failed or timed out, in whichever HTTP library huggingface_hub uses."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return isinstance(e, (OSError, TimeoutError)) or bool(names & {"TransportError", "RequestError", "ConnectionError"})
 
 
 def save_model_folder(out_dir: str, model: mobile_cv.FBNet, *, overwrite: bool = False, **config_kwargs: Any) -> str:
