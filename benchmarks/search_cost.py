@@ -46,11 +46,11 @@ class FullBackwardSearchStep(SearchStep):
     """The search step before issue 19: each backward pass computes every gradient (the weight step
     alpha's too, the alpha step the weights' too) and throws away what its optimizer does not step."""
 
-    def _forward(self, model, x, y, mixing_grad):
-        return super()._forward(model, x, y, mixing_grad=True)
+    def forward_pass(self, model, x, y, mixing_grad):
+        return super().forward_pass(model, x, y, mixing_grad=True)
 
-    def _backward(self, loss, optimizer, where, inputs=None, before_step=None):
-        return super()._backward(loss, optimizer, where, before_step=before_step)
+    def backward_pass(self, loss, optimizer, where, inputs=None, before_step=None):
+        return super().backward_pass(loss, optimizer, where, before_step=before_step)
 
 
 SETTINGS["sampled resolution, full backward (before)"] = (["resolution"], FullBackwardSearchStep)

@@ -164,7 +164,11 @@ class SearchStep(StepBase):
             for i, batch in enumerate(progress(self.alpha_loader, desc="alpha", total=n)):
                 self.alpha_step(*batch, f"{self.trainer.desc} {self.trainer.epoch + 1}, alpha iteration {i + 1}/{n}")
 
-    def _forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, mixing_grad: bool):
+    # forward_pass and backward_pass are the step's seams: a subclass overrides one to change or
+    # time it (benchmarks/search_cost.py, benchmarks/search_profile.py) without copying the steps.
+    def forward_pass(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, mixing_grad: bool):
+        """``(logits, y, mixing)`` of ``model`` on a batch, with a fresh Gumbel sample of the
+        mixing; ``mixing_grad`` False (the weight step) makes the mixing a constant."""
         self.net.train()
         x, y = x.to(self.device), y.to(self.device)
         if self.channels_last:
@@ -178,7 +182,9 @@ class SearchStep(StepBase):
             logits = model(x, g)
         return logits.float(), y, g
 
-    def _backward(self, loss: torch.Tensor, optimizer, where: str, inputs=None, before_step=None) -> float:
+    def backward_pass(self, loss: torch.Tensor, optimizer, where: str, inputs=None, before_step=None) -> float:
+        """Backward (to ``inputs`` only, when given) and ``optimizer``'s step; returns the loss.
+        A non-finite loss raises, naming ``where``."""
         value = check_finite(loss, where)
         self.weight_opt.zero_grad(set_to_none=True)
         self.alpha_opt.zero_grad(set_to_none=True)
@@ -192,8 +198,8 @@ class SearchStep(StepBase):
 
     def weight_step(self, x, y) -> None:
         """SGD on the supernet weights: cross-entropy of the sampled mixture."""
-        logits, y, _ = self._forward(self.model, x, y, mixing_grad=False)
-        value = self._backward(self.ce(logits, y), self.weight_opt, f"{self.trainer.where} (weights)")
+        logits, y, _ = self.forward_pass(self.model, x, y, mixing_grad=False)
+        value = self.backward_pass(self.ce(logits, y), self.weight_opt, f"{self.trainer.where} (weights)")
         self._record("weights", value, value, 0.0, logits, y)
 
     def alpha_step(self, x, y, where: str) -> None:
@@ -205,10 +211,10 @@ class SearchStep(StepBase):
         """
         alphas = self.net.arch_parameters()
         with frozen_bn_statistics(self.net):
-            logits, y, g = self._forward(self.alpha_model, x, y, mixing_grad=True)
+            logits, y, g = self.forward_pass(self.alpha_model, x, y, mixing_grad=True)
             ce = self.ce(logits, y)
             cost = self.cost_fn(g)  # the sampled architecture's expected cost
-            value = self._backward(
+            value = self.backward_pass(
                 self.cost_loss(ce, cost),
                 self.alpha_opt,
                 f"{where} (alpha)",
