@@ -234,7 +234,7 @@ class LatencyTable:
         """Refuse a table built for another space, resolution, classifier, runtime or thread count.
 
         Args:
-            want: ``runtime``, ``int8``, ``threads`` the search asks for.
+            want: ``runtime``, ``int8``, ``threads`` the search asks for (those left out: any).
         """
         d = self.data
         resolutions = list(net.res_sizes or [net.input_size])
@@ -246,7 +246,7 @@ class LatencyTable:
             **want,
         }
         missing = [r for r in resolutions if r not in d["resolutions"]]
-        mismatched = [k for k in IDENTITY if k != "resolutions" and d.get(k) != mine[k]]
+        mismatched = [k for k in IDENTITY if k != "resolutions" and k in mine and d.get(k) != mine[k]]
         if not mismatched and not missing:
             return
         what = {
