@@ -1,36 +1,23 @@
-import os
-import sys
+"""The suite's setup: the e2e marks (``E2E_TESTS``) and the fixtures more than one test file uses.
+
+Paths, constants and plain helpers are in ``tests/helpers.py`` (``from tests.helpers import ROOT``).
+"""
+
+import json
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "tests", "data")
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+from tests.helpers import DATA, OTHER_ARCH, SEARCH, TINY_ARCH, TINY_SPACE, TOOLS, TRAIN
 
 torch.set_num_threads(2)
-
-# ``python KILL_AT_STEP N tools/x.py ARGS``: the tool, SIGKILLed before its N-th step (a hook).
-KILL_AT_STEP = os.path.join(ROOT, "tests", "kill_at_step.py")
-# ``[*TORCHRUN, tools/x.py, ARGS]``: the tool in two processes on this machine (DistributedDataParallel)
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-
-# the smallest search space the tool tests search: 16 px, two resolutions, a block-type choice
-TINY_SPACE = {
-    "input_size": 16,
-    "search": {"resolution": [8, 16]},
-    "blocks": [
-        [["masked-channel", 8, 2, 1, {"op": "conv_k3_hs", "channels": [4, 8]}]],
-        [["choice", 16, 2, 1, {"ops": ["ir_k3", "skip"], "channels": [8, 16], "expansion": [1, 2]}]],
-    ],
-}
 
 
 # The long end-to-end runs (each tens of seconds to minutes on 2 cores: paper-scale searches, tools
 # killed and resumed, torchrun, torch.compile, the GPU check's script): marked ``e2e`` and run by
 # ``make test-e2e``, CI's second step, so that ``make test`` stays within 8 minutes. A node id
-# prefix each (every parametrization of a test), or one parametrization (``name[id]``).
+# prefix each (every parametrization of a test), or one parametrization (``name[id]``), without the
+# test's folder: a test file's name is unique across tests/'s folders.
 E2E_TESTS = (
     "test_search_tool.py::test_paper_scale_f_space_search_derives_within_the_target",
     "test_search_tool.py::test_paper_scale_latency_budgeted_search_of_the_f_space",
@@ -43,10 +30,10 @@ E2E_TESTS = (
     "test_mixed_precision.py::test_sigkill_then_resume_is_bit_exact",
     "test_mixed_precision.py::test_compiled_training_saves_the_plain_model",
     "test_mixed_precision.py::test_compiled_search_runs_within_the_recompile_limit",
-    "test_faults.py::test_sigkill_during_checkpoint_write",
-    "test_faults.py::test_sigint_and_sigterm_stop_with_one_line",
-    "test_faults.py::test_search_memory_estimate_matches_a_measured_search_step",
-    "test_faults.py::test_memory_estimate_matches_a_measured_step",
+    "test_signals.py::test_sigkill_during_checkpoint_write",
+    "test_signals.py::test_sigint_and_sigterm_stop_with_one_line",
+    "test_memory_check.py::test_search_memory_estimate_matches_a_measured_search_step",
+    "test_memory_check.py::test_memory_estimate_matches_a_measured_step",
     "test_cost_kinds.py::test_a_cost_kind_registered_by_a_user_is_searched_with",
     "test_gpu_check.py::test_gpu_check_runs_on_cpu",
     "test_executorch.py::test_int8_pte_of_the_bundled_model_keeps_top1_on_the_held_out_digits",
@@ -79,3 +66,43 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def data_dir():
     return DATA
+
+
+# --------------------------------------------------------------------------- the fault tests' runs
+# (tests/helpers.py says what those tests check). Session-scoped: no test changes what they return
+# (a test that resumes or edits a run works on ``copy_run(train_run, tmp_path)``).
+
+
+@pytest.fixture
+def tool(capfd):
+    """``tool("train", *argv) -> (exit code, stderr)``, in this process."""
+
+    def call(name, *argv):
+        capfd.readouterr()
+        rc = TOOLS[name].main([str(a) for a in argv])
+        return rc, capfd.readouterr().err
+
+    return call
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("faults_files")
+    (d / "tiny.json").write_text(json.dumps(TINY_ARCH))
+    (d / "other.json").write_text(json.dumps(OTHER_ARCH))
+    (d / "space.json").write_text(json.dumps(TINY_SPACE))
+    return d
+
+
+@pytest.fixture(scope="session")
+def train_run(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults_train") / "run"
+    assert TOOLS["train"].main(["MODEL.ARCH", str(files / "tiny.json"), "OUTPUT_DIR", str(out), *TRAIN]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def search_run(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults_search") / "run"
+    assert TOOLS["search"].main(["SEARCH.SPACE", str(files / "space.json"), "OUTPUT_DIR", str(out), *SEARCH]) == 0
+    return out

@@ -11,6 +11,8 @@ import os
 import signal
 import sys
 
+# A script, not a module of the tests package: run as ``python tests/kill_at_step.py``, it has its
+# own folder (tests/) on sys.path, not the repository root its tools and mobile_cv are found from.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 

@@ -3,7 +3,7 @@
 
 The JSON holds the logits that the **reference implementation**, facebookresearch/mobile-vision,
 gives for the 9 architectures of ``tests/data/arch_defs.json`` (FBNetV2_F1-F4, L1, L2 and
-fbnet_a/b/c). ``tests/test_published.py::test_reference_implementation_logits`` checks that our
+fbnet_a/b/c). ``tests/arch/test_published.py::test_reference_implementation_logits`` checks that our
 builder reproduces them. The recipe, the same on both sides:
 
 * model: upstream's ``FBNet(arch_def, num_classes=10)`` (``mobile_cv.model_zoo.models.fbnet_v2``:

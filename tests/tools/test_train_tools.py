@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import KILL_AT_STEP, TORCHRUN
 
 from mobile_cv.engine import (
     Checkpointer,
@@ -25,8 +24,8 @@ from mobile_cv.engine import (
     read_metrics,
     set_rng_state,
 )
+from tests.helpers import KILL_AT_STEP, ROOT, TORCHRUN
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_ARCH = {
     "input_size": 32,
     "blocks": [

@@ -56,8 +56,8 @@ from mobile_cv.engine import (
 from mobile_cv.engine.search import build_cost_model, check_input_size
 from mobile_cv.search import build_supernet
 from mobile_cv.search.budget import select_architecture
+from tests.helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 BATCH = 2  # the smallest batch BatchNorm trains on (its 1x1 head maps need 2 values per channel)
 # The native image side of datasets that have one: a config should not upsample them (the CIFAR-10
@@ -135,7 +135,7 @@ def fake_root(tmp_path_factory):
             elif name == "cifar10":
                 made[key] = make_cifar(root)
             else:
-                pytest.fail(f"no fake dataset for DATA.NAME {name!r}: add a maker to tests/test_configs_run.py")
+                pytest.fail(f"no fake dataset for DATA.NAME {name!r}: add a maker to tests/engine/test_configs_run.py")
         return made[key]
 
     return get
@@ -180,7 +180,7 @@ def small_run(path: str, tool: str, out, fake_root, extra=()) -> list:
         opts += ["DATA.ROOT", root]
     opts += ["SEARCH.BATCH_SIZE" if tool == "search" else "SOLVER.BATCH_SIZE", str(BATCH)]
     if tool == "search" and cfg.SEARCH.COST.KIND == "latency":
-        # the start-up check times the table's probes (tests/test_latency.py tests it); one step needs none
+        # the start-up check times the table's probes (tests/latency/test_latency.py tests it); one step needs none
         opts += ["SEARCH.COST.LATENCY_CHECK", "off"]
     return opts + list(extra)
 

@@ -9,7 +9,6 @@ import random
 
 import pytest
 import torch
-from conftest import DATA
 from torch import nn
 
 import arch_defs
@@ -18,6 +17,7 @@ from arch_defs.spaces import FBNETV2_OPS
 from mobile_cv import ArchDefError
 from mobile_cv.arch.arch_def import format_arch_def_py, load_arch_def_file
 from mobile_cv.search import CostLoss, build_supernet
+from tests.helpers import DATA
 
 PUBLISHED = {m["name"]: m for m in json.load(open(os.path.join(DATA, "published_models.json")))["models"]}
 

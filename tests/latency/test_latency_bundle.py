@@ -18,11 +18,11 @@ from mobile_cv.latency.bundle import (
     read_executor_runner_log,
     write_bundle,
 )
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(
     not __import__("importlib").util.find_spec("executorch"), reason="executorch not installed (pip install .[test])"
 )
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "tests", "data", "latency_device")
 MICRO = {
     "input_size": 16,

@@ -14,12 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import timm
 import torch
-from conftest import DATA
 
 import mobile_cv
 import model_zoo
 from mobile_cv import RegistryError, WeightsMismatchError
 from model_zoo import ChecksumError, DownloadError, WeightsFormatError, ZooEntry, ZooEntryError
+from tests.helpers import DATA
 
 PUBLISHED = {m["name"]: m for m in json.load(open(os.path.join(DATA, "published_models.json")))["models"]}
 
@@ -198,7 +198,7 @@ def test_every_entry_builds_with_its_recorded_size(name):
     assert model.input_size == entry.input_size and model.num_classes == entry.num_classes
     assert model.in_chans == entry.in_chans
     params = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
-    assert params / 1e6 == pytest.approx(entry.params_m, rel=1e-5)  # FLOPs: tests/test_published.py
+    assert params / 1e6 == pytest.approx(entry.params_m, rel=1e-5)  # FLOPs: tests/arch/test_published.py
     first_conv = model.get_submodule(model_zoo.timm_models.FIRST_CONV)
     assert isinstance(first_conv, torch.nn.Conv2d) and first_conv.in_channels == entry.in_chans
 
@@ -436,7 +436,7 @@ def bundled(tmp_path, zoo_add):
             std=(0.3081,),
             top1=11.0,
             eval_set="random weights, made by the test",
-            how_made="tests/test_model_zoo.py::bundled",
+            how_made="tests/model_zoo/test_model_zoo.py::bundled",
         )
     )
     return entry, source.eval()

@@ -10,8 +10,8 @@ import pytest
 from mobile_cv import engine
 from mobile_cv.engine import read_metrics
 from mobile_cv.extras import MissingExtraError
+from tests.helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import ROOT
+
 COMMANDS = re.findall(r'\("(fbnet-[a-z-]+)", "([a-z_]+)"\)', open(os.path.join(ROOT, "setup.py")).read())
 
 

@@ -9,14 +9,13 @@ import sys
 
 import pytest
 import torch
-from conftest import KILL_AT_STEP, TORCHRUN
 
 import mobile_cv
 from mobile_cv.config import get_cfg
 from mobile_cv.data import build_dataset
 from mobile_cv.engine import read_metrics, temperature_at
+from tests.helpers import KILL_AT_STEP, ROOT, TORCHRUN
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SPACE = {
     "input_size": 16,
     "basic_args": {"width_divisor": 8},

@@ -11,8 +11,7 @@ from mobile_cv.engine import default_setup, run_search, setup_cfg
 from mobile_cv.latency.configs import item_configs
 from mobile_cv.search.budget import BudgetTable
 from mobile_cv.search.cost_kinds import COST_KINDS, CostKind, cost_kind
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import ROOT
 
 
 class Activations(CostKind):

@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -21,8 +22,8 @@ import torch
 import mobile_cv
 import model_zoo
 from model_zoo.folder import CONFIG_FILE, WEIGHTS_FILE, ModelFolderError, load_model_folder, save_model_folder
+from tests.helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY = "mnist_dmasking_1p5m"  # a searched architecture (DMaskingNAS), trained, bundled: no download
 
 
@@ -130,6 +131,38 @@ def test_push_uploads_the_folder_to_a_hub(saved, tmp_path):
         assert (pushed / name).read_bytes() == (saved / name).read_bytes(), name
     assert all(auth == "Bearer hf_stand_in" for _, auth in handler.requests)
     assert bad.returncode == 2 and "is not a model folder" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+class _HubRefuses(_HubWrites):
+    """A Hub that refuses the token: 401 to every write."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        data = json.dumps({"error": "Invalid credentials in Authorization header"}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_push_to_an_unreachable_or_refusing_hub_is_one_line(saved):
+    with socket.socket() as s:  # a port nothing listens on once the socket is closed
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = {"HF_TOKEN": "hf_stand_in"}
+    p = tool("push", str(saved), "org/x", "--endpoint", f"http://127.0.0.1:{closed}", env=env)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert f"cannot reach the Hub at http://127.0.0.1:{closed}" in p.stderr and "--endpoint" in p.stderr
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubRefuses)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        p = tool("push", str(saved), "org/x", "--endpoint", f"http://127.0.0.1:{server.server_address[1]}", env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "refused it (HTTP 401" in p.stderr and "HF_TOKEN" in p.stderr
 
 
 def test_a_folder_loads_back_by_path_with_identical_logits(saved):

@@ -10,11 +10,10 @@ import sys
 
 import pytest
 import torch
-from conftest import KILL_AT_STEP, TINY_SPACE
 
 from mobile_cv.engine import read_metrics
+from tests.helpers import KILL_AT_STEP, ROOT, TINY_SPACE
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TINY_ARCH = {
     "input_size": 32,

@@ -10,12 +10,12 @@ import os
 
 import pytest
 import torch
-from conftest import DATA
-from seeded_weights import seeded_input, seeded_state_dict
 
 import arch_defs
 import mobile_cv
 from mobile_cv.arch.arch_def import to_jsonable
+from tests.helpers import DATA
+from tests.seeded_weights import seeded_input, seeded_state_dict
 
 PUBLISHED = json.load(open(os.path.join(DATA, "published_models.json")))["models"]
 CHECKPOINT_KEYS = json.load(open(os.path.join(DATA, "checkpoint_keys.json")))

@@ -8,8 +8,8 @@ import pytest
 
 from mobile_cv.config import ConfigError, UnknownConfigKeyError, check_config, get_cfg
 from mobile_cv.engine import setup_cfg
+from tests.helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULTS = os.path.join(ROOT, "mobile_cv", "config", "defaults.py")
 
 

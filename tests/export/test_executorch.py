@@ -8,13 +8,13 @@ import os
 
 import pytest
 import torch
-from conftest import ROOT
 
 import mobile_cv
 from mobile_cv.arch.arch_registry import arch_def_names
 from mobile_cv.arch.fuse import count_batchnorms
 from mobile_cv.export import ExportError, export_and_check, export_executorch, export_executorch_int8
 from model_zoo import resolve_model
+from tests.helpers import ROOT
 
 FP32_ATOL = 1e-4
 FOLD_ATOL = 1e-5
@@ -128,7 +128,9 @@ def test_int8_refuses_random_calibration_unless_allowed(tmp_path, capsys):
     assert tool.main([SEARCHED_ARCH, "--format", "executorch", "--int8", "--calib-data", MNIST_CONFIG]) == 2
     assert "1 channel(s), the model takes 3" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        tool.main([SEARCHED_ARCH, "--int8"])  # int8 is an ExecuTorch export
+        tool.main([SEARCHED_ARCH, "--int8", "--formats", "onnx"])  # int8 is an ExecuTorch export
+    assert tool.main([SEARCHED_ARCH, "--int8", "--out", str(tmp_path)]) == 2  # ExecuTorch by default here
+    assert "--calib-data" in capsys.readouterr().err
 
 
 class DataDependentGate(torch.nn.Module):

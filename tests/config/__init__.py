@@ -1,0 +1,1 @@
+"""Tests of mobile_cv.config: keys, files, overrides, ranges and their errors."""

@@ -1,0 +1,1 @@
+"""Tests of mobile_cv.latency: latency tables and device bundles."""

@@ -1,0 +1,1 @@
+"""Tests of model_zoo: entries, downloads, model folders, bundled weights."""

@@ -1,0 +1,1 @@
+"""Tests of mobile_cv.search: supernets, budgets, cost kinds, masked blocks."""
