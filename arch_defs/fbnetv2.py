@@ -1,7 +1,7 @@
 """The released FBNetV2 architectures (Wan et al., CVPR 2020), as plain arch-def dicts.
 
 Numbers from the public FBNet model definitions (tests/data/arch_defs.json, checked
-by tests/test_published.py). Expansion ratios are relative to each block's real
+by tests/arch/test_published.py). Expansion ratios are relative to each block's real
 input width, hence values like 5.4566: these defs were derived by DMaskingNAS from
 a space whose expansion options referred to the space's maximum widths.
 """

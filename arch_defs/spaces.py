@@ -4,7 +4,7 @@ The paper's exact per-stage tables were not available, so these are our spaces
 (docs/dmaskingnas.md), designed so their envelopes contain the released models: every
 FBNetV2_F1..F4 is a derivable architecture of ``fbnetv2_f_space`` (and of
 ``fbnetv2_p_space``, at 224 px), and FBNetV2_L1/L2 of ``fbnetv2_l_space``;
-``tests/test_search.py::test_spaces_contain_released_models`` derives each one and
+``tests/search/test_search.py::test_spaces_contain_released_models`` derives each one and
 checks its FLOPs and params against the released model. Blocks a smaller model lacks are
 identity ``skip`` candidates (same width, stride 1).
 

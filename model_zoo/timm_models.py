@@ -56,7 +56,7 @@ def pool_size(entry: ZooEntry) -> Tuple[int, int]:
 
     From the arch def alone (building ten models at import would cost seconds): every block's
     3x3/5x5 "same" padding maps a side ``s`` to ``ceil(s / stride)``; the ``ir_pool`` blocks pool
-    globally. tests/test_model_zoo.py checks it against a forward pass of every registered model.
+    globally. tests/model_zoo/test_model_zoo.py checks it against a forward pass of every registered model.
     """
     side = entry.input_size
     for block in unify(entry.arch_def()):

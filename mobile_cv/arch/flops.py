@@ -7,7 +7,7 @@
 * params: Conv2d and Linear weights only (no biases, no BatchNorm).
 
 With this convention the arch defs of the released models give the numbers of the
-public model table exactly (see ``tests/test_published.py``).
+public model table exactly (see ``tests/arch/test_published.py``).
 """
 
 from __future__ import annotations

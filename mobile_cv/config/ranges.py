@@ -81,7 +81,7 @@ _EPOCHS = _int(1, 1_000_000)
 _CLASSES = _int(1, 1_000_000)
 _CHANS = _int(1, 4096)
 
-# Every int or float key of mobile_cv/config/defaults.py (tests/test_faults.py checks none is missing).
+# Every int or float key of mobile_cv/config/defaults.py (tests/config/test_ranges.py checks none is missing).
 CONFIG_RANGES: Dict[str, Range] = {
     "MODEL.NUM_CLASSES": _CLASSES,
     "MODEL.IN_CHANS": _CHANS,
@@ -123,7 +123,7 @@ CONFIG_RANGES: Dict[str, Range] = {
 }
 
 # Every numeric flag of tools/*.py, by name: a flag means the same in every tool that has it
-# (tests/test_faults.py checks every int/float flag of every tool uses flag_type).
+# (tests/config/test_ranges.py checks every int/float flag of every tool uses flag_type).
 FLAG_RANGES: Dict[str, Range] = {
     "--resolution": _SIZE,
     "--resolutions": _SIZE,

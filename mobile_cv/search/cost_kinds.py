@@ -14,7 +14,7 @@ table, tools/latency_table.py). Adding one (peak activation memory, energy, ...)
         def budget_table(self, cfg, net, table_path=None):
             return BudgetTable(net, self.name, item_cost=my_per_block_cost)
 
-(docs/architecture.md#adding-a-cost-kind; tests/test_cost_kinds.py searches with a toy kind.)
+(docs/architecture.md#adding-a-cost-kind; tests/search/test_cost_kinds.py searches with a toy kind.)
 """
 
 from __future__ import annotations
