@@ -97,3 +97,17 @@ def copy_run(run, tmp_path):
 
 def train_args(files, out, arch="tiny.json", *extra):
     return ["MODEL.ARCH", str(files / arch), "OUTPUT_DIR", str(out), *TRAIN, *extra]
+
+
+def make_image_folder(root, splits=("train", "val"), classes=("cat", "dog"), per_class=3):
+    """An ImageNet-layout folder of random 20x24 RGB PNGs under ``root`` (a Path): split/class/i.png."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for c in classes:
+            os.makedirs(root / split / c)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    return root

@@ -6,7 +6,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mobile_cv.config import get_cfg
 from mobile_cv.data import (
@@ -17,6 +16,7 @@ from mobile_cv.data import (
     build_loader_from_dataset,
     set_epoch,
 )
+from tests.helpers import make_image_folder
 
 
 def indices(name, split, **kw):
@@ -145,16 +145,6 @@ def test_build_loader_from_config():
 
 
 # --------------------------------------------------------------------------- imagefolder
-
-
-def make_image_folder(root, splits=("train", "val"), classes=("cat", "dog"), per_class=3):
-    rng = np.random.default_rng(0)
-    for split in splits:
-        for c in classes:
-            os.makedirs(root / split / c)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
-    return root
 
 
 def test_image_folder_loads_with_timm_transforms(tmp_path):

@@ -291,7 +291,7 @@ def test_paper_scale_f_space_search_derives_within_the_target(tmp_path):
     """The FBNetV2-F space (10^55.7 architectures, 224 px) searched for 2 epochs on a tiny
     ImageNet-layout folder: the derived architecture's exact FLOPs are within 5% of 240.
     Sampled block types keep a CI step small (the full mixture's memory is a benchmark)."""
-    from test_data import make_image_folder
+    from tests.helpers import make_image_folder
 
     root = tmp_path / "images"
     make_image_folder(root, classes=("a", "b"), per_class=5)
@@ -333,7 +333,7 @@ def test_paper_scale_latency_budgeted_search_of_the_f_space(tmp_path):
     """The FBNetV2-F space searched for a millisecond budget with the shipped ExecuTorch table
     (configs/search_imagenet_latency.yaml: 1000 classes, so the folder has 1000 class folders):
     the derived architecture's latency by the table is within 5% of the budget."""
-    from test_data import make_image_folder
+    from tests.helpers import make_image_folder
 
     root = tmp_path / "images"
     make_image_folder(root, classes=[f"c{i:03d}" for i in range(1000)], per_class=3)
