@@ -4,15 +4,18 @@ same data, measured interleaved in one run.
 
 A search epoch is what ``tools/search.py`` runs after the warm-up (the real
 :class:`~mobile_cv.engine.steps.SearchStep` in the engine's loop): a weight step on each ``search_weights``
-batch (80% of the train split), each followed by an alpha step on a ``search_alpha``
-batch. It is timed for three settings of ``SEARCH.SAMPLED_CHOICES``: the paper's full
+batch (80% of the train split) and alpha steps on ``search_alpha`` batches as
+``SEARCH.ALPHA.SCHEDULE`` places them (one after each weight step unless a setting says otherwise).
+It is timed for three settings of ``SEARCH.SAMPLED_CHOICES``: the paper's full
 mixture (every block type at every resolution), sampled resolutions (the default), and
 sampled block types and resolutions (single path, as GDAS); and the default setting as the step
-was before issue 19 (every gradient computed in both steps). A training epoch trains a
-plain model on the whole train split: the largest architecture of the space and one
-derived within ``--target`` MFLOPs (or ``--arch`` FILE).
+was before issue 19 (every gradient computed in both steps); on request, the three alpha
+schedules. A training epoch trains a plain model on the whole train split: the largest
+architecture of the space and one derived within ``--target`` MFLOPs (or ``--arch`` FILE).
 
     python benchmarks/search_cost.py [--space mnist_small_space] [--rounds 2] [--arch F]
+    python benchmarks/search_cost.py --all-channels-last --settings "sampled resolution, alpha interleaved" \
+        "sampled resolution, alpha spread" "sampled resolution, alpha epoch"
 """
 
 import argparse
@@ -35,10 +38,10 @@ from mobile_cv.engine.search import compile_supernet  # noqa: E402
 from mobile_cv.search import CostLoss, build_supernet  # noqa: E402
 from mobile_cv.search.budget import BudgetTable, log_probs  # noqa: E402
 
-SETTINGS = {  # label -> (SEARCH.SAMPLED_CHOICES, the search step's class)
-    "full mixture": ([], SearchStep),
-    "sampled resolution": (["resolution"], SearchStep),
-    "sampled op + resolution": (["op", "resolution"], SearchStep),
+SETTINGS = {  # label -> (SEARCH.SAMPLED_CHOICES, the search step's class, other config keys)
+    "full mixture": ([], SearchStep, {}),
+    "sampled resolution": (["resolution"], SearchStep, {}),
+    "sampled op + resolution": (["op", "resolution"], SearchStep, {}),
 }
 
 
@@ -53,12 +56,26 @@ class FullBackwardSearchStep(SearchStep):
         return super().backward_pass(loss, optimizer, where, before_step=before_step)
 
 
-SETTINGS["sampled resolution, full backward (before)"] = (["resolution"], FullBackwardSearchStep)
+SETTINGS["sampled resolution, full backward (before)"] = (["resolution"], FullBackwardSearchStep, {})
+# ALPHA.SCHEDULE: one alpha step after every weight step, or one pass of the alpha split per epoch
+# (spread between the weight steps, or after them)
+for _schedule in ("interleaved", "spread", "epoch"):
+    SETTINGS[f"sampled resolution, alpha {_schedule}"] = (
+        ["resolution"],
+        SearchStep,
+        {"SEARCH.ALPHA.SCHEDULE": _schedule},
+    )
 
 
 def loaders(batch: int, input_size: int, limit: int):
+    """Split name -> its loader; with ``limit`` the train split keeps ``limit`` images and the search
+    splits its share of them (80% / 20%, SEARCH.WEIGHT_SPLIT's default), so the search and the
+    training epochs see as many images as without a limit."""
+    weights = int(limit * 0.8)
+    limits = {"search_weights": weights, "search_alpha": limit - weights, "train": limit}
+
     def make(split, size=input_size):
-        ds = build_dataset("embedded_mnist", split, input_size=size, limit=limit)
+        ds = build_dataset("embedded_mnist", split, input_size=size, limit=limits[split] if limit else 0)
         return build_loader_from_dataset(ds, batch_size=batch, training=True)
 
     return make
@@ -78,6 +95,7 @@ class SearchEpoch:
         a_loader,
         compiled: bool = False,
         channels_last: bool = False,
+        opts=None,
     ) -> None:
         cfg = get_cfg()
         cfg.merge_from_list(
@@ -96,6 +114,7 @@ class SearchEpoch:
                 0,
                 "SEARCH.CHANNELS_LAST",
                 channels_last,
+                *[x for kv in (opts or {}).items() for x in kv],
             ]
         )
         net = build_supernet(space, num_classes=10, in_chans=1)
@@ -147,7 +166,9 @@ def main() -> None:
     p.add_argument("--target", type=float, default=0.3, help="MFLOPs of the derived arch when --arch is not given")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--limit", type=int, default=0, help="images per split (0: all)")
+    p.add_argument(
+        "--limit", type=int, default=0, help="train images (0: all); the search splits take 80%% / 20%% of them"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--compile",
@@ -157,7 +178,7 @@ def main() -> None:
     p.add_argument(
         "--settings",
         nargs="+",
-        default=list(SETTINGS),
+        default=[k for k in SETTINGS if ", alpha " not in k],
         choices=list(SETTINGS),
         metavar="SETTING",
         help=f"the SAMPLED_CHOICES settings to time (default: all of {list(SETTINGS)})",
@@ -166,6 +187,12 @@ def main() -> None:
         "--channels-last",
         action="store_true",
         help="also time the default setting and both subnets' training in channels_last",
+    )
+    p.add_argument(
+        "--all-channels-last",
+        action="store_true",
+        help="every setting and the subnets' training in channels_last (the default format on a CPU) instead of "
+        "the contiguous format",
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -182,8 +209,10 @@ def main() -> None:
     make = loaders(args.batch, net.input_size, args.limit)
     w_loader, a_loader, train_loader = make("search_weights"), make("search_alpha"), make("train")
     searches = {
-        label: SearchEpoch(args.space, sampled, step_cls, args.target, args.batch, w_loader, a_loader)
-        for label, (sampled, step_cls) in SETTINGS.items()
+        label: SearchEpoch(
+            args.space, sampled, step_cls, args.target, args.batch, w_loader, a_loader, args.all_channels_last, opts
+        )
+        for label, (sampled, step_cls, opts) in SETTINGS.items()
         if label in args.settings
     }
     if args.compile:
@@ -203,7 +232,10 @@ def main() -> None:
         "largest": (mobile_cv.build_model(largest, num_classes=10, in_chans=1), make("train", largest["input_size"])),
         "derived": (mobile_cv.build_model(derived, num_classes=10, in_chans=1), make("train", derived["input_size"])),
     }
-    channels_last = {name: False for name in models}
+    if args.all_channels_last:
+        for model, _ in models.values():
+            model.to(memory_format=torch.channels_last)
+    channels_last = {name: args.all_channels_last for name in models}
     if args.channels_last:
         for name, arch in (("largest", largest), ("derived", derived)):
             model = mobile_cv.build_model(arch, num_classes=10, in_chans=1).to(memory_format=torch.channels_last)
@@ -227,8 +259,10 @@ def report(args, times, models, archs, searches, train_loader, w_loader, a_loade
     med = {k: statistics.median(v) for k, v in times.items()}
     print(
         f"\n{args.space}, {len(train_loader.dataset)} train images (a search epoch: {len(w_loader)} weight steps on "
-        f"{len(w_loader.dataset)} images, each followed by an alpha step on {len(a_loader.dataset)}), batch "
+        f"{len(w_loader.dataset)} images; alpha steps on {len(a_loader.dataset)}: {len(w_loader)} interleaved, "
+        f"{len(a_loader)} spread or epoch), batch "
         f"{args.batch}, {args.threads} threads, median of {args.rounds} epochs each, interleaved"
+        + (", every row in channels_last" if args.all_channels_last else "")
     )
     for name, arch in (("largest", largest), ("derived", derived)):
         f, prm = mobile_cv.count_flops_params(models[name][0], arch["input_size"])

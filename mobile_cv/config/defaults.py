@@ -143,8 +143,10 @@ _C.SEARCH.ALPHA = _YacsNode()
 _C.SEARCH.ALPHA.OPTIMIZER = "adam"  # the only choice for now
 _C.SEARCH.ALPHA.LR = 0.01  # constant learning rate
 _C.SEARCH.ALPHA.WEIGHT_DECAY = 0.0  # L2 decay of alpha
-# "interleaved": after the warm-up every weight step is followed by an alpha step on the
-# next alpha batch; "epoch": FBNet's alternation, a pass of weight steps then a pass of
+# When alpha steps run after the warm-up: "interleaved", one after every weight step (the alpha
+# split cycled as often as needed); "spread", one pass of the alpha split per epoch, its steps
+# evenly placed between the weight steps (as many as FBNet's alternation, about 1/4 of the weight
+# steps at WEIGHT_SPLIT 0.8); "epoch", FBNet's alternation, a pass of weight steps then a pass of
 # alpha steps.
 _C.SEARCH.ALPHA.SCHEDULE = "interleaved"
 # Optimizer of the supernet weights, trained on "search_weights".
@@ -243,7 +245,7 @@ CHOICES = {
     "SEARCH.COST.LATENCY_RUNTIME": ("executorch", "onnxruntime", "eager"),
     "SEARCH.COST.LATENCY_CHECK": ("warn", "refuse", "off"),
     "SEARCH.COST.FORM": ("target", "relative", "fbnet"),
-    "SEARCH.ALPHA.SCHEDULE": ("interleaved", "epoch"),
+    "SEARCH.ALPHA.SCHEDULE": ("interleaved", "spread", "epoch"),
     "DEVICE": ("auto", "cpu", "cuda"),
     "MEMORY_CHECK": ("refuse", "warn"),
     "MALLOC": ("keep", "return", "default"),

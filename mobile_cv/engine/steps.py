@@ -100,9 +100,11 @@ def _cycle(loader) -> Iterator:
 
 
 class SearchStep(StepBase):
-    """A weight step (SGD on cross-entropy) and, after the warm-up, an alpha step (Adam on the
-    cost-aware loss): each on the next batch (``ALPHA.SCHEDULE`` "interleaved") or a pass of
-    alpha steps after the epoch's weight steps ("epoch").
+    """A weight step (SGD on cross-entropy) and, after the warm-up, alpha steps (Adam on the
+    cost-aware loss), as ``ALPHA.SCHEDULE`` places them: one after every weight step
+    ("interleaved", the alpha split cycled as often as needed), one pass of the alpha split per
+    epoch spread evenly between the weight steps ("spread"), or that pass after the epoch's weight
+    steps ("epoch", FBNet's alternation).
 
     Both draw fresh Gumbel mixing weights (hard samples for the kinds in ``SAMPLED_CHOICES``);
     every optimizer's gradients are cleared before each backward pass.
@@ -134,7 +136,7 @@ class SearchStep(StepBase):
         self.cost_loss, self.cost_fn = cost
         self.weight_opt, self.alpha_opt = optimizers
         self.kind, self.hard, self.warmup = s.COST.KIND, tuple(s.SAMPLED_CHOICES), s.WARMUP_EPOCHS
-        self.interleaved = s.ALPHA.SCHEDULE == "interleaved"
+        self.schedule = s.ALPHA.SCHEDULE
         self.device = next(net.parameters()).device
         self.precision = precision or MixedPrecision(s.AMP, self.device)
         self.channels_last = resolve_channels_last(s.CHANNELS_LAST, self.device, "search")
@@ -151,15 +153,29 @@ class SearchStep(StepBase):
     def trains_alpha(self) -> bool:
         return self.trainer.epoch >= self.warmup
 
+    def alpha_steps_after(self, i: int, steps: int) -> int:
+        """How many alpha steps follow weight step ``i`` (0-based) of an epoch of ``steps``."""
+        if self.schedule == "interleaved":
+            return 1
+        if self.schedule == "spread":
+            # step i ends the i+1-th of `steps` equal slices of the epoch: the alpha batches due by
+            # then, so the epoch's n alpha steps are one pass, evenly placed (the last after step
+            # `steps` - 1)
+            n = len(self.alpha_loader)
+            return (i + 1) * n // steps - i * n // steps
+        return 0  # "epoch": the pass runs in end_epoch
+
     def __call__(self, batch) -> None:
         self.weight_step(*batch)
-        if self.trains_alpha and self.interleaved:
+        if not self.trains_alpha:
+            return
+        for _ in range(self.alpha_steps_after(self.trainer.iter, self.trainer.steps_per_epoch)):
             if self._alpha_epoch != self.trainer.epoch:  # the alpha split's order of this epoch
                 self._alpha_batches, self._alpha_epoch = _cycle(self.alpha_loader), self.trainer.epoch
             self.alpha_step(*next(self._alpha_batches), self.trainer.where)
 
     def end_epoch(self) -> None:
-        if self.trains_alpha and not self.interleaved:
+        if self.trains_alpha and self.schedule == "epoch":
             n = len(self.alpha_loader)
             for i, batch in enumerate(progress(self.alpha_loader, desc="alpha", total=n)):
                 self.alpha_step(*batch, f"{self.trainer.desc} {self.trainer.epoch + 1}, alpha iteration {i + 1}/{n}")

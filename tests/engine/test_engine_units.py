@@ -120,3 +120,61 @@ def test_a_run_says_what_differs_between_kinds(tmp_path):
     assert run_kind_of({"supernet": {}}) == "search" and RUN_KINDS["train"] is TrainRun
     with pytest.raises(RuntimeError, match=r"run\(\) before setup\(\)"):
         train.run()
+
+
+@pytest.mark.parametrize("n_weights,n_alpha", [(10, 3), (8, 2), (4, 4), (3, 5)])
+@pytest.mark.parametrize("schedule", ["interleaved", "spread", "epoch"])
+def test_alpha_schedules_place_alpha_steps_as_documented(schedule, n_weights, n_alpha):
+    """interleaved: one alpha step after every weight step (the alpha split cycled); spread: one pass
+    of the alpha split per epoch, evenly between the weight steps, the last after the last weight
+    step; epoch: that pass after the weight steps. Nothing before WARMUP_EPOCHS."""
+    from mobile_cv.config import get_cfg
+    from mobile_cv.engine import SearchStep
+
+    class Recorder(SearchStep):
+        def __init__(self, cfg, alpha_loader):
+            self.warmup, self.schedule, self.alpha_loader = (
+                cfg.SEARCH.WARMUP_EPOCHS,
+                cfg.SEARCH.ALPHA.SCHEDULE,
+                alpha_loader,
+            )
+            self._alpha_batches, self._alpha_epoch, self.log = None, -1, []
+
+        def weight_step(self, x, y):
+            self.log.append(("w", self.trainer.epoch, x))
+
+        def alpha_step(self, x, y, where):
+            self.log.append(("a", self.trainer.epoch, x))
+
+        def start_epoch(self):
+            pass
+
+        def results(self):
+            return {}
+
+        def postfix(self):
+            return {}
+
+    cfg = get_cfg()
+    cfg.SEARCH.WARMUP_EPOCHS, cfg.SEARCH.ALPHA.SCHEDULE = 1, schedule
+    alpha = [(f"a{i}", None) for i in range(n_alpha)]
+    step = Recorder(cfg, alpha)
+    Trainer(step, [(f"w{i}", None) for i in range(n_weights)], epochs=3).train()
+    assert [x for k, e, x in step.log if e == 0] == [f"w{i}" for i in range(n_weights)]  # warm-up: weights only
+    for epoch in (1, 2):
+        got = [x for k, e, x in step.log if e == epoch]
+        assert [x for x in got if x[0] == "w"] == [f"w{i}" for i in range(n_weights)]
+        alphas = [x for x in got if x[0] == "a"]
+        if schedule == "interleaved":
+            assert alphas == [f"a{i % n_alpha}" for i in range(n_weights)]
+            assert got[1::2] == alphas
+        else:
+            assert alphas == [f"a{i}" for i in range(n_alpha)]  # one pass, in the split's order
+            assert got[-1] == f"a{n_alpha - 1}"
+        if schedule == "epoch":
+            assert got[n_weights:] == alphas
+        if schedule == "spread":  # alpha step j follows weight step ceil((j + 1) * n_w / n_a) - 1
+            for j in range(n_alpha):
+                before = got.index(f"a{j}")
+                w_before = sum(x[0] == "w" for x in got[:before])
+                assert w_before == -(-(j + 1) * n_weights // n_alpha)
