@@ -210,7 +210,15 @@ def main() -> None:
     w_loader, a_loader, train_loader = make("search_weights"), make("search_alpha"), make("train")
     searches = {
         label: SearchEpoch(
-            args.space, sampled, step_cls, args.target, args.batch, w_loader, a_loader, args.all_channels_last, opts
+            args.space,
+            sampled,
+            step_cls,
+            args.target,
+            args.batch,
+            w_loader,
+            a_loader,
+            channels_last=args.all_channels_last,
+            opts=opts,
         )
         for label, (sampled, step_cls, opts) in SETTINGS.items()
         if label in args.settings
