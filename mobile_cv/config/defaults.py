@@ -141,14 +141,17 @@ _C.SEARCH.COMPILE = False
 # Optimizer of the architecture parameters (alpha), trained on "search_alpha".
 _C.SEARCH.ALPHA = _YacsNode()
 _C.SEARCH.ALPHA.OPTIMIZER = "adam"  # the only choice for now
-_C.SEARCH.ALPHA.LR = 0.01  # constant learning rate
+# Constant learning rate. 0.04 with the "spread" schedule moves alpha as far per epoch as 0.01 did
+# with "interleaved" (4x the alpha steps at WEIGHT_SPLIT 0.8; docs/benchmarks.md, issue 29).
+_C.SEARCH.ALPHA.LR = 0.04
 _C.SEARCH.ALPHA.WEIGHT_DECAY = 0.0  # L2 decay of alpha
 # When alpha steps run after the warm-up: "interleaved", one after every weight step (the alpha
 # split cycled as often as needed); "spread", one pass of the alpha split per epoch, its steps
 # evenly placed between the weight steps (as many as FBNet's alternation, about 1/4 of the weight
 # steps at WEIGHT_SPLIT 0.8); "epoch", FBNet's alternation, a pass of weight steps then a pass of
-# alpha steps.
-_C.SEARCH.ALPHA.SCHEDULE = "interleaved"
+# alpha steps. "spread" costs about 0.78x an "interleaved" epoch on the digits and keeps the search
+# quality (docs/benchmarks.md); the behaviour before: SCHEDULE interleaved, LR 0.01.
+_C.SEARCH.ALPHA.SCHEDULE = "spread"
 # Optimizer of the supernet weights, trained on "search_weights".
 _C.SEARCH.WEIGHTS = _YacsNode()
 _C.SEARCH.WEIGHTS.OPTIMIZER = "sgd"  # the only choice for now
@@ -156,6 +159,10 @@ _C.SEARCH.WEIGHTS.MOMENTUM = 0.9  # SGD momentum
 _C.SEARCH.WEIGHTS.LR = 0.1  # peak learning rate, annealed by LR_SCHEDULER over SEARCH.EPOCHS
 _C.SEARCH.WEIGHTS.LR_SCHEDULER = "cosine"  # timm scheduler name, as SOLVER.LR_SCHEDULER
 _C.SEARCH.WEIGHTS.WEIGHT_DECAY = 1e-4  # L2 weight decay
+# Kinds of choices sampled one option at a time in the weight step only, on top of SAMPLED_CHOICES
+# (the alpha step keeps the mixture): ["op"] trains one block type per block per step, drawn from
+# the current distribution, as single-path supernets do.
+_C.SEARCH.WEIGHTS.SAMPLED_CHOICES = []
 # Resource cost in the search loss (mobile_cv/search/loss.py).
 _C.SEARCH.COST = _YacsNode()
 # What is counted, a registered cost kind (mobile_cv/search/cost_kinds.py): flops (multiply-accumulates,
@@ -255,4 +262,5 @@ CHOICES = {
 # Keys holding a list whose items must each be one of a fixed set.
 LIST_CHOICES = {
     "SEARCH.SAMPLED_CHOICES": ("op", "resolution", "channels", "expansion"),
+    "SEARCH.WEIGHTS.SAMPLED_CHOICES": ("op", "resolution", "channels", "expansion"),
 }

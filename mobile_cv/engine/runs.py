@@ -423,7 +423,7 @@ class SearchRun(Run):
         model = create_ddp_model(
             net,
             self.device,
-            find_unused_parameters=bool(set(s.SAMPLED_CHOICES) - {"resolution"}),
+            find_unused_parameters=bool((set(s.SAMPLED_CHOICES) | set(s.WEIGHTS.SAMPLED_CHOICES)) - {"resolution"}),
             ignored_parameters=net.arch_parameter_names(),
         )
         alpha_model = net

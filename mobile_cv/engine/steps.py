@@ -136,6 +136,7 @@ class SearchStep(StepBase):
         self.cost_loss, self.cost_fn = cost
         self.weight_opt, self.alpha_opt = optimizers
         self.kind, self.hard, self.warmup = s.COST.KIND, tuple(s.SAMPLED_CHOICES), s.WARMUP_EPOCHS
+        self.weight_hard = tuple(dict.fromkeys([*s.SAMPLED_CHOICES, *s.WEIGHTS.SAMPLED_CHOICES]))
         self.schedule = s.ALPHA.SCHEDULE
         self.device = next(net.parameters()).device
         self.precision = precision or MixedPrecision(s.AMP, self.device)
@@ -184,12 +185,14 @@ class SearchStep(StepBase):
     # time it (benchmarks/search_cost.py, benchmarks/search_profile.py) without copying the steps.
     def forward_pass(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, mixing_grad: bool):
         """``(logits, y, mixing)`` of ``model`` on a batch, with a fresh Gumbel sample of the
-        mixing; ``mixing_grad`` False (the weight step) makes the mixing a constant."""
+        mixing; ``mixing_grad`` False (the weight step) makes the mixing a constant and also samples
+        the kinds in ``WEIGHTS.SAMPLED_CHOICES``."""
         self.net.train()
         x, y = x.to(self.device), y.to(self.device)
         if self.channels_last:
             x = to_channels_last(x)
-        g = self.net.sample_mixing(hard=self.hard)  # in float32: alpha's softmax is not autocast
+        # in float32: alpha's softmax is not autocast
+        g = self.net.sample_mixing(hard=self.hard if mixing_grad else self.weight_hard)
         if not mixing_grad:
             # the mixing weights enter as constants: autograd then skips every gradient towards
             # alpha (each mask's and each mixture's), which the weight step would throw away

@@ -75,7 +75,7 @@ def test_issue_keys_exist():
         assert key in keys, key
     cfg = get_cfg()
     assert (cfg.SEARCH.TEMPERATURE.INIT, cfg.SEARCH.TEMPERATURE.FINAL, cfg.SEARCH.WEIGHT_SPLIT) == (5.0, 0.5, 0.8)
-    assert (cfg.SEARCH.ALPHA.LR, cfg.SEARCH.ALPHA.WEIGHT_DECAY, cfg.SEARCH.ALPHA.SCHEDULE) == (0.01, 0.0, "interleaved")
+    assert (cfg.SEARCH.ALPHA.LR, cfg.SEARCH.ALPHA.WEIGHT_DECAY, cfg.SEARCH.ALPHA.SCHEDULE) == (0.04, 0.0, "spread")
     assert list(cfg.SEARCH.SAMPLED_CHOICES) == ["resolution"] and cfg.SEARCH.COST.TOLERANCE == 0.05
     assert (cfg.SEARCH.WEIGHTS.LR, cfg.SEARCH.WEIGHTS.MOMENTUM, cfg.SEARCH.WEIGHTS.WEIGHT_DECAY) == (0.1, 0.9, 1e-4)
 

@@ -412,3 +412,45 @@ def test_importing_the_engine_leaves_the_users_matplotlib_backend_and_plots_stil
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "svg"
     assert (tmp_path / "probabilities.png").stat().st_size > 1000 and (tmp_path / "cost_accuracy.png").exists()
+
+
+def test_weights_sampled_choices_run_one_block_type_in_the_weight_step_only():
+    """SEARCH.WEIGHTS.SAMPLED_CHOICES ["op"]: the weight step trains one block type per block (the
+    unchosen candidates get no gradient); the alpha step still mixes every block type."""
+    from types import SimpleNamespace
+
+    from mobile_cv.config import get_cfg
+    from mobile_cv.engine import SearchStep, build_search_optimizers
+
+    cfg = get_cfg()
+    cfg.SEARCH.WEIGHTS.SAMPLED_CHOICES = ["op"]
+    torch.manual_seed(0)
+    net = build_supernet("mnist_small_space", num_classes=10, in_chans=1)
+    w_opt, a_opt, _ = build_search_optimizers(cfg, net, 1)
+    step = SearchStep(
+        cfg, net, net, (CostLoss("target", target=0.3), lambda g: net.expected_cost("flops", g)), (w_opt, a_opt), None
+    )
+    step.trainer = SimpleNamespace(where="test", epoch=0)
+    trained = {}
+    w_opt.step = lambda f=w_opt.step: (trained.update(weights=_candidates_with_grads(net)), f())[1]
+    a_opt.step = lambda f=a_opt.step: (trained.update(alpha=[p.grad is not None for p in net.arch_parameters()]), f())[
+        1
+    ]
+    x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 10, (8,))
+    step.weight_step(x, y)
+    mixed = {b: c for b, c in trained["weights"].items() if c is not None}
+    assert mixed and all(len(c) <= 1 for c in mixed.values())  # one block type (none for a skip) per block
+    step.alpha_step(x, y, "test")
+    assert all(trained["alpha"])  # every op's alpha gets a gradient: the mixture ran
+
+
+def _candidates_with_grads(net):
+    """Per mixed block: the names of its candidates whose weights have a gradient (None: no mixture)."""
+    out = {}
+    for name, block in net.search_blocks().items():
+        cands = getattr(block, "candidates", None)
+        if cands is None or len(cands) == 1:
+            out[name] = None
+            continue
+        out[name] = [c for c, m in cands.items() if any(p.grad is not None for p in m.parameters())]
+    return out
