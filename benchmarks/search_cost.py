@@ -65,6 +65,12 @@ for _schedule in ("interleaved", "spread", "epoch"):
         SearchStep,
         {"SEARCH.ALPHA.SCHEDULE": _schedule},
     )
+# the weight step trains one sampled block type per block (SEARCH.WEIGHTS.SAMPLED_CHOICES), alpha's mixes
+SETTINGS["sampled resolution, alpha spread, weights sampled op"] = (
+    ["resolution"],
+    SearchStep,
+    {"SEARCH.ALPHA.SCHEDULE": "spread", "SEARCH.WEIGHTS.SAMPLED_CHOICES": ["op"]},
+)
 
 
 def loaders(batch: int, input_size: int, limit: int):
