@@ -281,13 +281,14 @@ def report(args, times, models, archs, searches, train_loader, w_loader, a_loade
     for name, arch in (("largest", largest), ("derived", derived)):
         f, prm = mobile_cv.count_flops_params(models[name][0], arch["input_size"])
         print(f"  {name:<8} subnet: {f:.3f} MFLOPs, {prm * 1e3:.1f} K params at {arch['input_size']}px")
-    print(f"{'epoch of':<52} {'seconds':>8} {'/ largest-subnet epoch':>23}")
     rows = [(f"search, {label}", label) for label in searches]
     for name in models:  # "largest" -> "train largest subnet"; "largest, channels_last" -> "..., channels_last"
         head, _, option = name.partition(", ")
         rows.append((f"train {head} subnet" + (f", {option}" if option else ""), name))
+    width = max(52, *(len(text) for text, _ in rows))
+    print(f"{'epoch of':<{width}} {'seconds':>8} {'/ largest-subnet epoch':>23}")
     for text, name in rows:
-        print(f"{text:<52} {med[name]:>8.2f} {med[name] / med['largest']:>22.2f}x")
+        print(f"{text:<{width}} {med[name]:>8.2f} {med[name] / med['largest']:>22.2f}x")
 
 
 if __name__ == "__main__":

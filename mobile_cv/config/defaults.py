@@ -163,6 +163,9 @@ _C.SEARCH.WEIGHTS.WEIGHT_DECAY = 1e-4  # L2 weight decay
 # (the alpha step keeps the mixture): ["op"] trains one block type per block per step, drawn from
 # the current distribution, as single-path supernets do.
 _C.SEARCH.WEIGHTS.SAMPLED_CHOICES = []
+# How the weight step draws the options of WEIGHTS.SAMPLED_CHOICES: "alpha" (from the current
+# distribution, straight-through Gumbel, as SAMPLED_CHOICES) or "uniform" (every option equally often).
+_C.SEARCH.WEIGHTS.SAMPLING = "alpha"
 # Resource cost in the search loss (mobile_cv/search/loss.py).
 _C.SEARCH.COST = _YacsNode()
 # What is counted, a registered cost kind (mobile_cv/search/cost_kinds.py): flops (multiply-accumulates,
@@ -263,4 +266,5 @@ CHOICES = {
 LIST_CHOICES = {
     "SEARCH.SAMPLED_CHOICES": ("op", "resolution", "channels", "expansion"),
     "SEARCH.WEIGHTS.SAMPLED_CHOICES": ("op", "resolution", "channels", "expansion"),
+    "SEARCH.WEIGHTS.SAMPLING": ("alpha", "uniform"),
 }

@@ -136,7 +136,10 @@ class SearchStep(StepBase):
         self.cost_loss, self.cost_fn = cost
         self.weight_opt, self.alpha_opt = optimizers
         self.kind, self.hard, self.warmup = s.COST.KIND, tuple(s.SAMPLED_CHOICES), s.WARMUP_EPOCHS
-        self.weight_hard = tuple(dict.fromkeys([*s.SAMPLED_CHOICES, *s.WEIGHTS.SAMPLED_CHOICES]))
+        extra = tuple(k for k in s.WEIGHTS.SAMPLED_CHOICES if k not in self.hard)
+        uniform = s.WEIGHTS.SAMPLING == "uniform"
+        # the weight step's sample: (hard kinds, uniformly drawn kinds)
+        self.weight_sampling = (self.hard, extra) if uniform else (self.hard + extra, ())
         self.schedule = s.ALPHA.SCHEDULE
         self.device = next(net.parameters()).device
         self.precision = precision or MixedPrecision(s.AMP, self.device)
@@ -192,7 +195,8 @@ class SearchStep(StepBase):
         if self.channels_last:
             x = to_channels_last(x)
         # in float32: alpha's softmax is not autocast
-        g = self.net.sample_mixing(hard=self.hard if mixing_grad else self.weight_hard)
+        hard, uniform = (self.hard, ()) if mixing_grad else self.weight_sampling
+        g = self.net.sample_mixing(hard=hard, uniform=uniform)
         if not mixing_grad:
             # the mixing weights enter as constants: autograd then skips every gradient towards
             # alpha (each mask's and each mixture's), which the weight step would throw away

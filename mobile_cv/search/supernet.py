@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..arch.arch_def import ArchDefError, check_top_level
 from ..arch.arch_registry import arch_def_names
@@ -128,7 +129,9 @@ class Supernet(nn.Module):
         return self.alphas[_alpha_key(label)]
 
     # -- mixing weights --------------------------------------------------------------------------
-    def sample_mixing(self, noise: Optional[bool] = None, hard: Sequence[str] = ()) -> Mixing:
+    def sample_mixing(
+        self, noise: Optional[bool] = None, hard: Sequence[str] = (), uniform: Sequence[str] = ()
+    ) -> Mixing:
         """One mixing-weight vector per choice: Gumbel-softmax in train mode, softmax(alpha/T) in eval.
 
         Args:
@@ -136,14 +139,21 @@ class Supernet(nn.Module):
                 are the one-hot of the sample in the forward pass with the soft sample's gradient
                 (straight-through Gumbel-softmax, as GDAS): only the sampled block type of a
                 block, or the sampled resolution, runs.
+            uniform: kinds of choices whose option is drawn uniformly (not from alpha) and runs alone:
+                a one-hot with no gradient (a single-path weight step, as SPOS trains supernets).
         """
-        unknown = sorted(set(hard) - set(CHOICE_KINDS))
+        unknown = sorted((set(hard) | set(uniform)) - set(CHOICE_KINDS))
         if unknown:
             raise InvalidArgumentError(f"unknown choice kind {unknown[0]!r}; valid: {list(CHOICE_KINDS)}")
         noise = self.training if noise is None else noise
         out, chosen = {}, {}
         for label, choice in self.choices.items():
-            g = gumbel_softmax(self.alpha(label), self.temperature, noise)
+            alpha = self.alpha(label)
+            if choice.kind in uniform:
+                chosen[label] = torch.randint(alpha.shape[-1], (), device=alpha.device)
+                out[label] = F.one_hot(chosen[label], alpha.shape[-1]).to(alpha.dtype)
+                continue
+            g = gumbel_softmax(alpha, self.temperature, noise)
             if choice.kind in hard:
                 chosen[label] = g.detach().argmax(-1)
                 g = straight_through(g, chosen[label])

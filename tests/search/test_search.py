@@ -414,16 +414,18 @@ def test_importing_the_engine_leaves_the_users_matplotlib_backend_and_plots_stil
     assert (tmp_path / "probabilities.png").stat().st_size > 1000 and (tmp_path / "cost_accuracy.png").exists()
 
 
-def test_weights_sampled_choices_run_one_block_type_in_the_weight_step_only():
+@pytest.mark.parametrize("sampling", ["alpha", "uniform"])
+def test_weights_sampled_choices_run_one_block_type_in_the_weight_step_only(sampling):
     """SEARCH.WEIGHTS.SAMPLED_CHOICES ["op"]: the weight step trains one block type per block (the
-    unchosen candidates get no gradient); the alpha step still mixes every block type."""
+    unchosen candidates get no gradient), drawn from alpha or uniformly; the alpha step still mixes
+    every block type."""
     from types import SimpleNamespace
 
     from mobile_cv.config import get_cfg
     from mobile_cv.engine import SearchStep, build_search_optimizers
 
     cfg = get_cfg()
-    cfg.SEARCH.WEIGHTS.SAMPLED_CHOICES = ["op"]
+    cfg.SEARCH.WEIGHTS.SAMPLED_CHOICES, cfg.SEARCH.WEIGHTS.SAMPLING = ["op"], sampling
     torch.manual_seed(0)
     net = build_supernet("mnist_small_space", num_classes=10, in_chans=1)
     w_opt, a_opt, _ = build_search_optimizers(cfg, net, 1)
@@ -454,3 +456,18 @@ def _candidates_with_grads(net):
             continue
         out[name] = [c for c, m in cands.items() if any(p.grad is not None for p in m.parameters())]
     return out
+
+
+def test_uniform_sampling_draws_every_option_equally_often_whatever_alpha():
+    torch.manual_seed(0)
+    net = build_supernet("mnist_small_space", num_classes=10, in_chans=1).train()
+    label = next(k for k, c in net.choices.items() if c.kind == "op")
+    with torch.no_grad():
+        net.alpha(label).copy_(torch.tensor([20.0, 0.0, 0.0, 0.0]))  # alpha all but certain of option 0
+    counts = torch.zeros(4)
+    for _ in range(400):
+        g = net.sample_mixing(hard=["resolution"], uniform=["op"])
+        assert sorted(g[label].tolist()) == [0.0, 0.0, 0.0, 1.0] and g.chosen[label] == int(g[label].argmax())
+        counts += g[label]
+    assert counts.min() > 70  # 100 expected each; alpha's favourite would take ~all 400
+    assert net.sample_mixing(hard=["op"])[label].argmax() == 0  # the alpha-drawn sample follows alpha
