@@ -256,6 +256,7 @@ CHOICES = {
     "SEARCH.COST.LATENCY_CHECK": ("warn", "refuse", "off"),
     "SEARCH.COST.FORM": ("target", "relative", "fbnet"),
     "SEARCH.ALPHA.SCHEDULE": ("interleaved", "spread", "epoch"),
+    "SEARCH.WEIGHTS.SAMPLING": ("alpha", "uniform"),
     "DEVICE": ("auto", "cpu", "cuda"),
     "MEMORY_CHECK": ("refuse", "warn"),
     "MALLOC": ("keep", "return", "default"),
@@ -266,5 +267,4 @@ CHOICES = {
 LIST_CHOICES = {
     "SEARCH.SAMPLED_CHOICES": ("op", "resolution", "channels", "expansion"),
     "SEARCH.WEIGHTS.SAMPLED_CHOICES": ("op", "resolution", "channels", "expansion"),
-    "SEARCH.WEIGHTS.SAMPLING": ("alpha", "uniform"),
 }
