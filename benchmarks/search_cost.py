@@ -5,17 +5,18 @@ same data, measured interleaved in one run.
 A search epoch is what ``tools/search.py`` runs after the warm-up (the real
 :class:`~mobile_cv.engine.steps.SearchStep` in the engine's loop): a weight step on each ``search_weights``
 batch (80% of the train split) and alpha steps on ``search_alpha`` batches as
-``SEARCH.ALPHA.SCHEDULE`` places them (one after each weight step unless a setting says otherwise).
-It is timed for three settings of ``SEARCH.SAMPLED_CHOICES``: the paper's full
-mixture (every block type at every resolution), sampled resolutions (the default), and
-sampled block types and resolutions (single path, as GDAS); and the default setting as the step
-was before issue 19 (every gradient computed in both steps); on request, the three alpha
-schedules. A training epoch trains a plain model on the whole train split: the largest
-architecture of the space and one derived within ``--target`` MFLOPs (or ``--arch`` FILE).
+``SEARCH.ALPHA.SCHEDULE`` places them. The settings named after ``SEARCH.SAMPLED_CHOICES`` (the
+paper's full mixture, sampled resolutions, sampled block types and resolutions as GDAS, and
+sampled resolutions with every gradient computed as before issue 19) keep the step as it was
+before issue 29 (an alpha step after every weight step, a weight step through the mixture of
+every block type); on request, the alpha schedules, a weight step of one block type per block,
+and ``defaults`` (what mobile_cv/config/defaults.py says now; with ``--all-channels-last``, the
+default format on a CPU too). A training epoch trains a plain model on the whole train split:
+the largest architecture of the space and one derived within ``--target`` MFLOPs (or ``--arch``
+FILE).
 
     python benchmarks/search_cost.py [--space mnist_small_space] [--rounds 2] [--arch F]
-    python benchmarks/search_cost.py --all-channels-last --settings "sampled resolution, alpha interleaved" \
-        "sampled resolution, alpha spread" "sampled resolution, alpha epoch"
+    python benchmarks/search_cost.py --all-channels-last --settings "sampled resolution" defaults  # issue 29
 """
 
 import argparse
@@ -38,10 +39,14 @@ from mobile_cv.engine.search import compile_supernet  # noqa: E402
 from mobile_cv.search import CostLoss, build_supernet  # noqa: E402
 from mobile_cv.search.budget import BudgetTable, log_probs  # noqa: E402
 
+# The search step before issue 29: an alpha step after every weight step, and a weight step through the
+# mixture of every block type. The settings named after SAMPLED_CHOICES keep it, so their rows compare
+# with the tables of issue 19 whatever the defaults are now.
+BEFORE_29 = {"SEARCH.ALPHA.SCHEDULE": "interleaved", "SEARCH.ALPHA.LR": 0.01, "SEARCH.WEIGHTS.SAMPLED_CHOICES": []}
 SETTINGS = {  # label -> (SEARCH.SAMPLED_CHOICES, the search step's class, other config keys)
-    "full mixture": ([], SearchStep, {}),
-    "sampled resolution": (["resolution"], SearchStep, {}),
-    "sampled op + resolution": (["op", "resolution"], SearchStep, {}),
+    "full mixture": ([], SearchStep, BEFORE_29),
+    "sampled resolution": (["resolution"], SearchStep, BEFORE_29),
+    "sampled op + resolution": (["op", "resolution"], SearchStep, BEFORE_29),
 }
 
 
@@ -56,21 +61,28 @@ class FullBackwardSearchStep(SearchStep):
         return super().backward_pass(loss, optimizer, where, before_step=before_step)
 
 
-SETTINGS["sampled resolution, full backward (before)"] = (["resolution"], FullBackwardSearchStep, {})
-# ALPHA.SCHEDULE: one alpha step after every weight step, or one pass of the alpha split per epoch
-# (spread between the weight steps, or after them)
-for _schedule in ("interleaved", "spread", "epoch"):
+SETTINGS["sampled resolution, full backward (before)"] = (["resolution"], FullBackwardSearchStep, BEFORE_29)
+# ALPHA.SCHEDULE (a weight step through the mixture): one alpha step after every weight step, or one
+# pass of the alpha split per epoch (spread between the weight steps, or after them)
+for _schedule, _lr in (("interleaved", 0.01), ("spread", 0.04), ("epoch", 0.04)):
     SETTINGS[f"sampled resolution, alpha {_schedule}"] = (
         ["resolution"],
         SearchStep,
-        {"SEARCH.ALPHA.SCHEDULE": _schedule},
+        {**BEFORE_29, "SEARCH.ALPHA.SCHEDULE": _schedule, "SEARCH.ALPHA.LR": _lr},
     )
-# the weight step trains one sampled block type per block (SEARCH.WEIGHTS.SAMPLED_CHOICES), alpha's mixes
-SETTINGS["sampled resolution, alpha spread, weights sampled op"] = (
-    ["resolution"],
-    SearchStep,
-    {"SEARCH.ALPHA.SCHEDULE": "spread", "SEARCH.WEIGHTS.SAMPLED_CHOICES": ["op"]},
-)
+# alpha steps spread, and the weight step trains one block type per block (SEARCH.WEIGHTS.SAMPLED_CHOICES),
+# drawn from alpha or uniformly; the alpha step mixes them all
+for _sampling in ("alpha", "uniform"):
+    SETTINGS[f"sampled resolution, alpha spread, weights one op drawn from {_sampling}"] = (
+        ["resolution"],
+        SearchStep,
+        {
+            "SEARCH.ALPHA.SCHEDULE": "spread",
+            "SEARCH.WEIGHTS.SAMPLED_CHOICES": ["op"],
+            "SEARCH.WEIGHTS.SAMPLING": _sampling,
+        },
+    )
+SETTINGS["defaults"] = (["resolution"], SearchStep, {})  # whatever mobile_cv/config/defaults.py says
 
 
 def loaders(batch: int, input_size: int, limit: int):
@@ -184,7 +196,7 @@ def main() -> None:
     p.add_argument(
         "--settings",
         nargs="+",
-        default=[k for k in SETTINGS if ", alpha " not in k],
+        default=[k for k in SETTINGS if ", alpha " not in k and k != "defaults"],
         choices=list(SETTINGS),
         metavar="SETTING",
         help=f"the SAMPLED_CHOICES settings to time (default: all of {list(SETTINGS)})",
@@ -232,7 +244,15 @@ def main() -> None:
     if args.compile:
         label = "sampled resolution, SEARCH.COMPILE"
         searches[label] = SearchEpoch(
-            args.space, ["resolution"], SearchStep, args.target, args.batch, w_loader, a_loader, compiled=True
+            args.space,
+            ["resolution"],
+            SearchStep,
+            args.target,
+            args.batch,
+            w_loader,
+            a_loader,
+            compiled=True,
+            opts=BEFORE_29,
         )
         t0 = time.perf_counter()
         searches[label]()  # compilation: one graph per resolution and step kind
@@ -240,7 +260,15 @@ def main() -> None:
     if args.channels_last:
         label = "sampled resolution, channels_last"
         searches[label] = SearchEpoch(
-            args.space, ["resolution"], SearchStep, args.target, args.batch, w_loader, a_loader, channels_last=True
+            args.space,
+            ["resolution"],
+            SearchStep,
+            args.target,
+            args.batch,
+            w_loader,
+            a_loader,
+            channels_last=True,
+            opts=BEFORE_29,
         )
     models = {
         "largest": (mobile_cv.build_model(largest, num_classes=10, in_chans=1), make("train", largest["input_size"])),

@@ -186,15 +186,13 @@ def check_config(cfg: CfgNode) -> None:
     check_ranges(cfg)
     if cfg.DATA.VAL_FRACTION + cfg.DATA.TEST_FRACTION >= 1.0:
         raise ConfigError("DATA.VAL_FRACTION + DATA.TEST_FRACTION must leave some images for training (< 1)")
-    for key in ("SEARCH.SAMPLED_CHOICES", "SEARCH.WEIGHTS.SAMPLED_CHOICES"):
-        sampled = cfg.SEARCH.SAMPLED_CHOICES if key == "SEARCH.SAMPLED_CHOICES" else cfg.SEARCH.WEIGHTS.SAMPLED_CHOICES
-        per_step = sorted(set(sampled) - {"resolution"})
-        if cfg.SEARCH.COMPILE and per_step:
-            raise ConfigError(
-                f"SEARCH.COMPILE cannot be used with {key} {list(sampled)}: a sampled "
-                f"{per_step[0]!r} choice runs a different network each step, and each would be compiled anew; "
-                f"compile with {key} ['resolution'] or [], or set SEARCH.COMPILE False"
-            )
+    per_step = sorted(set(cfg.SEARCH.SAMPLED_CHOICES) - {"resolution"})
+    if cfg.SEARCH.COMPILE and per_step:
+        raise ConfigError(
+            f"SEARCH.COMPILE cannot be used with SEARCH.SAMPLED_CHOICES {list(cfg.SEARCH.SAMPLED_CHOICES)}: a sampled "
+            f"{per_step[0]!r} choice runs a different network each step, and each would be compiled anew; compile "
+            f"with SAMPLED_CHOICES ['resolution'] or [], or set SEARCH.COMPILE False"
+        )
     if cfg.SEARCH.WARMUP_EPOCHS >= cfg.SEARCH.EPOCHS:
         raise ConfigError(
             f"SEARCH.WARMUP_EPOCHS ({cfg.SEARCH.WARMUP_EPOCHS}) must be below SEARCH.EPOCHS ({cfg.SEARCH.EPOCHS}): "

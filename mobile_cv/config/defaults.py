@@ -135,7 +135,8 @@ _C.SEARCH.TEMPERATURE.FINAL = 0.5  # T at the end of the search
 _C.SEARCH.AMP = ""
 _C.SEARCH.CHANNELS_LAST = "auto"
 # torch.compile the supernet for the weight and alpha steps (evaluation runs it as built); one
-# graph per sampled resolution and step kind, so only with SAMPLED_CHOICES [] or ['resolution'].
+# graph per sampled resolution and step kind, so only with SAMPLED_CHOICES [] or ['resolution'];
+# with WEIGHTS.SAMPLED_CHOICES ['op'] (the default) the alpha step is compiled, the weight step not.
 # Compiling takes minutes on a CPU (docs/benchmarks.md).
 _C.SEARCH.COMPILE = False
 # Optimizer of the architecture parameters (alpha), trained on "search_alpha".
@@ -149,8 +150,8 @@ _C.SEARCH.ALPHA.WEIGHT_DECAY = 0.0  # L2 decay of alpha
 # split cycled as often as needed); "spread", one pass of the alpha split per epoch, its steps
 # evenly placed between the weight steps (as many as FBNet's alternation, about 1/4 of the weight
 # steps at WEIGHT_SPLIT 0.8); "epoch", FBNet's alternation, a pass of weight steps then a pass of
-# alpha steps. "spread" costs about 0.78x an "interleaved" epoch on the digits and keeps the search
-# quality (docs/benchmarks.md); the behaviour before: SCHEDULE interleaved, LR 0.01.
+# alpha steps. The search before issue 29: SCHEDULE interleaved, ALPHA.LR 0.01 and
+# WEIGHTS.SAMPLED_CHOICES [] (docs/benchmarks.md, "Search cost vs training cost").
 _C.SEARCH.ALPHA.SCHEDULE = "spread"
 # Optimizer of the supernet weights, trained on "search_weights".
 _C.SEARCH.WEIGHTS = _YacsNode()
@@ -160,12 +161,15 @@ _C.SEARCH.WEIGHTS.LR = 0.1  # peak learning rate, annealed by LR_SCHEDULER over 
 _C.SEARCH.WEIGHTS.LR_SCHEDULER = "cosine"  # timm scheduler name, as SOLVER.LR_SCHEDULER
 _C.SEARCH.WEIGHTS.WEIGHT_DECAY = 1e-4  # L2 weight decay
 # Kinds of choices sampled one option at a time in the weight step only, on top of SAMPLED_CHOICES
-# (the alpha step keeps the mixture): ["op"] trains one block type per block per step, drawn from
-# the current distribution, as single-path supernets do.
-_C.SEARCH.WEIGHTS.SAMPLED_CHOICES = []
-# How the weight step draws the options of WEIGHTS.SAMPLED_CHOICES: "alpha" (from the current
-# distribution, straight-through Gumbel, as SAMPLED_CHOICES) or "uniform" (every option equally often).
-_C.SEARCH.WEIGHTS.SAMPLING = "alpha"
+# (the alpha step keeps the mixture): ["op"], the default, trains one block type per block per
+# step, as single-path supernets do; [] trains every block type through the mixture (the paper's
+# weight step: measured 3x the work on the digits space and 9x on the F space).
+_C.SEARCH.WEIGHTS.SAMPLED_CHOICES = ["op"]
+# How the weight step draws the options of WEIGHTS.SAMPLED_CHOICES: "uniform" (every option equally
+# often, as SPOS; the default) or "alpha" (from the current distribution, straight-through Gumbel,
+# as SAMPLED_CHOICES). With alpha's draws the search quality check fell to the random p75 at
+# 0.3 MFLOPs; with uniform ones it held (docs/benchmarks.md).
+_C.SEARCH.WEIGHTS.SAMPLING = "uniform"
 # Resource cost in the search loss (mobile_cv/search/loss.py).
 _C.SEARCH.COST = _YacsNode()
 # What is counted, a registered cost kind (mobile_cv/search/cost_kinds.py): flops (multiply-accumulates,

@@ -428,7 +428,16 @@ class SearchRun(Run):
         )
         alpha_model = net
         if s.COMPILE:
-            model, alpha_model = compile_supernet(model, net)
+            # a block type sampled per weight step runs a different network each step, which would
+            # be compiled anew each time: only the alpha step (the mixture) is compiled then
+            per_step = sorted(set(s.WEIGHTS.SAMPLED_CHOICES) - {"resolution"})
+            if per_step:
+                logger.info(
+                    "SEARCH.COMPILE: the alpha step is compiled; the weight step runs eager (SEARCH.WEIGHTS."
+                    "SAMPLED_CHOICES %s samples a different network each step)",
+                    list(s.WEIGHTS.SAMPLED_CHOICES),
+                )
+            model, alpha_model = compile_supernet(model, net, weight_step=not per_step)
         self.step = SearchStep(
             self.cfg,
             net,

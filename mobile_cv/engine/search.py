@@ -77,16 +77,17 @@ def build_cost_model(cfg: CfgNode, net: Supernet) -> "tuple[BudgetTable, Callabl
     return cost_kind(cfg.SEARCH.COST.KIND).cost_model(cfg, net)
 
 
-def compile_supernet(model: nn.Module, net: Supernet) -> "tuple[nn.Module, nn.Module]":
-    """torch.compile of the weight step's model (``net`` or its DDP wrapper) and of the alpha
-    step's (``net``). Dynamo keeps one graph per sampled resolution, per step kind (constant or
-    differentiable mixing weights) and per wrapper, more than its default limit of 8."""
+def compile_supernet(model: nn.Module, net: Supernet, weight_step: bool = True) -> "tuple[nn.Module, nn.Module]":
+    """torch.compile of the weight step's model (``net`` or its DDP wrapper; left eager with
+    ``weight_step`` False) and of the alpha step's (``net``). Dynamo keeps one graph per sampled
+    resolution, per step kind (constant or differentiable mixing weights) and per wrapper, more
+    than its default limit of 8."""
     sizes = len(net.res_sizes or ()) or 1
     limit = 4 * sizes + 4
     for name in ("recompile_limit", "cache_size_limit"):  # the key's name in newer / older torch
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
-    return torch.compile(model), torch.compile(net)
+    return (torch.compile(model) if weight_step else model), torch.compile(net)
 
 
 def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Sequence[HookBase] = ()) -> Dict[str, Any]:
