@@ -453,8 +453,16 @@ class SearchRun(Run):
     def build_hooks(self, checkpointer: Checkpointer, start_epoch: int) -> List[Optional[HookBase]]:
         cfg, s, net, out = self.cfg, self.cfg.SEARCH, self.net, self.cfg.OUTPUT_DIR
 
-        def eval_model() -> nn.Module:  # the supernet with the deterministic mixing weights of its sampling
-            return FixedMixing(net, net.sample_mixing(noise=False, hard=self.step.hard))
+        # the supernet with the deterministic mixing weights of its sampling; kinds the weight step
+        # samples (one block type per block) run their most probable option, as the weights were
+        # trained one option at a time (their mixture is a network no step trained), with batch
+        # statistics (the running ones average the paths drawn)
+        eval_hard = tuple(dict.fromkeys([*self.step.hard, *s.WEIGHTS.SAMPLED_CHOICES]))
+
+        single_path = bool(set(s.WEIGHTS.SAMPLED_CHOICES) - set(self.step.hard))
+
+        def eval_model() -> nn.Module:
+            return FixedMixing(net, net.sample_mixing(noise=False, hard=eval_hard), batch_statistics=single_path)
 
         self.record = builtin.RecordArchitecture(
             net,

@@ -84,14 +84,29 @@ class PlainStep(StepBase):
 
 
 class FixedMixing(nn.Module):
-    """The supernet with fixed mixing weights, as a plain ``model(x)`` for evaluation."""
+    """The supernet with fixed mixing weights, as a plain ``model(x)`` for evaluation.
 
-    def __init__(self, net: nn.Module, mixing: Mixing) -> None:
+    ``batch_statistics``: BatchNorm normalises with each batch's statistics in eval mode too (its
+    running statistics untouched): after single-path weight steps the running statistics average
+    the paths drawn, not the path evaluated (SPOS recalibrates them for the same reason).
+    """
+
+    def __init__(self, net: nn.Module, mixing: Mixing, batch_statistics: bool = False) -> None:
         super().__init__()
-        self.net, self.mixing = net, mixing
+        self.net, self.mixing, self.batch_statistics = net, mixing, batch_statistics
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, self.mixing)
+        if not self.batch_statistics or self.training:
+            return self.net(x, self.mixing)
+        bns = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for m in bns:
+            m.train()
+        try:
+            with frozen_bn_statistics(self.net):
+                return self.net(x, self.mixing)
+        finally:
+            for m in bns:
+                m.eval()
 
 
 def _cycle(loader) -> Iterator:
