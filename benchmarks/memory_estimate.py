@@ -57,8 +57,9 @@ def search_optimizers(net):
     return torch.optim.SGD(weights, lr=0.01, momentum=0.9), torch.optim.Adam(net.arch_parameters(), lr=1e-3)
 
 
-def search_step(net, opts, x, y, mixing) -> None:
-    """A weight step and an alpha step as SearchStep takes them; ``mixing()`` gives each pass's mixing."""
+def search_step(net, opts, x, y, mixing, alpha_mixing) -> None:
+    """A weight step and an alpha step as SearchStep takes them: ``mixing()`` gives the weight pass's
+    mixing, ``alpha_mixing()`` the alpha pass's (computed from alpha, so the backward pass reaches it)."""
     import torch
 
     from mobile_cv.search.choices import detach_mixing
@@ -70,7 +71,7 @@ def search_step(net, opts, x, y, mixing) -> None:
     weight_opt.step()
     alpha_opt.zero_grad(set_to_none=True)
     with frozen_bn_statistics(net):
-        loss = torch.nn.functional.cross_entropy(net(x, mixing()), y)
+        loss = torch.nn.functional.cross_entropy(net(x, alpha_mixing()), y)
         torch.autograd.backward(loss, inputs=net.arch_parameters())
         del loss  # a backward pass to alpha alone leaves the weights' part of the graph: free it
     alpha_opt.step()
@@ -120,7 +121,14 @@ def measure(case: str, threads: int, steps: int, malloc: str = "default") -> dic
         opts = search_optimizers(net)
         g = worst_case_mixing(net, cfg.SEARCH.SAMPLED_CHOICES)
         for _ in range(steps):  # with the largest step's mixing
-            search_step(net, opts, x, y, lambda: g)
+            search_step(
+                net,
+                opts,
+                x,
+                y,
+                lambda: g,
+                lambda: worst_case_mixing(net, cfg.SEARCH.SAMPLED_CHOICES, differentiable=True),
+            )
     measured = vm_hwm() - base
     return {
         "case": case,

@@ -362,8 +362,8 @@ class SearchRun(Run):
             shape,
             phases=[  # as SearchStep: the weights' pass (mixing as constants), then alpha's
                 StepPhase(lambda net, x: net(x, detach_mixing(mixing))),
-                StepPhase(
-                    lambda net, x: net(x, mixing),
+                StepPhase(  # mixing that depends on alpha: the backward pass to alpha crosses the network
+                    lambda net, x: net(x, worst_case_mixing(net, s.SAMPLED_CHOICES, differentiable=True)),
                     inputs=lambda net: net.arch_parameters(),
                     context=frozen_bn_statistics,
                 ),

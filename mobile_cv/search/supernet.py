@@ -273,14 +273,21 @@ def build_supernet(
     return Supernet(space, num_classes=num_classes, mode=mode, in_chans=in_chans, name=name)
 
 
-def worst_case_mixing(net, sampled: Sequence[str]) -> KnownMixing:
+def worst_case_mixing(net, sampled: Sequence[str], differentiable: bool = False) -> KnownMixing:
     """Mixing weights of the supernet's largest step: every option of a mixed choice runs; a sampled
     ("hard") resolution runs its largest option; a sampled op, width or expansion runs every option
-    (an upper bound: which one costs most depends on the block)."""
+    (an upper bound: which one costs most depends on the block).
+
+    ``differentiable``: the weights are softmax(alpha), so a backward pass to alpha runs through the
+    network as the alpha step's does (constant weights would leave alpha out of the graph, and
+    that backward pass, with its memory, would not happen at all)."""
     dev = next(iter(net.alphas.values())).device if len(net.alphas) else torch.device("cpu")
     weights, chosen = {}, {}
     for label, c in net.choices.items():
-        weights[label] = torch.full((c.size,), 1.0 / c.size, device=dev)
+        if differentiable:
+            weights[label] = torch.softmax(net.alpha(label), -1)
+        else:
+            weights[label] = torch.full((c.size,), 1.0 / c.size, device=dev)
         if c.kind == "resolution" and "resolution" in sampled:
             chosen[label] = max(range(c.size), key=lambda i: c.options[i])
     return KnownMixing(weights, chosen)
