@@ -174,7 +174,7 @@ def train_epoch(model, loader, channels_last: bool = False) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="mnist_small_space")
     p.add_argument(
@@ -212,7 +212,32 @@ def main() -> None:
         help="every setting and the subnets' training in channels_last (the default format on a CPU) instead of "
         "the contiguous format",
     )
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def extra_searches(args, w_loader, a_loader) -> dict:
+    """The sampled-resolution step as issue 19 left it, compiled (--compile; its first epoch, the
+    compilation, run here untimed) or in channels_last (--channels-last)."""
+
+    def before_29(**kw) -> SearchEpoch:
+        return SearchEpoch(
+            args.space, ["resolution"], SearchStep, args.target, args.batch, w_loader, a_loader, opts=BEFORE_29, **kw
+        )
+
+    out = {}
+    if args.compile:
+        label = "sampled resolution, SEARCH.COMPILE"
+        out[label] = before_29(compiled=True)
+        t0 = time.perf_counter()
+        out[label]()  # compilation: one graph per resolution and step kind
+        print(f"compiling the supernet took an epoch of {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if args.channels_last:
+        out["sampled resolution, channels_last"] = before_29(channels_last=True)
+    return out
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -241,35 +266,8 @@ def main() -> None:
         for label, (sampled, step_cls, opts) in SETTINGS.items()
         if label in args.settings
     }
-    if args.compile:
-        label = "sampled resolution, SEARCH.COMPILE"
-        searches[label] = SearchEpoch(
-            args.space,
-            ["resolution"],
-            SearchStep,
-            args.target,
-            args.batch,
-            w_loader,
-            a_loader,
-            compiled=True,
-            opts=BEFORE_29,
-        )
-        t0 = time.perf_counter()
-        searches[label]()  # compilation: one graph per resolution and step kind
-        print(f"compiling the supernet took an epoch of {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    if args.channels_last:
-        label = "sampled resolution, channels_last"
-        searches[label] = SearchEpoch(
-            args.space,
-            ["resolution"],
-            SearchStep,
-            args.target,
-            args.batch,
-            w_loader,
-            a_loader,
-            channels_last=True,
-            opts=BEFORE_29,
-        )
+
+    searches.update(extra_searches(args, w_loader, a_loader))
     models = {
         "largest": (mobile_cv.build_model(largest, num_classes=10, in_chans=1), make("train", largest["input_size"])),
         "derived": (mobile_cv.build_model(derived, num_classes=10, in_chans=1), make("train", derived["input_size"])),
