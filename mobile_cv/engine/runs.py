@@ -457,9 +457,7 @@ class SearchRun(Run):
         # samples (one block type per block) run their most probable option, as the weights were
         # trained one option at a time (their mixture is a network no step trained), with batch
         # statistics (the running ones average the paths drawn)
-        eval_hard = tuple(dict.fromkeys([*self.step.hard, *s.WEIGHTS.SAMPLED_CHOICES]))
-
-        single_path = bool(set(s.WEIGHTS.SAMPLED_CHOICES) - set(self.step.hard))
+        eval_hard, single_path = self.step.hard + self.step.weight_only, bool(self.step.weight_only)
 
         def eval_model() -> nn.Module:
             return FixedMixing(net, net.sample_mixing(noise=False, hard=eval_hard), batch_statistics=single_path)

@@ -151,10 +151,11 @@ class SearchStep(StepBase):
         self.cost_loss, self.cost_fn = cost
         self.weight_opt, self.alpha_opt = optimizers
         self.kind, self.hard, self.warmup = s.COST.KIND, tuple(s.SAMPLED_CHOICES), s.WARMUP_EPOCHS
-        extra = tuple(k for k in s.WEIGHTS.SAMPLED_CHOICES if k not in self.hard)
+        # kinds only the weight step samples (one option at a time: a single-path weight step)
+        self.weight_only = tuple(k for k in s.WEIGHTS.SAMPLED_CHOICES if k not in self.hard)
         uniform = s.WEIGHTS.SAMPLING == "uniform"
         # the weight step's sample: (hard kinds, uniformly drawn kinds)
-        self.weight_sampling = (self.hard, extra) if uniform else (self.hard + extra, ())
+        self.weight_sampling = (self.hard, self.weight_only) if uniform else (self.hard + self.weight_only, ())
         self.schedule = s.ALPHA.SCHEDULE
         self.device = next(net.parameters()).device
         self.precision = precision or MixedPrecision(s.AMP, self.device)
