@@ -212,7 +212,10 @@ def parse_args() -> argparse.Namespace:
         help="every setting and the subnets' training in channels_last (the default format on a CPU) instead of "
         "the contiguous format",
     )
-    return p.parse_args()
+    args = p.parse_args()
+    if args.limit < 0:
+        p.error(f"--limit must be >= 0 (0: all train images), got {args.limit}")
+    return args
 
 
 def extra_searches(args, w_loader, a_loader) -> dict:
