@@ -42,6 +42,7 @@ import torch  # noqa: E402
 
 import mobile_cv  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
+from mobile_cv.latency.calibration import smallness  # noqa: E402
 from mobile_cv.latency.configs import architecture_configs  # noqa: E402
 from mobile_cv.latency.measure import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
 from mobile_cv.latency.measure import summarize_samples as summary  # noqa: E402
@@ -138,6 +139,7 @@ def model_points(net, table, budget, old_budget, indices, specs):
         flops, mparams = mobile_cv.count_flops_params(model, arch["input_size"], in_chans=d["in_chans"])
         configs = [c for _, c in architecture_configs(net, index)]
         m = {"index": index, "predicted": budget.exact(index), "flops": flops, "mparams": mparams}
+        m["small"] = smallness(arch["input_size"], max(d["resolutions"]))
         m["blocks"] = [c.key for c in configs]
         if old_budget is not None:
             m["old_predicted"] = old_budget.exact(index)
@@ -182,7 +184,8 @@ def evaluate(args, path, old_path, n, resolution, seed):
         m["corrected"] = m["predicted"] * drift
         if not args.no_same_run:
             blocks_now = sum(max(med[k] - o_now, 0.0) for k in m["blocks"])
-            m["same_run"] = o_now + drift * (c.constant + c.per_mparam * m["mparams"]) + c.scale * blocks_now
+            weights_ms = c.ms_per_mparam(m["small"]) * m["mparams"]
+            m["same_run"] = o_now + drift * (c.constant + weights_ms) + c.scale * blocks_now
     result = {"space": d["space"], "table": path, "resolution": resolution, "runtime": d["runtime"]}
     result.update(int8=d["int8"], threads=d["threads"], calibrated=table.calibrated)
     measured = [m["measured"] for m in models]

@@ -10,6 +10,7 @@ on the runtime you deploy to (batch 1, warm-up, interleaved rounds, medians with
     python tools/latency_table.py mnist_small_space --num-classes 10 --in-chans 1 --runtime eager --out T.json
     python tools/latency_table.py --check T.json                        # does T.json still describe this machine?
     python tools/latency_table.py --check T.json --rescale T_now.json   # a copy rescaled by the drift measured
+    python tools/latency_table.py --refit T.json --out T_refit.json     # its correction fitted again (no timing)
 
 Search with it: ``tools/search.py ... SEARCH.COST.KIND latency SEARCH.COST.LATENCY_TABLE T.json
 SEARCH.COST.TARGET <ms>``. The runtime defaults to ExecuTorch (XNNPACK) where installed; ``--int8``
@@ -27,7 +28,9 @@ noisy machine. ``--check TABLE`` times the probes again
 here (a minute or less) and prints, per probe, now / at build with its spread, one line saying
 whether the table still describes this machine, and last ``drift: RATIO``; it exits 0 when the
 table describes this machine, 3 when not. ``--rescale OUT`` with it writes a copy rescaled by the
-drift (where every probe moved by one factor).
+drift (where every probe moved by one factor). ``--refit TABLE --out NEW`` fits the whole-model
+correction again from the calibration timings TABLE stores, with the forms this version knows
+(nothing is timed; the old correction is kept under ``refitted``).
 """
 
 import argparse
@@ -43,6 +46,7 @@ from mobile_cv.engine.run_lock import RunLock  # noqa: E402
 from mobile_cv.latency import RUNTIMES, LatencySettings, TableMeasurement, default_runtime, table_range  # noqa: E402
 from mobile_cv.latency.bundle import bundle_size, check_bundle_folder, import_timings, write_bundle  # noqa: E402
 from mobile_cv.latency.calibration import describe_correction  # noqa: E402
+from mobile_cv.latency.measure import refit_table  # noqa: E402
 from mobile_cv.latency.probes import ONE_FACTOR, check_table, in_drift, rescale_table, verdict  # noqa: E402
 from mobile_cv.latency.table import LatencyTable, LatencyTableError  # noqa: E402
 
@@ -57,6 +61,11 @@ def parse_args(argv):
     p.add_argument("--out", metavar="TABLE", help="the table file to write (JSON)")
     p.add_argument("--check", metavar="TABLE", help="time TABLE's probes here: does it still describe this machine?")
     p.add_argument("--rescale", metavar="OUT", help="with --check: write a copy of TABLE rescaled by the drift")
+    p.add_argument(
+        "--refit",
+        metavar="TABLE",
+        help="fit TABLE's whole-model correction again from its stored calibration timings; the copy goes to --out",
+    )
     p.add_argument(
         "--bundle",
         metavar="DIR",
@@ -138,7 +147,10 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.cache and not args.space:
         p.error("--cache goes with SPACE (a build or --bundle)")
-    if args.check:
+    if args.refit:
+        if args.space or args.check or args.bundle or args.import_timings or args.rescale or not args.out:
+            p.error("--refit TABLE takes --out NEW (the refitted copy) and no SPACE, --check, --bundle or --import")
+    elif args.check:
         if args.space or args.out or args.bundle or args.import_timings:
             p.error("--check TABLE takes no SPACE, --out, --bundle or --import (--rescale OUT writes the copy)")
     elif args.import_timings:
@@ -172,21 +184,30 @@ class PhaseBars:
             bar.close()
 
 
-def check_rescale_out(out: str, source: str) -> None:
-    """--rescale OUT: a new file, not a folder, not the table checked (nothing is overwritten)."""
+def check_new_file(out: str, source: str, flag: str = "--rescale") -> None:
+    """--rescale OUT / --refit's --out: a new file, not a folder, not the source table (nothing is overwritten)."""
     if os.path.isdir(out):
-        raise LatencyTableError(f"--rescale {out!r} is a folder; give the new table's file name")
+        raise LatencyTableError(f"{flag} {out!r} is a folder; give the new table's file name")
     if os.path.abspath(out) == os.path.abspath(source):
-        raise LatencyTableError("--rescale would overwrite the table it checks; give another file name")
+        raise LatencyTableError(f"{flag} would overwrite the table it reads; give another file name")
     if os.path.exists(out):
-        raise LatencyTableError(f"--rescale {out!r} exists; nothing was changed: move it away first")
+        raise LatencyTableError(f"{flag} {out!r} exists; nothing was changed: move it away first")
+
+
+def refit(args) -> None:
+    """--refit TABLE --out NEW: the correction fitted again from TABLE's calibration timings."""
+    check_new_file(args.out, args.refit, "--out")
+    before, after = refit_table(args.refit, args.out)
+    for name, c in (("before", before), ("after", after)):
+        print(f"{name + ':':<8}{describe_correction(c)} (leave-one-out error {c.loo_mape:.2f}%, max {c.loo_max:.1f}%)")
+    print(f"{args.out}: {args.refit} with the correction refitted on its {after.models} calibration models")
 
 
 def check(args) -> int:
     """--check [--rescale]: the probes timed here against the table's build; 0 when it describes this machine."""
     table = LatencyTable.load(args.check)
     if args.rescale:
-        check_rescale_out(args.rescale, args.check)
+        check_new_file(args.rescale, args.check)
     if not table.data.get("probes"):
         print(f"{args.check} has no probes (built before tables had them): three of its entries and its call cost")
     progress = PhaseBars("exporting probes")
@@ -274,6 +295,8 @@ def import_cmd(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.refit:
+        return engine.run_main(lambda: refit(args), stopped="stopped; nothing was written")
     if args.check:
         return engine.run_main(lambda: check(args), stopped="stopped; nothing was written")
     if args.import_timings:

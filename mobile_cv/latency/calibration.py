@@ -8,28 +8,49 @@ in the same interleaved rounds as its blocks, a *calibration set* of random whol
 its space (every resolution) and fits
 
     model ms = call cost + a + b * (sum of the model's block latencies) + c * (model's M params)
+               + d * (model's M params) * (1 - (input size / the table's largest input size)^2)
 
-by least squares, choosing among the forms {b}, {b, c}, {a, b}, {a, b, c} the one with the lowest
-leave-one-out error on the calibration set (coefficients must be >= 0, so that no option gets a
-negative cost). Every term is a sum over blocks (a block's latency, a block's parameters) or a
-constant, so the corrected latency stays a per-block table: the search's expected latency remains
-the exact expectation (:meth:`~mobile_cv.latency.table.LatencyTable.budget_table`).
+by least squares, choosing among the forms below the one with the lowest leave-one-out error on
+the calibration set (coefficients must be >= 0, so that no option gets a negative cost). ``d``,
+fitted only when the calibration models have several input sizes: the weights' traffic that a
+smaller input's compute does not hide. Measured on the F space, one ``c`` for every resolution
+over-predicted the high-parameter models at 128 px and under-predicted the rest; with ``d`` the
+same M params cost 0.10 ms more per million at 128 px than at 224 px (docs/dmaskingnas.md). Every
+term is a sum over blocks (a block's latency, a block's parameters at the architecture's input
+size) or a constant, so the corrected latency stays a per-block table: the search's expected latency
+remains the exact expectation (:meth:`~mobile_cv.latency.table.LatencyTable.budget_table`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-# the candidate forms: which of (a, b, c) are fitted (b, the blocks' scale, always)
-FORMS = (("scale",), ("scale", "per_mparam"), ("constant", "scale"), ("constant", "scale", "per_mparam"))
+# the candidate forms: which of (a, b, c, d) are fitted (b, the blocks' scale, always); the forms
+# with d only where the calibration models have more than one input size (else d is c)
+FORMS = (
+    ("scale",),
+    ("scale", "per_mparam"),
+    ("constant", "scale"),
+    ("constant", "scale", "per_mparam"),
+    ("scale", "per_mparam_small"),
+    ("scale", "per_mparam", "per_mparam_small"),
+    ("constant", "scale", "per_mparam", "per_mparam_small"),
+)
+SMALL_TERM = "per_mparam_small"
+
+
+def smallness(size: int, largest: int) -> float:
+    """``1 - (size / largest)^2``: the factor of the ``per_mparam_small`` term (0 at the largest size)."""
+    return 1.0 - (size / largest) ** 2
 
 
 @dataclass
 class Correction:
-    """``model ms = call cost + constant + scale * blocks + per_mparam * M params`` (see the module docstring)."""
+    """``model ms = call cost + constant + scale * blocks + (per_mparam + per_mparam_small * small) *
+    M params`` (see the module docstring; ``small`` from :func:`smallness`)."""
 
     constant: float = 0.0
     scale: float = 1.0
@@ -38,9 +59,15 @@ class Correction:
     loo_mape: float = float("nan")  # leave-one-out mean abs error on the calibration set, %
     loo_max: float = float("nan")
     models: int = 0
+    per_mparam_small: float = 0.0  # last: tables written before it have none (0, the term absent)
 
-    def predict(self, call_ms: float, blocks_ms: float, mparams: float) -> float:
-        return call_ms + self.constant + self.scale * blocks_ms + self.per_mparam * mparams
+    def predict(self, call_ms: float, blocks_ms: float, mparams: float, small: float = 0.0) -> float:
+        """A model's latency from its blocks' sum, its M params and its input's :func:`smallness`."""
+        return call_ms + self.constant + self.scale * blocks_ms + self.ms_per_mparam(small) * mparams
+
+    def ms_per_mparam(self, small: float) -> float:
+        """The weights' cost per million parameters at an input of :func:`smallness` ``small``."""
+        return self.per_mparam + self.per_mparam_small * small
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -60,11 +87,13 @@ def describe_correction(c: Correction) -> str:
     parts.append(f"{c.scale:.4g} x blocks")
     if "per_mparam" in c.form:
         parts.append(f"{c.per_mparam:.4g} ms x M params")
+    if SMALL_TERM in c.form:
+        parts.append(f"{c.per_mparam_small:.4g} ms x M params x (1 - (size / largest size)^2)")
     return "model = call cost + " + " + ".join(parts)
 
 
-def _features(form: Sequence[str], blocks: torch.Tensor, mparams: torch.Tensor) -> torch.Tensor:
-    cols = {"constant": torch.ones_like(blocks), "scale": blocks, "per_mparam": mparams}
+def _features(form: Sequence[str], blocks: torch.Tensor, mparams: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+    cols = {"constant": torch.ones_like(blocks), "scale": blocks, "per_mparam": mparams, SMALL_TERM: mparams * small}
     return torch.stack([cols[name] for name in form], 1)
 
 
@@ -72,23 +101,31 @@ def _solve(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1)
 
 
-def fit_correction(blocks_ms: Sequence[float], mparams: Sequence[float], measured_net: Sequence[float]) -> Correction:
+def fit_correction(
+    blocks_ms: Sequence[float],
+    mparams: Sequence[float],
+    measured_net: Sequence[float],
+    small: Optional[Sequence[float]] = None,
+) -> Correction:
     """The correction of the lowest leave-one-out error (see the module docstring).
 
     Args:
         blocks_ms: per calibration model, the sum of its blocks' table latencies (call cost excluded).
         mparams: per model, its parameters in millions.
         measured_net: per model, its measured latency minus the call cost.
+        small: per model, its input's :func:`smallness`; None: all 0 (one input size).
     """
     b = torch.tensor(blocks_ms, dtype=torch.float64)
     w = torch.tensor(mparams, dtype=torch.float64)
     y = torch.tensor(measured_net, dtype=torch.float64)
+    a = torch.zeros_like(b) if small is None else torch.tensor(small, dtype=torch.float64)
     n = len(y)
+    several_sizes = bool((a != a[0]).any()) if n else False
     best = None
     for form in FORMS:
-        if n < len(form) + 2:
+        if n < len(form) + 2 or (SMALL_TERM in form and not several_sizes):
             continue
-        x = _features(form, b, w)
+        x = _features(form, b, w, a)
         coef = _solve(x, y)
         if (coef < 0).any():  # a negative term would give some option a negative cost
             continue
@@ -108,6 +145,7 @@ def fit_correction(blocks_ms: Sequence[float], mparams: Sequence[float], measure
         constant=values.get("constant", 0.0),
         scale=values.get("scale", 1.0),
         per_mparam=values.get("per_mparam", 0.0),
+        per_mparam_small=values.get(SMALL_TERM, 0.0),
         form=form,
         loo_mape=mape,
         loo_max=worst,
@@ -131,11 +169,23 @@ def calibration_indices(net, n: int, seed: int) -> List[Dict[str, int]]:
     return out
 
 
-def model_terms(blocks_table, params_table, index: Dict[str, int]) -> Dict[str, float]:
-    """The two features of one architecture: its blocks' latency sum (call cost excluded; from a
-    latency table's :meth:`~mobile_cv.latency.table.LatencyTable.blocks_table`) and its parameters in
-    millions (from the budget table of kind "params")."""
-    return {"blocks_ms": blocks_table.exact(index), "mparams": params_table.exact(index)}
+def input_size(net, index: Dict[str, int]) -> int:
+    """The input side length of one architecture of ``net`` (its resolution option, or the space's)."""
+    if net.res_sizes and "resolution" in index:
+        return int(net.res_sizes[int(index["resolution"])])
+    return int(net.input_size)
+
+
+def model_terms(blocks_table, params_table, index: Dict[str, int], largest: int) -> Dict[str, float]:
+    """The features of one architecture: its blocks' latency sum (call cost excluded; from a latency
+    table's :meth:`~mobile_cv.latency.table.LatencyTable.blocks_table`), its parameters in millions
+    (from the budget table of kind "params") and its input's :func:`smallness` against ``largest``,
+    the table's largest input size."""
+    return {
+        "blocks_ms": blocks_table.exact(index),
+        "mparams": params_table.exact(index),
+        "small": round(smallness(input_size(params_table.net, index), largest), 6),
+    }
 
 
 def unique(items: Sequence[Dict[str, int]]) -> List[Dict[str, int]]:
@@ -150,11 +200,14 @@ def unique(items: Sequence[Dict[str, int]]) -> List[Dict[str, int]]:
 
 
 __all__ = [
+    "SMALL_TERM",
     "Correction",
+    "input_size",
     "FORMS",
     "calibration_indices",
     "describe_correction",
     "fit_correction",
     "model_terms",
+    "smallness",
     "unique",
 ]

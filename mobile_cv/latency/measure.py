@@ -58,6 +58,7 @@ from .table import (
     LatencyTableError,
     build_command,
     check_table_data,
+    command_of,
     grid_dims,
     quantiles,
     save_table,
@@ -545,10 +546,13 @@ def calibrate(data: Dict[str, Any], net, path: str = "") -> Correction:
     blocks, params = table.blocks_table(net), BudgetTable(net, "params")
     rows = data["calibration"]["models"]
     for r in rows:
-        r.update(model_terms(blocks, params, r["index"]))
+        r.update(model_terms(blocks, params, r["index"], max(data["resolutions"])))
     o = table.overhead_ms
     fit = fit_correction(
-        [r["blocks_ms"] for r in rows], [r["mparams"] for r in rows], [r[table.stat] - o for r in rows]
+        [r["blocks_ms"] for r in rows],
+        [r["mparams"] for r in rows],
+        [r[table.stat] - o for r in rows],
+        [r["small"] for r in rows],
     )
     data["correction"] = fit.to_dict()
     return fit
@@ -695,6 +699,40 @@ def time_programs(
     return time_interleaved(runners, rounds, warmup)
 
 
+def table_net(data: Dict[str, Any], path: str = ""):
+    """The supernet a table was built for (its space at its resolutions, classifier and channels);
+    a table of a space defined otherwise now is refused with the command that rebuilds it."""
+    space_def, _ = resolve_arch_def(data["space"])
+    if space_digest(space_def) != data["space_digest"]:
+        raise LatencyTableError(
+            f"latency table {path!r} was built for another definition of {data['space']!r} (digest "
+            f"{data['space_digest']}, now {space_digest(space_def)}); build it again: {command_of(data, path)}"
+        )
+    return build_supernet(
+        space_with_resolutions(space_def, data["resolutions"]), data["num_classes"], in_chans=data["in_chans"]
+    )
+
+
+def refit_table(path: str, out: str) -> Tuple[Correction, Correction]:
+    """The whole-model correction of the table at ``path`` fitted again from its stored calibration
+    timings (nothing is timed) with the forms this version knows, written with the rest of the table to
+    ``out`` (a new file); the previous correction is kept under ``refitted``. Returns ``(before, after)``."""
+    table = LatencyTable.load(path)
+    data = copy.deepcopy(table.data)
+    if not data.get("calibration", {}).get("models"):
+        raise LatencyTableError(
+            f"latency table {path!r} has no calibration models (built before tables had them): nothing to refit; "
+            f"build it again: {command_of(data, path)}"
+        )
+    before = table.correction
+    after = calibrate(data, table_net(data, path), out)
+    data.setdefault("refitted", []).append(
+        {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "before": before.to_dict()}
+    )
+    save_table(data, out)
+    return before, after
+
+
 def table_range(table: LatencyTable, net) -> Tuple[float, float]:
     """The fastest and slowest architecture of the space by the table, in ms."""
     return table.budget_table(net).extremes()
@@ -705,6 +743,8 @@ __all__ = [
     "ModelSpec",
     "TableMeasurement",
     "measure_latency_table",
+    "refit_table",
+    "table_net",
     "compile_programs",
     "example_of",
     "summarize_samples",

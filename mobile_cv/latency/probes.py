@@ -201,7 +201,9 @@ def rescale_table(table, report: Dict[str, Any], out: str) -> Dict[str, Any]:
         row["blocks_ms"] = row["blocks_ms"] * factor
     if "correction" in data:
         c = data["correction"]
-        c["constant"], c["per_mparam"] = c["constant"] * factor, c["per_mparam"] * factor
+        for term in ("constant", "per_mparam", "per_mparam_small"):  # ms terms (scale multiplies ms already)
+            if term in c:
+                c[term] = c[term] * factor
     data.setdefault("rescaled", []).append(
         {
             "factor": round(factor, 4),

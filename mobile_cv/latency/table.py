@@ -18,8 +18,9 @@ The file (JSON, written by ``tools/latency_table.py``) records what was measured
     complete    false while a build is in progress (the file is then ``TABLE.partial``)
 
 A block inside a model pays no call cost, so a block's latency is its entry minus the call cost
-(never below 0). A model's predicted latency is ``call cost + a + b * (its blocks' sum) + c * (its
-M params)`` with the table's correction (format 1 tables: ``a = c = 0, b = 1``, the plain sum);
+(never below 0). A model's predicted latency is ``call cost + a + b * (its blocks' sum) + (c + d * small) * (its
+M params)`` with the table's correction, ``small`` = 1 - (its input size / the table's largest)^2
+(format 1 tables: ``a = c = d = 0, b = 1``, the plain sum);
 :meth:`LatencyTable.budget_table` hands it to the budgeted search's table as per-block items and a
 constant, so its expected latency and derivation are in these terms.
 """
@@ -42,7 +43,7 @@ from ..arch.blocks import IRBlock, IRPoolBlock
 from ..atomic_files import atomic_write_text
 from ..errors import UserError
 from ..search.masked import Spatial
-from .calibration import Correction
+from .calibration import Correction, smallness
 from .configs import HEAD, BlockConfig, block_class, config_from_key, describe, item_configs
 
 FORMAT = "mobile_cv.latency_table/2"
@@ -349,15 +350,19 @@ class LatencyTable:
 
     def budget_table(self, net):
         """The budgeted search's table of ``net`` in this table's whole-model milliseconds: per item
-        ``scale * block ms + per_mparam * block M params``, plus the call cost and the constant once
+        ``scale * block ms + (per_mparam + per_mparam_small * small) * block M params`` at each input
+        size (``small`` its :func:`~.calibration.smallness`), plus the call cost and the constant once
         (:mod:`.calibration`); every term is per block, so its expectation stays exact."""
         from ..search.budget import BudgetTable
 
         c = self.correction
         table = self.blocks_table(net)
-        params = BudgetTable(net, "params") if c.per_mparam else None
+        params = BudgetTable(net, "params") if c.per_mparam or c.per_mparam_small else None
+        # per resolution (the terms' rows): ms per M params at that input size
+        sizes, largest = net.res_sizes or [net.input_size], max(self.data["resolutions"])
+        per_mparam = torch.tensor([[c.ms_per_mparam(smallness(s, largest))] for s in sizes], dtype=torch.float64)
         for j, t in enumerate(table.terms):
-            t.cost = c.scale * t.cost + (c.per_mparam * params.terms[j].cost if params is not None else 0.0)
+            t.cost = c.scale * t.cost + (per_mparam * params.terms[j].cost if params is not None else 0.0)
         table.terms[-1].cost = table.terms[-1].cost + (self.overhead_ms + c.constant)
         return table
 

@@ -95,14 +95,17 @@ def prediction_of(table, arch):
     c = table.correction
     blocks = sum(table.block_ms(b) for b in block_configs_of(arch))
     _, mparams = mobile_cv.count_flops_params(mobile_cv.build_model(arch, 10, in_chans=1), arch["input_size"], 1)
-    return table.overhead_ms + c.constant + c.scale * blocks + c.per_mparam * mparams
+    small = 1 - (arch["input_size"] / max(table.data["resolutions"])) ** 2
+    return table.overhead_ms + c.constant + c.scale * blocks + (c.per_mparam + c.per_mparam_small * small) * mparams
 
 
 @pytest.fixture(scope="module")
 def corrected(table):
-    """The table with a whole-model correction of every term (constant, scale, per M params)."""
+    """The table with a whole-model correction of every term (constant, scale, per M params, per M
+    params at the smaller input size)."""
     data = json.loads(json.dumps(table.data))
-    data["correction"] = Correction(0.05, 1.3, 0.7, ("constant", "scale", "per_mparam")).to_dict()
+    form = ("constant", "scale", "per_mparam", "per_mparam_small")
+    data["correction"] = Correction(0.05, 1.3, 0.7, form, per_mparam_small=0.4).to_dict()
     return LatencyTable(data, table.path)
 
 
@@ -519,6 +522,54 @@ def test_fit_correction_recovers_the_terms_and_never_fits_a_negative_cost():
     c = fit_correction(blocks, mparams, [1.0 * b - 0.2 * w + 2 for b, w in zip(blocks, mparams)])
     assert c.per_mparam >= 0 and c.constant >= 0 and c.scale >= 0
     assert fit_correction([1.0], [1.0], [1.0]).form == ()  # too few models: the plain sum
+
+
+def test_fit_correction_finds_a_weights_cost_that_only_smaller_inputs_pay():
+    """Whole models whose weights cost more at the smaller of two input sizes: the form with the
+    ``per_mparam_small`` term is chosen and recovers it; with one input size it is never tried."""
+    from mobile_cv.latency.calibration import fit_correction, smallness
+
+    g = torch.Generator().manual_seed(1)
+    blocks = (torch.rand(24, generator=g) * 3 + 1).tolist()
+    mparams = (torch.rand(24, generator=g) * 4 + 2).tolist()
+    small = [smallness(128 if j % 2 else 224, 224) for j in range(24)]
+    y = [1.1 * b + 0.3 * w * s + 0.002 * float(torch.randn(1, generator=g)) for b, w, s in zip(blocks, mparams, small)]
+    c = fit_correction(blocks, mparams, y, small)
+    assert "per_mparam_small" in c.form and c.loo_mape < 1
+    assert c.per_mparam_small == pytest.approx(0.3, rel=0.1) and c.scale == pytest.approx(1.1, rel=0.02)
+    assert c.predict(0.01, blocks[1], mparams[1], small[1]) == pytest.approx(0.01 + y[1], rel=0.01)
+    without = fit_correction(blocks, mparams, y)  # the sizes not given: the term cannot be fitted
+    assert "per_mparam_small" not in without.form and without.loo_mape > c.loo_mape
+    assert smallness(224, 224) == 0 and smallness(112, 224) == pytest.approx(0.75)
+
+
+def test_refit_writes_a_copy_with_the_correction_fitted_again_and_keeps_the_old_one(table, tmp_path, capsys):
+    """--refit TABLE --out NEW: the correction fitted from the stored calibration timings (a table
+    whose correction was tampered with gets the fit back), the previous one kept; the source is
+    never overwritten and an existing --out is refused."""
+    tool = load_tool("latency_table")
+    data = json.loads(json.dumps(table.data))
+    fitted = data["correction"]
+    data["correction"] = Correction(0.5, 2.0, 0.0, ("constant", "scale")).to_dict()
+    src, out = tmp_path / "t.json", tmp_path / "refit.json"
+    src.write_text(json.dumps(data))
+    source_text = src.read_text()
+    assert tool.main(["--refit", str(src), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "before: model = call cost + 0.5 ms + 2 x blocks" in printed and f"{out}: {src}" in printed
+    new = json.loads(out.read_text())
+    assert new["correction"]["form"] == fitted["form"] and new["refitted"][0]["before"]["scale"] == 2.0
+    assert {k: v for k, v in new["correction"].items() if k != "form"} == pytest.approx(
+        {k: v for k, v in fitted.items() if k != "form"}
+    )
+    assert new["entries"] == data["entries"] and src.read_text() == source_text  # the source untouched
+    assert tool.main(["--refit", str(src), "--out", str(out)]) != 0  # exists: refused
+    assert "exists; nothing was changed" in capsys.readouterr().err
+    assert tool.main(["--refit", str(src), "--out", str(src)]) != 0
+    del data["calibration"]
+    src.write_text(json.dumps(data))
+    assert tool.main(["--refit", str(src), "--out", str(tmp_path / "other.json")]) != 0
+    assert "no calibration models" in capsys.readouterr().err and not (tmp_path / "other.json").exists()
 
 
 def test_a_calibrated_table_keeps_its_calibration_set_correction_and_probes(table, net):
