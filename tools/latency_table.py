@@ -130,7 +130,7 @@ def parse_args(argv):
         "--calibration-models",
         type=flag_type("--calibration-models"),
         default=DEFAULTS.calibration_models,
-        help="whole random architectures timed with the blocks, to fit the whole-model correction (default 32)",
+        help="whole random architectures timed with the blocks, to fit the whole-model correction (default 64)",
     )
     p.add_argument(
         "--statistic",

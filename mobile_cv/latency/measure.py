@@ -100,7 +100,7 @@ class LatencySettings:
     max_configs: int = 3000  # more distinct configs than this: a grid and interpolation
     grid_points: Tuple[int, int, int, int] = (2, 5, 3, 2)  # values per axis: c_in, hidden, c_out, size
     held_out: int = 200  # grid mode: configs off the grid timed to measure the interpolation's error
-    calibration_models: int = 32  # whole random architectures timed with the blocks (the correction's fit)
+    calibration_models: int = 64  # whole random architectures timed with the blocks (the correction's fit)
     statistic: str = "q1"  # the summary of the rounds the lookups use: "q1" (first quartile), "median", "min"
     jobs: int = 0  # export worker processes (0: one per CPU core)
     chunk: int = 48  # configs exported together (an interrupted build loses at most one chunk's work)
