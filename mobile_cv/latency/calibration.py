@@ -15,7 +15,7 @@ the calibration set (coefficients must be >= 0, so that no option gets a negativ
 fitted only when the calibration models have several input sizes: the weights' traffic that a
 smaller input's compute does not hide. Measured on the F space, one ``c`` for every resolution
 over-predicted the high-parameter models at 128 px and under-predicted the rest; with ``d`` the
-same M params cost 0.10 ms more per million at 128 px than at 224 px (docs/dmaskingnas.md). Every
+same M params cost 0.06-0.07 ms more per million at 128 px than at 224 px (docs/dmaskingnas.md). Every
 term is a sum over blocks (a block's latency, a block's parameters at the architecture's input
 size) or a constant, so the corrected latency stays a per-block table: the search's expected latency
 remains the exact expectation (:meth:`~mobile_cv.latency.table.LatencyTable.budget_table`).
