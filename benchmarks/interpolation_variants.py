@@ -18,12 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import mobile_cv.latency.table as T  # noqa: E402
-from mobile_cv.arch.arch_registry import resolve_arch_def  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
 from mobile_cv.latency.configs import block_configs  # noqa: E402
-from mobile_cv.latency.measure import predict_config, space_with_resolutions  # noqa: E402
+from mobile_cv.latency.measure import predict_config, table_net  # noqa: E402
 from mobile_cv.latency.table import _config  # noqa: E402
-from mobile_cv.search import build_supernet  # noqa: E402
 
 
 def main() -> int:
@@ -32,8 +30,7 @@ def main() -> int:
     if "held_out" not in d:
         print(f"{sys.argv[1]} is an exact table: nothing is interpolated")
         return 0
-    space = space_with_resolutions(resolve_arch_def(d["space"])[0], d["resolutions"])
-    net = build_supernet(space, d["num_classes"], in_chans=d["in_chans"])
+    net = table_net(d, sys.argv[1])
     owner = {}
     for block, c in block_configs(net):
         owner.setdefault(c.key, block)
