@@ -621,17 +621,22 @@ def test_check_tells_a_table_of_another_machine_and_rescale_brings_it_back(stead
     drift = float(out.strip().splitlines()[-1].removeprefix("drift: "))
 
     slow = scaled_copy(table, tmp_path / "slow.json", 1.5)
-    assert tool.main(["--check", slow, "--rounds", "15"]) == 3
-    out = capfd.readouterr().out
-    assert "does not describe this machine" in out and "--rescale" in out
+    # a loaded machine can time the probes apart (the line then says so and offers no rescale, rightly):
+    # such a check is repeated, up to four in all; "does not describe" is held every time
+    for _ in range(4):
+        assert tool.main(["--check", slow, "--rounds", "15"]) == 3
+        out = capfd.readouterr().out
+        assert "does not describe this machine" in out
+        if "moved apart" not in out:
+            break
+    assert "--rescale" in out, out
     slow_drift = float(out.strip().splitlines()[-1].removeprefix("drift: "))
     # now / at build: 1 / 1.5 of the original's; two checks seconds apart on a shared machine differ by
     # up to ~25% (seen), so only the direction and rough size are held
     assert drift / 1.5 / 1.4 < slow_drift < drift / 1.5 * 1.4
 
     fixed = tmp_path / "fixed.json"
-    # a loaded machine can time the probes apart (the tool then refuses, rightly, and writes nothing):
-    # such a refusal is retried, up to four checks in all; any other outcome is held at once
+    # probes timed apart make the tool refuse the rescale (and write nothing): retried as above
     for attempt in range(4):
         status = tool.main(["--check", slow, "--rounds", "15", "--rescale", str(fixed)])
         captured = capfd.readouterr()
