@@ -17,6 +17,24 @@ from ..atomic_files import atomic_write_text
 LOGGER_NAME = "mobile_cv"
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """A StreamHandler on whatever ``sys.stdout`` (or ``sys.stderr``) is when a record is written,
+    not the stream of when it was made: a caller that swaps the stream (pytest's capture, a
+    redirect) and closes the old one leaves no handler writing to a closed file."""
+
+    def __init__(self, to_stderr: bool) -> None:
+        self.to_stderr = to_stderr
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr if self.to_stderr else sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ / setStream: the stream is looked up instead
+        pass
+
+
 def setup_logger(output_dir: Optional[str] = None, name: str = LOGGER_NAME) -> logging.Logger:
     """Configure the ``mobile_cv`` logger: INFO to stdout and ``output_dir/log.txt`` on rank 0,
     warnings and errors only on the other ranks. Idempotent."""
@@ -29,7 +47,7 @@ def setup_logger(output_dir: Optional[str] = None, name: str = LOGGER_NAME) -> l
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     prefix = "" if comm.get_world_size() == 1 else f"[rank {rank}] "
     fmt = logging.Formatter(f"[%(asctime)s] {prefix}%(message)s", datefmt="%m/%d %H:%M:%S")
-    console = logging.StreamHandler(sys.stdout if rank == 0 else sys.stderr)
+    console = _ConsoleHandler(to_stderr=rank != 0)
     console.setFormatter(fmt)
     log.addHandler(console)
     if output_dir and rank == 0:
