@@ -21,7 +21,10 @@ Per ``--table`` (its space, classes, runtime, int8 and threads are the table's),
     conditions: every block of every evaluated model timed now, in the same rounds as the whole
     models, added up and corrected as the table does (its scale on the blocks; its constant and
     per-parameter terms times the drift, being build-time milliseconds);
-plus ``spearman_flops`` (FLOPs vs measured) and, with ``--old-table`` (a table of the same space
+plus ``spearman_flops`` (FLOPs vs measured), ``mape_split_half``, ``spearman_split_half`` and
+``within_10_split_half`` (the whole models' odd rounds against their even rounds: how closely, and
+in which order, the timing alone reproduces itself at half the rounds; the ceiling a prediction
+is held to) and, with ``--old-table`` (a table of the same space
 built another way, e.g. before calibration), the same (a)-(c) for it (``old_*``), in the same run.
 ``models`` holds every point. ``--n`` architectures drawn uniformly per choice (``--resolution``
 fixes the input size of a resolution-searched space); ``--cache`` keeps the exported programs
@@ -186,6 +189,7 @@ def evaluate(args, path, old_path, n, resolution, seed):
             blocks_now = sum(max(med[k] - o_now, 0.0) for k in m["blocks"])
             weights_ms = c.ms_per_mparam(m["small"]) * m["mparams"]
             m["same_run"] = o_now + drift * (c.constant + weights_ms) + c.scale * blocks_now
+            m["blocks_now"] = blocks_now  # the plain sum, kept for fitting a correction on this run's models
     result = {"space": d["space"], "table": path, "resolution": resolution, "runtime": d["runtime"]}
     result.update(int8=d["int8"], threads=d["threads"], calibrated=table.calibrated)
     measured = [m["measured"] for m in models]
@@ -197,6 +201,11 @@ def evaluate(args, path, old_path, n, resolution, seed):
     result["statistic"] = table.statistic
     noise = sorted(m["measured_median"] / m["measured"] for m in models)
     result["median_over_statistic"] = [noise[0], statistics.median(noise), noise[-1]]
+    # the measurement against itself: the odd rounds' statistic against the even rounds' (each half as
+    # long as the measurement the predictions meet), how well the timing alone ranks these models
+    halves = [[summary(samples[f"model:{j}"][h::2])[table.stat] for j in range(len(models))] for h in (0, 1)]
+    mape, rho, within = fidelity(halves[0], halves[1])
+    result.update(mape_split_half=mape, spearman_split_half=rho, within_10_split_half=within)
     if old is not None:
         old_med = {k: summary(v)[old.stat] for k, v in samples.items() if k.startswith("old:")}
         old_drift, old_ratios = drift_of(old_probes, old_med, "old:", old.stat)
@@ -246,6 +255,7 @@ def report(table, r):
         print(line(f"old table {r['old_table']} as stored", "old_"))
         print(line(f"old table after its probes' drift {r['old_drift']:.3f}", "old_", "_corrected"))
     print(f"FLOPs vs measured: Spearman {r['spearman_flops']:.3f}")
+    print(line("the measurement against itself (odd rounds vs even rounds, each half the rounds)", "", "_split_half"))
     lo, mid, hi = r["median_over_statistic"]
     print(
         f"measured = the {r['statistic']} of each program's rounds (as the table's entries); the whole models' "
