@@ -178,3 +178,24 @@ def test_alpha_schedules_place_alpha_steps_as_documented(schedule, n_weights, n_
                 before = got.index(f"a{j}")
                 w_before = sum(x[0] == "w" for x in got[:before])
                 assert w_before == -(-(j + 1) * n_weights // n_alpha)
+
+
+def test_the_console_log_follows_a_swapped_stdout_and_never_writes_to_a_closed_one(monkeypatch, tmp_path):
+    import io
+    import logging
+    import sys
+
+    from mobile_cv.engine.logger import setup_logger
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", first)
+    log = setup_logger(str(tmp_path))
+    log.info("one")
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", second)
+    first.close()  # what a capture that ended does with its stream
+    errors = []
+    monkeypatch.setattr(logging.Handler, "handleError", lambda self, record: errors.append(record))
+    log.info("two")
+    assert errors == [] and "two" in second.getvalue()
+    assert (tmp_path / "log.txt").read_text().count("one") == 1
