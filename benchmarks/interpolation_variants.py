@@ -5,8 +5,9 @@ configurations: offline, from the timings stored in the table (nothing is timed)
     python benchmarks/interpolation_variants.py configs/latency/fbnetv2_f_space_executorch.json
 
 Per variant: mean and p90 of |interpolated - measured| / measured over the held-out
-configurations (each net of the call cost), and the mean signed error (bias). The shipped
-interpolation is the first row (multilinear in ms, sizes in pixels squared).
+configurations (each net of the call cost), and the mean signed error (bias). The first row is
+multilinear in ms with sizes in pixels squared (tables before 2026-12-06); the second adds the hidden
+widths padded toward a multiple of 32 (fp32 tables since).
 """
 
 import os
@@ -34,7 +35,7 @@ def main() -> int:
     owner = {}
     for block, c in block_configs(net):
         owner.setdefault(c.key, block)
-    interp, o = T.interpolate, table.overhead_ms
+    interp, o, shipped_coordinate = T.interpolate, table.overhead_ms, T._axis_coordinate
 
     def run(name, coordinate, forward, back):
         T._axis_coordinate = coordinate
@@ -45,7 +46,7 @@ def main() -> int:
             errors.append((predict_config(table, owner[key], _config(key, "")) - measured) / measured)
         a = sorted(abs(e) for e in errors)
         print(
-            f"{name:30s} mean {100 * statistics.mean(a):5.2f}%  p90 {100 * a[int(0.9 * (len(a) - 1))]:5.2f}%  "
+            f"{name:36s} mean {100 * statistics.mean(a):5.2f}%  p90 {100 * a[int(0.9 * (len(a) - 1))]:5.2f}%  "
             f"bias {100 * statistics.mean(errors):+5.2f}%"
         )
 
@@ -58,17 +59,21 @@ def main() -> int:
     def exp_ms(v):
         return torch.exp(v) + o
 
-    def px2(dim, v):
+    def px2(dim, v, interpolation=None):
         return v.double() ** 2 if dim == "size" else v.double()
 
-    def px(dim, v):
+    def padded(dim, v, interpolation=None):  # what fp32 tables read since 2026-12-06
+        return shipped_coordinate(dim, v, T.PADDED_FP32)
+
+    def px(dim, v, interpolation=None):
         return v.double()
 
-    def logs(dim, v):
+    def logs(dim, v, interpolation=None):
         return torch.log(v.double())
 
     print(f"{len(d['held_out'])} held-out configurations of {sys.argv[1]}")
-    run("ms, size px^2 (shipped)", px2, same, same)
+    run("ms, size px^2", px2, same, same)
+    run("ms, size px^2, widths padded to 32", padded, same, same)
     run("ms, size px", px, same, same)
     run("log ms, size px^2", px2, log_ms, exp_ms)
     run("log ms, size px", px, log_ms, exp_ms)

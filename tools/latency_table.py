@@ -29,8 +29,10 @@ here (a minute or less) and prints, per probe, now / at build with its spread, o
 whether the table still describes this machine, and last ``drift: RATIO``; it exits 0 when the
 table describes this machine, 3 when not. ``--rescale OUT`` with it writes a copy rescaled by the
 drift (where every probe moved by one factor). ``--refit TABLE --out NEW`` fits the whole-model
-correction again from the calibration timings TABLE stores, with the forms this version knows
-(nothing is timed; the old correction is kept under ``refitted``).
+correction again from the calibration timings TABLE stores, with the forms this version knows,
+and reads a grid table between its points as this version does (widths padded toward the
+kernels' channel tile, docs/dmaskingnas.md), its held-out error recomputed (nothing is timed; what was replaced is
+kept under ``refitted``).
 """
 
 import argparse
@@ -194,10 +196,27 @@ def check_new_file(out: str, source: str, flag: str = "--rescale") -> None:
         raise LatencyTableError(f"{flag} {out!r} exists; nothing was changed: move it away first")
 
 
+def describe_interpolation(interpolation) -> str:
+    padded = interpolation["padded"]
+    if not padded:
+        return "multilinear, widths as they are"
+    axes = ", ".join(f"{axis} {p['share']:.0%} toward a multiple of {p['tile']}" for axis, p in padded.items())
+    return f"multilinear, widths padded: {axes}"
+
+
 def refit(args) -> None:
     """--refit TABLE --out NEW: the correction fitted again from TABLE's calibration timings."""
     check_new_file(args.out, args.refit, "--out")
     before, after = refit_table(args.refit, args.out)
+    new = LatencyTable.load(args.out).data
+    if new["mode"] == "grid":
+        old_error = new["refitted"][-1].get("interpolation_error_before") or {}
+        for name, interp, e in (
+            ("before", new["refitted"][-1]["interpolation_before"], old_error),
+            ("after", new["interpolation"], new.get("interpolation_error") or {}),
+        ):
+            error = f"mean {e['mape_block']:.2f}%, p90 {e['p90_block']:.2f}%" if e else "no held-out configurations"
+            print(f"{name + ':':<8}interpolation {describe_interpolation(interp)}: held-out error {error}")
     for name, c in (("before", before), ("after", after)):
         print(f"{name + ':':<8}{describe_correction(c)} (leave-one-out error {c.loo_mape:.2f}%, max {c.loo_max:.1f}%)")
     print(f"{args.out}: {args.refit} with the correction refitted on its {after.models} calibration models")
@@ -252,7 +271,8 @@ def print_table(table: LatencyTable, net, out: str) -> None:
         e = d["interpolation_error"]
         print(
             f"interpolation error on {e['configs']} held-out configurations: mean {e['mape_block']:.1f}% "
-            f"(p90 {e['p90_block']:.1f}%, max {e['max_block']:.1f}%) of the block's latency"
+            f"(p90 {e['p90_block']:.1f}%, max {e['max_block']:.1f}%) of the block's latency; "
+            f"{describe_interpolation(table.interpolation)}"
         )
     c = table.correction
     if c.form:

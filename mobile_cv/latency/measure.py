@@ -52,14 +52,17 @@ from .runtimes import check_runtime, compile_module, cpu_model, load_runner, mac
 from .table import (
     FORMAT,
     IDENTITY,
+    PLAIN,
     STATISTICS,
     Grid,
     LatencyTable,
     LatencyTableError,
+    _config,
     build_command,
     check_table_data,
     command_of,
     grid_dims,
+    interpolation_for,
     quantiles,
     save_table,
     space_digest,
@@ -456,6 +459,7 @@ class TableMeasurement:
         if p.mode == "grid":
             data["grids"] = [{"block": g.block, "base": g.base.key, "axes": g.axes} for g in p.grids]
             data["held_out"] = {c.key: summarize_samples(samples[c.key]) for c in p.held_out}
+            data["interpolation"] = interpolation_for(s.int8)
             data["interpolation_error"] = interpolation_error(LatencyTable(data, self.out), self.net, p.held_out)
         data["calibration"] = {
             "seed": s.seed,
@@ -715,8 +719,10 @@ def table_net(data: Dict[str, Any], path: str = ""):
 
 def refit_table(path: str, out: str) -> Tuple[Correction, Correction]:
     """The whole-model correction of the table at ``path`` fitted again from its stored calibration
-    timings (nothing is timed) with the forms this version knows, written with the rest of the table to
-    ``out`` (a new file); the previous correction is kept under ``refitted``. Returns ``(before, after)``."""
+    timings (nothing is timed) with the forms this version knows, and a grid table read between its
+    points as this version reads it (``interpolation``; its held-out error recomputed from the stored
+    timings), written with the rest of the table to ``out`` (a new file); what was replaced is kept
+    under ``refitted``. Returns ``(before, after)``."""
     table = LatencyTable.load(path)
     data = copy.deepcopy(table.data)
     if not data.get("calibration", {}).get("models"):
@@ -725,10 +731,16 @@ def refit_table(path: str, out: str) -> Tuple[Correction, Correction]:
             f"build it again: {command_of(data, path)}"
         )
     before = table.correction
-    after = calibrate(data, table_net(data, path), out)
-    data.setdefault("refitted", []).append(
-        {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "before": before.to_dict()}
-    )
+    net = table_net(data, path)
+    record = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "before": before.to_dict()}
+    if data["mode"] == "grid":  # read the grid as this version reads it; the calibration's block sums follow
+        record["interpolation_before"] = data.get("interpolation", PLAIN)
+        record["interpolation_error_before"] = data.get("interpolation_error", {})
+        data["interpolation"] = interpolation_for(data["int8"])
+        held_out = [_config(k, path) for k in data.get("held_out", {})]
+        data["interpolation_error"] = interpolation_error(LatencyTable(data, out), net, held_out)
+    after = calibrate(data, net, out)
+    data.setdefault("refitted", []).append(record)
     save_table(data, out)
     return before, after
 

@@ -17,6 +17,7 @@ from mobile_cv.latency.calibration import Correction
 from mobile_cv.latency.configs import BlockConfig, space_configs
 from mobile_cv.latency.measure import predict_config
 from mobile_cv.latency.runtimes import RuntimeUnavailableError, check_runtime
+from mobile_cv.latency.table import PADDED_FP32, PLAIN, _axis_coordinate, interpolation_for
 from mobile_cv.search import build_supernet
 from mobile_cv.search.budget import enumerate_all, index_log_prob, log_probs
 from tests.helpers import ROOT
@@ -248,6 +249,50 @@ def test_grid_mode_interpolates_and_measures_its_error_on_held_out_configuration
     assert predict_config(table, grid.block, point) == pytest.approx(
         max(d["entries"][point.key][table.stat] - table.overhead_ms, 0.0)
     )
+    # an fp32 table reads hidden widths padded toward their tile, and says so; --refit of a table built
+    # before (no "interpolation": widths as they are) reads it so too, and recomputes the held-out error
+    assert d["interpolation"] == interpolation_for(False) == PADDED_FP32 and interpolation_for(True) == PLAIN
+    old = json.loads(json.dumps(d))
+    del old["interpolation"]
+    src, out = tmp_path / "old_grid.json", tmp_path / "refit_grid.json"
+    src.write_text(json.dumps(old))
+    assert LatencyTable.load(str(src)).interpolation == PLAIN
+    assert load_tool("latency_table").main(["--refit", str(src), "--out", str(out)]) == 0
+    new = LatencyTable.load(str(out))
+    assert new.interpolation == PADDED_FP32 and new.data["refitted"][-1]["interpolation_before"] == PLAIN
+    assert new.data["interpolation_error"] == d["interpolation_error"]  # what the build measured, read again
+
+
+def test_widths_are_read_padded_toward_their_tile():
+    """w + share * (ceil(w / tile) * tile - w): multiples of the tile stay, the rest rise toward the
+    next one; strictly increasing (interpolation needs that), and as they are without a tile."""
+    w = torch.arange(8, 1025, 8)
+    for axis, share in (("hidden", 0.8), ("c_out", 0.5)):
+        assert PADDED_FP32["padded"][axis] == {"tile": 32, "share": share}
+        padded = _axis_coordinate(axis, w, PADDED_FP32)
+        assert (padded[1:] > padded[:-1]).all()
+        assert padded[w % 32 == 0].tolist() == w[w % 32 == 0].double().tolist()
+    assert _axis_coordinate("hidden", torch.tensor([72, 88]), PADDED_FP32).tolist() == pytest.approx([91.2, 94.4])
+    assert _axis_coordinate("hidden", w, PLAIN).tolist() == w.double().tolist()
+    assert _axis_coordinate("c_in", w, PADDED_FP32).tolist() == w.double().tolist()  # not padded
+    assert _axis_coordinate("size", torch.tensor([8]), PADDED_FP32).tolist() == [64.0]
+
+
+def test_a_table_with_a_bad_interpolation_is_refused_by_name(table, tmp_path):
+    bad_ones = (
+        {"padded": {"hidden": {"tile": 32, "share": 1.0}}},
+        {"padded": {"hidden": {"tile": -8, "share": 0.5}}},
+        {"padded": {"size": {"tile": 8, "share": 0.5}}},
+        {"hidden_tile": 32},
+        "padded",
+    )
+    for bad in bad_ones:
+        data = json.loads(json.dumps(table.data))
+        data["interpolation"] = bad
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(data))
+        with pytest.raises(LatencyTableError, match="interpolation .* is not of the form"):
+            LatencyTable.load(str(path))
 
 
 # ---- bad input ----------------------------------------------------------------------------------
