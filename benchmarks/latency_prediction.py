@@ -45,14 +45,14 @@ import torch  # noqa: E402
 
 import mobile_cv  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
-from mobile_cv.latency.calibration import smallness  # noqa: E402
+from mobile_cv.latency.calibration import l2_bytes, l2_params_table, smallness  # noqa: E402
 from mobile_cv.latency.configs import architecture_configs  # noqa: E402
 from mobile_cv.latency.measure import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
 from mobile_cv.latency.measure import summarize_samples as summary  # noqa: E402
 from mobile_cv.latency.probes import in_drift, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import check_runtime  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
-from mobile_cv.search.budget import sample_uniform  # noqa: E402
+from mobile_cv.search.budget import BudgetTable, sample_uniform  # noqa: E402
 
 
 def ranks(values):
@@ -136,6 +136,8 @@ def model_points(net, table, budget, old_budget, indices, specs):
     """Per architecture: its table predictions, FLOPs, parameters and blocks; its whole program and
     its blocks' programs added to ``specs``."""
     d, models = table.data, []
+    l2 = l2_bytes(d)  # the M params of the blocks whose weights fit the L2 (the correction's e term)
+    l2_table = l2_params_table(BudgetTable(net, "params"), l2, 1 if d["int8"] else 4) if l2 else None
     for j, index in enumerate(indices):
         arch = net.derive_arch(net.one_hot(index))
         model = mobile_cv.build_model(arch, num_classes=d["num_classes"], in_chans=d["in_chans"])
@@ -143,6 +145,7 @@ def model_points(net, table, budget, old_budget, indices, specs):
         configs = [c for _, c in architecture_configs(net, index)]
         m = {"index": index, "predicted": budget.exact(index), "flops": flops, "mparams": mparams}
         m["small"] = smallness(arch["input_size"], max(d["resolutions"]))
+        m["mparams_l2"] = l2_table.exact(index) if l2_table is not None else 0.0
         m["blocks"] = [c.key for c in configs]
         if old_budget is not None:
             m["old_predicted"] = old_budget.exact(index)
@@ -188,6 +191,7 @@ def evaluate(args, path, old_path, n, resolution, seed):
         if not args.no_same_run:
             blocks_now = sum(max(med[k] - o_now, 0.0) for k in m["blocks"])
             weights_ms = c.ms_per_mparam(m["small"]) * m["mparams"]
+            weights_ms += c.per_l2_mparam_small * m["small"] * m["mparams_l2"]
             m["same_run"] = o_now + drift * (c.constant + weights_ms) + c.scale * blocks_now
             m["blocks_now"] = blocks_now  # the plain sum, kept for fitting a correction on this run's models
     result = {"space": d["space"], "table": path, "resolution": resolution, "runtime": d["runtime"]}

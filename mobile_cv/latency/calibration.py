@@ -8,14 +8,19 @@ in the same interleaved rounds as its blocks, a *calibration set* of random whol
 its space (every resolution) and fits
 
     model ms = call cost + a + b * (sum of the model's block latencies) + c * (model's M params)
-               + d * (model's M params) * (1 - (input size / the table's largest input size)^2)
+               + d * (model's M params) * small + e * (M params of its blocks whose weights fit the L2) * small,
+    small = 1 - (input size / the table's largest input size)^2
 
 by least squares, choosing among the forms below the one with the lowest leave-one-out error on
 the calibration set (coefficients must be >= 0, so that no option gets a negative cost). ``d``,
 fitted only when the calibration models have several input sizes: the weights' traffic that a
 smaller input's compute does not hide. Measured on the F space, one ``c`` for every resolution
 over-predicted the high-parameter models at 128 px and under-predicted the rest; with ``d`` the
-same M params cost 0.06-0.07 ms more per million at 128 px than at 224 px (docs/dmaskingnas.md). Every
+same M params cost 0.06-0.07 ms more per million at 128 px than at 224 px (docs/dmaskingnas.md).
+``e``, fitted only where the table knows its machine's L2 size: the same traffic, counted only for
+the blocks whose weights fit the L2, the ones timed alone with their weights there (a block larger
+than the L2 read its weights from farther when timed alone too; prefix models of the F space showed
+the excess inside a model in the 0.2-2 MB blocks, none in the 9-12 MB one). Every
 term is a sum over blocks (a block's latency, a block's parameters at the architecture's input
 size) or a constant, so the corrected latency stays a per-block table: the search's expected latency
 remains the exact expectation (:meth:`~mobile_cv.latency.table.LatencyTable.budget_table`).
@@ -38,8 +43,39 @@ FORMS = (
     ("scale", "per_mparam_small"),
     ("scale", "per_mparam", "per_mparam_small"),
     ("constant", "scale", "per_mparam", "per_mparam_small"),
+    ("scale", "per_l2_mparam_small"),
+    ("scale", "per_mparam", "per_l2_mparam_small"),
 )
 SMALL_TERM = "per_mparam_small"
+L2_TERM = "per_l2_mparam_small"  # needs several input sizes and the L2-resident parameters (the table's L2 size)
+
+
+def parse_cache_size(text: str) -> Optional[int]:
+    """Bytes of a cache size as Linux writes it (``2048K``, ``2M``, ``512``); None when unreadable."""
+    text = str(text).strip().upper()
+    scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
+    try:
+        return int(float(text.rstrip("KMG")) * scale)
+    except ValueError:
+        return None
+
+
+def l2_bytes(data: Dict[str, Any]) -> Optional[int]:
+    """The L2 size (bytes, per core) of the machine a table was timed on; None where it is not recorded."""
+    size = data.get("machine", {}).get("caches", {}).get("L2")
+    return parse_cache_size(size) if size else None
+
+
+def l2_params_table(params_table, l2: int, bytes_per_param: int):
+    """The budget table of kind "params" with every item whose weights (M params x 1e6 x
+    ``bytes_per_param``) exceed ``l2`` bytes set to 0: per item, the M params that fit the L2."""
+    import copy
+
+    out = copy.copy(params_table)
+    out.terms = [copy.copy(t) for t in params_table.terms]
+    for t in out.terms:
+        t.cost = t.cost * (t.cost * 1e6 * bytes_per_param <= l2)
+    return out
 
 
 def smallness(size: int, largest: int) -> float:
@@ -60,10 +96,20 @@ class Correction:
     loo_max: float = float("nan")
     models: int = 0
     per_mparam_small: float = 0.0  # last: tables written before it have none (0, the term absent)
+    per_l2_mparam_small: float = 0.0  # likewise
 
-    def predict(self, call_ms: float, blocks_ms: float, mparams: float, small: float = 0.0) -> float:
-        """A model's latency from its blocks' sum, its M params and its input's :func:`smallness`."""
-        return call_ms + self.constant + self.scale * blocks_ms + self.ms_per_mparam(small) * mparams
+    def predict(
+        self, call_ms: float, blocks_ms: float, mparams: float, small: float = 0.0, mparams_l2: float = 0.0
+    ) -> float:
+        """A model's latency from its blocks' sum, its M params, its input's :func:`smallness` and
+        the M params of its blocks whose weights fit the L2."""
+        return (
+            call_ms
+            + self.constant
+            + self.scale * blocks_ms
+            + self.ms_per_mparam(small) * mparams
+            + self.per_l2_mparam_small * small * mparams_l2
+        )
 
     def ms_per_mparam(self, small: float) -> float:
         """The weights' cost per million parameters at an input of :func:`smallness` ``small``."""
@@ -89,11 +135,22 @@ def describe_correction(c: Correction) -> str:
         parts.append(f"{c.per_mparam:.4g} ms x M params")
     if SMALL_TERM in c.form:
         parts.append(f"{c.per_mparam_small:.4g} ms x M params x (1 - (size / largest size)^2)")
+    if L2_TERM in c.form:
+        l2 = f"{c.per_l2_mparam_small:.4g} ms x M params of the blocks within the L2"
+        parts.append(l2 + " x (1 - (size / largest size)^2)")
     return "model = call cost + " + " + ".join(parts)
 
 
-def _features(form: Sequence[str], blocks: torch.Tensor, mparams: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
-    cols = {"constant": torch.ones_like(blocks), "scale": blocks, "per_mparam": mparams, SMALL_TERM: mparams * small}
+def _features(
+    form: Sequence[str], blocks: torch.Tensor, mparams: torch.Tensor, small: torch.Tensor, mparams_l2: torch.Tensor
+) -> torch.Tensor:
+    cols = {
+        "constant": torch.ones_like(blocks),
+        "scale": blocks,
+        "per_mparam": mparams,
+        SMALL_TERM: mparams * small,
+        L2_TERM: mparams_l2 * small,
+    }
     return torch.stack([cols[name] for name in form], 1)
 
 
@@ -106,6 +163,7 @@ def fit_correction(
     mparams: Sequence[float],
     measured_net: Sequence[float],
     small: Optional[Sequence[float]] = None,
+    mparams_l2: Optional[Sequence[float]] = None,
 ) -> Correction:
     """The correction of the lowest leave-one-out error (see the module docstring).
 
@@ -114,18 +172,22 @@ def fit_correction(
         mparams: per model, its parameters in millions.
         measured_net: per model, its measured latency minus the call cost.
         small: per model, its input's :func:`smallness`; None: all 0 (one input size).
+        mparams_l2: per model, the M params of its blocks whose weights fit the L2; None: unknown
+            (the forms with ``e`` are not tried).
     """
     b = torch.tensor(blocks_ms, dtype=torch.float64)
     w = torch.tensor(mparams, dtype=torch.float64)
     y = torch.tensor(measured_net, dtype=torch.float64)
     a = torch.zeros_like(b) if small is None else torch.tensor(small, dtype=torch.float64)
+    w2 = torch.zeros_like(b) if mparams_l2 is None else torch.tensor(mparams_l2, dtype=torch.float64)
     n = len(y)
     several_sizes = bool((a != a[0]).any()) if n else False
     best = None
     for form in FORMS:
-        if n < len(form) + 2 or (SMALL_TERM in form and not several_sizes):
+        small_form = SMALL_TERM in form or L2_TERM in form
+        if n < len(form) + 2 or (small_form and not several_sizes) or (L2_TERM in form and mparams_l2 is None):
             continue
-        x = _features(form, b, w, a)
+        x = _features(form, b, w, a, w2)
         coef = _solve(x, y)
         if (coef < 0).any():  # a negative term would give some option a negative cost
             continue
@@ -146,6 +208,7 @@ def fit_correction(
         scale=values.get("scale", 1.0),
         per_mparam=values.get("per_mparam", 0.0),
         per_mparam_small=values.get(SMALL_TERM, 0.0),
+        per_l2_mparam_small=values.get(L2_TERM, 0.0),
         form=form,
         loo_mape=mape,
         loo_max=worst,
@@ -176,16 +239,20 @@ def input_size(net, index: Dict[str, int]) -> int:
     return int(net.input_size)
 
 
-def model_terms(blocks_table, params_table, index: Dict[str, int], largest: int) -> Dict[str, float]:
+def model_terms(blocks_table, params_table, index: Dict[str, int], largest: int, l2_table=None) -> Dict[str, float]:
     """The features of one architecture: its blocks' latency sum (call cost excluded; from a latency
     table's :meth:`~mobile_cv.latency.table.LatencyTable.blocks_table`), its parameters in millions
-    (from the budget table of kind "params") and its input's :func:`smallness` against ``largest``,
-    the table's largest input size."""
-    return {
+    (from the budget table of kind "params"), its input's :func:`smallness` against ``largest``,
+    the table's largest input size, and with ``l2_table`` (:func:`l2_params_table`) the M params of
+    its blocks whose weights fit the L2."""
+    terms = {
         "blocks_ms": blocks_table.exact(index),
         "mparams": params_table.exact(index),
         "small": round(smallness(input_size(params_table.net, index), largest), 6),
     }
+    if l2_table is not None:
+        terms["mparams_l2"] = l2_table.exact(index)
+    return terms
 
 
 def unique(items: Sequence[Dict[str, int]]) -> List[Dict[str, int]]:
@@ -200,7 +267,11 @@ def unique(items: Sequence[Dict[str, int]]) -> List[Dict[str, int]]:
 
 
 __all__ = [
+    "L2_TERM",
     "SMALL_TERM",
+    "l2_bytes",
+    "l2_params_table",
+    "parse_cache_size",
     "Correction",
     "input_size",
     "FORMS",

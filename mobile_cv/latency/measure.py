@@ -45,7 +45,16 @@ from ..arch.builder import build_model
 from ..atomic_files import atomic_copy, atomic_write_bytes
 from ..search import build_supernet
 from ..search.budget import BudgetTable
-from .calibration import Correction, calibration_indices, describe_correction, fit_correction, model_terms, unique
+from .calibration import (
+    Correction,
+    calibration_indices,
+    describe_correction,
+    fit_correction,
+    l2_bytes,
+    l2_params_table,
+    model_terms,
+    unique,
+)
 from .configs import HEAD, BlockConfig, ItemConfigs, block_configs, build_module
 from .probes import choose_probes
 from .runtimes import check_runtime, compile_module, cpu_model, load_runner, machine, set_threads, versions
@@ -548,15 +557,19 @@ def calibrate(data: Dict[str, Any], net, path: str = "") -> Correction:
     both in ``data`` (``calibration.models[*].blocks_ms/mparams``, ``correction``) and returns the fit."""
     table = LatencyTable(data, path)
     blocks, params = table.blocks_table(net), BudgetTable(net, "params")
+    l2 = l2_bytes(data)
+    l2_table = l2_params_table(params, l2, 1 if data["int8"] else 4) if l2 else None
     rows = data["calibration"]["models"]
     for r in rows:
-        r.update(model_terms(blocks, params, r["index"], max(data["resolutions"])))
+        r.pop("mparams_l2", None)
+        r.update(model_terms(blocks, params, r["index"], max(data["resolutions"]), l2_table))
     o = table.overhead_ms
     fit = fit_correction(
         [r["blocks_ms"] for r in rows],
         [r["mparams"] for r in rows],
         [r[table.stat] - o for r in rows],
         [r["small"] for r in rows],
+        [r["mparams_l2"] for r in rows] if l2_table is not None else None,
     )
     data["correction"] = fit.to_dict()
     return fit

@@ -201,7 +201,7 @@ def rescale_table(table, report: Dict[str, Any], out: str) -> Dict[str, Any]:
         row["blocks_ms"] = row["blocks_ms"] * factor
     if "correction" in data:
         c = data["correction"]
-        for term in ("constant", "per_mparam", "per_mparam_small"):  # ms terms (scale multiplies ms already)
+        for term in ("constant", "per_mparam", "per_mparam_small", "per_l2_mparam_small"):  # ms terms (not scale)
             if term in c:
                 c[term] = c[term] * factor
     data.setdefault("rescaled", []).append(

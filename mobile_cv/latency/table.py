@@ -45,7 +45,7 @@ from ..arch.blocks import IRBlock, IRPoolBlock
 from ..atomic_files import atomic_write_text
 from ..errors import UserError
 from ..search.masked import Spatial
-from .calibration import Correction, smallness
+from .calibration import Correction, l2_bytes, l2_params_table, smallness
 from .configs import HEAD, BlockConfig, block_class, config_from_key, describe, item_configs
 
 FORMAT = "mobile_cv.latency_table/2"
@@ -379,19 +379,27 @@ class LatencyTable:
 
     def budget_table(self, net):
         """The budgeted search's table of ``net`` in this table's whole-model milliseconds: per item
-        ``scale * block ms + (per_mparam + per_mparam_small * small) * block M params`` at each input
-        size (``small`` its :func:`~.calibration.smallness`), plus the call cost and the constant once
+        ``scale * block ms + (per_mparam + per_mparam_small * small) * block M params`` (plus
+        ``per_l2_mparam_small * small * block M params`` for a block whose weights fit the L2) at each
+        input size (``small`` its :func:`~.calibration.smallness`), plus the call cost and the constant once
         (:mod:`.calibration`); every term is per block, so its expectation stays exact."""
         from ..search.budget import BudgetTable
 
         c = self.correction
         table = self.blocks_table(net)
-        params = BudgetTable(net, "params") if c.per_mparam or c.per_mparam_small else None
+        params = BudgetTable(net, "params") if c.per_mparam or c.per_mparam_small or c.per_l2_mparam_small else None
+        l2_table = None
+        if c.per_l2_mparam_small:  # fitted only where the table records its L2
+            l2_table = l2_params_table(params, l2_bytes(self.data), 1 if self.data["int8"] else 4)
         # per resolution (the terms' rows): ms per M params at that input size
         sizes, largest = net.res_sizes or [net.input_size], max(self.data["resolutions"])
         per_mparam = torch.tensor([[c.ms_per_mparam(smallness(s, largest))] for s in sizes], dtype=torch.float64)
+        per_l2 = torch.tensor([[c.per_l2_mparam_small * smallness(s, largest)] for s in sizes], dtype=torch.float64)
         for j, t in enumerate(table.terms):
-            t.cost = c.scale * t.cost + (per_mparam * params.terms[j].cost if params is not None else 0.0)
+            extra = per_mparam * params.terms[j].cost if params is not None else 0.0
+            if l2_table is not None:
+                extra = extra + per_l2 * l2_table.terms[j].cost
+            t.cost = c.scale * t.cost + extra
         table.terms[-1].cost = table.terms[-1].cost + (self.overhead_ms + c.constant)
         return table
 

@@ -97,16 +97,26 @@ def prediction_of(table, arch):
     blocks = sum(table.block_ms(b) for b in block_configs_of(arch))
     _, mparams = mobile_cv.count_flops_params(mobile_cv.build_model(arch, 10, in_chans=1), arch["input_size"], 1)
     small = 1 - (arch["input_size"] / max(table.data["resolutions"])) ** 2
-    return table.overhead_ms + c.constant + c.scale * blocks + (c.per_mparam + c.per_mparam_small * small) * mparams
+    within_l2 = 0.0
+    if c.per_l2_mparam_small:  # the M params of the blocks whose fp32 weights fit the table's L2
+        l2 = int(table.data["machine"]["caches"]["L2"].rstrip("K")) * 1024
+        model = mobile_cv.build_model(arch, 10, in_chans=1)
+        for block in [*model.backbone.stages, model.head]:
+            n = sum(m.weight.numel() for m in block.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+            within_l2 += n / 1e6 if 4 * n <= l2 else 0.0
+    weights = (c.per_mparam + c.per_mparam_small * small) * mparams + c.per_l2_mparam_small * small * within_l2
+    return table.overhead_ms + c.constant + c.scale * blocks + weights
 
 
 @pytest.fixture(scope="module")
 def corrected(table):
     """The table with a whole-model correction of every term (constant, scale, per M params, per M
-    params at the smaller input size)."""
+    params at the smaller input size, the same for the blocks within the L2), on a machine of an L2
+    of 2 KB: some of this space's blocks fit it, some do not."""
     data = json.loads(json.dumps(table.data))
-    form = ("constant", "scale", "per_mparam", "per_mparam_small")
-    data["correction"] = Correction(0.05, 1.3, 0.7, form, per_mparam_small=0.4).to_dict()
+    form = ("constant", "scale", "per_mparam", "per_mparam_small", "per_l2_mparam_small")
+    data["correction"] = Correction(0.05, 1.3, 0.7, form, per_mparam_small=0.4, per_l2_mparam_small=0.9).to_dict()
+    data["machine"]["caches"]["L2"] = "2K"
     return LatencyTable(data, table.path)
 
 
@@ -586,6 +596,43 @@ def test_fit_correction_finds_a_weights_cost_that_only_smaller_inputs_pay():
     without = fit_correction(blocks, mparams, y)  # the sizes not given: the term cannot be fitted
     assert "per_mparam_small" not in without.form and without.loo_mape > c.loo_mape
     assert smallness(224, 224) == 0 and smallness(112, 224) == pytest.approx(0.75)
+
+
+def test_fit_correction_finds_the_weights_cost_of_the_blocks_within_the_l2():
+    """Whole models that pay, at the smaller input, for the weights of their blocks within the L2 only
+    (blocks larger than it read their weights from farther when timed alone too): the form with the
+    ``per_l2_mparam_small`` term is chosen and recovers it; without those parameters it is never tried."""
+    from mobile_cv.latency.calibration import fit_correction, smallness
+
+    g = torch.Generator().manual_seed(2)
+    blocks = (torch.rand(32, generator=g) * 3 + 1).tolist()
+    mparams = (torch.rand(32, generator=g) * 4 + 2).tolist()
+    within = [w * float(torch.rand(1, generator=g)) for w in mparams]
+    small = [smallness(128 if j % 2 else 224, 224) for j in range(32)]
+    noise = [0.002 * float(torch.randn(1, generator=g)) for _ in range(32)]
+    y = [1.1 * b + 0.5 * w2 * s + e for b, w2, s, e in zip(blocks, within, small, noise)]
+    c = fit_correction(blocks, mparams, y, small, within)
+    assert "per_l2_mparam_small" in c.form and c.loo_mape < 1
+    assert c.per_l2_mparam_small == pytest.approx(0.5, rel=0.1) and c.scale == pytest.approx(1.1, rel=0.02)
+    assert c.predict(0.01, blocks[1], mparams[1], small[1], within[1]) == pytest.approx(0.01 + y[1], rel=0.01)
+    without = fit_correction(blocks, mparams, y, small)
+    assert "per_l2_mparam_small" not in without.form and without.loo_mape > c.loo_mape
+
+
+def test_the_parameters_within_the_l2_are_those_of_the_blocks_that_fit_it(table, net):
+    from mobile_cv.latency.calibration import l2_bytes, l2_params_table, parse_cache_size
+    from mobile_cv.search.budget import BudgetTable
+
+    assert parse_cache_size("2048K") == 2 * 1024**2 and parse_cache_size("2M") == 2 * 1024**2
+    assert parse_cache_size("512") == 512 and parse_cache_size("big") is None
+    assert l2_bytes({"machine": {"caches": {"L2": "48K"}}}) == 48 * 1024 and l2_bytes({"machine": {}}) is None
+    params = BudgetTable(net, "params")
+    index = {label: c.size - 1 for label, c in net.choices.items()}  # the widest architecture
+    total = params.exact(index)
+    assert l2_params_table(params, 1 << 40, 4).exact(index) == pytest.approx(total)  # every block fits
+    assert l2_params_table(params, 0, 4).exact(index) == 0.0  # none does
+    assert 0 < l2_params_table(params, 2 * 1024, 4).exact(index) < total  # the 2 KB of `corrected`: some fit
+    assert params.exact(index) == total  # the source table untouched
 
 
 def test_refit_writes_a_copy_with_the_correction_fitted_again_and_keeps_the_old_one(table, tmp_path, capsys):
