@@ -45,7 +45,7 @@ import torch  # noqa: E402
 
 import mobile_cv  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
-from mobile_cv.latency.calibration import l2_bytes, l2_params_table, smallness  # noqa: E402
+from mobile_cv.latency.calibration import smallness, table_l2_params  # noqa: E402
 from mobile_cv.latency.configs import architecture_configs  # noqa: E402
 from mobile_cv.latency.measure import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
 from mobile_cv.latency.measure import summarize_samples as summary  # noqa: E402
@@ -136,8 +136,7 @@ def model_points(net, table, budget, old_budget, indices, specs):
     """Per architecture: its table predictions, FLOPs, parameters and blocks; its whole program and
     its blocks' programs added to ``specs``."""
     d, models = table.data, []
-    l2 = l2_bytes(d)  # the M params of the blocks whose weights fit the L2 (the correction's e term)
-    l2_table = l2_params_table(BudgetTable(net, "params"), l2, 1 if d["int8"] else 4) if l2 else None
+    l2_table = table_l2_params(d, BudgetTable(net, "params"))  # M params of the blocks within the L2 (term e)
     for j, index in enumerate(indices):
         arch = net.derive_arch(net.one_hot(index))
         model = mobile_cv.build_model(arch, num_classes=d["num_classes"], in_chans=d["in_chans"])

@@ -66,6 +66,13 @@ def l2_bytes(data: Dict[str, Any]) -> Optional[int]:
     return parse_cache_size(size) if size else None
 
 
+def table_l2_params(data: Dict[str, Any], params_table):
+    """:func:`l2_params_table` for the machine a table was timed on (its L2, fp32 or int8 weights);
+    None where the table does not record its L2."""
+    l2 = l2_bytes(data)
+    return l2_params_table(params_table, l2, 1 if data["int8"] else 4) if l2 else None
+
+
 def l2_params_table(params_table, l2: int, bytes_per_param: int):
     """The budget table of kind "params" with every item whose weights (M params x 1e6 x
     ``bytes_per_param``) exceed ``l2`` bytes set to 0: per item, the M params that fit the L2."""
@@ -272,6 +279,7 @@ __all__ = [
     "l2_bytes",
     "l2_params_table",
     "parse_cache_size",
+    "table_l2_params",
     "Correction",
     "input_size",
     "FORMS",

@@ -50,9 +50,8 @@ from .calibration import (
     calibration_indices,
     describe_correction,
     fit_correction,
-    l2_bytes,
-    l2_params_table,
     model_terms,
+    table_l2_params,
     unique,
 )
 from .configs import HEAD, BlockConfig, ItemConfigs, block_configs, build_module
@@ -557,8 +556,7 @@ def calibrate(data: Dict[str, Any], net, path: str = "") -> Correction:
     both in ``data`` (``calibration.models[*].blocks_ms/mparams``, ``correction``) and returns the fit."""
     table = LatencyTable(data, path)
     blocks, params = table.blocks_table(net), BudgetTable(net, "params")
-    l2 = l2_bytes(data)
-    l2_table = l2_params_table(params, l2, 1 if data["int8"] else 4) if l2 else None
+    l2_table = table_l2_params(data, params)
     rows = data["calibration"]["models"]
     for r in rows:
         r.pop("mparams_l2", None)

@@ -45,7 +45,7 @@ from ..arch.blocks import IRBlock, IRPoolBlock
 from ..atomic_files import atomic_write_text
 from ..errors import UserError
 from ..search.masked import Spatial
-from .calibration import Correction, l2_bytes, l2_params_table, smallness
+from .calibration import Correction, smallness, table_l2_params
 from .configs import HEAD, BlockConfig, block_class, config_from_key, describe, item_configs
 
 FORMAT = "mobile_cv.latency_table/2"
@@ -388,9 +388,7 @@ class LatencyTable:
         c = self.correction
         table = self.blocks_table(net)
         params = BudgetTable(net, "params") if c.per_mparam or c.per_mparam_small or c.per_l2_mparam_small else None
-        l2_table = None
-        if c.per_l2_mparam_small:  # fitted only where the table records its L2
-            l2_table = l2_params_table(params, l2_bytes(self.data), 1 if self.data["int8"] else 4)
+        l2_table = table_l2_params(self.data, params) if c.per_l2_mparam_small else None  # fitted only with an L2
         # per resolution (the terms' rows): ms per M params at that input size
         sizes, largest = net.res_sizes or [net.input_size], max(self.data["resolutions"])
         per_mparam = torch.tensor([[c.ms_per_mparam(smallness(s, largest))] for s in sizes], dtype=torch.float64)
