@@ -106,11 +106,28 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write every variant and point here")
     args = p.parse_args()
+    for flag, value, low in (
+        ("--hidden", args.hidden, 2),
+        ("--c-out", args.c_out, 2),
+        ("--grids", args.grids, 1),
+        ("--per-grid", args.per_grid, 1),
+        ("--rounds", args.rounds, 1),
+        ("--warmup", args.warmup, 0),
+    ):
+        if not low <= value <= 10000:
+            p.error(f"{flag} must be an int in [{low}, 10000], got {value}")
+    if not os.path.isfile(args.table):
+        p.error(f"--table {args.table} is not a file")
 
     table = LatencyTable.load(args.table)
     d = table.data
     net = table_net(d, args.table)
     grids, specs, held = sample(net, (2, args.hidden, args.c_out, 2), args.grids, args.per_grid, args.seed)
+    if not held:
+        sys.exit(
+            f"{d['space']} has no grid with a hidden-width axis at these settings (a space small enough to time "
+            "every configuration, or no block with a hidden width): nothing is interpolated"
+        )
     n_points = sum(len(g.points()) for g in grids)
     print(f"{len(grids)} grids ({n_points} points), {len(held)} configurations off them")
     t0 = time.perf_counter()
