@@ -200,8 +200,23 @@ def describe_interpolation(interpolation) -> str:
     padded = interpolation["padded"]
     if not padded:
         return "multilinear, widths as they are"
-    axes = ", ".join(f"{axis} {p['share']:.0%} toward a multiple of {p['tile']}" for axis, p in padded.items())
-    return f"multilinear, widths padded: {axes}"
+    axes = ", ".join(
+        f"{'pixels' if axis == 'size' else axis} {p['share']:.0%} toward a multiple of {p['tile']}"
+        for axis, p in padded.items()
+    )
+    return f"multilinear, padded: {axes}"
+
+
+def describe_choice(data) -> str:
+    """How the reading was chosen, with its cross-validated held-out error (empty for older tables)."""
+    choice = data.get("interpolation_choice") or {}
+    if not choice.get("chosen"):
+        return f" ({choice['why']})" if choice.get("why") else ""
+    cv = choice["cross_validated"]
+    return (
+        f" (chosen on the held-out timings; cross-validated, each half read as chosen on the other: "
+        f"mean {cv['mape_block']:.2f}%, p90 {cv['p90_block']:.2f}%)"
+    )
 
 
 def refit(args) -> None:
@@ -216,7 +231,8 @@ def refit(args) -> None:
             ("after", new["interpolation"], new.get("interpolation_error") or {}),
         ):
             error = f"mean {e['mape_block']:.2f}%, p90 {e['p90_block']:.2f}%" if e else "no held-out configurations"
-            print(f"{name + ':':<8}interpolation {describe_interpolation(interp)}: held-out error {error}")
+            chosen = describe_choice(new) if name == "after" else ""
+            print(f"{name + ':':<8}interpolation {describe_interpolation(interp)}: held-out error {error}{chosen}")
     for name, c in (("before", before), ("after", after)):
         print(f"{name + ':':<8}{describe_correction(c)} (leave-one-out error {c.loo_mape:.2f}%, max {c.loo_max:.1f}%)")
     print(f"{args.out}: {args.refit} with the correction refitted on its {after.models} calibration models")
@@ -272,7 +288,7 @@ def print_table(table: LatencyTable, net, out: str) -> None:
         print(
             f"interpolation error on {e['configs']} held-out configurations: mean {e['mape_block']:.1f}% "
             f"(p90 {e['p90_block']:.1f}%, max {e['max_block']:.1f}%) of the block's latency; "
-            f"{describe_interpolation(table.interpolation)}"
+            f"{describe_interpolation(table.interpolation)}{describe_choice(d)}"
         )
     c = table.correction
     if c.form:

@@ -467,7 +467,9 @@ class TableMeasurement:
         if p.mode == "grid":
             data["grids"] = [{"block": g.block, "base": g.base.key, "axes": g.axes} for g in p.grids]
             data["held_out"] = {c.key: summarize_samples(samples[c.key]) for c in p.held_out}
-            data["interpolation"] = interpolation_for(s.int8)
+            data["interpolation"], data["interpolation_choice"] = choose_interpolation(
+                data, self.net, p.held_out, self.out, s.seed
+            )
             data["interpolation_error"] = interpolation_error(LatencyTable(data, self.out), self.net, p.held_out)
         data["calibration"] = {
             "seed": s.seed,
@@ -573,28 +575,122 @@ def calibrate(data: Dict[str, Any], net, path: str = "") -> Correction:
     return fit
 
 
-def interpolation_error(table: LatencyTable, net, held_out: List[BlockConfig]) -> Dict[str, float]:
-    """The grid's error on the held-out configurations: interpolated vs measured, both with the
-    call cost (relative error of the entry, and of the block's latency net of the call cost)."""
-    owner_of = {}
-    for block, c in block_configs(net):
-        owner_of.setdefault(c.key, block)
-    rel, rel_net = [], []
+def held_out_errors(
+    table: LatencyTable, owner_of: Dict[str, str], held_out: List[BlockConfig]
+) -> List[Tuple[float, float]]:
+    """Per held-out configuration, the relative error of its interpolated entry (with the call cost)
+    and of its block's latency net of the call cost; ``owner_of``: a config key's first block."""
+    errors = []
     for c in held_out:
         measured = table.data["held_out"][c.key][table.stat]
         predicted = predict_config(table, owner_of[c.key], c)
-        rel.append(abs(predicted + table.overhead_ms - measured) / measured)
         net_measured = max(measured - table.overhead_ms, 1e-9)
-        rel_net.append(abs(predicted - net_measured) / net_measured)
-    if not rel:
+        entry_error = abs(predicted + table.overhead_ms - measured) / measured
+        errors.append((entry_error, abs(predicted - net_measured) / net_measured))
+    return errors
+
+
+def summarize_errors(errors: Sequence[Tuple[float, float]]) -> Dict[str, float]:
+    """Mean relative error of the entries and of the blocks, p90 and max of the blocks', in %."""
+    if not errors:
         return {}
-    q = sorted(rel_net)
+    q = sorted(e for _, e in errors)
     return {
-        "configs": len(rel),
-        "mape_entry": round(100 * statistics.mean(rel), 3),
-        "mape_block": round(100 * statistics.mean(rel_net), 3),
+        "configs": len(errors),
+        "mape_entry": round(100 * statistics.mean(e for e, _ in errors), 3),
+        "mape_block": round(100 * statistics.mean(q), 3),
         "p90_block": round(100 * q[int(0.9 * (len(q) - 1))], 3),
         "max_block": round(100 * q[-1], 3),
+    }
+
+
+def first_blocks(net) -> Dict[str, str]:
+    """Each config key of ``net``'s space and the first block position that has it."""
+    owner_of: Dict[str, str] = {}
+    for block, c in block_configs(net):
+        owner_of.setdefault(c.key, block)
+    return owner_of
+
+
+def interpolation_error(table: LatencyTable, net, held_out: List[BlockConfig]) -> Dict[str, float]:
+    """The grid's error on the held-out configurations: interpolated vs measured, both with the
+    call cost (relative error of the entry, and of the block's latency net of the call cost)."""
+    return summarize_errors(held_out_errors(table, first_blocks(net), held_out))
+
+
+# The readings a grid table chooses between, per axis (None: as it is; see
+# mobile_cv.latency.table.PLAIN). Tiles of the kernels of XNNPACK's targets: output channels in 8, 16
+# or 32 (NEON, AVX2, AVX-512 GEMMs and depthwise kernels), pixels in 4 to 8 rows (the GEMMs' mr).
+READING_OPTIONS: Dict[str, List[Optional[Dict[str, Any]]]] = {
+    "hidden": [None] + [{"tile": t, "share": s} for t in (8, 16, 32) for s in (0.5, 0.8)],
+    "c_out": [None] + [{"tile": t, "share": 0.5} for t in (8, 16, 32)],
+    "size": [None] + [{"tile": t, "share": 0.95} for t in (4, 5, 6, 7, 8)],
+}
+MIN_HELD_OUT_TO_CHOOSE = 40  # fewer held-out configurations: the default reading (interpolation_for)
+
+
+def choose_interpolation(
+    data: Dict[str, Any], net, held_out: List[BlockConfig], path: str = "", seed: int = 0
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The reading of a grid table's points that interpolates its held-out configurations best:
+    ``(interpolation, how)``. A coordinate search over :data:`READING_OPTIONS` (each axis in turn,
+    the others held, until nothing changes) from the plain reading, minimizing the mean error of the
+    blocks. The error of the chosen reading on the configurations it was chosen on flatters it, so
+    ``how["cross_validated"]`` holds the honest figure: the held-out set split in two halves (seeded),
+    each half read with the reading chosen on the other. With fewer than
+    :data:`MIN_HELD_OUT_TO_CHOOSE` held-out configurations: the default (:func:`interpolation_for`)."""
+    if len(held_out) < MIN_HELD_OUT_TO_CHOOSE:
+        return interpolation_for(data["int8"]), {
+            "chosen": False,
+            "why": f"{len(held_out)} held-out configurations (fewer than {MIN_HELD_OUT_TO_CHOOSE}): the default",
+        }
+    owner_of = first_blocks(net)
+    memo: Dict[str, List[Tuple[float, float]]] = {}
+
+    def errors(reading: Dict[str, Any]) -> List[Tuple[float, float]]:
+        key = json.dumps(reading, sort_keys=True)
+        if key not in memo:
+            memo[key] = held_out_errors(LatencyTable({**data, "interpolation": reading}, path), owner_of, held_out)
+        return memo[key]
+
+    def search(rows: Sequence[int]) -> Dict[str, Any]:
+        def cost(reading):
+            e = errors(reading)
+            return statistics.mean(e[i][1] for i in rows)
+
+        best = {"padded": {}}
+        for _ in range(4):
+            changed = False
+            for axis, options in READING_OPTIONS.items():
+                trials = []
+                for option in options:
+                    padded = {a: p for a, p in best["padded"].items() if a != axis}
+                    if option is not None:
+                        padded[axis] = option
+                    reading = {"padded": {a: padded[a] for a in READING_OPTIONS if a in padded}}
+                    trials.append((cost(reading), len(trials), reading))
+                reading = min(trials, key=lambda t: t[:2])[2]
+                changed = changed or reading != best
+                best = reading
+            if not changed:
+                break
+        return best
+
+    rows = list(range(len(held_out)))
+    order = rows[:]
+    random.Random(seed).shuffle(order)
+    halves = (order[: len(order) // 2], order[len(order) // 2 :])
+    crossed = []
+    for fit, score in (halves, halves[::-1]):
+        reading = search(fit)
+        crossed += [errors(reading)[i] for i in score]
+    chosen = search(rows)
+    return chosen, {
+        "chosen": True,
+        "options": READING_OPTIONS,
+        "readings_tried": len(memo),
+        "cross_validated": summarize_errors(crossed),
+        "plain": summarize_errors(errors({"padded": {}})),
     }
 
 
@@ -731,9 +827,9 @@ def table_net(data: Dict[str, Any], path: str = ""):
 def refit_table(path: str, out: str) -> Tuple[Correction, Correction]:
     """The whole-model correction of the table at ``path`` fitted again from its stored calibration
     timings (nothing is timed) with the forms this version knows, and a grid table read between its
-    points as this version reads it (``interpolation``; its held-out error recomputed from the stored
-    timings), written with the rest of the table to ``out`` (a new file); what was replaced is kept
-    under ``refitted``. Returns ``(before, after)``."""
+    points as this version reads it (``interpolation`` chosen again on its held-out timings,
+    :func:`choose_interpolation`; its held-out error recomputed), written with the rest of the table
+    to ``out`` (a new file); what was replaced is kept under ``refitted``. Returns ``(before, after)``."""
     table = LatencyTable.load(path)
     data = copy.deepcopy(table.data)
     if not data.get("calibration", {}).get("models"):
@@ -747,8 +843,11 @@ def refit_table(path: str, out: str) -> Tuple[Correction, Correction]:
     if data["mode"] == "grid":  # read the grid as this version reads it; the calibration's block sums follow
         record["interpolation_before"] = data.get("interpolation", PLAIN)
         record["interpolation_error_before"] = data.get("interpolation_error", {})
-        data["interpolation"] = interpolation_for(data["int8"])
+        if "interpolation_choice" in data:
+            record["interpolation_choice_before"] = data["interpolation_choice"]
         held_out = [_config(k, path) for k in data.get("held_out", {})]
+        seed = data.get("settings", {}).get("seed", 0)
+        data["interpolation"], data["interpolation_choice"] = choose_interpolation(data, net, held_out, out, seed)
         data["interpolation_error"] = interpolation_error(LatencyTable(data, out), net, held_out)
     after = calibrate(data, net, out)
     data.setdefault("refitted", []).append(record)

@@ -168,31 +168,35 @@ def interpolate(axes: Sequence[torch.Tensor], values: torch.Tensor, points: torc
     return out
 
 
-# How a grid is read between its points, recorded in each grid table as ``interpolation``. A width
-# runs about as if padded toward the next multiple of a tile (XNNPACK's fp32 kernels on x86 work in
-# tiles of channels: a hidden width of 32k is 4-5% faster, one of 32k + 8 4-5% slower than the
-# straight line between its grid neighbours; output widths show the same, weaker), so a padded axis
-# is read at ``w + share * (ceil(w / tile) * tile - w)``: a coordinate that rises steeply just past a
-# multiple of the tile and flatly up to the next one, strictly increasing (share < 1). A table
-# without the key (built before 2026-12-06) reads widths as they are: PLAIN.
+# How a grid is read between its points, recorded in each grid table as ``interpolation``. XNNPACK's
+# kernels work in tiles: fp32 on x86 with AVX-512, its GEMM takes 7 rows (pixels) by 16 columns
+# (output channels) at a time, so a width or a pixel count just past a multiple of its tile runs
+# about as slowly as the next multiple (a hidden width of 32k is 4-5% faster, one of 32k + 8 4-5%
+# slower than the straight line between its grid neighbours; a 6 x 6 map, 36 pixels in 6 tiles of 7,
+# 7-10% slower than the line between 4 x 4 and 7 x 7). A padded axis is read at
+# ``w + share * (ceil(w / tile) * tile - w)`` (``size``: its pixels, ``w = size ** 2``): a coordinate
+# that rises steeply just past a multiple of the tile and flatly up to the next one, strictly
+# increasing (share < 1). A build chooses the tiles from its own held-out timings
+# (:func:`mobile_cv.latency.measure.choose_interpolation`); a table without the key (built before
+# 2026-12-06) reads widths as they are: PLAIN.
 PLAIN: Dict[str, Any] = {"padded": {}}
 PADDED_FP32: Dict[str, Any] = {"padded": {"hidden": {"tile": 32, "share": 0.8}, "c_out": {"tile": 32, "share": 0.5}}}
-PADDABLE = ("c_in", "hidden", "c_out")
+PADDABLE = ("c_in", "hidden", "c_out", "size")
 
 
 def interpolation_for(int8: bool) -> Dict[str, Any]:
-    """What a new table records: fp32 hidden and output widths read padded toward 32 (held-out error
-    6.1 -> 4.9% on the shipped F table, 5.8 -> 4.7% on a grid timed on another CPU); int8 widths
-    read as they are (its held-out error rose with the hidden tile: 3.0 -> 3.3%). docs/dmaskingnas.md."""
+    """The reading of a table with too few held-out configurations to choose its own
+    (:data:`~mobile_cv.latency.measure.MIN_HELD_OUT_TO_CHOOSE`): fp32 hidden and output widths padded
+    toward 32 (held-out error 6.1 -> 4.9% on the F table of 2026-12-06), int8 widths as they are."""
     return json.loads(json.dumps(PLAIN if int8 else PADDED_FP32))
 
 
 def _axis_coordinate(dim: str, values: torch.Tensor, interpolation: Optional[Dict[str, Any]] = None) -> torch.Tensor:
-    """Sizes interpolate in pixels squared (compute grows with the area), widths linearly; a width
-    padded toward its tile where ``interpolation`` says so (see :data:`PLAIN`)."""
+    """Sizes interpolate in pixels (size squared: compute grows with the area), widths linearly; a
+    width or a pixel count padded toward its tile where ``interpolation`` says so (see :data:`PLAIN`)."""
     values = values.double()
     if dim == "size":
-        return values * values
+        values = values * values
     pad = (interpolation or PLAIN)["padded"].get(dim)
     if pad:
         tile = pad["tile"]

@@ -12,10 +12,17 @@ import pytest
 import torch
 
 import mobile_cv
-from mobile_cv.latency import LatencySettings, LatencyTable, LatencyTableError, TableMeasurement, measure_latency_table
+from mobile_cv.latency import (
+    LatencySettings,
+    LatencyTable,
+    LatencyTableError,
+    TableMeasurement,
+    measure,
+    measure_latency_table,
+)
 from mobile_cv.latency.calibration import Correction
-from mobile_cv.latency.configs import BlockConfig, space_configs
-from mobile_cv.latency.measure import predict_config
+from mobile_cv.latency.configs import BlockConfig, config_from_key, space_configs
+from mobile_cv.latency.measure import first_blocks, predict_config
 from mobile_cv.latency.runtimes import RuntimeUnavailableError, check_runtime
 from mobile_cv.latency.table import PADDED_FP32, PLAIN, _axis_coordinate, interpolation_for
 from mobile_cv.search import build_supernet
@@ -261,7 +268,9 @@ def test_grid_mode_interpolates_and_measures_its_error_on_held_out_configuration
     )
     # an fp32 table reads hidden widths padded toward their tile, and says so; --refit of a table built
     # before (no "interpolation": widths as they are) reads it so too, and recomputes the held-out error
+    # (12 held-out configurations: too few to choose between readings, the default)
     assert d["interpolation"] == interpolation_for(False) == PADDED_FP32 and interpolation_for(True) == PLAIN
+    assert not d["interpolation_choice"]["chosen"] and "fewer than" in d["interpolation_choice"]["why"]
     old = json.loads(json.dumps(d))
     del old["interpolation"]
     src, out = tmp_path / "old_grid.json", tmp_path / "refit_grid.json"
@@ -271,6 +280,41 @@ def test_grid_mode_interpolates_and_measures_its_error_on_held_out_configuration
     new = LatencyTable.load(str(out))
     assert new.interpolation == PADDED_FP32 and new.data["refitted"][-1]["interpolation_before"] == PLAIN
     assert new.data["interpolation_error"] == d["interpolation_error"]  # what the build measured, read again
+
+
+def test_a_grid_table_reads_its_points_as_its_held_out_timings_say(tmp_path, monkeypatch):
+    """choose_interpolation: held-out timings made to follow a padded reading of the grid's own
+    entries are read with a reading that reproduces them (error ~0, cross-validated too), where the
+    plain reading misses them; too few held-out configurations keep the default reading."""
+    space = json.loads(json.dumps(SPACE))
+    space["search"]["resolution"] = [8, 12, 16]
+    space["blocks"][1][0][4]["channels"] = [8, 12, 16]
+    path = tmp_path / "grid_space.json"
+    path.write_text(json.dumps(space))
+    net = build_supernet(str(path), num_classes=10, in_chans=1)
+    settings = LatencySettings(**{**FAST, "max_configs": 10, "grid_points": (2, 2, 2, 2), "held_out": 40})
+    table = measure_latency_table(str(path), str(tmp_path / "grid.json"), settings)
+    assert len(table.data["held_out"]) == 40 and table.data["interpolation_choice"]["chosen"]
+    held_out = [config_from_key(k) for k in table.data["held_out"]]
+    owner = first_blocks(net)
+    truth = {
+        "padded": {
+            "hidden": {"tile": 32, "share": 0.8},
+            "c_out": {"tile": 16, "share": 0.5},
+            "size": {"tile": 7, "share": 0.95},
+        }
+    }
+    data = json.loads(json.dumps(table.data))
+    follows = LatencyTable({**data, "interpolation": truth})
+    for c in held_out:
+        data["held_out"][c.key][table.stat] = predict_config(follows, owner[c.key], c) + table.overhead_ms
+    monkeypatch.setattr(measure, "MIN_HELD_OUT_TO_CHOOSE", 4)
+    reading, how = measure.choose_interpolation(data, net, held_out)
+    assert how["chosen"] and how["plain"]["mape_block"] > 0.05
+    assert how["cross_validated"]["mape_block"] < 1e-6
+    chosen = measure.interpolation_error(LatencyTable({**data, "interpolation": reading}), net, held_out)
+    # in this space only the pixels tell the readings apart (widths 8-16): their tile is found
+    assert chosen["max_block"] < 1e-6 and reading["padded"]["size"] == truth["padded"]["size"]
 
 
 def test_widths_are_read_padded_toward_their_tile():
@@ -286,13 +330,18 @@ def test_widths_are_read_padded_toward_their_tile():
     assert _axis_coordinate("hidden", w, PLAIN).tolist() == w.double().tolist()
     assert _axis_coordinate("c_in", w, PADDED_FP32).tolist() == w.double().tolist()  # not padded
     assert _axis_coordinate("size", torch.tensor([8]), PADDED_FP32).tolist() == [64.0]
+    # a size reads its pixels, padded toward a tile of pixels (XNNPACK's GEMM rows) where asked
+    rows_of_7 = {"padded": {"size": {"tile": 7, "share": 0.95}}}
+    assert _axis_coordinate("size", torch.tensor([4, 5, 6, 7]), rows_of_7).tolist() == pytest.approx(
+        [16 + 0.95 * 5, 25 + 0.95 * 3, 36 + 0.95 * 6, 49]
+    )
 
 
 def test_a_table_with_a_bad_interpolation_is_refused_by_name(table, tmp_path):
     bad_ones = (
         {"padded": {"hidden": {"tile": 32, "share": 1.0}}},
         {"padded": {"hidden": {"tile": -8, "share": 0.5}}},
-        {"padded": {"size": {"tile": 8, "share": 0.5}}},
+        {"padded": {"classes": {"tile": 8, "share": 0.5}}},
         {"hidden_tile": 32},
         "padded",
     )
