@@ -239,17 +239,23 @@ def test_a_finished_table_is_reused_and_an_interrupted_one_resumes(space_file, t
     assert open(out, "rb").read() == data
 
 
-def test_grid_mode_interpolates_and_measures_its_error_on_held_out_configurations(tmp_path):
-    """More configurations than --max-configs: per block a grid of 2 values per axis (3 widths and 3
-    sizes in this space, so the middle ones are interpolated), held-out configurations timed off it."""
+def grid_space_table(tmp_path, held_out: int):
+    """A table of the test space with 3 resolutions and 3 widths in grid mode (2 points per axis,
+    so the middle ones are interpolated), ``held_out`` configurations off the grid: ``(net, table)``."""
     space = json.loads(json.dumps(SPACE))
     space["search"]["resolution"] = [8, 12, 16]
     space["blocks"][1][0][4]["channels"] = [8, 12, 16]
     path = tmp_path / "grid_space.json"
     path.write_text(json.dumps(space))
     net = build_supernet(str(path), num_classes=10, in_chans=1)
-    settings = LatencySettings(**{**FAST, "max_configs": 10, "grid_points": (2, 2, 2, 2), "held_out": 12})
-    table = measure_latency_table(str(path), str(tmp_path / "grid.json"), settings)
+    settings = LatencySettings(**{**FAST, "max_configs": 10, "grid_points": (2, 2, 2, 2), "held_out": held_out})
+    return net, measure_latency_table(str(path), str(tmp_path / "grid.json"), settings)
+
+
+def test_grid_mode_interpolates_and_measures_its_error_on_held_out_configurations(tmp_path):
+    """More configurations than --max-configs: per block a grid of 2 values per axis (3 widths and 3
+    sizes in this space, so the middle ones are interpolated), held-out configurations timed off it."""
+    net, table = grid_space_table(tmp_path, held_out=12)
     d = table.data
     assert d["mode"] == "grid" and d["configs_total"] > 10 and d["grids"]
     assert set(d["entries"]) == {p.key for g in table.grids for p in g.points()} and len(d["held_out"]) == 12
@@ -286,14 +292,7 @@ def test_a_grid_table_reads_its_points_as_its_held_out_timings_say(tmp_path, mon
     """choose_interpolation: held-out timings made to follow a padded reading of the grid's own
     entries are read with a reading that reproduces them (error ~0, cross-validated too), where the
     plain reading misses them; too few held-out configurations keep the default reading."""
-    space = json.loads(json.dumps(SPACE))
-    space["search"]["resolution"] = [8, 12, 16]
-    space["blocks"][1][0][4]["channels"] = [8, 12, 16]
-    path = tmp_path / "grid_space.json"
-    path.write_text(json.dumps(space))
-    net = build_supernet(str(path), num_classes=10, in_chans=1)
-    settings = LatencySettings(**{**FAST, "max_configs": 10, "grid_points": (2, 2, 2, 2), "held_out": 40})
-    table = measure_latency_table(str(path), str(tmp_path / "grid.json"), settings)
+    net, table = grid_space_table(tmp_path, held_out=40)
     assert len(table.data["held_out"]) == 40 and table.data["interpolation_choice"]["chosen"]
     held_out = [config_from_key(k) for k in table.data["held_out"]]
     owner = first_blocks(net)
