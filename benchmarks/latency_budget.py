@@ -148,7 +148,7 @@ def main() -> None:
     used = [r for n, r in ratios.items() if in_drift(n)]
     drift = float(np.exp(np.mean(np.log(used))))
     print(f"drift by the table's probes: {drift:.3f} ({', '.join(f'{k} {v:.3f}' for k, v in ratios.items())})")
-    print(f"measured: the {table.statistic} of each program's {args.rounds} rounds, as the table's timings")
+    print(f"measured: the {table.statistic} of each program's {args.rounds} rounds (the table entries' statistic)")
     print(f"{'budget ms':>10} {'x drift':>8} {'by table':>9} {'measured':>9} {'IQR':>15} {'miss':>7}  input size")
     misses = []
     for b, (result, _) in zip(budgets, done):
