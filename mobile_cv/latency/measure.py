@@ -467,10 +467,9 @@ class TableMeasurement:
         if p.mode == "grid":
             data["grids"] = [{"block": g.block, "base": g.base.key, "axes": g.axes} for g in p.grids]
             data["held_out"] = {c.key: summarize_samples(samples[c.key]) for c in p.held_out}
-            data["interpolation"], data["interpolation_choice"] = choose_interpolation(
+            data["interpolation"], data["interpolation_choice"], data["interpolation_error"] = choose_interpolation(
                 data, self.net, p.held_out, self.out, s.seed
             )
-            data["interpolation_error"] = interpolation_error(LatencyTable(data, self.out), self.net, p.held_out)
         data["calibration"] = {
             "seed": s.seed,
             "models": [
@@ -631,20 +630,23 @@ MIN_HELD_OUT_TO_CHOOSE = 40  # fewer held-out configurations: the default readin
 
 def choose_interpolation(
     data: Dict[str, Any], net, held_out: List[BlockConfig], path: str = "", seed: int = 0
-) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, float]]:
     """The reading of a grid table's points that interpolates its held-out configurations best:
-    ``(interpolation, how)``. A coordinate search over :data:`READING_OPTIONS` (each axis in turn,
+    ``(interpolation, how, error)``, ``error`` its :func:`interpolation_error` (computed once here). A coordinate search over :data:`READING_OPTIONS` (each axis in turn,
     the others held, until nothing changes) from the plain reading, minimizing the mean error of the
     blocks. The error of the chosen reading on the configurations it was chosen on flatters it, so
     ``how["cross_validated"]`` holds the honest figure: the held-out set split in two halves (seeded),
     each half read with the reading chosen on the other. With fewer than
     :data:`MIN_HELD_OUT_TO_CHOOSE` held-out configurations: the default (:func:`interpolation_for`)."""
+    owner_of = first_blocks(net)
     if len(held_out) < MIN_HELD_OUT_TO_CHOOSE:
-        return interpolation_for(data["int8"]), {
+        reading = interpolation_for(data["int8"])
+        how = {
             "chosen": False,
             "why": f"{len(held_out)} held-out configurations (fewer than {MIN_HELD_OUT_TO_CHOOSE}): the default",
         }
-    owner_of = first_blocks(net)
+        table = LatencyTable({**data, "interpolation": reading}, path)
+        return reading, how, summarize_errors(held_out_errors(table, owner_of, held_out))
     memo: Dict[str, List[Tuple[float, float]]] = {}
 
     def errors(reading: Dict[str, Any]) -> List[Tuple[float, float]]:
@@ -685,13 +687,14 @@ def choose_interpolation(
         reading = search(fit)
         crossed += [errors(reading)[i] for i in score]
     chosen = search(rows)
-    return chosen, {
+    how = {
         "chosen": True,
         "options": READING_OPTIONS,
         "readings_tried": len(memo),
         "cross_validated": summarize_errors(crossed),
         "plain": summarize_errors(errors({"padded": {}})),
     }
+    return chosen, how, summarize_errors(errors(chosen))
 
 
 def predict_config(table: LatencyTable, block: str, config: BlockConfig) -> float:
@@ -847,8 +850,8 @@ def refit_table(path: str, out: str) -> Tuple[Correction, Correction]:
             record["interpolation_choice_before"] = data["interpolation_choice"]
         held_out = [_config(k, path) for k in data.get("held_out", {})]
         seed = data.get("settings", {}).get("seed", 0)
-        data["interpolation"], data["interpolation_choice"] = choose_interpolation(data, net, held_out, out, seed)
-        data["interpolation_error"] = interpolation_error(LatencyTable(data, out), net, held_out)
+        chosen = choose_interpolation(data, net, held_out, out, seed)
+        data["interpolation"], data["interpolation_choice"], data["interpolation_error"] = chosen
     after = calibrate(data, net, out)
     data.setdefault("refitted", []).append(record)
     save_table(data, out)

@@ -308,10 +308,11 @@ def test_a_grid_table_reads_its_points_as_its_held_out_timings_say(tmp_path, mon
     for c in held_out:
         data["held_out"][c.key][table.stat] = predict_config(follows, owner[c.key], c) + table.overhead_ms
     monkeypatch.setattr(measure, "MIN_HELD_OUT_TO_CHOOSE", 4)
-    reading, how = measure.choose_interpolation(data, net, held_out)
+    reading, how, error = measure.choose_interpolation(data, net, held_out)
     assert how["chosen"] and how["plain"]["mape_block"] > 0.05
     assert how["cross_validated"]["mape_block"] < 1e-6
     chosen = measure.interpolation_error(LatencyTable({**data, "interpolation": reading}), net, held_out)
+    assert error == chosen  # the error it returns is the chosen reading's, recomputed from scratch
     # in this space only the pixels tell the readings apart (widths 8-16): their tile is found
     assert chosen["max_block"] < 1e-6 and reading["padded"]["size"] == truth["padded"]["size"]
 
