@@ -632,9 +632,10 @@ def choose_interpolation(
     data: Dict[str, Any], net, held_out: List[BlockConfig], path: str = "", seed: int = 0
 ) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, float]]:
     """The reading of a grid table's points that interpolates its held-out configurations best:
-    ``(interpolation, how, error)``, ``error`` its :func:`interpolation_error` (computed once here). A coordinate search over :data:`READING_OPTIONS` (each axis in turn,
-    the others held, until nothing changes) from the plain reading, minimizing the mean error of the
-    blocks. The error of the chosen reading on the configurations it was chosen on flatters it, so
+    ``(interpolation, how, error)``, ``error`` being its :func:`interpolation_error` (computed once,
+    here). A coordinate search over :data:`READING_OPTIONS` (each axis in turn, the others held,
+    until nothing changes) from the plain reading, minimizing the mean error of the blocks. The
+    error of the chosen reading on the configurations it was chosen on flatters it, so
     ``how["cross_validated"]`` holds the honest figure: the held-out set split in two halves (seeded),
     each half read with the reading chosen on the other. With fewer than
     :data:`MIN_HELD_OUT_TO_CHOOSE` held-out configurations: the default (:func:`interpolation_for`)."""
