@@ -109,6 +109,13 @@ def parse_args(argv):
     p.add_argument("--rounds", type=flag_type("--rounds"), default=DEFAULTS.rounds, help="interleaved timing rounds")
     p.add_argument("--warmup", type=flag_type("--warmup"), default=DEFAULTS.warmup, help="untimed rounds first (>= 0)")
     p.add_argument(
+        "--settle-calls",
+        type=flag_type("--settle-calls"),
+        default=DEFAULTS.settle_calls,
+        help=f"untimed calls of a program before each of its samples (default {DEFAULTS.settle_calls}: a program "
+        "runs slower for its first calls after another ran)",
+    )
+    p.add_argument(
         "--max-configs",
         type=flag_type("--max-configs"),
         default=DEFAULTS.max_configs,
@@ -348,6 +355,7 @@ def main(argv=None) -> int:
             in_chans=args.in_chans,
             rounds=args.rounds,
             warmup=args.warmup,
+            settle_calls=args.settle_calls,
             max_configs=args.max_configs,
             grid_points=tuple(args.grid_points),
             held_out=args.held_out,

@@ -137,6 +137,7 @@ FLAG_RANGES: Dict[str, Range] = {
     "--threads": _int(1, 1024),
     "--rounds": _int(1, 100_000),
     "--warmup": _int(0, 100_000),
+    "--settle-calls": _int(0, 100_000),
     "--max-configs": _int(1, 10_000_000),
     "--grid-points": _int(2, 64),
     "--held-out": _int(0, 100_000),

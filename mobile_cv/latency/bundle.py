@@ -139,7 +139,7 @@ def write_bundle(
         "int8": s.int8,
         "versions": versions(s.runtime),
         "method": METHOD,
-        "timing": {"rounds": s.rounds, "warmup": s.warmup, "threads": s.threads},
+        "timing": {"rounds": s.rounds, "warmup": s.warmup, "settle_calls": s.settle_calls, "threads": s.threads},
         "export_seconds": round(time.perf_counter() - t0, 1),
         "programs": programs,
     }

@@ -8,9 +8,10 @@ This file is copied into every bundle written by ``tools/latency_table.py SPACE 
 imports nothing of the project that wrote it (the standard library, ``torch`` for the input tensors
 and ``executorch.runtime``: ``pip install executorch torch``). It times as the project's own table builds
 do: every program loaded at once; ``warmup`` untimed rounds, then ``rounds`` interleaved rounds
-(each program once per round, the order rotated); a program's sample in a round is the median of
-the calls that fit in ~1 ms (at least 3). The timings are written after every round (atomically):
-stop it (Ctrl-C) and run it again to continue. Then, on the machine with the project:
+(each program once per round, the order rotated); a program's sample in a round is the bundle's
+``settle_calls`` untimed calls, then the median of the calls that fit in ~1 ms (at least 3). The
+timings are written after every round (atomically): stop it (Ctrl-C) and run it again to continue.
+Then, on the machine with the project:
 
     python tools/latency_table.py --import timings.json --bundle DIR --out TABLE.json
 """
@@ -140,7 +141,7 @@ def load_runners(folder, manifest, threads):
     return runners, keep
 
 
-def time_rounds(runners, timings, out, rounds, warmup):
+def time_rounds(runners, timings, out, rounds, warmup, settle=0):
     names = list(runners)
     calls = {}
     for k in names:
@@ -154,6 +155,8 @@ def time_rounds(runners, timings, out, rounds, warmup):
         order = names[index % len(names) :] + names[: index % len(names)]
         for k in order:
             run, times = runners[k], []
+            for _ in range(settle):  # untimed: a program runs slower for its first calls after another ran
+                run()
             for _ in range(calls[k]):
                 t1 = time.perf_counter()
                 run()
@@ -223,7 +226,7 @@ def main(argv=None):
             raise BundleRunError(f"{folder} is not writable: give --out a writable place")
         print(f"loading {len(manifest['programs'])} programs ({manifest['space']}, {threads} thread(s))", flush=True)
         runners, _keep = load_runners(args.bundle, manifest, threads)
-        time_rounds(runners, timings, out, rounds, warmup)
+        time_rounds(runners, timings, out, rounds, warmup, int(t.get("settle_calls", 0)))
         print(f"{out}: {rounds} rounds of {len(runners)} programs in {timings['seconds']:.0f} s")
         return 0
     except BundleRunError as e:

@@ -13,8 +13,10 @@
    so an interrupted build resumes with what it finished.
 3. Then all the programs are loaded and timed alone in this process, together: ``warmup`` rounds,
    then ``rounds`` interleaved rounds over every configuration (each once per round, the order
-   rotated), batch 1, ``threads`` threads; a configuration's sample in a round is the median of the
-   calls that fit in ~1 ms (at least 3). A slow spell of the machine then falls on every
+   rotated), batch 1, ``threads`` threads; a configuration's sample in a round is ``settle_calls``
+   untimed calls (a program runs slower for its first calls after another ran; a deployed model runs
+   call after call), then the median of the calls that fit in ~1 ms (at least 3). A slow spell of the
+   machine then falls on every
    configuration alike. The median over rounds and the spread (quartiles, fastest round) are kept,
    and the runtime's call cost (a trivial program timed in the same rounds) with them.
 4. The finished table is written atomically and ``TABLE.partial/`` removed; a finished table with
@@ -79,8 +81,13 @@ from .table import (
 logger = logging.getLogger("mobile_cv.latency")
 
 MIN_SAMPLE_S = 0.001  # a timing sample: the median of the calls that fit in this long (at least 3)
+# Untimed calls before each sample: a program runs slower for its first calls after another program
+# ran (an F model at 128 px: 3.8 ms on its first call, 2.7 ms from about the eighth on; a block too), and
+# a deployed model runs call after call. Tables built before 2026-12-06 record no value: they settled 0.
+SETTLE_CALLS = 8
 MEASUREMENT_SETTINGS = (
     "rounds",
+    "settle_calls",
     "warmup",
     "max_configs",
     "grid_points",
@@ -91,7 +98,8 @@ MEASUREMENT_SETTINGS = (
 )
 MODEL = "model:"  # the key prefix of a calibration model's program
 METHOD = (
-    "blocks timed alone (warm), interleaved rounds, medians; whole-model correction fitted on calibration models "
+    "blocks timed alone (warm), interleaved rounds, each sample after settle_calls untimed calls, medians; "
+    "whole-model correction fitted on calibration models "
     "timed in the same rounds (mobile_cv/latency/calibration.py); probes (mobile_cv/latency/probes.py)"
 )
 
@@ -107,6 +115,7 @@ class LatencySettings:
     num_classes: int = 1000
     in_chans: int = 3
     rounds: int = 90  # 15 before 2026-12-06: the F grid's held-out error 6.1% at 15 rounds, 4.7% at 45, 3.7% at 90
+    settle_calls: int = SETTLE_CALLS  # untimed calls of a program before each of its samples
     warmup: int = 3
     max_configs: int = 3000  # more distinct configs than this: a grid and interpolation
     grid_points: Tuple[int, int, int, int] = (2, 5, 3, 2)  # values per axis: c_in, hidden, c_out, size
@@ -238,12 +247,17 @@ def example_of(config: Program) -> torch.Tensor:
 
 
 def time_interleaved(
-    runners: Dict[str, Callable[[], Any]], rounds: int, warmup: int, each_round: Optional[Callable[[int], None]] = None
+    runners: Dict[str, Callable[[], Any]],
+    rounds: int,
+    warmup: int,
+    each_round: Optional[Callable[[int], None]] = None,
+    settle: int = SETTLE_CALLS,
 ) -> Dict[str, List[float]]:
     """Per-call ms samples of every runner: ``warmup`` rounds, then ``rounds`` interleaved rounds
-    (each runner once per round, the order rotated every round). A runner's sample in a round is the
-    median of as many calls, each timed, as last :data:`MIN_SAMPLE_S` (at least 3): an interrupt
-    hitting one call does not move it."""
+    (each runner once per round, the order rotated every round). A runner's sample in a round is
+    ``settle`` untimed calls (it has settled after the other runners ran), then the median of as many
+    calls, each timed, as last :data:`MIN_SAMPLE_S` (at least 3): an interrupt hitting one call does
+    not move it."""
     keys = list(runners)
     calls = {}
     for k in keys:  # how many calls make a sample
@@ -256,6 +270,8 @@ def time_interleaved(
         order = keys[r % len(keys) :] + keys[: r % len(keys)]
         for k in order:
             run, times = runners[k], []
+            for _ in range(settle):
+                run()
             for _ in range(calls[k]):
                 t0 = time.perf_counter()
                 run()
@@ -548,7 +564,7 @@ class TableMeasurement:
             if progress:
                 progress("timing", r, total)
 
-        return time_interleaved(runners, s.rounds, s.warmup, each_round)
+        return time_interleaved(runners, s.rounds, s.warmup, each_round, s.settle_calls)
 
 
 def calibrate(data: Dict[str, Any], net, path: str = "") -> Correction:

@@ -125,7 +125,9 @@ def check_table(
         if progress:
             progress("timing", r, warmup + rounds)
 
-    samples = time_interleaved(runners, rounds, warmup, each_round)
+    # as the table was timed: tables built before settling existed record no settle_calls (0)
+    settle = int(d.get("settings", {}).get("settle_calls", 0))
+    samples = time_interleaved(runners, rounds, warmup, each_round, settle)
     report: Dict[str, Any] = {"probes": {}, "statistic": table.statistic}
     for name, p in probes.items():
         build, current = p[table.stat], summary(samples[name])[table.stat]  # the table's statistic of the rounds

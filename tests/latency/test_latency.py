@@ -40,7 +40,9 @@ SPACE = {
         [["masked-channel", 32, 1, 1, {"op": "ir_pool_hs", "channels": [16, 32], "expansion": 2}]],
     ],
 }
-FAST = dict(runtime="eager", num_classes=10, in_chans=1, rounds=3, warmup=1, chunk=32, calibration_models=12)
+FAST = dict(
+    runtime="eager", num_classes=10, in_chans=1, rounds=3, warmup=1, settle_calls=1, chunk=32, calibration_models=12
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +91,39 @@ def test_table_records_what_was_measured_and_covers_every_configuration(table, n
     assert d["runtime"] == "eager" and d["threads"] == 1 and d["mode"] == "exact" and d["complete"]
     assert d["resolutions"] == [8, 16] and d["num_classes"] == 10 and d["in_chans"] == 1
     assert {"torch", "python"} <= set(d["versions"]) and d["cpu"] and d["date"][:2] == "20"
-    assert d["settings"]["rounds"] == 3
+    assert d["settings"]["rounds"] == 3 and d["settings"]["settle_calls"] == 1
     keys = {c.key for c in space_configs(net)}
     assert keys == set(d["entries"]) and len(keys) == d["configs_total"]
     for e in d["entries"].values():
         assert 0 < e["min"] <= e["ms"] and e["q1"] <= e["ms"] <= e["q3"]
     assert 0 < table.overhead_ms < min(e["ms"] for e in d["entries"].values()) * 2
+
+
+def test_each_sample_is_timed_after_the_program_has_settled():
+    """Three programs, each slow for its first three calls after another ran (as a whole model is on
+    a real CPU): timed unsettled, a sample holds the slow calls; after ``settle`` untimed calls, only
+    the steady ones."""
+    import time
+
+    from mobile_cv.latency.measure import time_interleaved
+
+    state = {"last": None, "streak": 0}
+
+    def program(name):
+        def run():
+            state["streak"] = state["streak"] + 1 if state["last"] == name else 1
+            state["last"] = name
+            end = time.perf_counter() + (0.004 if state["streak"] <= 3 else 0.0005)
+            while time.perf_counter() < end:
+                pass
+
+        return run
+
+    runners = {name: program(name) for name in "abc"}  # three: a round never starts with the last one's runner
+    unsettled = time_interleaved(runners, rounds=3, warmup=0, settle=0)
+    settled = time_interleaved(runners, rounds=3, warmup=0, settle=3)
+    assert all(v > 3.5 for k in runners for v in unsettled[k])
+    assert all(0.4 < v < 1.0 for k in runners for v in settled[k])
 
 
 def prediction_of(table, arch):
@@ -426,7 +455,7 @@ def test_tool_builds_then_reuses_and_ends_with_the_range(space_file, table, tmp_
     out = tmp_path / "tool.json"
     shutil.copy(table.path, out)  # a finished table of these settings: reused
     args = [space_file, "--runtime", "eager", "--num-classes", "10", "--in-chans", "1", "--rounds", "3"]
-    args += ["--calibration-models", "12"]
+    args += ["--calibration-models", "12", "--settle-calls", "1"]
     assert tool.main([*args, "--warmup", "1", "--chunk", "32", "--out", str(out)]) == 0
     lines = capfd.readouterr().out.strip().splitlines()
     assert "whole models: model = call cost + " in lines[-2] and "12 calibration models" in lines[-2]
