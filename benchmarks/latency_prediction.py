@@ -20,7 +20,12 @@ Per ``--table`` (its space, classes, runtime, int8 and threads are the table's),
 (d) ``mape_same_run``, ``spearman_same_run``, ``within_10_same_run``: the method under the same
     conditions: every block of every evaluated model timed now, in the same rounds as the whole
     models, added up and corrected as the table does (its scale on the blocks; its constant and
-    per-parameter terms times the drift, being build-time milliseconds);
+    per-parameter terms times the drift, being build-time milliseconds), then recalibrated as a
+    table built now would be: times the factor by which the table's own model probe at the model's
+    input size (a calibration model, never an evaluated one) measures now against the same
+    prediction from its blocks timed now (``same_run_factors``, per input size). The correction was
+    fitted at build; how blocks add up to a whole model moves with the machine's state (blocks and
+    whole models drift apart, the probes show it). ``*_same_run_raw``: without that factor;
 plus ``spearman_flops`` (FLOPs vs measured), ``mape_split_half``, ``spearman_split_half`` and
 ``within_10_split_half`` (the whole models' odd rounds against their even rounds: how closely, and
 in which order, the timing alone reproduces itself at half the rounds; the ceiling a prediction
@@ -132,6 +137,39 @@ def drift_of(probes, med, prefix, stat):
     return math.exp(statistics.mean(math.log(r) for r in used)), ratios
 
 
+def probe_model_blocks(net, data, probes, specs):
+    """Per model probe (a calibration model): its calibration row and its blocks' config keys, the
+    blocks' programs added to ``specs`` (for (d)'s recalibration)."""
+    out = {}
+    for name, p in probes.items():
+        if p.get("kind") == "model":
+            row = data["calibration"]["models"][p["calibration"]]
+            configs = [c for _, c in architecture_configs(net, row["index"])]
+            specs.update((c.key, c) for c in configs)
+            out[name] = (row, [c.key for c in configs])
+    return out
+
+
+def same_run_points(table, models, probe_blocks, med, drift):
+    """(d) per model (``same_run_raw``, ``same_run``, ``blocks_now``) from the programs' summaries
+    ``med`` of this run; returns the recalibration factor per input size."""
+    c, o_now = table.correction, med[TRIVIAL]
+
+    def predict(keys, mparams, small, mparams_l2):
+        blocks_now = sum(max(med[k] - o_now, 0.0) for k in keys)
+        weights_ms = c.ms_per_mparam(small) * mparams + c.per_l2_mparam_small * small * mparams_l2
+        return o_now + drift * (c.constant + weights_ms) + c.scale * blocks_now, blocks_now
+
+    factors = {}  # per input size: the table's model probe now / its prediction from its blocks now
+    for name, (row, keys) in probe_blocks.items():
+        predicted_now, _ = predict(keys, row["mparams"], row["small"], row.get("mparams_l2", 0.0))
+        factors[int(row["arch"]["input_size"])] = med[f"probe:{name}"] / predicted_now
+    for m in models:
+        m["same_run_raw"], m["blocks_now"] = predict(m["blocks"], m["mparams"], m["small"], m["mparams_l2"])
+        m["same_run"] = m["same_run_raw"] * factors.get(m["size"], 1.0)
+    return factors
+
+
 def model_points(net, table, budget, old_budget, indices, specs):
     """Per architecture: its table predictions, FLOPs, parameters and blocks; its whole program and
     its blocks' programs added to ``specs``."""
@@ -143,7 +181,7 @@ def model_points(net, table, budget, old_budget, indices, specs):
         flops, mparams = mobile_cv.count_flops_params(model, arch["input_size"], in_chans=d["in_chans"])
         configs = [c for _, c in architecture_configs(net, index)]
         m = {"index": index, "predicted": budget.exact(index), "flops": flops, "mparams": mparams}
-        m["small"] = smallness(arch["input_size"], max(d["resolutions"]))
+        m["size"], m["small"] = arch["input_size"], smallness(arch["input_size"], max(d["resolutions"]))
         m["mparams_l2"] = l2_table.exact(index) if l2_table is not None else 0.0
         m["blocks"] = [c.key for c in configs]
         if old_budget is not None:
@@ -171,6 +209,7 @@ def evaluate(args, path, old_path, n, resolution, seed):
     if args.no_same_run:
         specs = {k: v for k, v in specs.items() if k == TRIVIAL or k.startswith("model:")}
     probes = d.get("probes") or old_table_probes(d)
+    probe_blocks = {} if args.no_same_run else probe_model_blocks(net, d, probes, specs)
     specs.update((f"probe:{k}", v) for k, v in probe_programs({**d, "probes": probes}).items())
     if old is not None:
         old_probes = old.data.get("probes") or old_table_probes(old.data)
@@ -182,25 +221,26 @@ def evaluate(args, path, old_path, n, resolution, seed):
     # every program summarised by the table's statistic of its rounds (as the table's own entries are)
     med = {k: summary(v)[table.stat] for k, v in samples.items()}
     drift, ratios = drift_of(probes, med, "probe:", table.stat)
-    c, o_now = table.correction, med[TRIVIAL]
     for j, m in enumerate(models):
         q = summary(samples[f"model:{j}"])
         m["measured"], m["spread"], m["measured_median"] = med[f"model:{j}"], (q["q1"], q["q3"]), q["ms"]
         m["corrected"] = m["predicted"] * drift
-        if not args.no_same_run:
-            blocks_now = sum(max(med[k] - o_now, 0.0) for k in m["blocks"])
-            weights_ms = c.ms_per_mparam(m["small"]) * m["mparams"]
-            weights_ms += c.per_l2_mparam_small * m["small"] * m["mparams_l2"]
-            m["same_run"] = o_now + drift * (c.constant + weights_ms) + c.scale * blocks_now
-            m["blocks_now"] = blocks_now  # the plain sum, kept for fitting a correction on this run's models
+    factors = {} if args.no_same_run else same_run_points(table, models, probe_blocks, med, drift)
     result = {"space": d["space"], "table": path, "resolution": resolution, "runtime": d["runtime"]}
     result.update(int8=d["int8"], threads=d["threads"], calibrated=table.calibrated)
     measured = [m["measured"] for m in models]
-    for suffix, key in (("", "predicted"), ("_corrected", "corrected"), ("_same_run", "same_run")):
+    for suffix, key in (
+        ("", "predicted"),
+        ("_corrected", "corrected"),
+        ("_same_run", "same_run"),
+        ("_same_run_raw", "same_run_raw"),
+    ):
         if key in models[0]:
             mape, rho, within = fidelity([m[key] for m in models], measured)
             result.update({f"mape{suffix}": mape, f"spearman{suffix}": rho, f"within_10{suffix}": within})
     result.update(drift=drift, probes=ratios, spearman_flops=spearman([m["flops"] for m in models], measured))
+    if factors:
+        result["same_run_factors"] = {str(size): f for size, f in sorted(factors.items())}
     result["statistic"] = table.statistic
     noise = sorted(m["measured_median"] / m["measured"] for m in models)
     result["median_over_statistic"] = [noise[0], statistics.median(noise), noise[-1]]
@@ -253,7 +293,9 @@ def report(table, r):
     print(f"(b) drift by the table's probes: {r['drift']:.3f} (now / at build: {probes})")
     print(line("(c) after the drift correction", "", "_corrected"))
     if "mape_same_run" in r:
-        print(line("(d) the method in this run (their blocks timed now, corrected as the table)", "", "_same_run"))
+        factors = ", ".join(f"{k}px {v:.3f}" for k, v in r.get("same_run_factors", {}).items()) or "none"
+        print(line("(d) the method in this run (their blocks timed now, corrected as the table)", "", "_same_run_raw"))
+        print(line(f"(d) recalibrated on the table's model probes timed now ({factors})", "", "_same_run"))
     if "old_table" in r:
         print(line(f"old table {r['old_table']} as stored", "old_"))
         print(line(f"old table after its probes' drift {r['old_drift']:.3f}", "old_", "_corrected"))
