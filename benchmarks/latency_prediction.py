@@ -26,6 +26,12 @@ Per ``--table`` (its space, classes, runtime, int8 and threads are the table's),
     prediction from its blocks timed now (``same_run_factors``, per input size). The correction was
     fitted at build; how blocks add up to a whole model moves with the machine's state (blocks and
     whole models drift apart, the probes show it). ``*_same_run_raw``: without that factor;
+    ``*_same_run_refit``: the correction fitted again, its form chosen as a build chooses it, on
+    ``--refit-models`` of the table's calibration models whose whole programs and blocks are timed in
+    the same rounds (``correction_same_run_refit``): what a table built now would fit;
+(e) ``mape_recalibrated``, ...: the stored table's block sums with the correction fitted again on
+    those calibration models timed now (``correction_recalibrated``): what re-timing only the
+    calibration set (minutes, not a rebuild) would give; the models' points in ``calibration_points``;
 plus ``spearman_flops`` (FLOPs vs measured), ``mape_split_half``, ``spearman_split_half`` and
 ``within_10_split_half`` (the whole models' odd rounds against their even rounds: how closely, and
 in which order, the timing alone reproduces itself at half the rounds; the ceiling a prediction
@@ -50,7 +56,7 @@ import torch  # noqa: E402
 
 import mobile_cv  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
-from mobile_cv.latency.calibration import smallness, table_l2_params  # noqa: E402
+from mobile_cv.latency.calibration import Correction, describe_correction, fit_correction, smallness, table_l2_params  # noqa: E402
 from mobile_cv.latency.configs import architecture_configs  # noqa: E402
 from mobile_cv.latency.measure import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
 from mobile_cv.latency.measure import summarize_samples as summary  # noqa: E402
@@ -150,6 +156,49 @@ def probe_model_blocks(net, data, probes, specs):
     return out
 
 
+def calibration_programs(net, data, k, specs):
+    """The first ``k`` models of the table's calibration set (their input sizes taken in turn), each
+    with its blocks' config keys; their whole programs and their blocks' programs added to ``specs``
+    (for the refitted (d) and (e))."""
+    rows = data.get("calibration", {}).get("models", [])[:k]
+    out = []
+    for i, row in enumerate(rows):
+        configs = [c for _, c in architecture_configs(net, row["index"])]
+        specs.update((c.key, c) for c in configs)
+        specs[f"calib:{i}"] = ModelSpec.of(row["arch"], data["num_classes"], data["in_chans"])
+        out.append((row, [c.key for c in configs]))
+    return out
+
+
+def refit_points(table, net, models, calib, med):
+    """(d) refitted and (e): the table's correction fitted again, its form chosen as a build chooses it
+    (leave-one-out), on its calibration models timed in this run: on their blocks timed now (then applied
+    to the evaluated models' blocks timed now: ``same_run_refit``), and on the table's stored block sums
+    (then applied to the evaluated models' stored sums: ``recalibrated``, what re-timing only the
+    calibration set would give). Returns the two corrections and the calibration models' points."""
+    o_now, blocks_table = med[TRIVIAL], table.blocks_table(net)
+    has_l2 = all("mparams_l2" in row for row, _ in calib)
+    l2 = (lambda r: r.get("mparams_l2", 0.0)) if has_l2 else (lambda r: 0.0)
+    y = [med[f"calib:{i}"] - o_now for i in range(len(calib))]
+    mparams, small = [r["mparams"] for r, _ in calib], [r["small"] for r, _ in calib]
+    l2s = [l2(r) for r, _ in calib] if has_l2 else None
+    now = [sum(max(med[k] - o_now, 0.0) for k in keys) for _, keys in calib]
+    stored_calib = [r["blocks_ms"] for r, _ in calib]
+    c_now = fit_correction(now, mparams, y, small, l2s)
+    c_stored = fit_correction(stored_calib, mparams, y, small, l2s)
+    points = [
+        {"size": int(r["arch"]["input_size"]), "mparams": r["mparams"], "small": r["small"], "mparams_l2": l2(r)}
+        | {"measured": med[f"calib:{i}"], "blocks_now": b, "blocks_stored": s}
+        for i, ((r, _), b, s) in enumerate(zip(calib, now, stored_calib))
+    ]
+    for m in models:
+        stored = blocks_table.exact(m["index"])
+        m["same_run_refit"] = c_now.predict(o_now, m["blocks_now"], m["mparams"], m["small"], m["mparams_l2"])
+        m["recalibrated"] = c_stored.predict(o_now, stored, m["mparams"], m["small"], m["mparams_l2"])
+        m["blocks_stored"] = stored
+    return c_now, c_stored, points
+
+
 def same_run_points(table, models, probe_blocks, med, drift):
     """(d) per model (``same_run_raw``, ``same_run``, ``blocks_now``) from the programs' summaries
     ``med`` of this run; returns the recalibration factor per input size."""
@@ -192,6 +241,20 @@ def model_points(net, table, budget, old_budget, indices, specs):
     return models
 
 
+def old_table_result(old, old_path, old_probes, samples, models):
+    """The old table's (a)-(c) on the same models, from its probes timed in the same run."""
+    old_med = {k: summary(v)[old.stat] for k, v in samples.items() if k.startswith("old:")}
+    old_drift, old_ratios = drift_of(old_probes, old_med, "old:", old.stat)
+    for m in models:
+        m["old_corrected"] = m["old_predicted"] * old_drift
+    result = {"old_table": old_path, "old_drift": old_drift, "old_probes": old_ratios}
+    measured = [m["measured"] for m in models]
+    for suffix, key in (("", "old_predicted"), ("_corrected", "old_corrected")):
+        mape, rho, within = fidelity([m[key] for m in models], measured)
+        result.update({f"old_mape{suffix}": mape, f"old_spearman{suffix}": rho, f"old_within_10{suffix}": within})
+    return result
+
+
 def evaluate(args, path, old_path, n, resolution, seed):
     table = LatencyTable.load(path)
     d = table.data
@@ -210,6 +273,7 @@ def evaluate(args, path, old_path, n, resolution, seed):
         specs = {k: v for k, v in specs.items() if k == TRIVIAL or k.startswith("model:")}
     probes = d.get("probes") or old_table_probes(d)
     probe_blocks = {} if args.no_same_run else probe_model_blocks(net, d, probes, specs)
+    calib = [] if args.no_same_run else calibration_programs(net, d, args.refit_models, specs)
     specs.update((f"probe:{k}", v) for k, v in probe_programs({**d, "probes": probes}).items())
     if old is not None:
         old_probes = old.data.get("probes") or old_table_probes(old.data)
@@ -226,6 +290,7 @@ def evaluate(args, path, old_path, n, resolution, seed):
         m["measured"], m["spread"], m["measured_median"] = med[f"model:{j}"], (q["q1"], q["q3"]), q["ms"]
         m["corrected"] = m["predicted"] * drift
     factors = {} if args.no_same_run else same_run_points(table, models, probe_blocks, med, drift)
+    refits = refit_points(table, net, models, calib, med) if len(calib) >= 4 else None
     result = {"space": d["space"], "table": path, "resolution": resolution, "runtime": d["runtime"]}
     result.update(int8=d["int8"], threads=d["threads"], calibrated=table.calibrated)
     measured = [m["measured"] for m in models]
@@ -234,6 +299,8 @@ def evaluate(args, path, old_path, n, resolution, seed):
         ("_corrected", "corrected"),
         ("_same_run", "same_run"),
         ("_same_run_raw", "same_run_raw"),
+        ("_same_run_refit", "same_run_refit"),
+        ("_recalibrated", "recalibrated"),
     ):
         if key in models[0]:
             mape, rho, within = fidelity([m[key] for m in models], measured)
@@ -241,6 +308,10 @@ def evaluate(args, path, old_path, n, resolution, seed):
     result.update(drift=drift, probes=ratios, spearman_flops=spearman([m["flops"] for m in models], measured))
     if factors:
         result["same_run_factors"] = {str(size): f for size, f in sorted(factors.items())}
+    if refits is not None:
+        result["refit_models"], result["call_now"] = len(calib), med[TRIVIAL]
+        result["correction_same_run_refit"], result["correction_recalibrated"] = (c.to_dict() for c in refits[:2])
+        result["calibration_points"] = refits[2]
     result["statistic"] = table.statistic
     noise = sorted(m["measured_median"] / m["measured"] for m in models)
     result["median_over_statistic"] = [noise[0], statistics.median(noise), noise[-1]]
@@ -250,14 +321,7 @@ def evaluate(args, path, old_path, n, resolution, seed):
     mape, rho, within = fidelity(halves[0], halves[1])
     result.update(mape_split_half=mape, spearman_split_half=rho, within_10_split_half=within)
     if old is not None:
-        old_med = {k: summary(v)[old.stat] for k, v in samples.items() if k.startswith("old:")}
-        old_drift, old_ratios = drift_of(old_probes, old_med, "old:", old.stat)
-        for m in models:
-            m["old_corrected"] = m["old_predicted"] * old_drift
-        result.update(old_table=old_path, old_drift=old_drift, old_probes=old_ratios)
-        for suffix, key in (("", "old_predicted"), ("_corrected", "old_corrected")):
-            mape, rho, within = fidelity([m[key] for m in models], measured)
-            result.update({f"old_mape{suffix}": mape, f"old_spearman{suffix}": rho, f"old_within_10{suffix}": within})
+        result.update(old_table_result(old, old_path, old_probes, samples, models))
     result["seconds"] = {"export": round(t1 - t0, 1), "timing": round(time.perf_counter() - t1, 1)}
     result["models"] = [{k: v for k, v in m.items() if k != "blocks"} for m in models]
     return table, result
@@ -296,6 +360,15 @@ def report(table, r):
         factors = ", ".join(f"{k}px {v:.3f}" for k, v in r.get("same_run_factors", {}).items()) or "none"
         print(line("(d) the method in this run (their blocks timed now, corrected as the table)", "", "_same_run_raw"))
         print(line(f"(d) recalibrated on the table's model probes timed now ({factors})", "", "_same_run"))
+    if "mape_same_run_refit" in r:
+        k = r["refit_models"]
+        for key, label in (
+            ("same_run_refit", f"(d) refitted on {k} of its calibration models, their blocks timed now"),
+            ("recalibrated", f"(e) its stored blocks, the correction refitted on {k} calibration models timed now"),
+        ):
+            c = r[f"correction_{key}"]
+            print(line(label, "", f"_{key}"))
+            print(f"      {describe_correction(Correction.from_dict(c))} (leave-one-out {c['loo_mape']:.1f}%)")
     if "old_table" in r:
         print(line(f"old table {r['old_table']} as stored", "old_"))
         print(line(f"old table after its probes' drift {r['old_drift']:.3f}", "old_", "_corrected"))
@@ -359,6 +432,13 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=0, help="export worker processes (0: one per CPU core)")
     p.add_argument("--cache", help="keep exported programs here for the next run")
     p.add_argument("--no-same-run", action="store_true", help="skip (d): do not time the models' blocks")
+    p.add_argument(
+        "--refit-models",
+        type=int,
+        default=24,
+        help="time this many of the table's calibration models and their blocks too, and refit the "
+        "correction on them: (d) refitted and (e) (0: skip)",
+    )
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--plot", help="write the predicted-vs-measured plot here (PNG)")
     p.add_argument("--json", help="write every result and point here")

@@ -615,14 +615,14 @@ def test_fbnet_form_is_refused_where_every_cost_is_below_one(space_file, table, 
     assert "FORM fbnet takes log(cost)" in err and "ms" in err and "Traceback" not in err
 
 
-def test_latency_prediction_benchmark_runs_on_a_table(table, tmp_path):
+def test_latency_prediction_benchmark_runs_on_a_table(table, net, tmp_path):
     """benchmarks/latency_prediction.py end to end at tiny settings (eager): every model timed, the
     figures it prints are the ones it writes."""
     import subprocess
 
     out = tmp_path / "points.json"
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "latency_prediction.py"), "--table", table.path]
-    cmd += ["--n", "4", "--rounds", "2", "--warmup", "1", "--jobs", "1", "--json", str(out)]
+    cmd += ["--n", "4", "--rounds", "2", "--warmup", "1", "--jobs", "1", "--refit-models", "6", "--json", str(out)]
     p = subprocess.run(
         cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
@@ -647,6 +647,20 @@ def test_latency_prediction_benchmark_runs_on_a_table(table, tmp_path):
         assert m["same_run"] == pytest.approx(m["same_run_raw"] * factors[str(m["size"])], rel=1e-12)
     assert "(d) recalibrated on the table's model probes timed now (" in p.stdout
     assert f"mean abs error {result['mape_same_run_raw']:.1f}%" in p.stdout
+    # (d) refitted and (e): the correction fitted again on 6 calibration models timed in the run; (e)
+    # applies it to the stored table's block sums, read here independently of the benchmark
+    from mobile_cv.latency.calibration import Correction
+
+    assert result["refit_models"] == 6 and "(d) refitted on 6 of its calibration models" in p.stdout
+    c = Correction.from_dict(result["correction_recalibrated"])
+    assert c.models == 6 and "(e) its stored blocks, the correction refitted on 6" in p.stdout
+    blocks = table.blocks_table(net)
+    for m in result["models"]:
+        stored = blocks.exact(m["index"])
+        want = c.predict(result["call_now"], stored, m["mparams"], m["small"], m["mparams_l2"])
+        assert m["recalibrated"] == pytest.approx(want, rel=1e-4)  # the JSON rounds the terms to 6 digits
+        assert m["same_run_refit"] > 0
+    assert f"mean abs error {result['mape_recalibrated']:.1f}%" in p.stdout
 
 
 # ---- whole-model correction, probes, check and rescale ------------------------------------------
