@@ -143,30 +143,38 @@ def drift_of(probes, med, prefix, stat):
     return math.exp(statistics.mean(math.log(r) for r in used)), ratios
 
 
+def block_keys(net, index, specs):
+    """The config keys of one architecture's blocks, their programs added to ``specs``."""
+    configs = [c for _, c in architecture_configs(net, index)]
+    specs.update((c.key, c) for c in configs)
+    return [c.key for c in configs]
+
+
+def blocks_now(med, keys):
+    """The plain sum of blocks timed in this run (each less the call cost, as a table's entries)."""
+    return sum(max(med[k] - med[TRIVIAL], 0.0) for k in keys)
+
+
 def probe_model_blocks(net, data, probes, specs):
     """Per model probe (a calibration model): its calibration row and its blocks' config keys, the
     blocks' programs added to ``specs`` (for (d)'s recalibration)."""
-    out = {}
-    for name, p in probes.items():
-        if p.get("kind") == "model":
-            row = data["calibration"]["models"][p["calibration"]]
-            configs = [c for _, c in architecture_configs(net, row["index"])]
-            specs.update((c.key, c) for c in configs)
-            out[name] = (row, [c.key for c in configs])
-    return out
+    rows = data.get("calibration", {}).get("models", [])
+    return {
+        name: (rows[p["calibration"]], block_keys(net, rows[p["calibration"]]["index"], specs))
+        for name, p in probes.items()
+        if p.get("kind") == "model"
+    }
 
 
 def calibration_programs(net, data, k, specs):
     """The first ``k`` models of the table's calibration set (their input sizes taken in turn), each
     with its blocks' config keys; their whole programs and their blocks' programs added to ``specs``
     (for the refitted (d) and (e))."""
-    rows = data.get("calibration", {}).get("models", [])[:k]
     out = []
-    for i, row in enumerate(rows):
-        configs = [c for _, c in architecture_configs(net, row["index"])]
-        specs.update((c.key, c) for c in configs)
+    for i, row in enumerate(data.get("calibration", {}).get("models", [])[:k]):
+        keys = block_keys(net, row["index"], specs)
         specs[f"calib:{i}"] = ModelSpec.of(row["arch"], data["num_classes"], data["in_chans"])
-        out.append((row, [c.key for c in configs]))
+        out.append((row, keys))
     return out
 
 
@@ -176,21 +184,19 @@ def refit_points(table, net, models, calib, med):
     to the evaluated models' blocks timed now: ``same_run_refit``), and on the table's stored block sums
     (then applied to the evaluated models' stored sums: ``recalibrated``, what re-timing only the
     calibration set would give). Returns the two corrections and the calibration models' points."""
-    o_now, blocks_table = med[TRIVIAL], table.blocks_table(net)
-    has_l2 = all("mparams_l2" in row for row, _ in calib)
-    l2 = (lambda r: r.get("mparams_l2", 0.0)) if has_l2 else (lambda r: 0.0)
-    y = [med[f"calib:{i}"] - o_now for i in range(len(calib))]
-    mparams, small = [r["mparams"] for r, _ in calib], [r["small"] for r, _ in calib]
-    l2s = [l2(r) for r, _ in calib] if has_l2 else None
-    now = [sum(max(med[k] - o_now, 0.0) for k in keys) for _, keys in calib]
-    stored_calib = [r["blocks_ms"] for r, _ in calib]
-    c_now = fit_correction(now, mparams, y, small, l2s)
-    c_stored = fit_correction(stored_calib, mparams, y, small, l2s)
+    o_now, blocks_table, rows = med[TRIVIAL], table.blocks_table(net), [r for r, _ in calib]
     points = [
-        {"size": int(r["arch"]["input_size"]), "mparams": r["mparams"], "small": r["small"], "mparams_l2": l2(r)}
-        | {"measured": med[f"calib:{i}"], "blocks_now": b, "blocks_stored": s}
-        for i, ((r, _), b, s) in enumerate(zip(calib, now, stored_calib))
+        {"size": int(r["arch"]["input_size"]), "mparams": r["mparams"], "small": r["small"]}
+        | {"mparams_l2": r.get("mparams_l2", 0.0), "measured": med[f"calib:{i}"]}
+        | {"blocks_now": blocks_now(med, keys), "blocks_stored": r["blocks_ms"]}
+        for i, (r, keys) in enumerate(calib)
     ]
+    y = [p["measured"] - o_now for p in points]
+    mparams, small = [p["mparams"] for p in points], [p["small"] for p in points]
+    # the L2 term is tried only where the table records each model's parameters within the L2
+    l2s = [p["mparams_l2"] for p in points] if all("mparams_l2" in r for r in rows) else None
+    c_now = fit_correction([p["blocks_now"] for p in points], mparams, y, small, l2s)
+    c_stored = fit_correction([p["blocks_stored"] for p in points], mparams, y, small, l2s)
     for m in models:
         stored = blocks_table.exact(m["index"])
         m["same_run_refit"] = c_now.predict(o_now, m["blocks_now"], m["mparams"], m["small"], m["mparams_l2"])
@@ -205,9 +211,9 @@ def same_run_points(table, models, probe_blocks, med, drift):
     c, o_now = table.correction, med[TRIVIAL]
 
     def predict(keys, mparams, small, mparams_l2):
-        blocks_now = sum(max(med[k] - o_now, 0.0) for k in keys)
+        blocks = blocks_now(med, keys)
         weights_ms = c.ms_per_mparam(small) * mparams + c.per_l2_mparam_small * small * mparams_l2
-        return o_now + drift * (c.constant + weights_ms) + c.scale * blocks_now, blocks_now
+        return o_now + drift * (c.constant + weights_ms) + c.scale * blocks, blocks
 
     factors = {}  # per input size: the table's model probe now / its prediction from its blocks now
     for name, (row, keys) in probe_blocks.items():
@@ -228,16 +234,14 @@ def model_points(net, table, budget, old_budget, indices, specs):
         arch = net.derive_arch(net.one_hot(index))
         model = mobile_cv.build_model(arch, num_classes=d["num_classes"], in_chans=d["in_chans"])
         flops, mparams = mobile_cv.count_flops_params(model, arch["input_size"], in_chans=d["in_chans"])
-        configs = [c for _, c in architecture_configs(net, index)]
         m = {"index": index, "predicted": budget.exact(index), "flops": flops, "mparams": mparams}
         m["size"], m["small"] = arch["input_size"], smallness(arch["input_size"], max(d["resolutions"]))
         m["mparams_l2"] = l2_table.exact(index) if l2_table is not None else 0.0
-        m["blocks"] = [c.key for c in configs]
         if old_budget is not None:
             m["old_predicted"] = old_budget.exact(index)
         models.append(m)
         specs[f"model:{j}"] = ModelSpec.of(arch, d["num_classes"], d["in_chans"])
-        specs.update((c.key, c) for c in configs)
+        m["blocks"] = block_keys(net, index, specs)  # after the model: the programs' order as before
     return models
 
 
