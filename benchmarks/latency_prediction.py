@@ -55,6 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import mobile_cv  # noqa: E402
+from mobile_cv.errors import UserError  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
 from mobile_cv.latency.calibration import Correction, describe_correction, fit_correction, smallness, table_l2_params  # noqa: E402
 from mobile_cv.latency.configs import architecture_configs  # noqa: E402
@@ -64,6 +65,8 @@ from mobile_cv.latency.probes import in_drift, old_table_probes, probe_programs 
 from mobile_cv.latency.runtimes import check_runtime  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import BudgetTable, sample_uniform  # noqa: E402
+
+MIN_REFIT_MODELS = 4  # the fewest calibration models (d) refitted and (e) are fitted on
 
 
 def ranks(values):
@@ -294,7 +297,7 @@ def evaluate(args, path, old_path, n, resolution, seed):
         m["measured"], m["spread"], m["measured_median"] = med[f"model:{j}"], (q["q1"], q["q3"]), q["ms"]
         m["corrected"] = m["predicted"] * drift
     factors = {} if args.no_same_run else same_run_points(table, models, probe_blocks, med, drift)
-    refits = refit_points(table, net, models, calib, med) if len(calib) >= 4 else None
+    refits = refit_points(table, net, models, calib, med) if len(calib) >= MIN_REFIT_MODELS else None
     result = {"space": d["space"], "table": path, "resolution": resolution, "runtime": d["runtime"]}
     result.update(int8=d["int8"], threads=d["threads"], calibrated=table.calibrated)
     measured = [m["measured"] for m in models]
@@ -441,17 +444,22 @@ def main() -> None:
         type=int,
         default=24,
         help="time this many of the table's calibration models and their blocks too, and refit the "
-        "correction on them: (d) refitted and (e) (0: skip)",
+        "correction on them: (d) refitted and (e) (0: skip; a table with fewer than 4 calibration models skips them)",
     )
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--plot", help="write the predicted-vs-measured plot here (PNG)")
     p.add_argument("--json", help="write every result and point here")
     args = p.parse_args()
+    if args.refit_models < 0 or 0 < args.refit_models < MIN_REFIT_MODELS:
+        p.error(f"--refit-models {args.refit_models}: 0 (skip) or at least {MIN_REFIT_MODELS} (to fit a correction)")
     results = []
     for i, path in enumerate(args.table):
-        table, r = evaluate(
-            args, path, nth(args.old_table, i, ""), nth(args.n, i, 30), nth(args.resolution, i, 0), args.seed + i
-        )
+        try:
+            table, r = evaluate(
+                args, path, nth(args.old_table, i, ""), nth(args.n, i, 30), nth(args.resolution, i, 0), args.seed + i
+            )
+        except UserError as e:  # a table that is missing or wrong: its one line, not a traceback
+            sys.exit(f"latency_prediction.py: {e}")
         report(table, r)
         results.append(r)
     if args.plot:

@@ -663,6 +663,21 @@ def test_latency_prediction_benchmark_runs_on_a_table(table, net, tmp_path):
     assert f"mean abs error {result['mape_recalibrated']:.1f}%" in p.stdout
 
 
+def test_latency_prediction_benchmark_refuses_bad_refit_models_and_missing_tables(tmp_path):
+    """--refit-models below the fit's minimum, and a table that is no table: one line each, no traceback."""
+    import subprocess
+
+    script = [sys.executable, os.path.join(ROOT, "benchmarks", "latency_prediction.py")]
+    for flags, want in (
+        (["--table", "t.json", "--refit-models", "-1"], "--refit-models -1: 0 (skip) or at least 4"),
+        (["--table", "t.json", "--refit-models", "2"], "--refit-models 2: 0 (skip) or at least 4"),
+        (["--table", str(tmp_path)], "is a folder, not a table file"),
+        (["--table", str(tmp_path / "none.json")], "does not exist"),
+    ):
+        p = subprocess.run(script + flags, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert p.returncode != 0 and want in p.stderr and "Traceback" not in p.stderr, (flags, p.stderr[-500:])
+
+
 # ---- whole-model correction, probes, check and rescale ------------------------------------------
 def test_fit_correction_recovers_the_terms_and_never_fits_a_negative_cost():
     from mobile_cv.latency.calibration import fit_correction
