@@ -37,9 +37,13 @@ plus ``spearman_flops`` (FLOPs vs measured), ``mape_split_half``, ``spearman_spl
 in which order, the timing alone reproduces itself at half the rounds; the ceiling a prediction
 is held to) and, with ``--old-table`` (a table of the same space
 built another way, e.g. before calibration), the same (a)-(c) for it (``old_*``), in the same run.
-``models`` holds every point. ``--n`` architectures drawn uniformly per choice (``--resolution``
-fixes the input size of a resolution-searched space); ``--cache`` keeps the exported programs
-for the next run (the timing is redone every run). Run it alone: 1 thread, nothing else running.
+``models`` holds every point. ``--arch FILE`` (repeatable): a plain arch def of the space (e.g. a
+search's ``arch_def.json``) timed in the same rounds as the draw, its every prediction's error on
+one line beside the draw's mean (``given`` in ``--json``; not in the draw's figures): does the table
+predict the architectures a search picks as well as random ones? ``--n`` architectures drawn
+uniformly per choice (``--resolution`` fixes the input size of a resolution-searched space);
+``--cache`` keeps the exported programs for the next run (the timing is redone every run).
+Run it alone: 1 thread, nothing else running.
 """
 
 import argparse
@@ -228,9 +232,10 @@ def same_run_points(table, models, probe_blocks, med, drift):
     return factors
 
 
-def model_points(net, table, budget, old_budget, indices, specs):
+def model_points(net, table, budget, old_budget, indices, specs, given=()):
     """Per architecture: its table predictions, FLOPs, parameters and blocks; its whole program and
-    its blocks' programs added to ``specs``."""
+    its blocks' programs added to ``specs``. The last ``len(given)`` indices are the ``--arch`` files
+    (their points carry ``given``: the file)."""
     d, models = table.data, []
     l2_table = table_l2_params(d, BudgetTable(net, "params"))  # M params of the blocks within the L2 (term e)
     for j, index in enumerate(indices):
@@ -242,6 +247,8 @@ def model_points(net, table, budget, old_budget, indices, specs):
         m["mparams_l2"] = l2_table.exact(index) if l2_table is not None else 0.0
         if old_budget is not None:
             m["old_predicted"] = old_budget.exact(index)
+        if j >= len(indices) - len(given):
+            m["given"] = given[j - (len(indices) - len(given))]
         models.append(m)
         specs[f"model:{j}"] = ModelSpec.of(arch, d["num_classes"], d["in_chans"])
         m["blocks"] = block_keys(net, index, specs)  # after the model: the programs' order as before
@@ -255,6 +262,7 @@ def old_table_result(old, old_path, old_probes, samples, models):
     for m in models:
         m["old_corrected"] = m["old_predicted"] * old_drift
     result = {"old_table": old_path, "old_drift": old_drift, "old_probes": old_ratios}
+    models = [m for m in models if "given" not in m]  # the figures are the random draw's
     measured = [m["measured"] for m in models]
     for suffix, key in (("", "old_predicted"), ("_corrected", "old_corrected")):
         mape, rho, within = fidelity([m[key] for m in models], measured)
@@ -275,7 +283,10 @@ def evaluate(args, path, old_path, n, resolution, seed):
         sys.exit(f"--old-table {old_path} is a table of another space than {path}")
     old_budget = old.budget_table(net) if old is not None else None
     specs = {TRIVIAL: None}
-    models = model_points(net, table, budget, old_budget, draw_models(net, table, n, resolution, seed), specs)
+    given = list(args.arch or [])
+    indices = draw_models(net, table, n, resolution, seed) + [encode_file(net, f) for f in given]
+    all_models = model_points(net, table, budget, old_budget, indices, specs, given)
+    models = [m for m in all_models if "given" not in m]  # the random draw: every figure (a)-(e) is theirs
     if args.no_same_run:
         specs = {k: v for k, v in specs.items() if k == TRIVIAL or k.startswith("model:")}
     probes = d.get("probes") or old_table_probes(d)
@@ -292,12 +303,12 @@ def evaluate(args, path, old_path, n, resolution, seed):
     # every program summarised by the table's statistic of its rounds (as the table's own entries are)
     med = {k: summary(v)[table.stat] for k, v in samples.items()}
     drift, ratios = drift_of(probes, med, "probe:", table.stat)
-    for j, m in enumerate(models):
+    for j, m in enumerate(all_models):
         q = summary(samples[f"model:{j}"])
         m["measured"], m["spread"], m["measured_median"] = med[f"model:{j}"], (q["q1"], q["q3"]), q["ms"]
         m["corrected"] = m["predicted"] * drift
-    factors = {} if args.no_same_run else same_run_points(table, models, probe_blocks, med, drift)
-    refits = refit_points(table, net, models, calib, med) if len(calib) >= MIN_REFIT_MODELS else None
+    factors = {} if args.no_same_run else same_run_points(table, all_models, probe_blocks, med, drift)
+    refits = refit_points(table, net, all_models, calib, med) if len(calib) >= MIN_REFIT_MODELS else None
     result = {"space": d["space"], "table": path, "resolution": resolution, "runtime": d["runtime"]}
     result.update(int8=d["int8"], threads=d["threads"], calibrated=table.calibrated)
     measured = [m["measured"] for m in models]
@@ -328,9 +339,11 @@ def evaluate(args, path, old_path, n, resolution, seed):
     mape, rho, within = fidelity(halves[0], halves[1])
     result.update(mape_split_half=mape, spearman_split_half=rho, within_10_split_half=within)
     if old is not None:
-        result.update(old_table_result(old, old_path, old_probes, samples, models))
+        result.update(old_table_result(old, old_path, old_probes, samples, all_models))
     result["seconds"] = {"export": round(t1 - t0, 1), "timing": round(time.perf_counter() - t1, 1)}
     result["models"] = [{k: v for k, v in m.items() if k != "blocks"} for m in models]
+    if given:
+        result["given"] = [{k: v for k, v in m.items() if k != "blocks"} for m in all_models if "given" in m]
     return table, result
 
 
@@ -423,6 +436,42 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+def encode_file(net, path):
+    """The space's option indices of the plain arch def in ``path`` (JSON, e.g. a search's
+    ``arch_def.json``); a file that is missing or not in the space is one line naming it."""
+    try:
+        with open(path) as f:
+            arch = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--arch {path}: cannot read it as a JSON arch def ({e})") from None
+    try:
+        return net.encode(arch)
+    except UserError as e:
+        raise UserError(f"--arch {path}: not an architecture of this table's space: {e}") from None
+
+
+def report_given(r):
+    """The ``--arch`` models, one line each: every prediction's error against its measurement, beside
+    the random draw's mean signed error of the same prediction (the draw's bias)."""
+    cols = ("predicted", "corrected", "same_run_raw", "same_run", "same_run_refit", "recalibrated")
+    cols = [c for c in cols if c in r["given"][0]]
+    head = {"predicted": "(a)", "corrected": "(c)", "same_run_raw": "(d) raw", "same_run": "(d)"}
+    head |= {"same_run_refit": "(d) refit", "recalibrated": "(e)"}
+
+    def bias(models, c):
+        return 100 * statistics.mean(m[c] / m["measured"] - 1 for m in models)
+
+    print("--arch models, timed in the same rounds; error of each prediction (predicted / measured - 1):")
+    print(f"{'':>34} {'MFLOPs':>7} {'Mparams':>7} {'px':>4} {'measured':>8} " + " ".join(f"{head[c]:>9}" for c in cols))
+    for m in r["given"]:
+        name = m["given"] if len(m["given"]) <= 34 else "..." + m["given"][-31:]
+        cells = " ".join(f"{100 * (m[c] / m['measured'] - 1):>+8.1f}%" for c in cols)
+        print(f"{name:>34} {m['flops']:>7.1f} {m['mparams']:>7.2f} {m['size']:>4} {m['measured']:>8.3f} {cells}")
+    cells = " ".join(f"{bias(r['models'], c):>+8.1f}%" for c in cols)
+    mp = [m["mparams"] for m in r["models"]]
+    print(f"{'the random draw, mean':>34} {'':>7} {min(mp):>3.1f}-{max(mp):<3.1f} {'':>4} {'':>8} {cells}")
+
+
 def nth(values, i, default):
     """The i-th of a repeated flag's values, or ``default``."""
     return values[i] if values and i < len(values) else default
@@ -446,6 +495,12 @@ def main() -> None:
         help="time this many of the table's calibration models and their blocks too, and refit the "
         "correction on them: (d) refitted and (e) (0: skip; a table with fewer than 4 calibration models skips them)",
     )
+    p.add_argument(
+        "--arch",
+        action="append",
+        help="a plain arch def (JSON, e.g. a search's arch_def.json) of the space, timed beside every table's "
+        "random draw and reported on its own line (repeat for several; not in the draw's figures)",
+    )
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--plot", help="write the predicted-vs-measured plot here (PNG)")
     p.add_argument("--json", help="write every result and point here")
@@ -461,6 +516,8 @@ def main() -> None:
         except UserError as e:  # a table that is missing or wrong: its one line, not a traceback
             sys.exit(f"latency_prediction.py: {e}")
         report(table, r)
+        if "given" in r:
+            report_given(r)
         results.append(r)
     if args.plot:
         plot(results, args.plot)

@@ -621,8 +621,16 @@ def test_latency_prediction_benchmark_runs_on_a_table(table, net, tmp_path):
     import subprocess
 
     out = tmp_path / "points.json"
+    # one given architecture (as a search's arch_def.json), timed beside the draw and kept out of its figures
+    from mobile_cv.search.budget import sample_uniform
+
+    batch = sample_uniform(net, 1, torch.Generator().manual_seed(3))
+    given_index = {k: int(v[0]) for k, v in batch.items()}
+    given = tmp_path / "arch_def.json"
+    given.write_text(json.dumps(net.derive_arch(net.one_hot(given_index))))
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "latency_prediction.py"), "--table", table.path]
     cmd += ["--n", "4", "--rounds", "2", "--warmup", "1", "--jobs", "1", "--refit-models", "6", "--json", str(out)]
+    cmd += ["--arch", str(given)]
     p = subprocess.run(
         cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
@@ -661,10 +669,16 @@ def test_latency_prediction_benchmark_runs_on_a_table(table, net, tmp_path):
         assert m["recalibrated"] == pytest.approx(want, rel=1e-4)  # the JSON rounds the terms to 6 digits
         assert m["same_run_refit"] > 0
     assert f"mean abs error {result['mape_recalibrated']:.1f}%" in p.stdout
+    (g,) = result["given"]
+    assert g["given"] == str(given) and g["index"] == net.encode(json.loads(given.read_text()))
+    assert g["measured"] > 0 and g["predicted"] == pytest.approx(table.budget_table(net).exact(g["index"]), rel=1e-9)
+    assert {"corrected", "same_run", "same_run_refit", "recalibrated"} <= set(g)
+    assert f"{100 * (g['corrected'] / g['measured'] - 1):+.1f}%" in p.stdout.split("--arch models")[1]
 
 
-def test_latency_prediction_benchmark_refuses_bad_refit_models_and_missing_tables(tmp_path):
-    """--refit-models below the fit's minimum, and a table that is no table: one line each, no traceback."""
+def test_latency_prediction_benchmark_refuses_bad_refit_models_and_missing_tables(table, tmp_path):
+    """--refit-models below the fit's minimum, a table that is no table, an --arch that is no arch def:
+    one line each, no traceback."""
     import subprocess
 
     script = [sys.executable, os.path.join(ROOT, "benchmarks", "latency_prediction.py")]
@@ -673,6 +687,7 @@ def test_latency_prediction_benchmark_refuses_bad_refit_models_and_missing_table
         (["--table", "t.json", "--refit-models", "2"], "--refit-models 2: 0 (skip) or at least 4"),
         (["--table", str(tmp_path)], "is a folder, not a table file"),
         (["--table", str(tmp_path / "none.json")], "does not exist"),
+        (["--table", table.path, "--arch", str(tmp_path / "no.json")], f"--arch {tmp_path / 'no.json'}: cannot read"),
     ):
         p = subprocess.run(script + flags, capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert p.returncode != 0 and want in p.stderr and "Traceback" not in p.stderr, (flags, p.stderr[-500:])
