@@ -10,7 +10,9 @@ random architectures of the space: spread over where the space's architectures l
 runs ``--config`` (default configs/search_imagenet_latency.yaml) with SEARCH.COST.TARGET the budget,
 ``--epochs`` epochs (the first half warm-up) of ``--images`` images on a generated ImageFolder with
 the table's classes (noise images: the budget, not the accuracy, is what is measured),
-SEARCH.COST.LATENCY_CHECK off (the probes are timed here instead). Each derived
+SEARCH.COST.LATENCY_CHECK off (the probes are timed here instead) and SEARCH.COST.LATENCY_VERIFY
+``--verify`` (default retarget: the search times what it derives and derives again at a budget
+scaled by the miss; its steps are printed; off: the table alone). Each derived
 ``arch_def.json`` is exported by ``tools/export.py --format executorch`` as a user would, then every
 ``.pte`` and the table's probes are timed together in interleaved rounds (1 thread, batch 1). The
 drift the probes measure (now / when the table was built) turns a budget in the table's milliseconds
@@ -40,6 +42,7 @@ from mobile_cv.latency.measure import (  # noqa: E402
 from mobile_cv.latency.measure import summarize_samples as summarize  # noqa: E402
 from mobile_cv.latency.probes import in_drift, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
+from mobile_cv.latency.verify import describe_steps  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import sample_uniform  # noqa: E402
 
@@ -96,6 +99,7 @@ def search_and_export(args, table_path, budget, data_root):
         cmd += ["SEARCH.BATCH_SIZE", str(args.batch), "DATA.LIMIT", str(args.images)]
         cmd += ["SEARCH.COST.LATENCY_TABLE", table_path]
         cmd += ["SEARCH.COST.TARGET", str(budget), "SEARCH.COST.LATENCY_CHECK", "off", "OUTPUT_DIR", out]
+        cmd += ["SEARCH.COST.LATENCY_VERIFY", args.verify]
         print(f"searching at {budget:g} ms: {out}", flush=True)
         run(cmd, os.path.join(args.out, f"search_{budget:g}ms.log"))
     summary = json.load(open(os.path.join(out, "search.json")))
@@ -120,6 +124,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--tolerance", type=float, default=0.07, help="the miss allowed (fraction of the budget)")
+    p.add_argument(
+        "--verify",
+        choices=("retarget", "off"),
+        default="retarget",
+        help="SEARCH.COST.LATENCY_VERIFY of the searches (off: the table's prediction alone derives)",
+    )
     p.add_argument("--out", default="output/latency_budget")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -159,13 +169,18 @@ def main() -> None:
             f"{b:>10.3f} {b * drift:>8.3f} {result['derived_latency_ms']:>9.3f} {med[f'model:{b}']:>9.3f} "
             f"{q[len(q) // 4]:>7.3f}-{q[3 * len(q) // 4]:.3f} {100 * miss:>+6.1f}%  {result['input_size']}"
         )
+    for b, (result, _) in zip(budgets, done):
+        for line in describe_steps(result["latency_verify"]) if "latency_verify" in result else []:
+            print(f"{b:g} ms: {line}")
     ok = all(abs(m) <= args.tolerance for m in misses)
     print(
         f"{'every' if ok else 'not every'} derived model within +-{100 * args.tolerance:.0f}% of its budget after the "
         f"drift correction (largest miss {100 * max(misses, key=abs):+.1f}%)"
     )
     with open(os.path.join(args.out, "latency_budget.json"), "w") as f:
-        json.dump({"drift": drift, "probes": ratios, "budgets": budgets, "misses": misses, "ok": ok}, f, indent=1)
+        steps = [result.get("latency_verify") for result, _ in done]
+        record = {"drift": drift, "probes": ratios, "budgets": budgets, "misses": misses, "ok": ok}
+        json.dump({**record, "verify": args.verify, "verify_steps": steps}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,13 @@ def check_config(cfg: CfgNode) -> None:
             f"SEARCH.WARMUP_EPOCHS ({cfg.SEARCH.WARMUP_EPOCHS}) must be below SEARCH.EPOCHS ({cfg.SEARCH.EPOCHS}): "
             f"alpha trains only after the warm-up"
         )
+    c = cfg.SEARCH.COST
+    if c.LATENCY_VERIFY != "off" and (c.KIND != "latency" or c.TARGET <= 0):
+        raise ConfigError(
+            f"SEARCH.COST.LATENCY_VERIFY {c.LATENCY_VERIFY} measures the derived model against a latency budget: it "
+            f"needs SEARCH.COST.KIND latency (is {c.KIND!r}) and a SEARCH.COST.TARGET > 0 (is {c.TARGET}); "
+            f"or set LATENCY_VERIFY off"
+        )
 
 
 def get_cfg() -> CfgNode:

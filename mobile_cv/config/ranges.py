@@ -119,6 +119,9 @@ CONFIG_RANGES: Dict[str, Range] = {
     "SEARCH.COST.TARGET": _float(0.0, zero="no budget"),
     # a tolerance below 1e-6 asks the budget DP for more precision than float costs have
     "SEARCH.COST.TOLERANCE": _float(1e-6, 1.0, hi_open=True),
+    "SEARCH.COST.LATENCY_VERIFY_STEPS": _int(1, 100),
+    "SEARCH.COST.LATENCY_VERIFY_TOLERANCE": _float(0.0, 1.0, lo_open=True, hi_open=True),
+    "SEARCH.COST.LATENCY_VERIFY_ROUNDS": _int(1, 10_000),
     "SEED": _int(0, 2**32 - 1),
 }
 

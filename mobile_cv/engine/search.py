@@ -99,6 +99,35 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
     return SearchRun(cfg).start(device, resume, hooks)
 
 
+def verify_derived(cfg: CfgNode, net: Supernet, table: BudgetTable) -> "tuple[dict, dict, dict]":
+    """SEARCH.COST.LATENCY_VERIFY retarget (mobile_cv/latency/verify.py): the derived model measured
+    here with the table's probes, derived again at a budget scaled by its miss; the main process
+    measures, every rank gets its pick. Returns ``(index, info, record)``."""
+    from ..latency.table import LatencyTable
+    from ..latency.verify import measure_whole, retarget
+
+    c, result = cfg.SEARCH.COST, None
+    if comm.is_main_process():
+        try:
+            latency_table, compiled = LatencyTable.load(c.LATENCY_TABLE), {}
+
+            def select(aim: float):
+                index, info = select_architecture(net, table, aim, c.TOLERANCE)
+                return index, info, table.exact(index)
+
+            def measure(index):
+                arch = net.derive_arch(net.one_hot(index))
+                return measure_whole(latency_table, arch, c.LATENCY_VERIFY_ROUNDS, 2, compiled)
+
+            result = retarget(select, measure, c.TARGET, c.LATENCY_VERIFY_STEPS, c.LATENCY_VERIFY_TOLERANCE)
+        except Exception as e:  # every rank raises, none waits for a pick that never comes
+            result = e
+    result = comm.broadcast_object(result)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 def finish_search(cfg: CfgNode, net: Supernet, table: BudgetTable, last: Optional[tuple] = None) -> Dict[str, Any]:
     """Write arch_def.json/.py, the plots and search.json; print the summary; return the summary.
     ``last``: the last epoch's pick (``RecordArchitecture.last``: alpha has not moved since), else
@@ -109,6 +138,12 @@ def finish_search(cfg: CfgNode, net: Supernet, table: BudgetTable, last: Optiona
         arch = net.derive_arch(net.one_hot(index))
         last = (index, info, arch, *count_arch(arch, cfg.MODEL.NUM_CLASSES, cfg.MODEL.IN_CHANS))
     index, info, arch, flops, params = last
+    verified = None
+    if c.KIND == "latency" and c.LATENCY_VERIFY == "retarget":
+        picked, info, verified = verify_derived(cfg, net, table)
+        if picked != index:
+            index, arch = picked, net.derive_arch(net.one_hot(picked))
+            flops, params = count_arch(arch, cfg.MODEL.NUM_CLASSES, cfg.MODEL.IN_CHANS)
     history = read_metrics(os.path.join(out, "metrics.jsonl"))
     top = {label: round(float(p.max()), 4) for label, p in net.probabilities().items()}
     summary = {
@@ -137,6 +172,11 @@ def finish_search(cfg: CfgNode, net: Supernet, table: BudgetTable, last: Optiona
     if c.TARGET > 0:
         summary["target_error"] = summary[key] / c.TARGET - 1
         summary["argmax_target_error"] = info[f"argmax_{c.KIND}"] / c.TARGET - 1
+    if verified is not None:  # the derived model as measured here (the table's milliseconds: / drift)
+        chosen = verified["steps"][verified["chosen"]]
+        summary["derived_measured_ms"], summary["derived_drift"] = chosen["measured_ms"], chosen["drift"]
+        summary["measured_target_error"] = chosen["miss"]
+        summary["latency_verify"] = verified
     if comm.is_main_process():
         atomic_write_text(os.path.join(out, "arch_def.json"), json.dumps(to_jsonable(arch), indent=1) + "\n")
         atomic_write_text(
@@ -147,5 +187,9 @@ def finish_search(cfg: CfgNode, net: Supernet, table: BudgetTable, last: Optiona
         atomic_write_text(os.path.join(out, "search.json"), json.dumps(summary, indent=1) + "\n")
         plot_search(history, list(net.choices.values()), out)
         print("\n".join(search_summary_lines(summary, arch, history)), flush=True)
+        if verified is not None:
+            from ..latency.verify import describe_steps
+
+            print("\n".join(describe_steps(verified)), flush=True)
     comm.barrier()
     return summary

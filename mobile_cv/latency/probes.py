@@ -95,12 +95,22 @@ def old_table_probes(data: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
 
 
 def check_table(
-    table, rounds: int = 15, warmup: int = 3, jobs: int = 0, progress: Optional[Callable[[str, int, int], None]] = None
+    table,
+    rounds: int = 15,
+    warmup: int = 3,
+    jobs: int = 0,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+    extra: Optional[Dict[str, Any]] = None,
+    compiled: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Re-time ``table``'s probes here as the table was timed; see the module docstring.
 
     Returns ``{"probes": {name: {"build_ms", "now_ms", "ratio", "q1", "q3"}}, "drift", "spread",
     "describes", "one_factor"}``. Run it alone: the check is only as good as the machine is quiet.
+    ``extra``: more programs (name -> :class:`~mobile_cv.latency.measure.ModelSpec` or block config)
+    timed in the same rounds, their summaries (``measured``: the table's statistic; ``ms``, ``q1``,
+    ``q3``, ``min``) in ``report["extra"]``; ``compiled``: a dict of programs already exported by name, filled here (a
+    caller that checks again reuses the probes' programs).
     """
     from .measure import _compile_one, example_of, time_interleaved
     from .measure import summarize_samples as summary
@@ -109,11 +119,11 @@ def check_table(
     d = table.data
     check_runtime(d["runtime"], d["int8"])
     probes = d.get("probes") or old_table_probes(d)
-    specs = probe_programs({**d, "probes": probes})
-    args = [(d["runtime"], d["int8"], name, spec) for name, spec in specs.items()]
+    specs = {**probe_programs({**d, "probes": probes}), **(extra or {})}
+    compiled = {} if compiled is None else compiled
+    args = [(d["runtime"], d["int8"], name, spec) for name, spec in specs.items() if name not in compiled]
     if progress:
         progress("export", 0, len(args))
-    compiled = {}
     for i, a in enumerate(args):  # a handful of programs: exported here, one after the other
         compiled[a[2]] = _compile_one(a)[1]
         if progress:
@@ -150,6 +160,9 @@ def check_table(
         rounds=rounds,
         date=now(),
     )
+    if extra:
+        # "measured": the table's statistic of the rounds (the median stays in "ms")
+        report["extra"] = {n: {**summary(samples[n]), "measured": summary(samples[n])[table.stat]} for n in extra}
     return report
 
 

@@ -977,3 +977,87 @@ def test_the_program_cache_keys_programs_by_what_they_are_not_by_their_name(tmp_
         program = compile_programs({"compute": spec}, "executorch", False, jobs=1, cache_dir=cache)["compute"]
         load_runner("executorch", program, example_of(spec), 1)()  # a wrong program refuses this input
     assert len(os.listdir(cache)) == 2
+
+
+# ---- the derived model verified by measurement (SEARCH.COST.LATENCY_VERIFY retarget) ----------------
+def test_retarget_aims_again_by_the_miss_and_keeps_the_closest():
+    """A table that under-predicts by 20%: the second derivation aims 1/1.2 lower and meets the budget;
+    a pick measured once is not timed again; nothing near an aim stops the loop with what it has."""
+    from mobile_cv.errors import UserError
+    from mobile_cv.latency.verify import describe_steps, retarget
+
+    timed = []
+
+    def select(aim):  # an architecture per aim (ms by the table: the aim itself)
+        return {"a": round(aim * 1000)}, {"aim": aim}, aim
+
+    def measure(index):
+        timed.append(index["a"])
+        ms = 1.2 * index["a"] / 1000  # the whole model runs 20% over the table
+        return {"measured_ms": 1.1 * ms, "drift": 1.1, "in_table_ms": ms}
+
+    index, info, record = retarget(select, measure, 4.0, steps=4, accept=0.03)
+    assert [round(r["aim_ms"], 6) for r in record["steps"]] == [4.0, round(4.0 / 1.2, 6)]
+    assert record["steps"][0]["miss"] == pytest.approx(0.2) and abs(record["steps"][1]["miss"]) < 1e-3
+    assert record["chosen"] == 1 and index == {"a": round(4000 / 1.2)} and "within 3%" in record["stopped"]
+    lines = describe_steps(record)
+    assert "step 0: aim 4 ms" in lines[1] and "miss +20.0%" in lines[1] and lines[2].endswith("<- chosen")
+
+    # the same pick whatever the aim: timed once, the loop runs its steps and keeps it
+    timed.clear()
+    index, _, record = retarget(lambda aim: ({"a": 1}, {}, 1.0), measure, 4.0, steps=3, accept=0.03)
+    assert timed == [1] and len(record["steps"]) == 3 and record["stopped"] == "3 derivations"
+
+    # no architecture near the second aim: the first pick is kept, the reason recorded
+    def select_once(aim):
+        if aim < 4.0:
+            raise UserError("nothing below 4 ms")
+        return {"a": 4000}, {}, 4.0
+
+    index, _, record = retarget(select_once, measure, 4.0, steps=4, accept=0.03)
+    assert index == {"a": 4000} and len(record["steps"]) == 1 and "nothing below 4 ms" in record["stopped"]
+    with pytest.raises(UserError, match="nothing derived to measure"):
+        retarget(lambda aim: select_once(1.0), measure, 4.0, steps=2, accept=0.03)
+
+
+def test_latency_verify_needs_a_latency_budget():
+    from mobile_cv.config import ConfigError
+    from mobile_cv.engine import setup_cfg
+
+    with pytest.raises(ConfigError, match="LATENCY_VERIFY retarget .* needs SEARCH.COST.KIND latency"):
+        setup_cfg("", ["SEARCH.COST.LATENCY_VERIFY", "retarget"], arch_key="SEARCH.SPACE")
+    with pytest.raises(ConfigError, match="LATENCY_VERIFY must be one of"):
+        setup_cfg("", ["SEARCH.COST.LATENCY_VERIFY", "on"], arch_key="SEARCH.SPACE")
+
+
+def test_latency_search_verifies_its_derived_model_by_measurement(space_file, table, net, tmp_path, capfd):
+    """tools/search.py with SEARCH.COST.LATENCY_VERIFY retarget: the derived model is timed whole with
+    the table's probes; search.json records every step, and the architecture written is the chosen step's."""
+    lo, hi = table.budget_table(net).extremes()
+    target = round(lo + 0.4 * (hi - lo), 4)
+    out = tmp_path / "verified"
+    argv = [
+        "--config-file", os.path.join(ROOT, "configs", "search_embedded_mnist.yaml"),
+        "SEARCH.SPACE", space_file, "DATA.INPUT_SIZE", "16", "DATA.LIMIT", "64", "SEARCH.BATCH_SIZE", "32",
+        "SEARCH.EPOCHS", "2", "SEARCH.WARMUP_EPOCHS", "1", "SEARCH.COST.KIND", "latency",
+        "SEARCH.COST.LATENCY_TABLE", table.path, "SEARCH.COST.LATENCY_RUNTIME", "eager",
+        "SEARCH.COST.TARGET", str(target), "SEARCH.COST.TOLERANCE", "0.1", "SEARCH.COST.LATENCY_CHECK", "off",
+        "SEARCH.COST.LATENCY_VERIFY", "retarget", "SEARCH.COST.LATENCY_VERIFY_ROUNDS", "3",
+        "SEARCH.COST.LATENCY_VERIFY_STEPS", "3", "OUTPUT_DIR", str(out),
+    ]  # fmt: skip
+    assert load_tool("search").main(argv) == 0, capfd.readouterr().err[-3000:]
+    summary = json.load(open(out / "search.json"))
+    record = summary["latency_verify"]
+    steps = record["steps"]
+    assert 1 <= len(steps) <= 3 and steps[0]["aim_ms"] == target
+    for s in steps:
+        assert s["in_table_ms"] == pytest.approx(s["measured_ms"] / s["drift"]) and s["drift"] > 0
+        assert s["miss"] == pytest.approx(s["in_table_ms"] / target - 1)
+    chosen = steps[record["chosen"]]
+    assert abs(chosen["miss"]) == min(abs(s["miss"]) for s in steps)
+    assert summary["measured_target_error"] == chosen["miss"]
+    assert summary["derived_measured_ms"] == chosen["measured_ms"]
+    arch = json.load(open(out / "arch_def.json"))  # the chosen step's architecture, as the table predicts it
+    assert prediction_of(table, arch) == pytest.approx(chosen["predicted_ms"], rel=1e-9)
+    assert summary["derived_latency_ms"] == pytest.approx(chosen["predicted_ms"], rel=1e-9)
+    assert "latency verified by measurement" in capfd.readouterr().out
