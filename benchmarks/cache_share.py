@@ -6,7 +6,7 @@
 A whole model reads all its weights on every call. While they fit the cache share the machine
 gives this process they come from there; past it, from memory, and every weight costs more. The
 share is not what ``lscpu`` says on a shared VM (this project's machine reports a 480 MB L3 and
-read 48 MB at the speed of memory, docs/benchmarks.md, "Budgets for searched models"), so it is
+read 48 MB at the speed of memory, docs/benchmarks.md, "Why the searched models miss"), so it is
 measured: per buffer size, the median time of summing a float64 buffer of that size, repeated,
 as GB/s and microseconds per MB, interleaved over sizes in rounds (the order rotated). The last
 line names the largest size read at cache speed (within ``--drop`` of the fastest from 4 MB on)

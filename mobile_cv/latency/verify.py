@@ -5,7 +5,7 @@ few percent, but a search does not pick at random: it goes where accuracy is che
 on this project's machine that was the corner of the most weights per millisecond, where the whole
 model's weights (34-35 MB) outgrow the share of the last-level cache the machine really gives (a
 read of 40 MB ran at 26 GB/s, 48 MB at 16 GB/s), a cliff no sum of blocks timed alone sees
-(docs/benchmarks.md, "Budgets for searched models"). So, with SEARCH.COST.LATENCY_VERIFY
+(docs/benchmarks.md, "Why the searched models miss"). So, with SEARCH.COST.LATENCY_VERIFY
 ``retarget``, the search's last step times what it derived, as the table's runtime runs it, in the
 same rounds as the table's probes (their drift turns the measurement into the table's milliseconds),
 and while it misses the budget by more than LATENCY_VERIFY_TOLERANCE derives again at a budget

@@ -676,6 +676,19 @@ def test_latency_prediction_benchmark_runs_on_a_table(table, net, tmp_path):
     assert f"{100 * (g['corrected'] / g['measured'] - 1):+.1f}%" in p.stdout.split("--arch models")[1]
 
 
+def test_cache_share_benchmark_reads_every_size_and_names_the_edge():
+    """benchmarks/cache_share.py at two small sizes: a line per size, and the last line's verdict."""
+    import subprocess
+
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "cache_share.py"), "--sizes", "1", "4", "8"]
+    p = subprocess.run(cmd + ["--rounds", "2"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [line.split() for line in p.stdout.splitlines()[1:-1]]
+    assert [r[0] for r in rows] == ["1", "4", "8"] and all(float(r[1]) > 0 for r in rows)
+    last = p.stdout.splitlines()[-1]
+    assert last.startswith("cache share:") or last.startswith("every size up to 8 MB read at cache speed")
+
+
 def test_latency_prediction_benchmark_refuses_bad_refit_models_and_missing_tables(table, tmp_path):
     """--refit-models below the fit's minimum, a table that is no table, an --arch that is no arch def:
     one line each, no traceback."""
