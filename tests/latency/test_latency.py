@@ -1074,3 +1074,28 @@ def test_latency_search_verifies_its_derived_model_by_measurement(space_file, ta
     assert prediction_of(table, arch) == pytest.approx(chosen["predicted_ms"], rel=1e-9)
     assert summary["derived_latency_ms"] == pytest.approx(chosen["predicted_ms"], rel=1e-9)
     assert "latency verified by measurement" in capfd.readouterr().out
+
+
+def test_check_times_the_heaviest_calibration_model_and_says_when_it_parts_from_the_drift(table, tmp_path):
+    """The heaviest calibration model is timed with the probes, shown but not in the drift; made to
+    read 2x slower than at build (its stored timings halved), the verdict says models that heavy run
+    slower here; the drift is the same whatever the heaviest model reads."""
+    from mobile_cv.latency.probes import HEAVIEST, check_table, in_drift, verdict
+
+    rows = table.data["calibration"]["models"]
+    j = max(range(len(rows)), key=lambda i: rows[i]["mparams"])
+    data = json.loads(json.dumps(table.data))
+    for k in ("ms", "q1", "q3", "min"):
+        data["calibration"]["models"][j][k] *= 0.5
+    path = tmp_path / "heavy.json"
+    path.write_text(json.dumps(data))
+    report = check_table(LatencyTable.load(str(path)), rounds=5, warmup=1)
+    heavy = report["probes"][HEAVIEST]
+    assert not in_drift(HEAVIEST) and heavy["mparams"] == rows[j]["mparams"]
+    assert heavy["build_ms"] == pytest.approx(0.5 * rows[j][table.stat])
+    drift_probes = [v["ratio"] for n, v in report["probes"].items() if in_drift(n)]
+    assert report["drift"] == pytest.approx(math.exp(sum(math.log(r) for r in drift_probes) / len(drift_probes)))
+    assert heavy["ratio"] / report["drift"] > 1.07, report  # ~2x: its build-time timings were halved
+    line = verdict(LatencyTable.load(str(path)), report)
+    assert f"its heaviest calibration model ({rows[j]['mparams']:.2f} M params)" in line and "run slower" in line
+    assert "SEARCH.COST.LATENCY_VERIFY retarget" in line
