@@ -542,19 +542,28 @@ def test_latency_search_cost_keys_are_checked_before_anything_is_written(space_f
         setup_cfg("", ["SEARCH.COST.LATENCY_RUNTIME", "tflite"], arch_key="SEARCH.SPACE")
 
 
-def test_latency_budgeted_search_end_to_end(space_file, table, net, tmp_path, capfd):
-    """tools/search.py with SEARCH.COST.KIND latency on the digits: the derived architecture's
-    latency by the table (search.json's derived_latency_ms) is within TOLERANCE of the ms budget."""
+def mid_budget(table, net) -> float:
+    """A budget 40% of the way across the space's range by ``table``."""
     lo, hi = table.budget_table(net).extremes()
-    target = round(lo + 0.4 * (hi - lo), 4)
-    out = tmp_path / "search"
-    argv = [
+    return round(lo + 0.4 * (hi - lo), 4)
+
+
+def latency_search_argv(space_file, table, target, out, images: int):
+    """tools/search.py's argv for a 2-epoch latency-budgeted digits search (eager); OUTPUT_DIR last."""
+    return [
         "--config-file", os.path.join(ROOT, "configs", "search_embedded_mnist.yaml"),
-        "SEARCH.SPACE", space_file, "DATA.INPUT_SIZE", "16", "DATA.LIMIT", "96", "SEARCH.BATCH_SIZE", "32",
+        "SEARCH.SPACE", space_file, "DATA.INPUT_SIZE", "16", "DATA.LIMIT", str(images), "SEARCH.BATCH_SIZE", "32",
         "SEARCH.EPOCHS", "2", "SEARCH.WARMUP_EPOCHS", "1", "SEARCH.COST.KIND", "latency",
         "SEARCH.COST.LATENCY_TABLE", table.path, "SEARCH.COST.LATENCY_RUNTIME", "eager",
         "SEARCH.COST.TARGET", str(target), "SEARCH.COST.TOLERANCE", "0.1", "OUTPUT_DIR", str(out),
     ]  # fmt: skip
+
+
+def test_latency_budgeted_search_end_to_end(space_file, table, net, tmp_path, capfd):
+    """tools/search.py with SEARCH.COST.KIND latency on the digits: the derived architecture's
+    latency by the table (search.json's derived_latency_ms) is within TOLERANCE of the ms budget."""
+    target, out = mid_budget(table, net), tmp_path / "search"
+    argv = latency_search_argv(space_file, table, target, out, images=96)
     assert load_tool("search").main(argv) == 0, capfd.readouterr().err[-3000:]
     summary = json.load(open(out / "search.json"))
     assert summary["cost_kind"] == "latency" and abs(summary["derived_latency_ms"] / target - 1) <= 0.1
@@ -1046,17 +1055,11 @@ def test_latency_verify_needs_a_latency_budget():
 def test_latency_search_verifies_its_derived_model_by_measurement(space_file, table, net, tmp_path, capfd):
     """tools/search.py with SEARCH.COST.LATENCY_VERIFY retarget: the derived model is timed whole with
     the table's probes; search.json records every step, and the architecture written is the chosen step's."""
-    lo, hi = table.budget_table(net).extremes()
-    target = round(lo + 0.4 * (hi - lo), 4)
-    out = tmp_path / "verified"
-    argv = [
-        "--config-file", os.path.join(ROOT, "configs", "search_embedded_mnist.yaml"),
-        "SEARCH.SPACE", space_file, "DATA.INPUT_SIZE", "16", "DATA.LIMIT", "64", "SEARCH.BATCH_SIZE", "32",
-        "SEARCH.EPOCHS", "2", "SEARCH.WARMUP_EPOCHS", "1", "SEARCH.COST.KIND", "latency",
-        "SEARCH.COST.LATENCY_TABLE", table.path, "SEARCH.COST.LATENCY_RUNTIME", "eager",
-        "SEARCH.COST.TARGET", str(target), "SEARCH.COST.TOLERANCE", "0.1", "SEARCH.COST.LATENCY_CHECK", "off",
-        "SEARCH.COST.LATENCY_VERIFY", "retarget", "SEARCH.COST.LATENCY_VERIFY_ROUNDS", "3",
-        "SEARCH.COST.LATENCY_VERIFY_STEPS", "3", "OUTPUT_DIR", str(out),
+    target, out = mid_budget(table, net), tmp_path / "verified"
+    argv = latency_search_argv(space_file, table, target, out, images=64)
+    argv[-2:-2] = [
+        "SEARCH.COST.LATENCY_CHECK", "off", "SEARCH.COST.LATENCY_VERIFY", "retarget",
+        "SEARCH.COST.LATENCY_VERIFY_ROUNDS", "3", "SEARCH.COST.LATENCY_VERIFY_STEPS", "3",
     ]  # fmt: skip
     assert load_tool("search").main(argv) == 0, capfd.readouterr().err[-3000:]
     summary = json.load(open(out / "search.json"))
