@@ -123,9 +123,20 @@ def last_level_cache_mb() -> float:
     return max(sizes, default=0.0)
 
 
+def calibration_index(net, row):
+    """A calibration row's option indices in ``net`` (the space at every resolution): a table built
+    at some resolutions only (``--resolutions 224``) records its models' indices without the
+    resolution choice or with the index among its own sizes; the row's input size says which."""
+    index = dict(row["index"])
+    if "resolution" in net.choices:
+        index["resolution"] = net.res_sizes.index(int(row["arch"]["input_size"]))
+    return index
+
+
 def draw_models(net, table, n, resolution, seed):
     """``n`` random architectures (uniform per choice), none of the table's calibration set."""
-    seen = {tuple(sorted(r["index"].items())) for r in table.data.get("calibration", {}).get("models", [])}
+    rows = table.data.get("calibration", {}).get("models", [])
+    seen = {tuple(sorted(calibration_index(net, r).items())) for r in rows}
     out, gen = [], torch.Generator().manual_seed(seed)
     for _ in range(100):
         batch = sample_uniform(net, n, gen)
@@ -167,7 +178,7 @@ def probe_model_blocks(net, data, probes, specs):
     blocks' programs added to ``specs`` (for (d)'s recalibration)."""
     rows = data.get("calibration", {}).get("models", [])
     return {
-        name: (rows[p["calibration"]], block_keys(net, rows[p["calibration"]]["index"], specs))
+        name: (rows[p["calibration"]], block_keys(net, calibration_index(net, rows[p["calibration"]]), specs))
         for name, p in probes.items()
         if p.get("kind") == "model"
     }
@@ -179,7 +190,7 @@ def calibration_programs(net, data, k, specs):
     (for the refitted (d) and (e))."""
     out = []
     for i, row in enumerate(data.get("calibration", {}).get("models", [])[:k]):
-        keys = block_keys(net, row["index"], specs)
+        keys = block_keys(net, calibration_index(net, row), specs)
         specs[f"calib:{i}"] = ModelSpec.of(row["arch"], data["num_classes"], data["in_chans"])
         out.append((row, keys))
     return out

@@ -1102,3 +1102,22 @@ def test_check_times_the_heaviest_calibration_model_and_says_when_it_parts_from_
     line = verdict(LatencyTable.load(str(path)), report)
     assert f"its heaviest calibration model ({rows[j]['mparams']:.2f} M params)" in line and "run slower" in line
     assert "SEARCH.COST.LATENCY_VERIFY retarget" in line
+
+
+def test_latency_prediction_reads_calibration_models_of_a_one_resolution_table_at_their_size():
+    """A table built at one resolution (--resolutions 224) records its calibration models' indices
+    without the resolution choice; read in the whole space they are at their own input size, not at
+    the space's first (the benchmark's (d) recalibration and refit time their blocks)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lp", os.path.join(ROOT, "benchmarks", "latency_prediction.py"))
+    lp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lp)
+    net = build_supernet("fbnetv2_f_space", num_classes=10, in_chans=3)
+    index = {label: 0 for label in net.choices if label != "resolution"}
+    row = {"index": index, "arch": {"input_size": 224}}
+    assert lp.calibration_index(net, row)["resolution"] == net.res_sizes.index(224) != 0
+    assert lp.calibration_index(net, {"index": {**index, "resolution": 0}, "arch": {"input_size": 160}}) == {
+        **index,
+        "resolution": net.res_sizes.index(160),
+    }
