@@ -29,6 +29,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--drop", type=float, default=0.25, help="memory speed: below (1 - drop) x the cache's")
     args = p.parse_args()
+    if min(args.sizes) < 1 or max(args.sizes) > 16384:
+        p.error(f"--sizes {args.sizes}: each a whole number of MB in 1..16384")
+    if args.rounds < 1:
+        p.error(f"--rounds {args.rounds}: at least 1")
+    if not 0 < args.drop < 1:
+        p.error(f"--drop {args.drop}: a fraction in (0, 1)")
     buffers = {mb: np.ones(mb * 2**20 // 8) for mb in args.sizes}
     samples = {mb: [] for mb in args.sizes}
     for r in range(args.rounds + 1):  # one warm-up round

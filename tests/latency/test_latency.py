@@ -696,6 +696,10 @@ def test_cache_share_benchmark_reads_every_size_and_names_the_edge():
     assert [r[0] for r in rows] == ["1", "4", "8"] and all(float(r[1]) > 0 for r in rows)
     last = p.stdout.splitlines()[-1]
     assert last.startswith("cache share:") or last.startswith("every size up to 8 MB read at cache speed")
+    bad = ((["--sizes", "0"], "--sizes [0]"), (["--rounds", "0"], "--rounds 0"), (["--drop", "2"], "--drop"))
+    for flags, want in bad:
+        p = subprocess.run(cmd[:2] + flags, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and want in p.stderr and "Traceback" not in p.stderr, (flags, p.stderr)
 
 
 def test_latency_prediction_benchmark_refuses_bad_refit_models_and_missing_tables(table, tmp_path):
