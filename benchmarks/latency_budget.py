@@ -35,18 +35,20 @@ import torch  # noqa: E402
 from mobile_cv.export.to_executorch import LoadedMethod  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
 from mobile_cv.latency.measure import (  # noqa: E402
+    ModelSpec,
     compile_programs,
-    example_of,  # noqa: E402
+    example_of,
     time_interleaved,
 )
 from mobile_cv.latency.measure import summarize_samples as summarize  # noqa: E402
 from mobile_cv.latency.probes import in_drift, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
-from mobile_cv.latency.verify import describe_steps  # noqa: E402
+from mobile_cv.latency.verify import describe_steps, nearest_calibration  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import sample_uniform  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BESIDE = 3  # calibration models nearest each derived model in M params, timed beside it: a second conversion
 
 
 def make_image_folder(root: str, classes: int, per_class: int = 3) -> str:
@@ -100,6 +102,7 @@ def search_and_export(args, table_path, budget, data_root):
         cmd += ["SEARCH.COST.LATENCY_TABLE", table_path]
         cmd += ["SEARCH.COST.TARGET", str(budget), "SEARCH.COST.LATENCY_CHECK", "off", "OUTPUT_DIR", out]
         cmd += ["SEARCH.COST.LATENCY_VERIFY", args.verify]
+        cmd += ["SEARCH.COST.LATENCY_VERIFY_REFERENCES", str(args.verify_references)]
         print(f"searching at {budget:g} ms: {out}", flush=True)
         run(cmd, os.path.join(args.out, f"search_{budget:g}ms.log"))
     summary = json.load(open(os.path.join(out, "search.json")))
@@ -130,8 +133,16 @@ def main() -> None:
         default="retarget",
         help="SEARCH.COST.LATENCY_VERIFY of the searches (off: the table's prediction alone derives)",
     )
+    p.add_argument(
+        "--verify-references",
+        type=int,
+        default=0,
+        help="SEARCH.COST.LATENCY_VERIFY_REFERENCES of the searches (0: the probes' drift converts)",
+    )
     p.add_argument("--out", default="output/latency_budget")
     args = p.parse_args()
+    if not 0 <= args.verify_references <= 64:
+        p.error(f"--verify-references {args.verify_references}: 0 (the probes' drift) to 64 calibration models")
     os.makedirs(args.out, exist_ok=True)
     table = LatencyTable.load(args.table)
     d = table.data
@@ -143,6 +154,12 @@ def main() -> None:
 
     probes = d.get("probes") or old_table_probes(d)
     specs = {f"probe:{k}": v for k, v in probe_programs({**d, "probes": probes}).items()}
+    # beside the probes: the calibration models nearest each derived model in M params (what
+    # LATENCY_VERIFY_REFERENCES converts by), so both conversions are read off the same rounds
+    rows = d.get("calibration", {}).get("models", [])
+    near = {b: nearest_calibration(d, r["derived_params_m"], BESIDE) for b, (r, _) in zip(budgets, done)}
+    for j in sorted({j for js in near.values() for j in js}):
+        specs[f"calibration:{j}"] = ModelSpec.of(rows[j]["arch"], d["num_classes"], d["in_chans"])
     compiled = compile_programs(specs, d["runtime"], d["int8"])
     set_threads(d["runtime"], d["threads"])
     runners = {k: load_runner(d["runtime"], compiled[k], example_of(s), d["threads"]) for k, s in specs.items()}
@@ -159,15 +176,23 @@ def main() -> None:
     drift = float(np.exp(np.mean(np.log(used))))
     print(f"drift by the table's probes: {drift:.3f} ({', '.join(f'{k} {v:.3f}' for k, v in ratios.items())})")
     print(f"measured: the {table.statistic} of each program's {args.rounds} rounds (the table entries' statistic)")
-    print(f"{'budget ms':>10} {'x drift':>8} {'by table':>9} {'measured':>9} {'IQR':>15} {'miss':>7}  input size")
-    misses = []
+    print(
+        f"{'budget ms':>10} {'x drift':>8} {'by table':>9} {'measured':>9} {'IQR':>15} {'miss':>7}  input size, "
+        f"M params; by the {BESIDE} calibration models nearest in M params: their drift, the miss"
+    )
+    misses, by_references = [], []
     for b, (result, _) in zip(budgets, done):
         q = sorted(samples[f"model:{b}"])
         miss = med[f"model:{b}"] / (b * drift) - 1
         misses.append(miss)
+        logs = [np.log(med[f"calibration:{j}"] / rows[j][table.stat]) for j in near[b]]
+        ref = float(np.exp(np.mean(logs))) if logs else float("nan")
+        by_references.append({"drift": ref, "miss": med[f"model:{b}"] / (b * ref) - 1, "calibration": near[b]})
         print(
             f"{b:>10.3f} {b * drift:>8.3f} {result['derived_latency_ms']:>9.3f} {med[f'model:{b}']:>9.3f} "
-            f"{q[len(q) // 4]:>7.3f}-{q[3 * len(q) // 4]:.3f} {100 * miss:>+6.1f}%  {result['input_size']}"
+            f"{q[len(q) // 4]:>7.3f}-{q[3 * len(q) // 4]:.3f} {100 * miss:>+6.1f}%  {result['input_size']}, "
+            f"{result['derived_params_m']:.2f}"
+            + (f"; {ref:.3f}, {100 * by_references[-1]['miss']:+.1f}%" if near[b] else "")
         )
     for b, (result, _) in zip(budgets, done):
         for line in describe_steps(result["latency_verify"]) if "latency_verify" in result else []:
@@ -180,6 +205,7 @@ def main() -> None:
     with open(os.path.join(args.out, "latency_budget.json"), "w") as f:
         steps = [result.get("latency_verify") for result, _ in done]
         record = {"drift": drift, "probes": ratios, "budgets": budgets, "misses": misses, "ok": ok}
+        record["by_references"] = by_references
         json.dump({**record, "verify": args.verify, "verify_steps": steps}, f, indent=1)
 
 

@@ -187,15 +187,20 @@ _C.SEARCH.COST.LATENCY_THREADS = 1  # runtime threads
 # not (before any epoch); "off" skips the check.
 _C.SEARCH.COST.LATENCY_CHECK = "warn"
 # KIND latency with a TARGET: what the search derives at the end, measured. "retarget": the derived
-# model exported whole and timed here with the table's probes (their drift turns it into the table's
-# milliseconds); while it misses TARGET by more than LATENCY_VERIFY_TOLERANCE, derived again at a
-# budget scaled by the miss, at most LATENCY_VERIFY_STEPS derivations, the closest kept
-# (mobile_cv/latency/verify.py; seconds per step). Only where this machine is the table's (the
-# start-up check). "off": the table's prediction alone decides.
+# model exported whole and timed here with the table's probes and the LATENCY_VERIFY_REFERENCES
+# calibration models nearest it in parameters (their now / at build turns it into the table's
+# milliseconds; 0 or a table without calibration models: the probes' drift); while it misses TARGET
+# by more than LATENCY_VERIFY_TOLERANCE, derived again at a budget scaled by the miss, at most
+# LATENCY_VERIFY_STEPS derivations, the closest kept (mobile_cv/latency/verify.py; seconds per
+# step). Only where this machine is the table's (the start-up check). "off": the table alone decides.
 _C.SEARCH.COST.LATENCY_VERIFY = "off"
 _C.SEARCH.COST.LATENCY_VERIFY_STEPS = 4
 _C.SEARCH.COST.LATENCY_VERIFY_TOLERANCE = 0.03
 _C.SEARCH.COST.LATENCY_VERIFY_ROUNDS = 20  # interleaved timing rounds per step (10 read the drift 1.11-1.18 in one run)
+# 0: the probes' drift converts. N: the N calibration models nearest the derived model in M params
+# (a noisy neighbour slowed heavy models more than the probes; they halved that error for one model and
+# over-corrected another, and on a calm machine read 4-6% below the probes: docs/benchmarks.md)
+_C.SEARCH.COST.LATENCY_VERIFY_REFERENCES = 0
 # The alpha loss; cost = the sampled architecture's effective cost, in millions:
 # "target":   CE + TARGET_WEIGHT * |log(cost / TARGET)|  (scale-free: in units of the budget)
 # "relative": CE * (cost / c_ref) ** EXPONENT, c_ref the space's geometric mid cost

@@ -122,6 +122,7 @@ CONFIG_RANGES: Dict[str, Range] = {
     "SEARCH.COST.LATENCY_VERIFY_STEPS": _int(1, 100),
     "SEARCH.COST.LATENCY_VERIFY_TOLERANCE": _float(0.0, 1.0, lo_open=True, hi_open=True),
     "SEARCH.COST.LATENCY_VERIFY_ROUNDS": _int(1, 10_000),
+    "SEARCH.COST.LATENCY_VERIFY_REFERENCES": _int(0, 64),
     "SEED": _int(0, 2**32 - 1),
 }
 

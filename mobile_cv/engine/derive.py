@@ -54,11 +54,22 @@ def derive_family(
     kind: Optional[str] = None,
     tolerance: float = 0.05,
     latency_table: Optional[str] = None,
+    verify: str = "off",
 ) -> List[Dict[str, Any]]:
     """One arch def per budget written to ``out_dir`` (``arch_def_<budget>.json``), with
-    ``family.json``; returns the rows (budget, cost, FLOPs, params, log-probability, file)."""
+    ``family.json``; returns the rows (budget, cost, FLOPs, params, log-probability, file).
+    ``verify`` "retarget" (latency only): each derived model is exported whole and timed here with the
+    table's probes, derived again at a budget scaled by its miss (the search's SEARCH.COST.LATENCY_VERIFY_*
+    keys; mobile_cv/latency/verify.py); rows add ``measured_ms``, ``drift`` and ``measured_error``."""
     cfg, net = load_finished_search(search_dir)
     kind = kind or cfg.SEARCH.COST.KIND
+    if verify not in ("off", "retarget"):
+        raise DeriveError(f"--verify {verify!r}: one of off, retarget")
+    if verify == "retarget" and kind != "latency":
+        raise DeriveError(
+            f"--verify retarget times the derived models against budgets in ms; this family's cost is {kind}: "
+            f"give --kind latency (and --table) or --verify off"
+        )
     ck = cost_kind(kind)
     table = ck.budget_table(cfg, net, latency_table)
     lo, hi = cost_range(net, kind, table)
@@ -71,8 +82,22 @@ def derive_family(
     logp = log_probs(net)
     os.makedirs(out_dir, exist_ok=True)
     rows = []
+    compiled: Dict[str, Any] = {}  # the probes exported once for every budget
     for budget in budgets:
         index, cost, _ = table.most_probable_within(budget, tolerance, logp)
+        measured = None
+        if verify == "retarget":
+            from ..latency.verify import describe_steps
+            from .search import measured_retarget
+
+            def select(aim: float):
+                pick = table.most_probable_within(aim, tolerance, logp)[0]
+                return pick, {}, float(table.exact(pick))
+
+            index, _, record = measured_retarget(cfg, net, select, budget, compiled, latency_table)
+            for line in describe_steps(record):
+                print(f"{budget:g} ms: {line}")
+            measured = record["steps"][record["chosen"]]
         arch = net.derive_arch(net.one_hot(index))
         flops, params = count_arch(arch, cfg.MODEL.NUM_CLASSES, cfg.MODEL.IN_CHANS)
         name = f"arch_def_{budget:g}.json"
@@ -89,7 +114,14 @@ def derive_family(
                 "file": name,
             }
         )
+        if measured is not None:  # the table's milliseconds the model measured here (measured / drift)
+            rows[-1].update(
+                measured_ms=round(measured["in_table_ms"], 4),
+                drift=round(measured["factor"], 4),
+                measured_error=round(measured["miss"], 4),
+            )
     summary = {"search": os.path.abspath(search_dir), "kind": kind, "unit": ck.unit, "tolerance": tolerance}
+    summary["verify"] = verify
     atomic_write_text(os.path.join(out_dir, "family.json"), json.dumps({**summary, "rows": rows}, indent=1) + "\n")
     plot_family(rows, ck.unit, os.path.join(out_dir, "family.png"))
     return rows

@@ -99,27 +99,39 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
     return SearchRun(cfg).start(device, resume, hooks)
 
 
+def measured_retarget(cfg: CfgNode, net: Supernet, select: Callable, target: float, compiled=None, table_path=None):
+    """:func:`~mobile_cv.latency.verify.retarget` at ``target`` with the SEARCH.COST.LATENCY_VERIFY_* keys of
+    ``cfg``: ``select(aim)`` derives, each pick is exported whole and timed here with ``table_path``'s probes
+    (default SEARCH.COST.LATENCY_TABLE); ``compiled`` keeps the probes' programs between calls."""
+    from ..latency.table import LatencyTable
+    from ..latency.verify import measure_whole, retarget
+
+    c = cfg.SEARCH.COST
+    latency_table = LatencyTable.load(table_path or c.LATENCY_TABLE)
+    compiled = {} if compiled is None else compiled
+
+    def measure(index):
+        arch = net.derive_arch(net.one_hot(index))
+        mparams = count_arch(arch, cfg.MODEL.NUM_CLASSES, cfg.MODEL.IN_CHANS)[1]
+        rounds, refs = c.LATENCY_VERIFY_ROUNDS, c.LATENCY_VERIFY_REFERENCES
+        return measure_whole(latency_table, arch, rounds, 2, compiled, mparams, refs)
+
+    return retarget(select, measure, target, c.LATENCY_VERIFY_STEPS, c.LATENCY_VERIFY_TOLERANCE)
+
+
 def verify_derived(cfg: CfgNode, net: Supernet, table: BudgetTable) -> "tuple[dict, dict, dict]":
     """SEARCH.COST.LATENCY_VERIFY retarget (mobile_cv/latency/verify.py): the derived model measured
     here with the table's probes, derived again at a budget scaled by its miss; the main process
     measures, every rank gets its pick. Returns ``(index, info, record)``."""
-    from ..latency.table import LatencyTable
-    from ..latency.verify import measure_whole, retarget
-
     c, result = cfg.SEARCH.COST, None
     if comm.is_main_process():
         try:
-            latency_table, compiled = LatencyTable.load(c.LATENCY_TABLE), {}
 
             def select(aim: float):
                 index, info = select_architecture(net, table, aim, c.TOLERANCE)
                 return index, info, table.exact(index)
 
-            def measure(index):
-                arch = net.derive_arch(net.one_hot(index))
-                return measure_whole(latency_table, arch, c.LATENCY_VERIFY_ROUNDS, 2, compiled)
-
-            result = retarget(select, measure, c.TARGET, c.LATENCY_VERIFY_STEPS, c.LATENCY_VERIFY_TOLERANCE)
+            result = measured_retarget(cfg, net, select, c.TARGET)
         except Exception as e:  # every rank raises, none waits for a pick that never comes
             result = e
     result = comm.broadcast_object(result)

@@ -1046,6 +1046,39 @@ def test_retarget_aims_again_by_the_miss_and_keeps_the_closest():
         retarget(lambda aim: select_once(1.0), measure, 4.0, steps=2, accept=0.03)
 
 
+def test_the_derived_model_is_converted_by_the_calibration_models_nearest_it_in_parameters(table, tmp_path):
+    """measure_whole with references: the calibration models nearest the derived model in M params are
+    timed with it and their now / at build converts it, not the probes' drift. Their stored timings
+    halved, the factor reads ~2x the probes' drift and the measurement is divided by it; with no
+    references (or none given its size) the probes' drift converts, as before."""
+    from mobile_cv.latency.verify import measure_whole, nearest_calibration
+
+    rows = table.data["calibration"]["models"]
+    sizes = sorted(r["mparams"] for r in rows)
+    mid = sizes[len(sizes) // 2]
+    near = nearest_calibration(table.data, mid, 3)
+    far = [abs(math.log(r["mparams"] / mid)) for i, r in enumerate(rows) if i not in near]
+    assert len(near) == 3 and max(abs(math.log(rows[j]["mparams"] / mid)) for j in near) <= min(far)
+    assert nearest_calibration(table.data, mid, 0) == [] and nearest_calibration({"entries": {}}, mid, 3) == []
+
+    data = json.loads(json.dumps(table.data))
+    for j in near:
+        for k in ("ms", "q1", "q3", "min"):
+            data["calibration"]["models"][j][k] *= 0.5
+    path = tmp_path / "halved.json"
+    path.write_text(json.dumps(data))
+    halved, arch = LatencyTable.load(str(path)), rows[near[0]]["arch"]
+    m = measure_whole(halved, arch, rounds=5, warmup=1, mparams=mid, references=3)
+    assert [r["calibration"] for r in m["references"]] == near and m["mparams"] == mid
+    ratios = [r["ratio"] for r in m["references"]]
+    assert m["reference_drift"] == pytest.approx(math.exp(sum(map(math.log, ratios)) / 3))
+    assert m["factor"] == m["reference_drift"] and m["in_table_ms"] == pytest.approx(m["measured_ms"] / m["factor"])
+    assert m["reference_drift"] / m["drift"] > 1.4, m  # halved build times: ~2x (less where a probe is one of them)
+    plain = measure_whole(halved, arch, rounds=5, warmup=1, mparams=mid, references=0)
+    assert "references" not in plain and plain["factor"] == plain["drift"]
+    assert plain["in_table_ms"] == pytest.approx(plain["measured_ms"] / plain["drift"])
+
+
 def test_latency_verify_needs_a_latency_budget():
     from mobile_cv.config import ConfigError
     from mobile_cv.engine import setup_cfg
@@ -1064,14 +1097,16 @@ def test_latency_search_verifies_its_derived_model_by_measurement(space_file, ta
     argv[-2:-2] = [
         "SEARCH.COST.LATENCY_CHECK", "off", "SEARCH.COST.LATENCY_VERIFY", "retarget",
         "SEARCH.COST.LATENCY_VERIFY_ROUNDS", "3", "SEARCH.COST.LATENCY_VERIFY_STEPS", "3",
+        "SEARCH.COST.LATENCY_VERIFY_REFERENCES", "3",
     ]  # fmt: skip
     assert load_tool("search").main(argv) == 0, capfd.readouterr().err[-3000:]
     summary = json.load(open(out / "search.json"))
     record = summary["latency_verify"]
     steps = record["steps"]
     assert 1 <= len(steps) <= 3 and steps[0]["aim_ms"] == target
-    for s in steps:
-        assert s["in_table_ms"] == pytest.approx(s["measured_ms"] / s["drift"]) and s["drift"] > 0
+    for s in steps:  # converted by the 3 calibration models nearest the derived model
+        assert len(s["references"]) == 3 and s["factor"] == s["reference_drift"] and s["drift"] > 0
+        assert s["in_table_ms"] == pytest.approx(s["measured_ms"] / s["factor"])
         assert s["miss"] == pytest.approx(s["in_table_ms"] / target - 1)
     chosen = steps[record["chosen"]]
     assert abs(chosen["miss"]) == min(abs(s["miss"]) for s in steps)
@@ -1081,6 +1116,25 @@ def test_latency_search_verifies_its_derived_model_by_measurement(space_file, ta
     assert prediction_of(table, arch) == pytest.approx(chosen["predicted_ms"], rel=1e-9)
     assert summary["derived_latency_ms"] == pytest.approx(chosen["predicted_ms"], rel=1e-9)
     assert "latency verified by measurement" in capfd.readouterr().out
+
+    # tools/derive.py --verify retarget: a family from the same alpha, each model timed as above
+    from mobile_cv.engine.derive import DeriveError, derive_family
+
+    lo, hi = table.budget_table(net).extremes()
+    budgets = [target, round(lo + 0.7 * (hi - lo), 4)]
+    rows = derive_family(str(out), budgets, str(tmp_path / "family"), tolerance=0.1, verify="retarget")
+    for r, b in zip(rows, budgets):
+        assert (
+            r["budget"] == b
+            and r["drift"] > 0
+            and r["measured_error"] == pytest.approx(r["measured_ms"] / b - 1, abs=2e-3)
+        )
+        assert prediction_of(table, json.load(open(tmp_path / "family" / r["file"]))) == pytest.approx(
+            r["cost"], rel=1e-5
+        )
+    assert capfd.readouterr().out.count("latency verified by measurement") == 2
+    with pytest.raises(DeriveError, match="--verify retarget times the derived models against budgets in ms"):
+        derive_family(str(out), [1.0], str(tmp_path / "f2"), kind="flops", verify="retarget")
 
 
 def test_check_times_the_heaviest_calibration_model_and_says_when_it_parts_from_the_drift(table, tmp_path):
