@@ -85,7 +85,11 @@ def retarget(
     accept: float,
 ) -> Tuple[Index, Dict[str, Any], Dict[str, Any]]:
     """Derive at ``target``, measure, and while the miss ``in_table_ms / target - 1`` exceeds ``accept``
-    derive again at the aim scaled by ``target / in_table_ms``, at most ``steps`` derivations.
+    derive again at the aim scaled by ``target / in_table_ms``, at most ``steps`` derivations. Once one
+    aim's pick measured under the budget and another's over, the next aim is the middle of the
+    largest aim under and the smallest over (bisection), where scaling would jump from one side to the
+    other (run v4 of benchmarks/latency_budget.py: a 7.87 M-param model -6.2%, an 8.20 M one +6.1%, and
+    back), so an architecture between them, if the space has one, is found.
     ``select(aim)`` returns ``(index, info, table prediction)`` (raises :class:`~mobile_cv.errors.UserError`
     when nothing in the space is near ``aim``); ``measure(index)`` returns :func:`measure_whole`'s dict.
     Returns the index and info of the closest architecture and the record of every step."""
@@ -93,6 +97,7 @@ def retarget(
 
     aim, tried, measured = target, [], {}
     chosen: Optional[Tuple[Index, Dict[str, Any]]] = None
+    under = over = None  # the largest aim measured under the budget, the smallest measured over it
     stop = f"{steps} derivations"
     for step in range(steps):
         try:
@@ -111,7 +116,13 @@ def retarget(
         if abs(row["miss"]) <= accept:
             stop = f"within {100 * accept:g}%"
             break
-        aim *= target / m["in_table_ms"]
+        if row["miss"] < 0:
+            under = aim if under is None else max(under, aim)
+        else:
+            over = aim if over is None else min(over, aim)
+        # once the budget lies between two measured aims, halve that interval (scaling by the miss would
+        # jump from one side to the other); until then, scale the aim by the miss
+        aim = (under + over) / 2 if under is not None and over is not None else aim * target / m["in_table_ms"]
     if chosen is None:
         raise UserError(f"SEARCH.COST.LATENCY_VERIFY: nothing derived to measure: {stop}")
     record = {"steps": tried, "chosen": chosen[2], "stopped": stop, "target_ms": target, "accept": accept}

@@ -1046,6 +1046,38 @@ def test_retarget_aims_again_by_the_miss_and_keeps_the_closest():
         retarget(lambda aim: select_once(1.0), measure, 4.0, steps=2, accept=0.03)
 
 
+def test_retarget_bisects_between_the_aims_measured_under_and_over_the_budget():
+    """Picks as run v4 of latency_budget measured them (table ms -> measured, in the table's ms: the
+    heavier, the more the table under-predicts), plus one between them that scaling by the miss never
+    reaches (it jumps 3.476 -> 3.702 -> 3.476): once one aim measured under and one over, the aims are
+    bisected and land on it; where the space has nothing near the middle, the loop stops with the closest."""
+    from mobile_cv.errors import UserError
+    from mobile_cv.latency.verify import retarget
+
+    def space(picks):
+        def select(aim):  # the pick nearest the aim in the table's ms, within 2%
+            p = min(picks, key=lambda p: abs(p - aim))
+            if abs(p / aim - 1) > 0.02:
+                raise UserError(f"nothing within 2% of {aim:.4g}")
+            return {"p": p}, {}, p
+
+        def measure(index):
+            return {"measured_ms": picks[index["p"]], "drift": 1.0, "in_table_ms": picks[index["p"]]}
+
+        return select, measure
+
+    v4 = {3.476: 3.726, 3.702: 4.213, 4.019: 4.621}
+    index, _, record = retarget(*space({**v4, 3.59: 3.95}), 3.971, steps=4, accept=0.03)
+    aims = [s["aim_ms"] for s in record["steps"]]
+    assert [s["predicted_ms"] for s in record["steps"]] == [4.019, 3.476, 3.702, 3.59] and index == {"p": 3.59}
+    assert aims[2] == pytest.approx((aims[0] + aims[1]) / 2) and aims[3] == pytest.approx((aims[1] + aims[2]) / 2)
+    assert "within 3%" in record["stopped"]
+    # v4's picks alone: nothing within 2% of the middle (3.55): stopped, the closest (+6.1%) kept
+    index, _, record = retarget(*space(v4), 3.971, steps=6, accept=0.03)
+    assert len(record["steps"]) == 3 and "no architecture near 3.55" in record["stopped"]
+    assert index == {"p": 3.702} and record["steps"][record["chosen"]]["miss"] == pytest.approx(4.213 / 3.971 - 1)
+
+
 def test_the_derived_model_is_converted_by_the_calibration_models_nearest_it_in_parameters(table, tmp_path):
     """measure_whole with references: the calibration models nearest the derived model in M params are
     timed with it and their now / at build converts it, not the probes' drift. Their stored timings
