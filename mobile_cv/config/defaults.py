@@ -198,8 +198,8 @@ _C.SEARCH.COST.LATENCY_VERIFY_STEPS = 4
 _C.SEARCH.COST.LATENCY_VERIFY_TOLERANCE = 0.03
 _C.SEARCH.COST.LATENCY_VERIFY_ROUNDS = 20  # interleaved timing rounds per step (10 read the drift 1.11-1.18 in one run)
 # 0: the probes' drift converts. N: the N calibration models nearest the derived model in M params
-# (a noisy neighbour slowed heavy models more than the probes; they halved that error for one model and
-# over-corrected another, and on a calm machine read 4-6% below the probes: docs/benchmarks.md)
+# (a noisy neighbour slowed heavy models more than the probes; they cut one model's error by a third
+# and over-corrected another, and on a quiet machine read 2-8% above the probes: docs/benchmarks.md)
 _C.SEARCH.COST.LATENCY_VERIFY_REFERENCES = 0
 # The alpha loss; cost = the sampled architecture's effective cost, in millions:
 # "target":   CE + TARGET_WEIGHT * |log(cost / TARGET)|  (scale-free: in units of the budget)

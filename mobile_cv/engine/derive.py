@@ -114,12 +114,14 @@ def derive_family(
                 "file": name,
             }
         )
-        if measured is not None:  # the table's milliseconds the model measured here (measured / drift)
+        if measured is not None:  # the table's milliseconds the model measured here (measured / the factor)
             rows[-1].update(
                 measured_ms=round(measured["in_table_ms"], 4),
-                drift=round(measured["factor"], 4),
+                drift=round(measured["drift"], 4),
                 measured_error=round(measured["miss"], 4),
             )
+            if "reference_drift" in measured:  # what converted it (SEARCH.COST.LATENCY_VERIFY_REFERENCES)
+                rows[-1]["reference_drift"] = round(measured["reference_drift"], 4)
     summary = {"search": os.path.abspath(search_dir), "kind": kind, "unit": ck.unit, "tolerance": tolerance}
     summary["verify"] = verify
     atomic_write_text(os.path.join(out_dir, "family.json"), json.dumps({**summary, "rows": rows}, indent=1) + "\n")

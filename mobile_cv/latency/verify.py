@@ -49,10 +49,12 @@ def measure_whole(
     build), ``in_table_ms`` (measured / the factor: what the table's milliseconds should have said)
     and ``factor``. With ``references`` > 0 and the model's ``mparams``, that many calibration models
     nearest it in parameters are timed in the same rounds too and the factor is the geometric mean of
-    their now / at build (``reference_drift``, each in ``references``): in a noisy spell on this
-    project's machine the probes read 1.17x and an 8.6 M-param derived model 1.31x their calm times
-    (docs/benchmarks.md, "Verified by measurement"), so a factor from models of its size carries to it
-    where the probes' does not. Without calibration models the factor is the probes' drift."""
+    their now / at build (``reference_drift``, each in ``references``). The idea: in a noisy spell the
+    probes read 1.17x and an 8.6 M-param derived model 1.31x their quiet times, and models whose
+    weights meet the cache alike might be slowed alike. Measured with a noisy neighbour, they cut one
+    model's error by a third and over-corrected another, and on a quiet machine read 2-8% above the
+    probes (docs/benchmarks.md, "Converting by models of the derived model's size"): so opt-in.
+    Without calibration models the factor is the probes' drift."""
     from .measure import ModelSpec
     from .probes import check_table
 
@@ -131,10 +133,12 @@ def retarget(
 
 def describe_steps(record: Dict[str, Any]) -> List[str]:
     """The lines a user reads: each derivation's aim, the table's prediction, the measurement."""
+    by = "the probes' drift"
+    if any("reference_drift" in r for r in record["steps"]):
+        by = "the drift of the calibration models nearest it in parameters"
     lines = [
         f"latency verified by measurement (SEARCH.COST.LATENCY_VERIFY retarget): budget {record['target_ms']:.4g} ms "
-        f"in the table's milliseconds; measured / the factor of the programs timed in the same rounds "
-        f"(calibration models nearest it in parameters, else the probes' drift)"
+        f"in the table's milliseconds; measured / {by}, timed in the same rounds"
     ]
     for r in record["steps"]:
         mark = "  <- chosen" if r["step"] == record["steps"][record["chosen"]]["step"] else ""
