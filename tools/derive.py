@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         choices=("off", "retarget"),
         default="off",
         help="retarget (--kind latency): each derived model timed whole here, derived again until it meets its "
-        "budget (the search's SEARCH.COST.LATENCY_VERIFY_* keys)",
+        "budget (the search's SEARCH.COST.LATENCY_VERIFY keys: _STEPS, _TOLERANCE, _ROUNDS, _REFERENCES)",
     )
     p.add_argument("--out", help="output folder (default: SEARCH_DIR/family)")
     args = p.parse_args(argv)

@@ -59,7 +59,7 @@ def derive_family(
     """One arch def per budget written to ``out_dir`` (``arch_def_<budget>.json``), with
     ``family.json``; returns the rows (budget, cost, FLOPs, params, log-probability, file).
     ``verify`` "retarget" (latency only): each derived model is exported whole and timed here with the
-    table's probes, derived again at a budget scaled by its miss (the search's SEARCH.COST.LATENCY_VERIFY_*
+    table's probes, derived again at a budget scaled by its miss (the search's SEARCH.COST.LATENCY_VERIFY
     keys; mobile_cv/latency/verify.py); rows add ``measured_ms``, ``drift`` and ``measured_error``."""
     cfg, net = load_finished_search(search_dir)
     kind = kind or cfg.SEARCH.COST.KIND

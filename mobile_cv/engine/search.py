@@ -100,9 +100,10 @@ def run_search(cfg: CfgNode, *, resume: bool, device: torch.device, hooks: Seque
 
 
 def measured_retarget(cfg: CfgNode, net: Supernet, select: Callable, target: float, compiled=None, table_path=None):
-    """:func:`~mobile_cv.latency.verify.retarget` at ``target`` with the SEARCH.COST.LATENCY_VERIFY_* keys of
-    ``cfg``: ``select(aim)`` derives, each pick is exported whole and timed here with ``table_path``'s probes
-    (default SEARCH.COST.LATENCY_TABLE); ``compiled`` keeps the probes' programs between calls."""
+    """:func:`~mobile_cv.latency.verify.retarget` at ``target`` with the SEARCH.COST.LATENCY_VERIFY keys of
+    ``cfg`` (_STEPS, _TOLERANCE, _ROUNDS, _REFERENCES): ``select(aim)`` derives, each pick is exported whole
+    and timed here with ``table_path``'s probes (default SEARCH.COST.LATENCY_TABLE); ``compiled`` keeps the
+    probes' programs between calls."""
     from ..latency.table import LatencyTable
     from ..latency.verify import measure_whole, retarget
 
