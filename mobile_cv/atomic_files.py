@@ -13,16 +13,20 @@ installed; it follows the same temporary-name pattern.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import shutil
+import signal
 import tempfile
-from typing import Any, BinaryIO, Callable, List, TextIO, Union
+import threading
+from typing import Any, BinaryIO, Callable, Iterator, List, TextIO, Union
 
 # .NAME.RANDOM.tmp beside the target: hidden, and matched by TEMPORARY_GLOB
 TEMPORARY_SUFFIX = ".tmp"
 TEMPORARY_GLOB = ".*" + TEMPORARY_SUFFIX
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # held while a file is written (_signals_deferred)
 
 
 def _umask_mode() -> int:
@@ -42,25 +46,46 @@ def _fsync_folder(folder: str) -> None:
         pass  # not every filesystem lets a folder be fsync'ed
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM held until the block ends, then delivered to the handlers they had.
+    A KeyboardInterrupt raised inside ``torch.save`` left its zip writer half closed, and the error its
+    exit raised replaced the interrupt (a traceback instead of "stopped"): a file being written is
+    finished first. Main thread only (the only one signal handlers can be set from)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: List[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in DEFERRED_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):  # each once, in the order they came
+            signal.raise_signal(sig)
+
+
 def atomic_write(path: str, write: Callable[[Union[BinaryIO, TextIO]], None], mode: str = "wb") -> None:
     """Call ``write(f)`` on a temporary file opened with ``mode`` ("wb" or "w") and move it onto
     ``path`` once written and fsync'ed; on any error the temporary file is removed and ``path``
-    keeps what it held."""
+    keeps what it held. Ctrl-C or SIGTERM during the write takes effect once it is done."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX)
-    try:
-        os.fchmod(fd, _umask_mode())  # mkstemp makes 0600; outputs get the usual permissions
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_folder(folder)
+    with _signals_deferred():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX)
+        try:
+            os.fchmod(fd, _umask_mode())  # mkstemp makes 0600; outputs get the usual permissions
+            with os.fdopen(fd, mode) as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        _fsync_folder(folder)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

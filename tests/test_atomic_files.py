@@ -50,6 +50,41 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert os.listdir(tmp_path) == ["state.pth"]
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_during_a_write_takes_effect_once_the_file_is_written(tmp_path, sig):
+    """A signal that arrives mid-write (a checkpoint's torch.save) is held: the file is written whole,
+    then the signal reaches the handler it had (Ctrl-C: KeyboardInterrupt), and the handlers are back."""
+    import signal
+
+    import torch
+
+    sig = getattr(signal, sig)
+    path, seen = tmp_path / "checkpoint.pth", []
+
+    class Stop(BaseException):
+        pass
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise Stop()
+
+    def save_with_a_signal_in_the_middle(f):
+        f.write(b"")  # the writer has begun; the signal comes, then the checkpoint is saved
+        signal.raise_signal(sig)
+        torch.save({"a": torch.arange(1000), "b": torch.ones(3)}, f)
+
+    before = signal.signal(sig, handler)
+    try:
+        with pytest.raises(Stop):
+            atomic_write(str(path), save_with_a_signal_in_the_middle)
+        assert seen == [sig] and signal.getsignal(sig) is handler
+    finally:
+        signal.signal(sig, before)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["a"].tolist() == list(range(1000)) and loaded["b"].tolist() == [1.0, 1.0, 1.0]
+    assert os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
 def test_the_clean_up_knows_every_temporary_name(tmp_path):
     # what a killed writer leaves: a temporary file, a staging folder; the user's own files stay
     (tmp_path / ".eval.json.k2j4.tmp").write_text("{")
