@@ -262,7 +262,8 @@ def rescale_table(table, report: Dict[str, Any], out: str) -> Dict[str, Any]:
         row["blocks_ms"] = row["blocks_ms"] * factor
     if "correction" in data:
         c = data["correction"]
-        for term in ("constant", "per_mparam", "per_mparam_small", "per_l2_mparam_small"):  # ms terms (not scale)
+        ms_terms = ("constant", "per_mparam", "per_mparam_small", "per_l2_mparam_small", "per_mparam_over")  # not scale
+        for term in ms_terms:
             if term in c:
                 c[term] = c[term] * factor
     data.setdefault("rescaled", []).append(

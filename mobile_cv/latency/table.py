@@ -21,8 +21,8 @@ The file (JSON, written by ``tools/latency_table.py``) records what was measured
 
 A block inside a model pays no call cost, so a block's latency is its entry minus the call cost
 (never below 0). A model's predicted latency is ``call cost + a + b * (its blocks' sum) + (c + d * small) * (its
-M params)`` with the table's correction, ``small`` = 1 - (its input size / the table's largest)^2
-(format 1 tables: ``a = c = d = 0, b = 1``, the plain sum);
+M params) + f * max(0, its M params - knot)`` with the table's correction, ``small`` = 1 - (its input size /
+the table's largest)^2 (format 1 tables: ``a = c = d = 0, b = 1``, the plain sum);
 :meth:`LatencyTable.budget_table` hands it to the budgeted search's table as per-block items and a
 constant, so its expected latency and derivation are in these terms.
 """
@@ -386,7 +386,8 @@ class LatencyTable:
         ``scale * block ms + (per_mparam + per_mparam_small * small) * block M params`` (plus
         ``per_l2_mparam_small * small * block M params`` for a block whose weights fit the L2) at each
         input size (``small`` its :func:`~.calibration.smallness`), plus the call cost and the constant once
-        (:mod:`.calibration`); every term is per block, so its expectation stays exact."""
+        (:mod:`.calibration`); every term is per block, so its expectation stays exact; with a hinge in
+        the model's M params, that one is the table's :class:`~mobile_cv.search.budget.ParamsHinge`."""
         from ..search.budget import BudgetTable
 
         c = self.correction
@@ -403,6 +404,8 @@ class LatencyTable:
                 extra = extra + per_l2 * l2_table.terms[j].cost
             t.cost = c.scale * t.cost + extra
         table.terms[-1].cost = table.terms[-1].cost + (self.overhead_ms + c.constant)
+        if c.per_mparam_over:  # the hinge: not a sum over blocks, taken over the model's M params
+            table.set_hinge(params or BudgetTable(net, "params"), c.mparam_knot, c.per_mparam_over)
         return table
 
     def describe(self) -> str:

@@ -44,6 +44,7 @@ or most probable architecture inside it. Hence:
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass, replace
@@ -191,6 +192,124 @@ def _grid(sizes: Sequence[int]) -> torch.Tensor:
     return torch.cartesian_prod(*[torch.arange(s) for s in sizes]).reshape(-1, len(sizes))
 
 
+HINGE_BUCKETS = 400  # the hinge DP's resolution: buckets over the space's largest M params
+
+
+class ParamsHinge:
+    """``slope * max(0, P - knot)`` with ``P`` an architecture's M params (a table's whole-model term
+    that is not a sum over blocks, :mod:`mobile_cv.latency.calibration`), and its expectation under
+    the joint choice probabilities.
+
+    The expectation needs the distribution of ``P``, not its mean: a sum-product DP over the chain of
+    blocks, with the state of the budget DP (the output-width option of the term just placed) and the
+    M params spent so far in buckets of ``delta``. Each cell carries its probability mass ``m`` and the
+    mass-weighted M params of the partial architectures in it ``mu`` (exact sums, not bucket centres):
+
+        m[t][s', b']  = sum over items k of term t with dst[k] = s' of  m[t-1][src[k], b' - off[k]] * w[k]
+        mu[t][s', b'] = same sum of  (mu[t-1][src[k], b' - off[k]] + m[t-1][src[k], b' - off[k]] * P[k]) * w[k]
+
+    (``w[k]`` the probability of the item's own choices and of its output width where the term is the
+    first to choose it, as :meth:`BudgetTable._item_log_probs` counts them), and the expectation is
+    ``slope * sum over final cells of max(0, mu - knot * m)``: every cell's architectures taken at their
+    mean M params. At one-hot weights one cell holds the one architecture, so it is its exact hinge;
+    otherwise it is exact but where one cell's architectures lie on both sides of the knot (within
+    ``n_terms * delta`` of it), and never above the exact expectation (Jensen, per cell). Differentiable
+    in the weights. Batched one-hot weights (the rejection sampler's) are costed directly.
+
+    Args:
+        params: the budget table of kind "params" of the same supernet (its items in the same order).
+        knot, slope: the hinge, in M params and in the table's unit per M params.
+    """
+
+    def __init__(self, params: "BudgetTable", knot: float, slope: float) -> None:
+        self.params, self.knot, self.slope = params, float(knot), float(slope)
+        most = sum(float(t.cost[0].max()) for t in params.terms)  # parameters do not depend on the resolution
+        self.delta = max(most, 1e-9) / HINGE_BUCKETS
+        self.n_buckets = int(math.ceil(most / self.delta)) + len(params.terms) + 2
+        first, seen = [], set()
+        for t in params.terms:
+            first.append(t.out_label is not None and t.out_label not in seen)
+            seen.add(t.out_label)
+        self._first = first
+        self._plans: Dict[torch.device, List[Tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]]] = {}
+
+    def value(self, mparams):
+        """The hinge of M params (a float or a tensor)."""
+        if isinstance(mparams, torch.Tensor):
+            return self.slope * (mparams - self.knot).clamp_min(0)
+        return self.slope * max(0.0, mparams - self.knot)
+
+    def _plan(self, device: torch.device):
+        """Per term: each item's (offset, source, destination) cell as one flat key, the item's M params,
+        the number of distinct offsets, and those offsets (fixed by the space: built once per device)."""
+        if device not in self._plans:
+            plan = []
+            for t in self.params.terms:
+                p = t.cost[0]
+                off = torch.round(p / self.delta).long()
+                offsets, which = torch.unique(off, return_inverse=True)
+                n_in = int(t.src.max()) + 1 if len(t.src) else 1
+                key = (which * n_in + t.src) * t.n_out + t.dst
+                plan.append((key.to(device), p.to(device), n_in, offsets.to(device)))
+            self._plans[device] = plan
+        return self._plans[device]
+
+    def expected(self, mixing: Mixing, terms: Sequence["Term"], shortcut: bool = True) -> torch.Tensor:
+        """The hinge's expectation under ``mixing`` (``terms``: the table's terms on the mixing's device,
+        for their item probabilities; ``shortcut=False``: the DP even at one-hot weights)."""
+        if shortcut and _one_hot(mixing):  # one architecture per row: its M params are a plain sum
+            return self.value(self.params.expected(mixing))
+        device = next(iter(mixing.values())).device
+        batch = next(iter(mixing.values())).shape[:-1]
+        m = torch.zeros(*batch, 1, self.n_buckets, dtype=torch.float64, device=device)
+        m[..., 0, 0] = 1.0
+        mu = torch.zeros_like(m)
+        for t, first, (key, p, n_in, offsets) in zip(terms, self._first, self._plan(device)):
+            w = _own_probability(t, mixing, first)  # (..., K)
+            n_off = len(offsets)
+            flat = torch.zeros(*batch, n_off * n_in * t.n_out, dtype=torch.float64, device=device)
+            weight = flat.index_add(-1, key, w).reshape(*batch, n_off, n_in, t.n_out)
+            weight_p = flat.index_add(-1, key, w * p).reshape(*batch, n_off, n_in, t.n_out)
+            new_m = torch.zeros(*batch, t.n_out, self.n_buckets, dtype=torch.float64, device=device)
+            new_mu = torch.zeros_like(new_m)
+            m, mu = m[..., :n_in, :], mu[..., :n_in, :]
+            for j, o in enumerate(offsets.tolist()):
+                width = self.n_buckets - o
+                if width <= 0:
+                    continue
+                wj, vj = weight[..., j, :, :], weight_p[..., j, :, :]
+                src_m, src_mu = m[..., :, :width], mu[..., :, :width]
+                new_m[..., :, o:] = new_m[..., :, o:] + torch.einsum("...sb,...sd->...db", src_m, wj)
+                new_mu[..., :, o:] = (
+                    new_mu[..., :, o:]
+                    + torch.einsum("...sb,...sd->...db", src_mu, wj)
+                    + torch.einsum("...sb,...sd->...db", src_m, vj)
+                )
+            m, mu = new_m, new_mu
+        return self.slope * (mu - self.knot * m).clamp_min(0).sum((-2, -1))
+
+
+def _one_hot(mixing: Mixing) -> bool:
+    """Whether every choice's weights are one-hot (each row a single 1)."""
+    return all(bool(((w == 0) | (w == 1)).all()) and bool((w.sum(-1) == 1).all()) for w in mixing.values())
+
+
+def _own_probability(t: "Term", mixing: Mixing, first: bool) -> torch.Tensor:
+    """``(..., K)``: the probability of each item's own choices, and of its output width where the term
+    is the first to choose it (its input width is the DP's state: counted where it was chosen)."""
+    p = 1.0
+    if first:
+        p = p * mixing[t.out_label][..., t.dst]
+    for j, label in enumerate(t.local_labels):
+        opt = t.local_options[:, j]
+        p = p * torch.where(opt >= 0, mixing[label][..., opt.clamp_min(0)], torch.ones((), device=opt.device))
+    if isinstance(p, torch.Tensor):
+        return p.double()
+    device = t.src.device
+    shape = next(iter(mixing.values())).shape[:-1] if mixing else ()
+    return torch.ones(*shape, len(t.src), dtype=torch.float64, device=device)
+
+
 class BudgetTable:
     """Exact per-block costs of every option combination of a supernet, for one cost kind.
 
@@ -240,6 +359,31 @@ class BudgetTable:
             spatial, prev_out = block.out_spatial(spatial), block.out_space
         self.terms.append(self._head_term(prev_out, spatial, constant))
         self._moved: Dict[torch.device, List[Term]] = {}
+        self.hinge: Optional[ParamsHinge] = None  # a whole-model term that is not a sum over blocks (set_hinge)
+
+    def set_hinge(self, params: "BudgetTable", knot: float, slope: float) -> None:
+        """Add ``slope * max(0, M params - knot)`` to every architecture's cost (:class:`ParamsHinge`):
+        its expectation, exact costs, extremes and budgeted derivation then include it."""
+        if [len(t.src) for t in params.terms] != [len(t.src) for t in self.terms]:
+            raise BudgetError("the params table of a hinge must be of the same supernet as the table")
+        self.hinge = ParamsHinge(params, knot, slope) if slope else None
+
+    def _upper(self) -> "BudgetTable":
+        """The hinge's upper branch as a plain table: every item's cost plus ``slope`` x its M params.
+        An architecture's cost with the hinge is the larger of this table's less ``slope x knot`` and
+        the table's without it (each a sum over blocks, so each has the exact DPs; the ``- slope x knot``
+        is left to the caller, the DPs' costs being >= 0)."""
+        h = self.hinge
+        out = copy.copy(self)
+        out.hinge, out._moved = None, {}
+        out.terms = [replace(t, cost=t.cost + h.slope * hp.cost[0]) for t, hp in zip(self.terms, h.params.terms)]
+        return out
+
+    def _lower(self) -> "BudgetTable":
+        """The table without its hinge (the sum over blocks)."""
+        out = copy.copy(self)
+        out.hinge = None
+        return out
 
     def _space(self) -> str:
         return f"search space {self.net.name!r}" if self.net.name else "the search space"
@@ -328,6 +472,8 @@ class BudgetTable:
         weights it is the chosen architecture's table cost. Batched ``(N, options)`` mixing weights give N."""
         total = 0.0
         device = next(iter(mixing.values())).device if mixing else torch.device("cpu")
+        if self.hinge is not None:
+            total = self.hinge.expected(mixing, self._terms_on(device))
         for t in self._terms_on(device):
             p = t.item_probability(mixing).double()  # (..., K); float64: exact sums at one-hot weights
             per_res = p @ t.cost.T if p.dim() > 1 else t.cost @ p  # (..., R) or (R,)
@@ -371,7 +517,15 @@ class BudgetTable:
 
     def extreme(self, largest: bool = False) -> Tuple[Index, float]:
         """The exact cheapest (or most expensive) architecture: ``(index, cost)``, by a min-plus DP
-        over the terms whose state is the output-width option (no rounding)."""
+        over the terms whose state is the output-width option (no rounding). With a hinge the cost is
+        the larger of two sums over blocks (:meth:`_upper`): the most expensive is exact (the larger of
+        the two branches' most expensive); the cheapest is the cheaper of the two branches' cheapest
+        architectures, costed exactly (a real architecture; none is cheaper than the branches' minima).
+        """
+        if self.hinge is not None:
+            found = [b.extreme(largest) for b in (self._lower(), self._upper())]
+            costed = [(index, self.exact(index)) for index, _ in found]
+            return (max if largest else min)(costed, key=lambda x: x[1])
         sign = -1.0 if largest else 1.0
         best = None
         for r in range(self.n_res):
@@ -425,7 +579,17 @@ class BudgetTable:
                 f"{cheapest:.4g}-{dearest:.4g} {self.unit}; pick a target in that range"
             )
         delta = max((hi - lo) / max(BUCKETS_PER_WINDOW, 2 * len(self.terms)), hi / MAX_BUCKETS)
-        found, undecided = self._search_window(lo, hi, logp, delta)
+        if self.hinge is None:
+            found, undecided = self._search_window(lo, hi, logp, delta)
+        else:  # each branch's cells decoded, every decoded architecture costed with the hinge
+            shift = self.hinge.slope * self.hinge.knot  # the upper branch's costs are kept >= 0 (the DP's buckets)
+            results = [
+                self._lower()._search_window(lo, hi, logp, delta, exact=self),
+                self._upper()._search_window(lo, hi, logp, delta, exact=self, shift=shift),
+            ]
+            answers = [a for a, _ in results if a is not None]
+            found = max(answers, key=lambda a: a[2]) if answers else None
+            undecided = all(u for _, u in results)
         if found is not None:
             return found
         if undecided:
@@ -478,15 +642,20 @@ class BudgetTable:
             states = t.src[k]
         return torch.stack(items[::-1]), cost, log_p
 
-    def _search_window(self, lo: float, hi: float, logp, delta: float):
-        """``((index, cost, log p) or None, whether some cell could not be decided)``."""
-        n_buckets = int(math.floor(hi / delta)) + len(self.terms) + 2  # a path in the window ends below this
+    def _search_window(
+        self, lo: float, hi: float, logp, delta: float, exact: Optional["BudgetTable"] = None, shift: float = 0.0
+    ):
+        """``((index, cost, log p) or None, whether some cell could not be decided)``; with ``exact`` (the
+        table with a hinge whose branch this is) the cells meeting ``[lo + shift, hi + shift]`` in this
+        table's costs are decoded and the architectures costed by ``exact`` against ``[lo, hi]``."""
+        cell_lo, cell_hi = lo + shift, hi + shift
+        n_buckets = int(math.floor(cell_hi / delta)) + len(self.terms) + 2  # a path in the window ends below this
         logp_items = self._item_log_probs(logp)
         res_lp = logp[self.res_label] if self.res_label else torch.zeros(1, dtype=torch.float64)
         answer, undecided = None, False
         for r in range(self.n_res):
             best, low, high, winners, offsets = self._run(r, logp_items, float(res_lp[r]), delta, n_buckets)
-            meets = torch.isfinite(best) & (low <= hi) & (high >= lo)
+            meets = torch.isfinite(best) & (low <= cell_hi) & (high >= cell_lo)
             states, buckets = torch.nonzero(meets, as_tuple=True)
             if len(states) == 0:
                 continue
@@ -495,6 +664,8 @@ class BudgetTable:
                 items, cost, log_p = self._trace(
                     r, winners[criterion], offsets, states, buckets, logp_items, float(res_lp[r])
                 )
+                if exact is not None:
+                    cost = exact._costs_of(r, items)
                 inside = (cost >= lo) & (cost <= hi)
                 inside_any |= inside
                 if inside.any():
@@ -503,6 +674,15 @@ class BudgetTable:
                         answer = (self._index_of(r, items[:, j], logp), float(cost[j]), float(log_p[j]))
             undecided |= bool((~inside_any).any())  # a cell spanning the whole window: finer buckets needed
         return answer, undecided and answer is None
+
+    def _costs_of(self, r: int, items: torch.Tensor) -> torch.Tensor:
+        """Exact costs (the hinge included) of the architectures given as items per term (``(n_terms, N)``)
+        at resolution ``r``."""
+        cost = sum(t.cost[r][k] for t, k in zip(self.terms, items))
+        if self.hinge is not None:
+            mparams = sum(t.cost[0][k] for t, k in zip(self.hinge.params.terms, items))
+            cost = cost + self.hinge.value(mparams)
+        return cost
 
     def _index_of(self, r: int, items: torch.Tensor, logp: Dict[str, torch.Tensor]) -> Index:
         # a choice no item of the path decides (the expansion of a skip) takes its most probable option,
@@ -516,7 +696,15 @@ class BudgetTable:
 
     def _nearest(self, lo: float, hi: float, dearest: float, delta: float) -> List[float]:
         """Exact costs of real architectures nearest the window from below and from above (when no
-        architecture is inside it), from the cells' cheapest and dearest members over the whole range."""
+        architecture is inside it), from the cells' cheapest and dearest members over the whole range
+        (with a hinge, of either branch: a cost the hinge may raise)."""
+        if self.hinge is not None:
+            shift = self.hinge.slope * self.hinge.knot
+            upper = [c - shift for c in self._upper()._nearest(lo + shift, hi + shift, dearest + shift, delta)]
+            found = [self._lower()._nearest(lo, hi, dearest, delta), upper]
+            below = [c for f in found for c in f if c < lo]
+            above = [c for f in found for c in f if c > hi]
+            return ([max(below)] if below else []) + ([min(above)] if above else [])
         delta = max(delta, dearest / 4096)  # real architectures' costs, at a coarser resolution
         n_buckets = int(math.floor(dearest / delta)) + len(self.terms) + 2
         logp_items = [torch.zeros(len(t.src), dtype=torch.float64) for t in self.terms]

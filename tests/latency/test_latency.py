@@ -141,7 +141,8 @@ def prediction_of(table, arch):
             n = sum(m.weight.numel() for m in block.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
             within_l2 += n / 1e6 if 4 * n <= l2 else 0.0
     weights = (c.per_mparam + c.per_mparam_small * small) * mparams + c.per_l2_mparam_small * small * within_l2
-    return table.overhead_ms + c.constant + c.scale * blocks + weights
+    hinge = c.per_mparam_over * max(0.0, mparams - c.mparam_knot)
+    return table.overhead_ms + c.constant + c.scale * blocks + weights + hinge
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +157,31 @@ def corrected(table):
     return LatencyTable(data, table.path)
 
 
-@pytest.mark.parametrize("which", ["table", "corrected"])
-def test_one_hot_expected_latency_equals_the_derived_models_prediction(which, table, corrected, net):
+@pytest.fixture(scope="module")
+def hinged(table, net):
+    """The table with a hinge in the model's M params (``per_mparam_over``), its knot at the median
+    of the space's architectures' M params and a slope that makes it a large part of the latency."""
+    from mobile_cv.search.budget import BudgetTable
+
+    params = BudgetTable(net, "params")
+    every = list(enumerate_all(net))
+    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
+    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    mparams = params.expected(one_hot)
+    knot = float(mparams.median())
+    spread = float(mparams.max() - mparams.min())
+    lo, hi = table.budget_table(net).extremes()
+    data = json.loads(json.dumps(table.data))
+    form = ("scale", "per_mparam_over")
+    data["correction"] = Correction(0.0, 1.1, 0.0, form, per_mparam_over=(hi - lo) / spread, mparam_knot=knot).to_dict()
+    return LatencyTable(data, table.path)
+
+
+@pytest.mark.parametrize("which", ["table", "corrected", "hinged"])
+def test_one_hot_expected_latency_equals_the_derived_models_prediction(which, table, corrected, hinged, net):
     """At one-hot mixing the expected latency is the derived model's prediction, computed here from
     the plain model itself (its blocks read off a forward pass, its parameters counted)."""
-    t = {"table": table, "corrected": corrected}[which]
+    t = {"table": table, "corrected": corrected, "hinged": hinged}[which]
     budget = t.budget_table(net)
     g = torch.Generator().manual_seed(0)
     for _ in range(12):
@@ -203,8 +224,69 @@ def test_expected_latency_is_the_exact_expectation_over_every_architecture(which
     assert float(budget.expected(mixing)) == pytest.approx(float((prob * latencies).sum()), rel=1e-9)
 
 
-def test_alpha_gets_a_gradient_through_the_expected_latency(table, net):
-    budget = table.budget_table(net)
+def test_the_hinge_dp_is_exact_at_one_hot_and_the_expectation_over_every_architecture(hinged, net):
+    """The hinge in M params is not a sum over blocks: its expectation comes from the distribution of
+    the model's M params (a sum-product DP). At one-hot weights (the DP itself, not the shortcut) it is
+    the architecture's hinge; at soft weights it matches the brute-force expectation over all 20k
+    architectures (never above it: each DP cell is taken at its mean M params)."""
+    budget = hinged.budget_table(net)
+    h = budget.hinge
+    assert h is not None and h.knot == hinged.correction.mparam_knot
+    every = list(enumerate_all(net))
+    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
+    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    mparams = h.params.expected(one_hot)
+    exact_hinge = h.value(mparams)
+    assert (exact_hinge > 0).float().mean() == pytest.approx(0.5, abs=0.05)  # the knot splits the space
+    for j in torch.randperm(len(every), generator=torch.Generator().manual_seed(0))[:12].tolist():
+        one = {label: m[j] for label, m in one_hot.items()}
+        dp = float(h.expected(one, budget.terms, shortcut=False))
+        assert dp == pytest.approx(float(exact_hinge[j]), rel=1e-9, abs=1e-12)
+    g, choices = torch.Generator().manual_seed(1), net.choices.items()
+    for scale in (0.5, 2.0):
+        mixing = {label: torch.softmax(torch.randn(c.size, generator=g).double() * scale, 0) for label, c in choices}
+        prob = torch.ones(len(every), dtype=torch.float64)
+        for label in net.choices:
+            prob *= mixing[label][batch[label]]
+        truth = float((prob * exact_hinge).sum())
+        dp = float(h.expected(mixing, budget.terms))
+        assert dp <= truth + 1e-12 and dp == pytest.approx(truth, rel=2e-3)
+        latencies = budget.expected(one_hot)
+        assert float(budget.expected(mixing)) == pytest.approx(float((prob * latencies).sum()), rel=2e-3)
+
+
+def test_the_hinged_table_derives_the_brute_force_optimum_and_its_extremes(hinged, net):
+    """Budgeted derivation with the hinge (the larger of two sums over blocks, each branch's DP decoded
+    and every decoded architecture costed exactly): in the window, exact, and the most probable there."""
+    budget = hinged.budget_table(net)
+    every = list(enumerate_all(net))
+    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
+    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    latencies = budget.expected(one_hot)
+    assert budget.extremes() == pytest.approx((float(latencies.min()), float(latencies.max())))
+    lo, hi = float(latencies.min()), float(latencies.max())
+    g = torch.Generator().manual_seed(2)
+    checked = 0
+    for frac in (0.2, 0.4, 0.6, 0.8):
+        with torch.no_grad():
+            for a in net.arch_parameters():
+                a.copy_(torch.randn(a.shape, generator=g))
+        logp = log_probs(net)
+        total = sum(logp[label][batch[label]] for label in net.choices)
+        target = lo + frac * (hi - lo)
+        inside = (latencies >= 0.95 * target) & (latencies <= 1.05 * target)
+        if not inside.any():
+            continue
+        index, ms, lp = budget.most_probable_within(target, 0.05, logp)
+        assert 0.95 * target <= ms <= 1.05 * target and ms == pytest.approx(budget.exact(index))
+        assert lp == pytest.approx(float(total[inside].max()), abs=1e-9) == index_log_prob(index, logp)
+        checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.parametrize("which", ["table", "hinged"])
+def test_alpha_gets_a_gradient_through_the_expected_latency(which, table, hinged, net):
+    budget = {"table": table, "hinged": hinged}[which].budget_table(net)
     for a in net.arch_parameters():
         a.grad = None
     budget.expected(net.sample_mixing(noise=True)).backward()
@@ -734,6 +816,48 @@ def test_fit_correction_recovers_the_terms_and_never_fits_a_negative_cost():
     c = fit_correction(blocks, mparams, [1.0 * b - 0.2 * w + 2 for b, w in zip(blocks, mparams)])
     assert c.per_mparam >= 0 and c.constant >= 0 and c.scale >= 0
     assert fit_correction([1.0], [1.0], [1.0]).form == ()  # too few models: the plain sum
+
+
+def test_fit_correction_finds_a_hinge_in_the_models_weights_and_only_where_it_pays():
+    """Whole models that pay for their weights only past a knot (a cache's worth): the hinge is chosen,
+    its knot among the models' quantiles and its slope recovered; on data without one it is not taken
+    (the margin it must beat the other forms by), and a knot always leaves models on both sides."""
+    from mobile_cv.latency.calibration import HINGE_MIN_GAIN, MIN_SIDE, fit_correction, knots
+
+    g = torch.Generator().manual_seed(2)
+    blocks = (torch.rand(40, generator=g) * 3 + 1).tolist()
+    mparams = (torch.rand(40, generator=g) * 6 + 4).tolist()
+    noise = [0.003 * float(torch.randn(1, generator=g)) for _ in blocks]
+    y = [1.05 * b + 0.3 * max(0.0, w - 6.5) + e for b, w, e in zip(blocks, mparams, noise)]
+    c = fit_correction(blocks, mparams, y)
+    assert "per_mparam_over" in c.form and c.loo_mape < 1
+    assert c.mparam_knot == pytest.approx(6.5, abs=0.7) and c.per_mparam_over == pytest.approx(0.3, rel=0.25)
+    slope = c.per_mparam + c.per_mparam_over  # per_mparam: 0 or a small part the fit gave the whole range
+    assert c.predict(0.0, blocks[0], 9.0) - c.predict(0.0, blocks[0], 8.0) == pytest.approx(slope)
+    assert c.predict(0.0, blocks[0], 4.0) == pytest.approx(c.scale * blocks[0] + 4 * c.per_mparam)  # below the knot
+    linear = [1.05 * b + 0.1 * w + e for b, w, e in zip(blocks, mparams, noise)]
+    plain = fit_correction(blocks, mparams, linear)
+    assert "per_mparam_over" not in plain.form and plain.per_mparam == pytest.approx(0.1, rel=0.1)
+    assert HINGE_MIN_GAIN > 0
+    w = torch.tensor(mparams, dtype=torch.float64)
+    for k in knots(w):
+        assert int((w < k).sum()) >= MIN_SIDE and int((w > k).sum()) >= MIN_SIDE
+    assert knots(w[:5]) == []  # too few models for a knot with three on each side
+
+
+def test_rescale_scales_the_hinge_with_the_other_millisecond_terms(hinged, net, tmp_path):
+    from mobile_cv.latency.probes import rescale_table
+
+    out = tmp_path / "x2.json"
+    rescale_table(hinged, {"drift": 2.0, "probes": {}}, str(out))
+    doubled = LatencyTable.load(str(out))
+    assert doubled.correction.per_mparam_over == pytest.approx(2 * hinged.correction.per_mparam_over, rel=1e-6)
+    assert doubled.correction.mparam_knot == hinged.correction.mparam_knot  # M params, not milliseconds
+    a, b = hinged.budget_table(net), doubled.budget_table(net)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(6):
+        index = {label: int(torch.randint(c.size, (1,), generator=g)) for label, c in net.choices.items()}
+        assert b.exact(index) == pytest.approx(2 * a.exact(index), rel=1e-5)
 
 
 def test_fit_correction_finds_a_weights_cost_that_only_smaller_inputs_pay():
