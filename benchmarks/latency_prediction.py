@@ -231,7 +231,7 @@ def same_run_points(table, models, probe_blocks, med, drift):
     def predict(keys, mparams, small, mparams_l2):
         blocks = blocks_now(med, keys)
         weights_ms = c.ms_per_mparam(small) * mparams + c.per_l2_mparam_small * small * mparams_l2
-        weights_ms += c.over_knot_ms(mparams)
+        weights_ms += c.over_knot_ms(mparams, small)
         return o_now + drift * (c.constant + weights_ms) + c.scale * blocks, blocks
 
     factors = {}  # per input size: the table's model probe now / its prediction from its blocks now

@@ -22,12 +22,14 @@ the blocks whose weights fit the L2, the ones timed alone with their weights the
 than the L2 read its weights from farther when timed alone too; prefix models of the F space showed
 the excess inside a model in the 0.2-2 MB blocks, none in the 9-12 MB one). ``f``, a hinge:
 
-    + f * max(0, (model's M params) - knot)
+    + f * (1 - small) * max(0, (model's M params) - knot)
 
-the weights past what the machine's caches keep between calls, paid again on every call (measured
-on the F space, 2026-12-07: chosen by leave-one-out on the shipped table's 64 calibration models,
-2.54% against 2.79% for the best linear form, knot 5.8 M params (23 MB of fp32 weights); on the
-calibration models of three later benchmark runs too, knot 5-6 M). The knot is chosen with the form,
+the weights past what the machine's caches keep between calls, paid again on every call, the more
+the larger the input (whose activations share the caches with them; ``1 - small`` = (size /
+largest)^2, 1 for a table of one input size). Measured on the F space, 2026-12-07: the leave-one-out
+choice on the shipped table's 64 calibration models (2.47% against 2.79% for the best linear form,
+knot 5.5 M params, 22 MB of fp32 weights) and on those of four later benchmark runs, better there
+than one slope for every size (docs/dmaskingnas.md). The knot is chosen with the form,
 among the calibration models' M params quantiles (:data:`KNOT_QUANTILES`), so that models lie on both
 sides of it, and the hinge only where it beats the forms without it by :data:`HINGE_MIN_GAIN`. Every
 other term is a sum over blocks (a block's latency, a block's parameters at the architecture's input
@@ -62,7 +64,7 @@ FORMS = (
 )
 SMALL_TERM = "per_mparam_small"
 L2_TERM = "per_l2_mparam_small"  # needs several input sizes and the L2-resident parameters (the table's L2 size)
-OVER_TERM = "per_mparam_over"  # the hinge: M params past ``mparam_knot``
+OVER_TERM = "per_mparam_over"  # the hinge: M params past ``mparam_knot``, x (size / largest)^2
 KNOT_QUANTILES = tuple(q / 10 for q in range(1, 10))  # the hinge's knots tried: these quantiles of the models' M params
 MIN_SIDE = 3  # the fewest calibration models a knot must leave on each side
 # the hinge is taken only where it beats every form without it by this many points of leave-one-out
@@ -114,8 +116,8 @@ def smallness(size: int, largest: int) -> float:
 @dataclass
 class Correction:
     """``model ms = call cost + constant + scale * blocks + (per_mparam + per_mparam_small * small) *
-    M params + per_mparam_over * max(0, M params - mparam_knot)`` (see the module docstring; ``small``
-    from :func:`smallness`)."""
+    M params + per_mparam_over * (1 - small) * max(0, M params - mparam_knot)`` (see the module
+    docstring; ``small`` from :func:`smallness`)."""
 
     constant: float = 0.0
     scale: float = 1.0
@@ -126,7 +128,7 @@ class Correction:
     models: int = 0
     per_mparam_small: float = 0.0  # last: tables written before it have none (0, the term absent)
     per_l2_mparam_small: float = 0.0  # likewise
-    per_mparam_over: float = 0.0  # likewise: ms per M params past the knot
+    per_mparam_over: float = 0.0  # likewise: ms per M params past the knot, at the largest input
     mparam_knot: float = 0.0
 
     def predict(
@@ -140,12 +142,16 @@ class Correction:
             + self.scale * blocks_ms
             + self.ms_per_mparam(small) * mparams
             + self.per_l2_mparam_small * small * mparams_l2
-            + self.over_knot_ms(mparams)
+            + self.over_knot_ms(mparams, small)
         )
 
-    def over_knot_ms(self, mparams: float) -> float:
-        """The hinge: ``per_mparam_over * max(0, mparams - mparam_knot)`` (0 without it)."""
-        return self.per_mparam_over * max(0.0, mparams - self.mparam_knot) if self.per_mparam_over else 0.0
+    def over_knot_ms(self, mparams: float, small: float = 0.0) -> float:
+        """The hinge: ``per_mparam_over * (1 - small) * max(0, mparams - mparam_knot)`` (0 without it)."""
+        return self.over_slope(small) * max(0.0, mparams - self.mparam_knot)
+
+    def over_slope(self, small: float) -> float:
+        """The hinge's ms per M params past the knot at an input of :func:`smallness` ``small``."""
+        return self.per_mparam_over * (1.0 - small)
 
     def ms_per_mparam(self, small: float) -> float:
         """The weights' cost per million parameters at an input of :func:`smallness` ``small``."""
@@ -175,7 +181,7 @@ def describe_correction(c: Correction) -> str:
         l2 = f"{c.per_l2_mparam_small:.4g} ms x M params of the blocks within the L2"
         parts.append(l2 + " x (1 - (size / largest size)^2)")
     if OVER_TERM in c.form:
-        parts.append(f"{c.per_mparam_over:.4g} ms x max(0, M params - {c.mparam_knot:.4g})")
+        parts.append(f"{c.per_mparam_over:.4g} ms x (size / largest size)^2 x max(0, M params - {c.mparam_knot:.4g})")
     return "model = call cost + " + " + ".join(parts)
 
 
@@ -193,7 +199,7 @@ def _features(
         "per_mparam": mparams,
         SMALL_TERM: mparams * small,
         L2_TERM: mparams_l2 * small,
-        OVER_TERM: (mparams - knot).clamp_min(0),
+        OVER_TERM: (mparams - knot).clamp_min(0) * (1 - small),
     }
     return torch.stack([cols[name] for name in form], 1)
 

@@ -21,8 +21,8 @@ The file (JSON, written by ``tools/latency_table.py``) records what was measured
 
 A block inside a model pays no call cost, so a block's latency is its entry minus the call cost
 (never below 0). A model's predicted latency is ``call cost + a + b * (its blocks' sum) + (c + d * small) * (its
-M params) + f * max(0, its M params - knot)`` with the table's correction, ``small`` = 1 - (its input size /
-the table's largest)^2 (format 1 tables: ``a = c = d = 0, b = 1``, the plain sum);
+M params) + f * (1 - small) * max(0, its M params - knot)`` with the table's correction, ``small`` =
+1 - (its input size / the table's largest)^2 (format 1 tables: ``a = c = d = 0, b = 1``, the plain sum);
 :meth:`LatencyTable.budget_table` hands it to the budgeted search's table as per-block items and a
 constant, so its expected latency and derivation are in these terms.
 """
@@ -405,7 +405,8 @@ class LatencyTable:
             t.cost = c.scale * t.cost + extra
         table.terms[-1].cost = table.terms[-1].cost + (self.overhead_ms + c.constant)
         if c.per_mparam_over:  # the hinge: not a sum over blocks, taken over the model's M params
-            table.set_hinge(params or BudgetTable(net, "params"), c.mparam_knot, c.per_mparam_over)
+            slopes = [c.over_slope(smallness(s, largest)) for s in sizes]  # per resolution
+            table.set_hinge(params or BudgetTable(net, "params"), c.mparam_knot, slopes)
         return table
 
     def describe(self) -> str:

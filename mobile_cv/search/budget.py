@@ -196,9 +196,9 @@ HINGE_BUCKETS = 400  # the hinge DP's resolution: buckets over the space's large
 
 
 class ParamsHinge:
-    """``slope * max(0, P - knot)`` with ``P`` an architecture's M params (a table's whole-model term
-    that is not a sum over blocks, :mod:`mobile_cv.latency.calibration`), and its expectation under
-    the joint choice probabilities.
+    """``slope[r] * max(0, P - knot)`` with ``P`` an architecture's M params and ``r`` its resolution (a
+    table's whole-model term that is not a sum over blocks, :mod:`mobile_cv.latency.calibration`), and
+    its expectation under the joint choice probabilities.
 
     The expectation needs the distribution of ``P``, not its mean: a sum-product DP over the chain of
     blocks, with the state of the budget DP (the output-width option of the term just placed) and the
@@ -210,19 +210,24 @@ class ParamsHinge:
 
     (``w[k]`` the probability of the item's own choices and of its output width where the term is the
     first to choose it, as :meth:`BudgetTable._item_log_probs` counts them), and the expectation is
-    ``slope * sum over final cells of max(0, mu - knot * m)``: every cell's architectures taken at their
-    mean M params. At one-hot weights one cell holds the one architecture, so it is its exact hinge;
+    ``sum over r of p(r) * slope[r]`` times ``sum over final cells of max(0, mu - knot * m)`` (no block's
+    M params depend on the resolution, an independent choice): every cell's architectures taken at
+    their mean M params. At one-hot weights one cell holds the one architecture, so it is its exact hinge;
     otherwise it is exact but where one cell's architectures lie on both sides of the knot (within
     ``n_terms * delta`` of it), and never above the exact expectation (Jensen, per cell). Differentiable
     in the weights. Batched one-hot weights (the rejection sampler's) are costed directly.
 
     Args:
         params: the budget table of kind "params" of the same supernet (its items in the same order).
-        knot, slope: the hinge, in M params and in the table's unit per M params.
+        knot: the hinge's knot, in M params.
+        slopes: per resolution option (one for a space without), the table's unit per M params past it.
     """
 
-    def __init__(self, params: "BudgetTable", knot: float, slope: float) -> None:
-        self.params, self.knot, self.slope = params, float(knot), float(slope)
+    def __init__(self, params: "BudgetTable", knot: float, slopes: Sequence[float]) -> None:
+        self.params, self.knot = params, float(knot)
+        self.slopes = torch.as_tensor(slopes, dtype=torch.float64).reshape(-1)
+        if len(self.slopes) != params.n_res:
+            raise BudgetError(f"a hinge needs one slope per resolution ({params.n_res}), got {len(self.slopes)}")
         most = sum(float(t.cost[0].max()) for t in params.terms)  # parameters do not depend on the resolution
         self.delta = max(most, 1e-9) / HINGE_BUCKETS
         self.n_buckets = int(math.ceil(most / self.delta)) + len(params.terms) + 2
@@ -233,11 +238,19 @@ class ParamsHinge:
         self._first = first
         self._plans: Dict[torch.device, List[Tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]]] = {}
 
-    def value(self, mparams):
-        """The hinge of M params (a float or a tensor)."""
+    def value(self, mparams, r: int):
+        """The hinge of M params (a float or a tensor) at resolution option ``r``."""
         if isinstance(mparams, torch.Tensor):
-            return self.slope * (mparams - self.knot).clamp_min(0)
-        return self.slope * max(0.0, mparams - self.knot)
+            return float(self.slopes[r]) * (mparams - self.knot).clamp_min(0)
+        return float(self.slopes[r]) * max(0.0, mparams - self.knot)
+
+    def _slope(self, mixing: Mixing) -> torch.Tensor:
+        """The slope in expectation over the resolution option (``(...)``)."""
+        label = self.params.res_label
+        if label is None:
+            return self.slopes[0]
+        weights = mixing[label].double()
+        return weights @ self.slopes.to(weights.device)
 
     def _plan(self, device: torch.device):
         """Per term: each item's (offset, source, destination) cell as one flat key, the item's M params,
@@ -257,8 +270,9 @@ class ParamsHinge:
     def expected(self, mixing: Mixing, terms: Sequence["Term"], shortcut: bool = True) -> torch.Tensor:
         """The hinge's expectation under ``mixing`` (``terms``: the table's terms on the mixing's device,
         for their item probabilities; ``shortcut=False``: the DP even at one-hot weights)."""
+        slope = self._slope(mixing)
         if shortcut and _one_hot(mixing):  # one architecture per row: its M params are a plain sum
-            return self.value(self.params.expected(mixing))
+            return slope * (self.params.expected(mixing) - self.knot).clamp_min(0)
         device = next(iter(mixing.values())).device
         batch = next(iter(mixing.values())).shape[:-1]
         m = torch.zeros(*batch, 1, self.n_buckets, dtype=torch.float64, device=device)
@@ -286,7 +300,7 @@ class ParamsHinge:
                     + torch.einsum("...sb,...sd->...db", src_m, vj)
                 )
             m, mu = new_m, new_mu
-        return self.slope * (mu - self.knot * m).clamp_min(0).sum((-2, -1))
+        return slope * (mu - self.knot * m).clamp_min(0).sum((-2, -1))
 
 
 def _one_hot(mixing: Mixing) -> bool:
@@ -361,23 +375,29 @@ class BudgetTable:
         self._moved: Dict[torch.device, List[Term]] = {}
         self.hinge: Optional[ParamsHinge] = None  # a whole-model term that is not a sum over blocks (set_hinge)
 
-    def set_hinge(self, params: "BudgetTable", knot: float, slope: float) -> None:
-        """Add ``slope * max(0, M params - knot)`` to every architecture's cost (:class:`ParamsHinge`):
-        its expectation, exact costs, extremes and budgeted derivation then include it."""
+    def set_hinge(self, params: "BudgetTable", knot: float, slopes: Sequence[float]) -> None:
+        """Add ``slopes[r] * max(0, M params - knot)`` to the cost of every architecture of resolution
+        option ``r`` (:class:`ParamsHinge`): its expectation, exact costs, extremes and budgeted
+        derivation then include it."""
         if [len(t.src) for t in params.terms] != [len(t.src) for t in self.terms]:
             raise BudgetError("the params table of a hinge must be of the same supernet as the table")
-        self.hinge = ParamsHinge(params, knot, slope) if slope else None
+        self.hinge = ParamsHinge(params, knot, slopes) if any(slopes) else None
 
     def _upper(self) -> "BudgetTable":
-        """The hinge's upper branch as a plain table: every item's cost plus ``slope`` x its M params.
-        An architecture's cost with the hinge is the larger of this table's less ``slope x knot`` and
-        the table's without it (each a sum over blocks, so each has the exact DPs; the ``- slope x knot``
-        is left to the caller, the DPs' costs being >= 0)."""
+        """The hinge's upper branch as a plain table: every item's cost at resolution ``r`` plus
+        ``slopes[r]`` x its M params. An architecture's cost with the hinge is the larger of this table's
+        less ``slopes[r] x knot`` (:meth:`_shifts`) and the table's without it (each a sum over blocks, so
+        each has the exact DPs; the shift is left to the caller, the DPs' costs being >= 0)."""
         h = self.hinge
         out = copy.copy(self)
         out.hinge, out._moved = None, {}
-        out.terms = [replace(t, cost=t.cost + h.slope * hp.cost[0]) for t, hp in zip(self.terms, h.params.terms)]
+        slopes = h.slopes[:, None]
+        out.terms = [replace(t, cost=t.cost + slopes * hp.cost[0]) for t, hp in zip(self.terms, h.params.terms)]
         return out
+
+    def _shifts(self) -> List[float]:
+        """Per resolution option, what the upper branch's costs exceed the hinged cost by: ``slopes[r] x knot``."""
+        return [float(v) * self.hinge.knot for v in self.hinge.slopes]
 
     def _lower(self) -> "BudgetTable":
         """The table without its hinge (the sum over blocks)."""
@@ -582,10 +602,9 @@ class BudgetTable:
         if self.hinge is None:
             found, undecided = self._search_window(lo, hi, logp, delta)
         else:  # each branch's cells decoded, every decoded architecture costed with the hinge
-            shift = self.hinge.slope * self.hinge.knot  # the upper branch's costs are kept >= 0 (the DP's buckets)
             results = [
                 self._lower()._search_window(lo, hi, logp, delta, exact=self),
-                self._upper()._search_window(lo, hi, logp, delta, exact=self, shift=shift),
+                self._upper()._search_window(lo, hi, logp, delta, exact=self, shifts=self._shifts()),
             ]
             answers = [a for a, _ in results if a is not None]
             found = max(answers, key=lambda a: a[2]) if answers else None
@@ -643,18 +662,25 @@ class BudgetTable:
         return torch.stack(items[::-1]), cost, log_p
 
     def _search_window(
-        self, lo: float, hi: float, logp, delta: float, exact: Optional["BudgetTable"] = None, shift: float = 0.0
+        self,
+        lo: float,
+        hi: float,
+        logp,
+        delta: float,
+        exact: Optional["BudgetTable"] = None,
+        shifts: Optional[Sequence[float]] = None,
     ):
         """``((index, cost, log p) or None, whether some cell could not be decided)``; with ``exact`` (the
-        table with a hinge whose branch this is) the cells meeting ``[lo + shift, hi + shift]`` in this
-        table's costs are decoded and the architectures costed by ``exact`` against ``[lo, hi]``."""
-        cell_lo, cell_hi = lo + shift, hi + shift
-        n_buckets = int(math.floor(cell_hi / delta)) + len(self.terms) + 2  # a path in the window ends below this
+        table with a hinge whose branch this is) the cells meeting ``[lo + shifts[r], hi + shifts[r]]`` in
+        this table's costs are decoded and the architectures costed by ``exact`` against ``[lo, hi]``."""
+        shifts = list(shifts) if shifts is not None else [0.0] * self.n_res
+        n_buckets = int(math.floor((hi + max(shifts)) / delta)) + len(self.terms) + 2  # paths in the window end below
         logp_items = self._item_log_probs(logp)
         res_lp = logp[self.res_label] if self.res_label else torch.zeros(1, dtype=torch.float64)
         answer, undecided = None, False
         for r in range(self.n_res):
             best, low, high, winners, offsets = self._run(r, logp_items, float(res_lp[r]), delta, n_buckets)
+            cell_lo, cell_hi = lo + shifts[r], hi + shifts[r]
             meets = torch.isfinite(best) & (low <= cell_hi) & (high >= cell_lo)
             states, buckets = torch.nonzero(meets, as_tuple=True)
             if len(states) == 0:
@@ -681,7 +707,7 @@ class BudgetTable:
         cost = sum(t.cost[r][k] for t, k in zip(self.terms, items))
         if self.hinge is not None:
             mparams = sum(t.cost[0][k] for t, k in zip(self.hinge.params.terms, items))
-            cost = cost + self.hinge.value(mparams)
+            cost = cost + self.hinge.value(mparams, r)
         return cost
 
     def _index_of(self, r: int, items: torch.Tensor, logp: Dict[str, torch.Tensor]) -> Index:
@@ -694,24 +720,30 @@ class BudgetTable:
             self._assign(index, t, k)
         return index
 
-    def _nearest(self, lo: float, hi: float, dearest: float, delta: float) -> List[float]:
+    def _nearest(
+        self, lo: float, hi: float, dearest: float, delta: float, shifts: Optional[Sequence[float]] = None
+    ) -> List[float]:
         """Exact costs of real architectures nearest the window from below and from above (when no
         architecture is inside it), from the cells' cheapest and dearest members over the whole range
-        (with a hinge, of either branch: a cost the hinge may raise)."""
+        (with a hinge, of either branch, less the upper branch's ``shifts`` per resolution: a cost the
+        hinge may raise)."""
         if self.hinge is not None:
-            shift = self.hinge.slope * self.hinge.knot
-            upper = [c - shift for c in self._upper()._nearest(lo + shift, hi + shift, dearest + shift, delta)]
-            found = [self._lower()._nearest(lo, hi, dearest, delta), upper]
+            found = [
+                self._lower()._nearest(lo, hi, dearest, delta),
+                self._upper()._nearest(lo, hi, dearest, delta, shifts=self._shifts()),
+            ]
             below = [c for f in found for c in f if c < lo]
             above = [c for f in found for c in f if c > hi]
             return ([max(below)] if below else []) + ([min(above)] if above else [])
+        shifts = list(shifts) if shifts is not None else [0.0] * self.n_res
         delta = max(delta, dearest / 4096)  # real architectures' costs, at a coarser resolution
-        n_buckets = int(math.floor(dearest / delta)) + len(self.terms) + 2
+        n_buckets = int(math.floor((dearest + max(shifts)) / delta)) + len(self.terms) + 2
         logp_items = [torch.zeros(len(t.src), dtype=torch.float64) for t in self.terms]
         below, above = -math.inf, math.inf
         for r in range(self.n_res):
             best, low, high, _, _ = self._run(r, logp_items, 0.0, delta, n_buckets)
             reached = torch.isfinite(best)
+            low, high = low - shifts[r], high - shifts[r]
             under, over = reached & (high < lo), reached & (low > hi)
             if under.any():
                 below = max(below, float(high[under].max()))

@@ -141,7 +141,7 @@ def prediction_of(table, arch):
             n = sum(m.weight.numel() for m in block.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
             within_l2 += n / 1e6 if 4 * n <= l2 else 0.0
     weights = (c.per_mparam + c.per_mparam_small * small) * mparams + c.per_l2_mparam_small * small * within_l2
-    hinge = c.per_mparam_over * max(0.0, mparams - c.mparam_knot)
+    hinge = c.per_mparam_over * (1 - small) * max(0.0, mparams - c.mparam_knot)
     return table.overhead_ms + c.constant + c.scale * blocks + weights + hinge
 
 
@@ -236,7 +236,12 @@ def test_the_hinge_dp_is_exact_at_one_hot_and_the_expectation_over_every_archite
     batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
     one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
     mparams = h.params.expected(one_hot)
-    exact_hinge = h.value(mparams)
+    # the slope at each architecture's input size: (size / largest)^2 of the table's
+    slope = h.slopes[batch["resolution"]] if "resolution" in batch else h.slopes[0]
+    sizes = net.res_sizes or [net.input_size]
+    c = hinged.correction
+    assert h.slopes.tolist() == pytest.approx([c.per_mparam_over * (s / max(sizes)) ** 2 for s in sizes])
+    exact_hinge = slope * (mparams - h.knot).clamp_min(0)
     assert (exact_hinge > 0).float().mean() == pytest.approx(0.5, abs=0.05)  # the knot splits the space
     for j in torch.randperm(len(every), generator=torch.Generator().manual_seed(0))[:12].tolist():
         one = {label: m[j] for label, m in one_hot.items()}
