@@ -166,20 +166,36 @@ class Term:
     local_labels: List[str]
     local_options: torch.Tensor  # (K, len(local_labels)) long
 
-    def item_probability(self, mixing: Mixing) -> torch.Tensor:
+    def item_probability(self, mixing: Mixing, first: Optional[bool] = None) -> torch.Tensor:
         """``(..., K)``: each item's probability under the product distribution of ``mixing``
-        (everything but the resolution)."""
+        (everything but the resolution). With ``first`` (a DP over the chain of terms, whose state is
+        the input width): the item's own choices, and its output width only where this term is the
+        first to choose it (:func:`_first_choosers`), each choice counted once along a path."""
         p = 1.0
-        if self.in_label is not None:
-            p = p * mixing[self.in_label][..., self.src]
-        if self.out_label is not None and self.out_label != self.in_label:
+        if first is None:
+            if self.in_label is not None:
+                p = p * mixing[self.in_label][..., self.src]
+            if self.out_label is not None and self.out_label != self.in_label:
+                p = p * mixing[self.out_label][..., self.dst]
+        elif first:
             p = p * mixing[self.out_label][..., self.dst]
         for j, label in enumerate(self.local_labels):
             opt = self.local_options[:, j]
             p = p * torch.where(opt >= 0, mixing[label][..., opt.clamp_min(0)], torch.ones((), device=opt.device))
-        return (
-            p if isinstance(p, torch.Tensor) else torch.ones(len(self.src), dtype=torch.float64, device=self.src.device)
-        )
+        if isinstance(p, torch.Tensor):
+            return p
+        shape = next(iter(mixing.values())).shape[:-1] if mixing else ()
+        return torch.ones(*shape, len(self.src), dtype=torch.float64, device=self.src.device)
+
+
+def _first_choosers(terms: Sequence[Term]) -> List[bool]:
+    """Per term, whether it is the first of the chain to use its output width choice (a row's repeats
+    share one width choice, chosen by the row's first block)."""
+    seen, out = set(), []
+    for t in terms:
+        out.append(t.out_label is not None and t.out_label not in seen)
+        seen.add(t.out_label)
+    return out
 
 
 ItemCost = Callable[..., torch.Tensor]  # (candidate, spatial, labels, grid) -> (len(grid),) costs
@@ -209,7 +225,8 @@ class ParamsHinge:
         mu[t][s', b'] = same sum of  (mu[t-1][src[k], b' - off[k]] + m[t-1][src[k], b' - off[k]] * P[k]) * w[k]
 
     (``w[k]`` the probability of the item's own choices and of its output width where the term is the
-    first to choose it, as :meth:`BudgetTable._item_log_probs` counts them), and the expectation is
+    first to choose it: :meth:`Term.item_probability` with ``first``, as :meth:`BudgetTable._item_log_probs`
+    counts them), and the expectation is
     ``sum over r of p(r) * slope[r]`` times ``sum over final cells of max(0, mu - knot * m)`` (no block's
     M params depend on the resolution, an independent choice): every cell's architectures taken at
     their mean M params. At one-hot weights one cell holds the one architecture, so it is its exact hinge;
@@ -231,11 +248,7 @@ class ParamsHinge:
         most = sum(float(t.cost[0].max()) for t in params.terms)  # parameters do not depend on the resolution
         self.delta = max(most, 1e-9) / HINGE_BUCKETS
         self.n_buckets = int(math.ceil(most / self.delta)) + len(params.terms) + 2
-        first, seen = [], set()
-        for t in params.terms:
-            first.append(t.out_label is not None and t.out_label not in seen)
-            seen.add(t.out_label)
-        self._first = first
+        self._first = _first_choosers(params.terms)
         self._plans: Dict[torch.device, List[Tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]]] = {}
 
     def value(self, mparams, r: int):
@@ -279,7 +292,7 @@ class ParamsHinge:
         m[..., 0, 0] = 1.0
         mu = torch.zeros_like(m)
         for t, first, (key, p, n_in, offsets) in zip(terms, self._first, self._plan(device)):
-            w = _own_probability(t, mixing, first)  # (..., K)
+            w = t.item_probability(mixing, first).double()  # (..., K)
             n_off = len(offsets)
             flat = torch.zeros(*batch, n_off * n_in * t.n_out, dtype=torch.float64, device=device)
             weight = flat.index_add(-1, key, w).reshape(*batch, n_off, n_in, t.n_out)
@@ -306,22 +319,6 @@ class ParamsHinge:
 def _one_hot(mixing: Mixing) -> bool:
     """Whether every choice's weights are one-hot (each row a single 1)."""
     return all(bool(((w == 0) | (w == 1)).all()) and bool((w.sum(-1) == 1).all()) for w in mixing.values())
-
-
-def _own_probability(t: "Term", mixing: Mixing, first: bool) -> torch.Tensor:
-    """``(..., K)``: the probability of each item's own choices, and of its output width where the term
-    is the first to choose it (its input width is the DP's state: counted where it was chosen)."""
-    p = 1.0
-    if first:
-        p = p * mixing[t.out_label][..., t.dst]
-    for j, label in enumerate(t.local_labels):
-        opt = t.local_options[:, j]
-        p = p * torch.where(opt >= 0, mixing[label][..., opt.clamp_min(0)], torch.ones((), device=opt.device))
-    if isinstance(p, torch.Tensor):
-        return p.double()
-    device = t.src.device
-    shape = next(iter(mixing.values())).shape[:-1] if mixing else ()
-    return torch.ones(*shape, len(t.src), dtype=torch.float64, device=device)
 
 
 class BudgetTable:
@@ -523,14 +520,13 @@ class BudgetTable:
     def _item_log_probs(self, logp: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
         """Per term, each item's log p: its own choices, plus its output width choice where the
         term is the first to use it (a row's repeats share one width choice)."""
-        seen, out = set(), []
-        for t in self.terms:
+        out = []
+        for t, first in zip(self.terms, _first_choosers(self.terms)):
             lp = torch.zeros(len(t.src), dtype=torch.float64)
             for j, label in enumerate(t.local_labels):
                 opt = t.local_options[:, j]
                 lp += torch.where(opt >= 0, logp[label][opt.clamp_min(0)], logp[label].max())
-            if t.out_label is not None and t.out_label not in seen:
-                seen.add(t.out_label)
+            if first:
                 lp += logp[t.out_label][t.dst]
             out.append(lp)
         return out

@@ -126,6 +126,39 @@ def test_each_sample_is_timed_after_the_program_has_settled():
     assert all(0.4 < v < 1.0 for k in runners for v in settled[k])
 
 
+def every_architecture(net):
+    """Every assignment of ``net``'s options: the list, as ``(N,)`` option indices per choice, and as
+    one-hot ``(N, options)`` mixing weights."""
+    every = list(enumerate_all(net))
+    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
+    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    return every, batch, one_hot
+
+
+def brute_force_optimum_checks(budget, net, batch, latencies, fracs, seed):
+    """For random alphas and targets at ``fracs`` of the space's range: the budgeted derivation is in
+    the +-5% window, costed exactly, and as probable as the most probable architecture in it (by brute
+    force over ``batch``). Returns how many targets had an architecture in their window."""
+    lo, hi = float(latencies.min()), float(latencies.max())
+    g = torch.Generator().manual_seed(seed)
+    checked = 0
+    for frac in fracs:
+        with torch.no_grad():
+            for a in net.arch_parameters():
+                a.copy_(torch.randn(a.shape, generator=g))
+        logp = log_probs(net)
+        total = sum(logp[label][batch[label]] for label in net.choices)
+        target = lo + frac * (hi - lo)
+        inside = (latencies >= 0.95 * target) & (latencies <= 1.05 * target)
+        if not inside.any():
+            continue
+        index, ms, lp = budget.most_probable_within(target, 0.05, logp)
+        assert 0.95 * target <= ms <= 1.05 * target and ms == pytest.approx(budget.exact(index))
+        assert lp == pytest.approx(float(total[inside].max()), abs=1e-9) == index_log_prob(index, logp)
+        checked += 1
+    return checked
+
+
 def prediction_of(table, arch):
     """A plain model's whole-model latency by ``table``, from the model alone: its blocks read off a
     forward pass, its parameters counted, and the table's correction."""
@@ -164,9 +197,7 @@ def hinged(table, net):
     from mobile_cv.search.budget import BudgetTable
 
     params = BudgetTable(net, "params")
-    every = list(enumerate_all(net))
-    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
-    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    _, _, one_hot = every_architecture(net)
     mparams = params.expected(one_hot)
     knot = float(mparams.median())
     spread = float(mparams.max() - mparams.min())
@@ -213,9 +244,7 @@ def test_expected_latency_is_the_exact_expectation_over_every_architecture(which
     budget = {"table": table, "corrected": corrected}[which].budget_table(net)
     g = torch.Generator().manual_seed(1)
     mixing = {label: torch.softmax(torch.randn(c.size, generator=g).double(), 0) for label, c in net.choices.items()}
-    every = list(enumerate_all(net))
-    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
-    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    every, batch, one_hot = every_architecture(net)
     latencies = budget.expected(one_hot)  # (N,) exact latency of every assignment
     prob = torch.ones(len(every), dtype=torch.float64)
     for label in net.choices:
@@ -232,9 +261,7 @@ def test_the_hinge_dp_is_exact_at_one_hot_and_the_expectation_over_every_archite
     budget = hinged.budget_table(net)
     h = budget.hinge
     assert h is not None and h.knot == hinged.correction.mparam_knot
-    every = list(enumerate_all(net))
-    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
-    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    every, batch, one_hot = every_architecture(net)
     mparams = h.params.expected(one_hot)
     # the slope at each architecture's input size: (size / largest)^2 of the table's
     slope = h.slopes[batch["resolution"]] if "resolution" in batch else h.slopes[0]
@@ -264,28 +291,10 @@ def test_the_hinged_table_derives_the_brute_force_optimum_and_its_extremes(hinge
     """Budgeted derivation with the hinge (the larger of two sums over blocks, each branch's DP decoded
     and every decoded architecture costed exactly): in the window, exact, and the most probable there."""
     budget = hinged.budget_table(net)
-    every = list(enumerate_all(net))
-    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
-    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    _, batch, one_hot = every_architecture(net)
     latencies = budget.expected(one_hot)
     assert budget.extremes() == pytest.approx((float(latencies.min()), float(latencies.max())))
-    lo, hi = float(latencies.min()), float(latencies.max())
-    g = torch.Generator().manual_seed(2)
-    checked = 0
-    for frac in (0.2, 0.4, 0.6, 0.8):
-        with torch.no_grad():
-            for a in net.arch_parameters():
-                a.copy_(torch.randn(a.shape, generator=g))
-        logp = log_probs(net)
-        total = sum(logp[label][batch[label]] for label in net.choices)
-        target = lo + frac * (hi - lo)
-        inside = (latencies >= 0.95 * target) & (latencies <= 1.05 * target)
-        if not inside.any():
-            continue
-        index, ms, lp = budget.most_probable_within(target, 0.05, logp)
-        assert 0.95 * target <= ms <= 1.05 * target and ms == pytest.approx(budget.exact(index))
-        assert lp == pytest.approx(float(total[inside].max()), abs=1e-9) == index_log_prob(index, logp)
-        checked += 1
+    checked = brute_force_optimum_checks(budget, net, batch, latencies, (0.2, 0.4, 0.6, 0.8), seed=2)
     assert checked >= 3
 
 
@@ -302,26 +311,11 @@ def test_alpha_gets_a_gradient_through_the_expected_latency(which, table, hinged
 
 def test_budgeted_search_in_milliseconds_is_the_brute_force_optimum(table, net):
     budget = table.budget_table(net)
-    every = list(enumerate_all(net))
-    batch = {label: torch.tensor([ix[label] for ix in every]) for label in net.choices}
-    one_hot = {label: torch.nn.functional.one_hot(batch[label], c.size).double() for label, c in net.choices.items()}
+    _, batch, one_hot = every_architecture(net)
     latencies = budget.expected(one_hot)
     lo, hi = budget.extremes()
     assert (lo, hi) == pytest.approx((float(latencies.min()), float(latencies.max())))
-    g = torch.Generator().manual_seed(2)
-    for frac in (0.2, 0.5, 0.8):
-        with torch.no_grad():
-            for a in net.arch_parameters():
-                a.copy_(torch.randn(a.shape, generator=g))
-        logp = log_probs(net)
-        total = sum(logp[label][batch[label]] for label in net.choices)
-        target = lo + frac * (hi - lo)
-        inside = (latencies >= 0.95 * target) & (latencies <= 1.05 * target)
-        if not inside.any():
-            continue
-        index, ms, lp = budget.most_probable_within(target, 0.05, logp)
-        assert 0.95 * target <= ms <= 1.05 * target and ms == pytest.approx(budget.exact(index))
-        assert lp == pytest.approx(float(total[inside].max()), abs=1e-9) == index_log_prob(index, logp)
+    brute_force_optimum_checks(budget, net, batch, latencies, (0.2, 0.5, 0.8), seed=2)
 
 
 def test_a_finished_table_is_reused_and_an_interrupted_one_resumes(space_file, tmp_path):
