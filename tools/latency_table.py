@@ -10,6 +10,7 @@ on the runtime you deploy to (batch 1, warm-up, interleaved rounds, medians with
     python tools/latency_table.py mnist_small_space --num-classes 10 --in-chans 1 --runtime eager --out T.json
     python tools/latency_table.py --check T.json                        # does T.json still describe this machine?
     python tools/latency_table.py --check T.json --rescale T_now.json   # a copy rescaled by the drift measured
+    python tools/latency_table.py --check T.json --recalibrate T_here.json  # its whole models timed again here
     python tools/latency_table.py --refit T.json --out T_refit.json     # its correction fitted again (no timing)
 
 Search with it: ``tools/search.py ... SEARCH.COST.KIND latency SEARCH.COST.LATENCY_TABLE T.json
@@ -28,7 +29,11 @@ noisy machine. ``--check TABLE`` times the probes again
 here (a minute or less) and prints, per probe, now / at build with its spread, one line saying
 whether the table still describes this machine, and last ``drift: RATIO``; it exits 0 when the
 table describes this machine, 3 when not. ``--rescale OUT`` with it writes a copy rescaled by the
-drift (where every probe moved by one factor). ``--refit TABLE --out NEW`` fits the whole-model
+drift (where every probe moved by one factor). ``--recalibrate OUT`` with it times the table's
+calibration models whole in the same rounds (a few minutes for the F space's 64) and writes a copy
+whose correction is fitted again on them and whose probes are re-based on this machine: the blocks
+stay as built, what a whole model costs here is measured (recorded under ``recalibrated``; it fits a
+machine whose probes moved apart too). ``--refit TABLE --out NEW`` fits the whole-model
 correction again from the calibration timings TABLE stores, with the forms this version knows,
 and reads a grid table between its points as this version does (widths padded toward the
 kernels' channel tile, docs/dmaskingnas.md), its held-out error recomputed (nothing is timed; what was replaced is
@@ -48,11 +53,20 @@ from mobile_cv.engine.run_lock import RunLock  # noqa: E402
 from mobile_cv.latency import RUNTIMES, LatencySettings, TableMeasurement, default_runtime, table_range  # noqa: E402
 from mobile_cv.latency.bundle import bundle_size, check_bundle_folder, import_timings, write_bundle  # noqa: E402
 from mobile_cv.latency.calibration import describe_correction  # noqa: E402
-from mobile_cv.latency.measure import refit_table  # noqa: E402
-from mobile_cv.latency.probes import ONE_FACTOR, check_table, in_drift, rescale_table, verdict  # noqa: E402
-from mobile_cv.latency.table import LatencyTable, LatencyTableError  # noqa: E402
+from mobile_cv.latency.measure import (  # noqa: E402
+    CALIBRATION_PROGRAM,
+    calibration_programs,
+    compile_programs,
+    recalibrate_table,
+    refit_table,
+)
+from mobile_cv.latency.probes import ONE_FACTOR, check_table, in_drift, rescale_table, verdict, with_heaviest  # noqa: E402
+from mobile_cv.latency.table import LatencyTable, LatencyTableError, command_of  # noqa: E402
 
 DEFAULTS = LatencySettings()
+# --recalibrate times whole models only, each a sum of many blocks (steadier than one block): 30
+# rounds of the F space's 64 calibration models took 2.8 min on 2 cores, 90 rounds 7 min (2026-12-07)
+RECALIBRATE_ROUNDS = 30
 
 
 def parse_args(argv):
@@ -63,6 +77,12 @@ def parse_args(argv):
     p.add_argument("--out", metavar="TABLE", help="the table file to write (JSON)")
     p.add_argument("--check", metavar="TABLE", help="time TABLE's probes here: does it still describe this machine?")
     p.add_argument("--rescale", metavar="OUT", help="with --check: write a copy of TABLE rescaled by the drift")
+    p.add_argument(
+        "--recalibrate",
+        metavar="OUT",
+        help="with --check: time TABLE's calibration models here too and write a copy with its correction fitted "
+        "again on them (the blocks as built)",
+    )
     p.add_argument(
         "--refit",
         metavar="TABLE",
@@ -106,7 +126,11 @@ def parse_args(argv):
         default=3,
         help="input channels (default 3; the embedded digits: 1): the search's MODEL.IN_CHANS",
     )
-    p.add_argument("--rounds", type=flag_type("--rounds"), default=DEFAULTS.rounds, help="interleaved timing rounds")
+    p.add_argument(
+        "--rounds",
+        type=flag_type("--rounds"),
+        help=f"interleaved timing rounds (default {DEFAULTS.rounds}; --recalibrate: {RECALIBRATE_ROUNDS})",
+    )
     p.add_argument("--warmup", type=flag_type("--warmup"), default=DEFAULTS.warmup, help="untimed rounds first (>= 0)")
     p.add_argument(
         "--settle-calls",
@@ -154,14 +178,27 @@ def parse_args(argv):
         "--chunk", type=flag_type("--chunk"), default=DEFAULTS.chunk, help="configurations exported, then timed"
     )
     args = p.parse_args(argv)
-    if args.cache and not args.space:
-        p.error("--cache goes with SPACE (a build or --bundle)")
+    if args.rounds is None:
+        args.rounds = RECALIBRATE_ROUNDS if args.recalibrate else DEFAULTS.rounds
+    if args.cache and not (args.space or args.recalibrate):
+        p.error("--cache goes with SPACE (a build or --bundle) or --check TABLE --recalibrate OUT")
+    if args.recalibrate and (not args.check or args.rescale):
+        p.error("--recalibrate OUT goes with --check TABLE, without --rescale")
+    check_modes(p, args)
+    return args
+
+
+def check_modes(p: argparse.ArgumentParser, args) -> None:
+    """One of build, --bundle, --import, --check, --refit, with the flags each takes (argparse's one-line error)."""
     if args.refit:
         if args.space or args.check or args.bundle or args.import_timings or args.rescale or not args.out:
             p.error("--refit TABLE takes --out NEW (the refitted copy) and no SPACE, --check, --bundle or --import")
     elif args.check:
         if args.space or args.out or args.bundle or args.import_timings:
-            p.error("--check TABLE takes no SPACE, --out, --bundle or --import (--rescale OUT writes the copy)")
+            p.error(
+                "--check TABLE takes no SPACE, --out, --bundle or --import (--rescale OUT or --recalibrate OUT writes "
+                "the copy)"
+            )
     elif args.import_timings:
         if args.space or not args.bundle or not args.out:
             p.error("--import TIMINGS takes --bundle DIR (the bundle timed) and --out TABLE, no SPACE")
@@ -172,7 +209,6 @@ def parse_args(argv):
         p.error("give SPACE and --out TABLE to build a table, or --check TABLE to check one")
     elif args.rescale:
         p.error("--rescale goes with --check TABLE")
-    return args
 
 
 class PhaseBars:
@@ -246,15 +282,21 @@ def refit(args) -> None:
 
 
 def check(args) -> int:
-    """--check [--rescale]: the probes timed here against the table's build; 0 when it describes this machine."""
+    """--check [--rescale | --recalibrate]: the probes timed here against the table's build; 0 when it
+    describes this machine or a copy was written."""
     table = LatencyTable.load(args.check)
-    if args.rescale:
-        check_new_file(args.rescale, args.check)
+    out = args.rescale or args.recalibrate
+    if out:
+        check_new_file(out, args.check, "--rescale" if args.rescale else "--recalibrate")
     if not table.data.get("probes"):
         print(f"{args.check} has no probes (built before tables had them): three of its entries and its call cost")
+    extra, compiled = None, None
+    if args.recalibrate:
+        extra, compiled = export_calibration_models(table, args)
     progress = PhaseBars("exporting probes")
-
-    report = check_table(table, rounds=args.rounds, warmup=args.warmup, progress=progress)
+    report = check_table(
+        table, rounds=args.rounds, warmup=args.warmup, progress=progress, extra=extra, compiled=compiled
+    )
     progress.close()
     print(f"{'probe':<14} {'at build ms':>12} {'now ms':>10} {'now/build':>10} {'IQR of rounds':>16}")
     for name, p in report["probes"].items():
@@ -268,12 +310,45 @@ def check(args) -> int:
         if not report["one_factor"]:
             raise LatencyTableError(
                 f"--rescale: the probes moved apart (largest / smallest {report['spread']:.3f} > {ONE_FACTOR}), "
-                f"one factor does not describe the change; nothing was written: rebuild the table"
+                f"one factor does not describe the change; nothing was written: recalibrate or rebuild the table"
             )
         rescale_table(table, report, args.rescale)
         print(f"{args.rescale}: {args.check} with every time x {report['drift']:.4f} (recorded under 'rescaled')")
+    if args.recalibrate:
+        before, after = recalibrate_table(table, report, args.recalibrate)
+        q = sorted(LatencyTable.load(args.recalibrate).data["recalibrated"][-1]["calibration_ratio"])
+        print(
+            f"calibration models now / at build: median {q[len(q) // 2]:.3f}x "
+            f"(p10-p90 {q[len(q) // 10]:.3f}-{q[(9 * len(q)) // 10]:.3f}) over {len(q)} models"
+        )
+        for name, c in (("before", before), ("after", after)):
+            print(
+                f"{name + ':':<8}{describe_correction(c)} (leave-one-out error {c.loo_mape:.2f}%, max {c.loo_max:.1f}%)"
+            )
+        print(
+            f"{args.recalibrate}: {args.check} with its correction fitted again on its {after.models} calibration "
+            f"models timed here and its probes re-based (recorded under 'recalibrated')"
+        )
     print(f"drift: {report['drift']:.4f}")
-    return 0 if report["describes"] or args.rescale else engine.CHECK_FAILED_EXIT
+    return 0 if report["describes"] or out else engine.CHECK_FAILED_EXIT
+
+
+def export_calibration_models(table: LatencyTable, args):
+    """--recalibrate: the table's calibration models as programs (the check's ``extra``), exported in
+    worker processes (``--jobs``, ``--cache``); the model probes reuse their programs."""
+    d = table.data
+    if not d.get("calibration", {}).get("models"):
+        raise LatencyTableError(
+            f"latency table {args.check!r} has no calibration models (built before tables had them): nothing to "
+            f"recalibrate; build it again: {command_of(d, 'NEW_TABLE.json')}"
+        )
+    specs = calibration_programs(d)
+    print(f"exporting the {len(specs)} calibration models of {args.check}", flush=True)
+    compiled = compile_programs(specs, d["runtime"], d["int8"], args.jobs, args.cache)
+    for name, p in with_heaviest(d.get("probes") or {}, d).items():
+        if p["kind"] == "model":
+            compiled[name] = compiled[CALIBRATION_PROGRAM.format(p["calibration"])]
+    return specs, compiled
 
 
 def build_table(args, settings: LatencySettings) -> None:

@@ -875,6 +875,67 @@ def refit_table(path: str, out: str) -> Tuple[Correction, Correction]:
     return before, after
 
 
+CALIBRATION_PROGRAM = "calibration {}"  # the name of calibration model i among a recalibration's programs
+
+
+def calibration_programs(data: Dict[str, Any]) -> Dict[str, "ModelSpec"]:
+    """Every calibration model of a table as a whole program to time, by :data:`CALIBRATION_PROGRAM` name."""
+    rows = data.get("calibration", {}).get("models", [])
+    return {
+        CALIBRATION_PROGRAM.format(i): ModelSpec.of(r["arch"], data["num_classes"], data["in_chans"])
+        for i, r in enumerate(rows)
+    }
+
+
+def recalibrate_table(table: LatencyTable, report: Dict[str, Any], out: str) -> Tuple[Correction, Correction]:
+    """A copy of ``table`` for the machine in front of us, from a check that timed its calibration
+    models (``report``: :func:`~mobile_cv.latency.probes.check_table` with ``extra`` =
+    :func:`calibration_programs`): each calibration model's timings replaced by its timings now, the
+    whole-model correction fitted again on them (the form chosen again, as a build chooses it), and
+    the probes re-based on their timings now. The block entries stay as built: the correction maps
+    their sum to whole models as they run here, which moves with the machine more than the blocks do
+    (docs/dmaskingnas.md, "Recalibrating a table"). Written atomically to ``out``; what was replaced
+    is kept under ``recalibrated``. Returns ``(before, after)``."""
+    data = copy.deepcopy(table.data)
+    rows = data.get("calibration", {}).get("models", [])
+    if not rows:
+        raise LatencyTableError(
+            f"latency table {table.path!r} has no calibration models (built before tables had them): nothing to "
+            f"recalibrate; build it again: {command_of(data, table.path)}"
+        )
+    timed = report.get("extra", {})
+    missing = [CALIBRATION_PROGRAM.format(i) for i in range(len(rows)) if CALIBRATION_PROGRAM.format(i) not in timed]
+    if missing:
+        raise ValueError(f"the check did not time {len(missing)} calibration models (e.g. {missing[0]!r})")
+    stats = ("ms", "q1", "q3", "min")
+    record = {
+        "date": report.get("date") or datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "source": table.path,
+        "rounds": report.get("rounds"),
+        "versions": versions(data["runtime"]),
+        "cpu": cpu_model(),
+        "machine": machine(),
+        "drift": round(report["drift"], 4),
+        "probes": {n: round(v["ratio"], 4) for n, v in report["probes"].items()},
+        "before": table.correction.to_dict(),
+        # per calibration model: its timings at build (ms, q1, q3, min), and now over at build
+        "calibration_before": [[r[k] for k in stats] for r in rows],
+        "calibration_ratio": [
+            round(timed[CALIBRATION_PROGRAM.format(i)][table.stat] / r[table.stat], 4) for i, r in enumerate(rows)
+        ],
+        "probes_before": {n: {k: p[k] for k in stats if k in p} for n, p in data.get("probes", {}).items()},
+    }
+    for i, r in enumerate(rows):
+        r.update({k: round(timed[CALIBRATION_PROGRAM.format(i)][k], 6) for k in stats})
+    for name, p in data.get("probes", {}).items():  # re-based: a check right after reads 1
+        now = rows[p["calibration"]] if p["kind"] == "model" else report["probes"][name]["now"]
+        p.update({k: round(now[k], 6) for k in stats})
+    after = calibrate(data, table_net(data, out), out)
+    data.setdefault("recalibrated", []).append(record)
+    save_table(data, out)
+    return table.correction, after
+
+
 def table_range(table: LatencyTable, net) -> Tuple[float, float]:
     """The fastest and slowest architecture of the space by the table, in ms."""
     return table.budget_table(net).extremes()
@@ -885,6 +946,8 @@ __all__ = [
     "ModelSpec",
     "TableMeasurement",
     "measure_latency_table",
+    "calibration_programs",
+    "recalibrate_table",
     "refit_table",
     "table_net",
     "compile_programs",

@@ -20,7 +20,9 @@ the ratio now / at build per probe (with the spread of the per-round ratios), an
 geometric mean of every probe's ratio but the call's. The table describes this machine when the
 drift is within :data:`TOLERANCE`; where every probe moved by one factor (within
 :data:`ONE_FACTOR`), :func:`rescale_table` writes a copy with every time multiplied by the drift,
-recorded as such; otherwise the table must be rebuilt.
+recorded as such; a table with calibration models can be recalibrated here whatever moved
+(:func:`mobile_cv.latency.measure.recalibrate_table`: its whole models timed again, its correction
+refitted); otherwise it must be rebuilt.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ def check_table(
 ) -> Dict[str, Any]:
     """Re-time ``table``'s probes here as the table was timed; see the module docstring.
 
-    Returns ``{"probes": {name: {"build_ms", "now_ms", "ratio", "q1", "q3"}}, "drift", "spread",
+    Returns ``{"probes": {name: {"build_ms", "now_ms", "ratio", "q1", "q3", "now"}}, "drift", "spread",
     "describes", "one_factor"}``. Run it alone: the check is only as good as the machine is quiet.
     ``extra``: more programs (name -> :class:`~mobile_cv.latency.measure.ModelSpec` or block config)
     timed in the same rounds, their summaries (``measured``: the table's statistic; ``ms``, ``q1``,
@@ -188,6 +190,7 @@ def check_table(
             "ratio": current / build,
             "q1": ratios[len(ratios) // 4],
             "q3": ratios[(3 * len(ratios)) // 4],
+            "now": summary(samples[name]),  # every statistic of the rounds (a recalibration re-bases on it)
         }
     drift_ratios = [v["ratio"] for n, v in report["probes"].items() if in_drift(n)]
     drift = math.exp(statistics.mean(math.log(r) for r in drift_ratios)) if drift_ratios else float("nan")
@@ -217,7 +220,13 @@ def verdict(table, report: Dict[str, Any], rescale_to: str = "RESCALED.json") ->
             f"latency table {table.path!r} describes this machine: its probes run {drift:.3f}x their build-time "
             f"speed (within the tolerance of {TOLERANCE:.0%})"
         ) + heaviest_note(report)
-    rebuild = command_of(d, "NEW_TABLE.json")
+    rebuild = f"rebuild it: {command_of(d, 'NEW_TABLE.json')}"
+    n_models = len(d.get("calibration", {}).get("models", []))
+    if n_models:  # the whole models timed here: fits a machine whose probes moved apart too
+        rebuild = (
+            f"recalibrate it here (its {n_models} calibration models timed again, a few minutes): python "
+            f"tools/latency_table.py --check {table.path} --recalibrate RECALIBRATED.json; or {rebuild}"
+        )
     text = (
         f"latency table {table.path!r} does not describe this machine: its probes run {drift:.3f}x their "
         f"build-time times (tolerance {TOLERANCE:.0%}); "
@@ -227,13 +236,13 @@ def verdict(table, report: Dict[str, Any], rescale_to: str = "RESCALED.json") ->
             text
             + (
                 f"they moved by one factor (largest / smallest probe {report['spread']:.3f}), so a rescaled copy fits: "
-                f"python tools/latency_table.py --check {table.path} --rescale {rescale_to}; or rebuild it: {rebuild}"
+                f"python tools/latency_table.py --check {table.path} --rescale {rescale_to}; or {rebuild}"
             )
             + heaviest_note(report)
         )
-    return (
-        text + f"the probes moved apart (largest / smallest {report['spread']:.3f}): rebuild it: {rebuild}"
-    ) + heaviest_note(report)
+    return (text + f"the probes moved apart (largest / smallest {report['spread']:.3f}): {rebuild}") + heaviest_note(
+        report
+    )
 
 
 def rescale_table(table, report: Dict[str, Any], out: str) -> Dict[str, Any]:

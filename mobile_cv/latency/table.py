@@ -17,6 +17,9 @@ The file (JSON, written by ``tools/latency_table.py``) records what was measured
     correction  the whole-model terms fitted on them (:mod:`.calibration`) and their leave-one-out error
     probes      programs timed in the same rounds, re-timed by ``--check`` (:mod:`.probes`)
     rescaled    (a copy written by ``--check --rescale``) the factor, source table, date
+    recalibrated (a copy written by ``--check --recalibrate``) the calibration models' and probes'
+                timings and the correction it replaced, the source table, date, machine
+    refitted    (a copy written by ``--refit``) the correction and reading it replaced
     complete    false while a build is in progress (the file is then ``TABLE.partial``)
 
 A block inside a model pays no call cost, so a block's latency is its entry minus the call cost
@@ -412,6 +415,8 @@ class LatencyTable:
     def describe(self) -> str:
         d = self.data
         rescaled = f", rescaled x{d['rescaled'][-1]['factor']:g}" if d.get("rescaled") else ""
+        if d.get("recalibrated"):
+            rescaled += f", recalibrated {d['recalibrated'][-1]['date'][:10]}"
         calibration = f", {self.correction.models} calibration models" if self.calibrated else ", blocks only"
         return (
             f"{d['space']} on {d['runtime']}{' int8' if d['int8'] else ''}, {d['threads']} thread(s), {d['cpu']}, "

@@ -1057,6 +1057,85 @@ def test_check_tells_a_table_of_another_machine_and_rescale_brings_it_back(stead
     assert stop.value.code == 2 and "--check TABLE takes no SPACE, --out" in capfd.readouterr().err
 
 
+def models_slower_copy(table, path, factor):
+    """``table`` as if its whole models had run ``factor`` times slower at build than its blocks say
+    (calibration timings and model probes x factor, its correction fitted on them; blocks unchanged)."""
+    from mobile_cv.latency.measure import calibrate, table_net
+
+    data = json.loads(json.dumps(table.data))
+    for r in data["calibration"]["models"]:
+        r.update({k: r[k] * factor for k in ("ms", "q1", "q3", "min")})
+    for p in data["probes"].values():
+        if p["kind"] == "model":
+            p.update({k: data["calibration"]["models"][p["calibration"]][k] for k in ("ms", "q1", "q3", "min")})
+    calibrate(data, table_net(data, str(path)), str(path))
+    path.write_text(json.dumps(data))
+    return LatencyTable.load(str(path))
+
+
+def test_recalibrate_refits_the_correction_on_the_whole_models_timed_here(steady_table, net, tmp_path, capfd):
+    from mobile_cv.latency.measure import refit_table
+
+    tool, here = load_tool(), rebased_on_now(steady_table, tmp_path / "here.json")
+    assert tool.main(["--check", here.path, "--rounds", "15"]) in (0, 3)
+    drift = float(capfd.readouterr().out.strip().splitlines()[-1].removeprefix("drift: "))
+    slow = models_slower_copy(here, tmp_path / "slow.json", 1.5)
+    stat = slow.stat
+    out = tmp_path / "recalibrated.json"
+    status = tool.main(["--check", slow.path, "--rounds", "15", "--recalibrate", str(out)])
+    printed = capfd.readouterr().out
+    assert status == 0, printed
+    # the verdict offers the recalibration wherever the table (with calibration models) fails its check
+    assert "does not describe" not in printed or "--recalibrate RECALIBRATED.json" in printed
+    assert "before:" in printed and "after:" in printed and "recorded under 'recalibrated'" in printed
+    new = LatencyTable.load(str(out))
+    d, old = new.data, slow.data
+    record = d["recalibrated"][0]
+    assert record["source"] == slow.path and "recalibrated" in new.describe()
+    # the blocks stay as built; the calibration models carry their timings now, the build's kept
+    assert d["entries"] == old["entries"] and d["overhead_ms"] == old["overhead_ms"]
+    rows, old_rows = d["calibration"]["models"], old["calibration"]["models"]
+    assert [r["index"] for r in rows] == [r["index"] for r in old_rows]
+    assert record["calibration_before"] == [[r[k] for k in ("ms", "q1", "q3", "min")] for r in old_rows]
+    for r, o, ratio in zip(rows, old_rows, record["calibration_ratio"]):
+        assert r[stat] / o[stat] == pytest.approx(ratio, abs=1e-4) and r["q1"] <= r["ms"] <= r["q3"]
+    # the models moved as the check's drift says, less the 1.5 they were slowed by (noisy machine: rough size)
+    median = sorted(record["calibration_ratio"])[len(rows) // 2]
+    assert drift / 1.5 / 1.4 < median < drift / 1.5 * 1.4
+    # probes re-based on now: the model probes are their calibration rows as timed now
+    for name, p in d["probes"].items():
+        if p["kind"] == "model":
+            assert p[stat] == rows[p["calibration"]][stat]
+        else:  # the others their own timings now
+            assert p[stat] == pytest.approx(old["probes"][name][stat] * record["probes"][name], rel=2e-3)
+    # the correction is the one fitted on the new timings (a refit of the copy changes nothing) ...
+    before, after = refit_table(str(out), str(tmp_path / "refit.json"))
+    assert before.to_dict() == after.to_dict()
+    # ... and moves the predictions by what the models moved
+    a, b = slow.budget_table(net), new.budget_table(net)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(6):
+        index = {label: int(torch.randint(c.size, (1,), generator=g)) for label, c in net.choices.items()}
+        assert b.exact(index) / a.exact(index) == pytest.approx(median, rel=0.3)
+
+    # nothing is written over a file; a table without calibration models names the rebuild
+    assert tool.main(["--check", slow.path, "--rounds", "2", "--recalibrate", str(out)]) == 2
+    assert "exists" in capfd.readouterr().err and LatencyTable.load(str(out)).data == d
+    bare = json.loads(json.dumps(old))
+    del bare["calibration"], bare["correction"]
+    (tmp_path / "bare.json").write_text(json.dumps(bare))
+    assert tool.main(["--check", str(tmp_path / "bare.json"), "--recalibrate", str(tmp_path / "no.json")]) == 2
+    err = capfd.readouterr().err
+    assert "no calibration models" in err and "latency_table.py" in err and not (tmp_path / "no.json").exists()
+    for argv in (
+        ["--recalibrate", str(tmp_path / "x.json")],
+        ["--check", slow.path, "--rescale", "a", "--recalibrate", "b"],
+    ):
+        with pytest.raises(SystemExit) as stop:
+            tool.main(argv)
+        assert stop.value.code == 2 and "--recalibrate OUT goes with --check TABLE" in capfd.readouterr().err
+
+
 def test_a_table_built_the_old_way_is_read_with_one_line_asking_for_a_rebuild(table, net, tmp_path, caplog):
     data = json.loads(json.dumps(table.data))
     data["format"] = "mobile_cv.latency_table/1"
