@@ -33,7 +33,8 @@ drift (where every probe moved by one factor). ``--recalibrate OUT`` with it tim
 calibration models whole in the same rounds (a few minutes for the F space's 64) and writes a copy
 whose correction is fitted again on them and whose probes are re-based on this machine: the blocks
 stay as built, what a whole model costs here is measured (recorded under ``recalibrated``; it fits a
-machine whose probes moved apart too). ``--refit TABLE --out NEW`` fits the whole-model
+machine whose probes moved apart too; ``--corner-models N`` adds N weight-heavy architectures per
+input size to the set). ``--refit TABLE --out NEW`` fits the whole-model
 correction again from the calibration timings TABLE stores, with the forms this version knows,
 and reads a grid table between its points as this version does (widths padded toward the
 kernels' channel tile, docs/dmaskingnas.md), its held-out error recomputed (nothing is timed; what was replaced is
@@ -57,6 +58,7 @@ from mobile_cv.latency.measure import (  # noqa: E402
     CALIBRATION_PROGRAM,
     calibration_programs,
     compile_programs,
+    corner_rows,
     recalibrate_table,
     refit_table,
 )
@@ -82,6 +84,13 @@ def parse_args(argv):
         metavar="OUT",
         help="with --check: time TABLE's calibration models here too and write a copy with its correction fitted "
         "again on them (the blocks as built)",
+    )
+    p.add_argument(
+        "--corner-models",
+        type=flag_type("--corner-models"),
+        default=0,
+        help="with --recalibrate: add this many weight-heavy architectures per input size to the calibration set "
+        "(the corner a latency-budgeted search goes to; default 0)",
     )
     p.add_argument(
         "--refit",
@@ -184,6 +193,8 @@ def parse_args(argv):
         p.error("--cache goes with SPACE (a build or --bundle) or --check TABLE --recalibrate OUT")
     if args.recalibrate and (not args.check or args.rescale):
         p.error("--recalibrate OUT goes with --check TABLE, without --rescale")
+    if args.corner_models and not args.recalibrate:
+        p.error("--corner-models N goes with --check TABLE --recalibrate OUT")
     check_modes(p, args)
     return args
 
@@ -290,9 +301,9 @@ def check(args) -> int:
         check_new_file(out, args.check, "--rescale" if args.rescale else "--recalibrate")
     if not table.data.get("probes"):
         print(f"{args.check} has no probes (built before tables had them): three of its entries and its call cost")
-    extra, compiled = None, None
+    extra, compiled, added = None, None, []
     if args.recalibrate:
-        extra, compiled = export_calibration_models(table, args)
+        extra, compiled, added = export_calibration_models(table, args)
     progress = PhaseBars("exporting probes")
     report = check_table(
         table, rounds=args.rounds, warmup=args.warmup, progress=progress, extra=extra, compiled=compiled
@@ -315,11 +326,12 @@ def check(args) -> int:
         rescale_table(table, report, args.rescale)
         print(f"{args.rescale}: {args.check} with every time x {report['drift']:.4f} (recorded under 'rescaled')")
     if args.recalibrate:
-        before, after = recalibrate_table(table, report, args.recalibrate)
+        before, after = recalibrate_table(table, report, args.recalibrate, added)
         q = sorted(LatencyTable.load(args.recalibrate).data["recalibrated"][-1]["calibration_ratio"])
         print(
             f"calibration models now / at build: median {q[len(q) // 2]:.3f}x "
             f"(p10-p90 {q[len(q) // 10]:.3f}-{q[(9 * len(q)) // 10]:.3f}) over {len(q)} models"
+            + (f"; {len(added)} weight-heavy models added" if added else "")
         )
         for name, c in (("before", before), ("after", after)):
             print(
@@ -334,21 +346,23 @@ def check(args) -> int:
 
 
 def export_calibration_models(table: LatencyTable, args):
-    """--recalibrate: the table's calibration models as programs (the check's ``extra``), exported in
-    worker processes (``--jobs``, ``--cache``); the model probes reuse their programs."""
+    """--recalibrate: the table's calibration models and ``--corner-models`` more as programs (the
+    check's ``extra``), exported in worker processes (``--jobs``, ``--cache``); the model probes reuse
+    their programs. Returns ``(programs, compiled, rows added)``."""
     d = table.data
     if not d.get("calibration", {}).get("models"):
         raise LatencyTableError(
             f"latency table {args.check!r} has no calibration models (built before tables had them): nothing to "
             f"recalibrate; build it again: {command_of(d, 'NEW_TABLE.json')}"
         )
-    specs = calibration_programs(d)
-    print(f"exporting the {len(specs)} calibration models of {args.check}", flush=True)
+    added = corner_rows(d, args.corner_models, args.check) if args.corner_models else []
+    specs = calibration_programs(d, added)
+    print(f"exporting the {len(specs)} calibration models of {args.check} ({len(added)} added)", flush=True)
     compiled = compile_programs(specs, d["runtime"], d["int8"], args.jobs, args.cache)
     for name, p in with_heaviest(d.get("probes") or {}, d).items():
         if p["kind"] == "model":
             compiled[name] = compiled[CALIBRATION_PROGRAM.format(p["calibration"])]
-    return specs, compiled
+    return specs, compiled, added
 
 
 def build_table(args, settings: LatencySettings) -> None:

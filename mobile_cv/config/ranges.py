@@ -146,6 +146,7 @@ FLAG_RANGES: Dict[str, Range] = {
     "--grid-points": _int(2, 64),
     "--held-out": _int(0, 100_000),
     "--calibration-models": _int(0, 10_000),
+    "--corner-models": _int(0, 1_000),  # per input size
     "--jobs": _int(0, 256, zero="one per CPU core"),
     "--chunk": _int(1, 100_000),
     "--target-mflops": _float(0.0, lo_open=True),

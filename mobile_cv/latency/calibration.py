@@ -300,6 +300,33 @@ def calibration_indices(net, n: int, seed: int) -> List[Dict[str, int]]:
     return out
 
 
+WIDTH_CHOICES = (".channels", ".expansion")  # the choices that set a block's widths
+
+
+def corner_indices(net, per_size: int, seed: int) -> List[Dict[str, int]]:
+    """``per_size`` architectures per input size from the corner a latency-budgeted search goes to:
+    the most weights a millisecond buys. The width choices of the later half of the blocks (where the
+    channels, so the weights, are; the maps there are small, so the compute is not) drawn from the
+    top third of their options, every other choice uniform. A uniform calibration set has few such
+    models, and a table under-predicts them most (docs/benchmarks.md, "The weight-heavy corner")."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = [label for label in net.choices if label != "resolution"]
+    later = set(labels[len(labels) // 2 :])
+    sizes = range(len(net.res_sizes)) if "resolution" in net.choices else [None]
+    out = []
+    for r in sizes:
+        for _ in range(per_size):
+            index = {}
+            for label, choice in net.choices.items():
+                n = choice.size
+                low = (2 * n) // 3 if label in later and label.endswith(WIDTH_CHOICES) else 0
+                index[label] = low + int(torch.randint(n - low, (1,), generator=gen))
+            if r is not None:
+                index["resolution"] = r
+            out.append(index)
+    return out
+
+
 def input_size(net, index: Dict[str, int]) -> int:
     """The input side length of one architecture of ``net`` (its resolution option, or the space's)."""
     if net.res_sizes and "resolution" in index:
@@ -349,6 +376,7 @@ __all__ = [
     "FORMS",
     "knots",
     "calibration_indices",
+    "corner_indices",
     "describe_correction",
     "fit_correction",
     "model_terms",

@@ -50,6 +50,7 @@ from ..search.budget import BudgetTable
 from .calibration import (
     Correction,
     calibration_indices,
+    corner_indices,
     describe_correction,
     fit_correction,
     model_terms,
@@ -878,21 +879,40 @@ def refit_table(path: str, out: str) -> Tuple[Correction, Correction]:
 CALIBRATION_PROGRAM = "calibration {}"  # the name of calibration model i among a recalibration's programs
 
 
-def calibration_programs(data: Dict[str, Any]) -> Dict[str, "ModelSpec"]:
-    """Every calibration model of a table as a whole program to time, by :data:`CALIBRATION_PROGRAM` name."""
-    rows = data.get("calibration", {}).get("models", [])
+def calibration_programs(data: Dict[str, Any], added: Sequence[Dict[str, Any]] = ()) -> Dict[str, "ModelSpec"]:
+    """Every calibration model of a table, then the rows ``added`` (:func:`corner_rows`), as whole
+    programs to time, by :data:`CALIBRATION_PROGRAM` name (their row numbers once appended)."""
+    rows = [*data.get("calibration", {}).get("models", []), *added]
     return {
         CALIBRATION_PROGRAM.format(i): ModelSpec.of(r["arch"], data["num_classes"], data["in_chans"])
         for i, r in enumerate(rows)
     }
 
 
-def recalibrate_table(table: LatencyTable, report: Dict[str, Any], out: str) -> Tuple[Correction, Correction]:
+def corner_rows(data: Dict[str, Any], per_size: int, path: str = "") -> List[Dict[str, Any]]:
+    """Calibration rows (``index``, ``arch``, ``"corner": True``; timings to come) of ``per_size``
+    weight-heavy architectures per input size (:func:`~mobile_cv.latency.calibration.corner_indices`),
+    none already in the table's set."""
+    net = table_net(data, path)
+    seen = {json.dumps(r["index"], sort_keys=True) for r in data.get("calibration", {}).get("models", [])}
+    seed = int(data.get("settings", {}).get("seed", 0)) + 1
+    rows = []
+    for index in unique(corner_indices(net, per_size, seed)):
+        if json.dumps(index, sort_keys=True) not in seen:
+            arch = ModelSpec.of(net.derive_arch(net.one_hot(index)), data["num_classes"], data["in_chans"]).arch
+            rows.append({"index": index, "arch": arch, "corner": True})
+    return rows
+
+
+def recalibrate_table(
+    table: LatencyTable, report: Dict[str, Any], out: str, added: Sequence[Dict[str, Any]] = ()
+) -> Tuple[Correction, Correction]:
     """A copy of ``table`` for the machine in front of us, from a check that timed its calibration
     models (``report``: :func:`~mobile_cv.latency.probes.check_table` with ``extra`` =
     :func:`calibration_programs`): each calibration model's timings replaced by its timings now, the
     whole-model correction fitted again on them (the form chosen again, as a build chooses it), and
-    the probes re-based on their timings now. The block entries stay as built: the correction maps
+    the probes re-based on their timings now; the rows ``added`` (:func:`corner_rows`, timed in the
+    same check) appended to the set. The block entries stay as built: the correction maps
     their sum to whole models as they run here, which moves with the machine more than the blocks do
     (docs/dmaskingnas.md, "Recalibrating a table"). Written atomically to ``out``; what was replaced
     is kept under ``recalibrated``. Returns ``(before, after)``."""
@@ -904,7 +924,8 @@ def recalibrate_table(table: LatencyTable, report: Dict[str, Any], out: str) -> 
             f"recalibrate; build it again: {command_of(data, table.path)}"
         )
     timed = report.get("extra", {})
-    missing = [CALIBRATION_PROGRAM.format(i) for i in range(len(rows)) if CALIBRATION_PROGRAM.format(i) not in timed]
+    n_total = len(rows) + len(added)
+    missing = [CALIBRATION_PROGRAM.format(i) for i in range(n_total) if CALIBRATION_PROGRAM.format(i) not in timed]
     if missing:
         raise ValueError(f"the check did not time {len(missing)} calibration models (e.g. {missing[0]!r})")
     stats = ("ms", "q1", "q3", "min")
@@ -925,6 +946,8 @@ def recalibrate_table(table: LatencyTable, report: Dict[str, Any], out: str) -> 
         ],
         "probes_before": {n: {k: p[k] for k in stats if k in p} for n, p in data.get("probes", {}).items()},
     }
+    record["added"] = len(added)
+    rows.extend(copy.deepcopy(list(added)))
     for i, r in enumerate(rows):
         r.update({k: round(timed[CALIBRATION_PROGRAM.format(i)][k], 6) for k in stats})
     for name, p in data.get("probes", {}).items():  # re-based: a check right after reads 1
@@ -947,6 +970,7 @@ __all__ = [
     "TableMeasurement",
     "measure_latency_table",
     "calibration_programs",
+    "corner_rows",
     "recalibrate_table",
     "refit_table",
     "table_net",

@@ -1082,7 +1082,7 @@ def test_recalibrate_refits_the_correction_on_the_whole_models_timed_here(steady
     slow = models_slower_copy(here, tmp_path / "slow.json", 1.5)
     stat = slow.stat
     out = tmp_path / "recalibrated.json"
-    status = tool.main(["--check", slow.path, "--rounds", "15", "--recalibrate", str(out)])
+    status = tool.main(["--check", slow.path, "--rounds", "15", "--recalibrate", str(out), "--corner-models", "2"])
     printed = capfd.readouterr().out
     assert status == 0, printed
     # the verdict offers the recalibration wherever the table (with calibration models) fails its check
@@ -1095,10 +1095,15 @@ def test_recalibrate_refits_the_correction_on_the_whole_models_timed_here(steady
     # the blocks stay as built; the calibration models carry their timings now, the build's kept
     assert d["entries"] == old["entries"] and d["overhead_ms"] == old["overhead_ms"]
     rows, old_rows = d["calibration"]["models"], old["calibration"]["models"]
-    assert [r["index"] for r in rows] == [r["index"] for r in old_rows]
+    assert [r["index"] for r in rows[: len(old_rows)]] == [r["index"] for r in old_rows]
     assert record["calibration_before"] == [[r[k] for k in ("ms", "q1", "q3", "min")] for r in old_rows]
     for r, o, ratio in zip(rows, old_rows, record["calibration_ratio"]):
         assert r[stat] / o[stat] == pytest.approx(ratio, abs=1e-4) and r["q1"] <= r["ms"] <= r["q3"]
+    # the weight-heavy models asked for, appended (none a repeat), timed in the same rounds and in the fit
+    added = rows[len(old_rows) :]
+    assert 1 <= record["added"] == len(added) <= 4 and all(r["corner"] and r[stat] > 0 for r in added)
+    assert len({json.dumps(r["index"], sort_keys=True) for r in rows}) == len(rows) == new.correction.models
+    assert "weight-heavy models added" in printed
     # the models moved as the check's drift says, less the 1.5 they were slowed by (noisy machine: rough size)
     median = sorted(record["calibration_ratio"])[len(rows) // 2]
     assert drift / 1.5 / 1.4 < median < drift / 1.5 * 1.4
@@ -1134,6 +1139,23 @@ def test_recalibrate_refits_the_correction_on_the_whole_models_timed_here(steady
         with pytest.raises(SystemExit) as stop:
             tool.main(argv)
         assert stop.value.code == 2 and "--recalibrate OUT goes with --check TABLE" in capfd.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        tool.main(["--check", slow.path, "--corner-models", "2"])
+    assert stop.value.code == 2 and "--corner-models N goes with" in capfd.readouterr().err
+
+
+def test_corner_models_hold_more_weights_than_uniform_ones_at_every_size():
+    from mobile_cv.latency.calibration import calibration_indices, corner_indices
+    from mobile_cv.search.budget import BudgetTable
+
+    net = build_supernet("fbnetv2_f_space", num_classes=1000, in_chans=3)
+    params = BudgetTable(net, "params")
+    corner, uniform = corner_indices(net, 6, seed=1), calibration_indices(net, 24, seed=1)
+    assert [i["resolution"] for i in corner] == [r for r in range(4) for _ in range(6)]  # per input size, in turn
+    heavy = sorted(params.exact(i) for i in corner)
+    plain = sorted(params.exact(i) for i in uniform)
+    assert heavy[len(heavy) // 2] > 1.15 * plain[len(plain) // 2]  # the corner: the most weights
+    assert corner == corner_indices(net, 6, seed=1)  # seeded
 
 
 def test_a_table_built_the_old_way_is_read_with_one_line_asking_for_a_rebuild(table, net, tmp_path, caplog):
