@@ -61,9 +61,10 @@ from mobile_cv.latency.measure import (  # noqa: E402
     corner_rows,
     recalibrate_table,
     refit_table,
+    require_calibration,
 )
 from mobile_cv.latency.probes import ONE_FACTOR, check_table, in_drift, rescale_table, verdict, with_heaviest  # noqa: E402
-from mobile_cv.latency.table import LatencyTable, LatencyTableError, command_of  # noqa: E402
+from mobile_cv.latency.table import LatencyTable, LatencyTableError  # noqa: E402
 
 DEFAULTS = LatencySettings()
 # --recalibrate times whole models only, each a sum of many blocks (steadier than one block): 30
@@ -350,11 +351,7 @@ def export_calibration_models(table: LatencyTable, args):
     check's ``extra``), exported in worker processes (``--jobs``, ``--cache``); the model probes reuse
     their programs. Returns ``(programs, compiled, rows added)``."""
     d = table.data
-    if not d.get("calibration", {}).get("models"):
-        raise LatencyTableError(
-            f"latency table {args.check!r} has no calibration models (built before tables had them): nothing to "
-            f"recalibrate; build it again: {command_of(d, 'NEW_TABLE.json')}"
-        )
+    require_calibration(d, args.check, "recalibrate")  # before anything is exported or timed
     added = corner_rows(d, args.corner_models, args.check) if args.corner_models else []
     specs = calibration_programs(d, added)
     print(f"exporting the {len(specs)} calibration models of {args.check} ({len(added)} added)", flush=True)

@@ -845,6 +845,18 @@ def table_net(data: Dict[str, Any], path: str = ""):
     )
 
 
+def require_calibration(data: Dict[str, Any], path: str, what: str) -> List[Dict[str, Any]]:
+    """The table's calibration rows; a table without them (built before tables had them) is one error
+    naming the command that builds it again (``what``: the operation that needs them)."""
+    rows = data.get("calibration", {}).get("models", [])
+    if not rows:
+        raise LatencyTableError(
+            f"latency table {path!r} has no calibration models (built before tables had them): nothing to {what}; "
+            f"build it again: {command_of(data, path)}"
+        )
+    return rows
+
+
 def refit_table(path: str, out: str) -> Tuple[Correction, Correction]:
     """The whole-model correction of the table at ``path`` fitted again from its stored calibration
     timings (nothing is timed) with the forms this version knows, and a grid table read between its
@@ -853,11 +865,7 @@ def refit_table(path: str, out: str) -> Tuple[Correction, Correction]:
     to ``out`` (a new file); what was replaced is kept under ``refitted``. Returns ``(before, after)``."""
     table = LatencyTable.load(path)
     data = copy.deepcopy(table.data)
-    if not data.get("calibration", {}).get("models"):
-        raise LatencyTableError(
-            f"latency table {path!r} has no calibration models (built before tables had them): nothing to refit; "
-            f"build it again: {command_of(data, path)}"
-        )
+    require_calibration(data, path, "refit")
     before = table.correction
     net = table_net(data, path)
     record = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "before": before.to_dict()}
@@ -917,12 +925,7 @@ def recalibrate_table(
     (docs/dmaskingnas.md, "Recalibrating a table"). Written atomically to ``out``; what was replaced
     is kept under ``recalibrated``. Returns ``(before, after)``."""
     data = copy.deepcopy(table.data)
-    rows = data.get("calibration", {}).get("models", [])
-    if not rows:
-        raise LatencyTableError(
-            f"latency table {table.path!r} has no calibration models (built before tables had them): nothing to "
-            f"recalibrate; build it again: {command_of(data, table.path)}"
-        )
+    rows = require_calibration(data, table.path, "recalibrate")
     timed = report.get("extra", {})
     n_total = len(rows) + len(added)
     missing = [CALIBRATION_PROGRAM.format(i) for i in range(n_total) if CALIBRATION_PROGRAM.format(i) not in timed]
@@ -945,8 +948,8 @@ def recalibrate_table(
             round(timed[CALIBRATION_PROGRAM.format(i)][table.stat] / r[table.stat], 4) for i, r in enumerate(rows)
         ],
         "probes_before": {n: {k: p[k] for k in stats if k in p} for n, p in data.get("probes", {}).items()},
+        "added": len(added),
     }
-    record["added"] = len(added)
     rows.extend(copy.deepcopy(list(added)))
     for i, r in enumerate(rows):
         r.update({k: round(timed[CALIBRATION_PROGRAM.format(i)][k], 6) for k in stats})
@@ -973,6 +976,7 @@ __all__ = [
     "corner_rows",
     "recalibrate_table",
     "refit_table",
+    "require_calibration",
     "table_net",
     "compile_programs",
     "example_of",
