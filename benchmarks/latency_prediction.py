@@ -43,7 +43,8 @@ one line beside the draw's mean (``given`` in ``--json``; not in the draw's figu
 predict the architectures a search picks as well as random ones? ``--n`` architectures drawn
 uniformly per choice (``--resolution`` fixes the input size of a resolution-searched space);
 ``--cache`` keeps the exported programs for the next run (the timing is redone every run).
-Run it alone: 1 thread, nothing else running.
+Run it alone: 1 thread, nothing else running (``--export-only`` fills ``--cache`` beforehand, while
+the machine is busy: the export is not timed).
 """
 
 import argparse
@@ -53,6 +54,7 @@ import os
 import statistics
 import sys
 import time
+from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -282,7 +284,8 @@ def old_table_result(old, old_path, old_probes, samples, models):
     return result
 
 
-def evaluate(args, path, old_path, n, resolution, seed):
+def prepare(args, path, old_path, n, resolution, seed):
+    """The table, its space, the draw and every program the run times (``specs``), nothing compiled."""
     table = LatencyTable.load(path)
     d = table.data
     check_runtime(d["runtime"], d["int8"])
@@ -290,6 +293,8 @@ def evaluate(args, path, old_path, n, resolution, seed):
     if resolution and "resolution" not in net.choices:
         sys.exit(f"{d['space']} does not search the resolution; drop --resolution")
     budget = table.budget_table(net)
+    if args.export_only and d["runtime"] == "eager":
+        sys.exit(f"--export-only: {path} is an eager table (its programs are built at load, not cached)")
     old = LatencyTable.load(old_path) if old_path else None
     if old is not None and old.data["space_digest"] != d["space_digest"]:
         sys.exit(f"--old-table {old_path} is a table of another space than {path}")
@@ -308,9 +313,19 @@ def evaluate(args, path, old_path, n, resolution, seed):
     if old is not None:
         old_probes = old.data.get("probes") or old_table_probes(old.data)
         specs.update((f"old:{k}", v) for k, v in probe_programs({**old.data, "probes": old_probes}).items())
+    return SimpleNamespace(**locals())
+
+
+def evaluate(args, path, old_path, n, resolution, seed):
+    p = prepare(args, path, old_path, n, resolution, seed)
+    table, d, net, specs, probes, old = p.table, p.d, p.net, p.specs, p.probes, p.old
+    all_models, models, given, probe_blocks, calib = p.all_models, p.models, p.given, p.probe_blocks, p.calib
     t0 = time.perf_counter()
     compiled = compile_programs(specs, d["runtime"], d["int8"], args.jobs, args.cache)
     t1 = time.perf_counter()
+    if args.export_only:
+        print(f"{path}: {len(specs)} programs in {args.cache} ({t1 - t0:.0f} s); nothing timed (--export-only)")
+        return table, None
     samples = time_programs(specs, compiled, d["runtime"], d["threads"], args.rounds, args.warmup)
     # every program summarised by the table's statistic of its rounds (as the table's own entries are)
     med = {k: summary(v)[table.stat] for k, v in samples.items()}
@@ -351,7 +366,7 @@ def evaluate(args, path, old_path, n, resolution, seed):
     mape, rho, within = fidelity(halves[0], halves[1])
     result.update(mape_split_half=mape, spearman_split_half=rho, within_10_split_half=within)
     if old is not None:
-        result.update(old_table_result(old, old_path, old_probes, samples, all_models))
+        result.update(old_table_result(old, old_path, p.old_probes, samples, all_models))
     result["seconds"] = {"export": round(t1 - t0, 1), "timing": round(time.perf_counter() - t1, 1)}
     result["models"] = [{k: v for k, v in m.items() if k != "blocks"} for m in models]
     if given:
@@ -499,6 +514,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--jobs", type=int, default=0, help="export worker processes (0: one per CPU core)")
     p.add_argument("--cache", help="keep exported programs here for the next run")
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="export every program into --cache and stop: a later run times them alone (export while the "
+        "machine is busy, time when it is quiet)",
+    )
     p.add_argument("--no-same-run", action="store_true", help="skip (d): do not time the models' blocks")
     p.add_argument(
         "--refit-models",
@@ -517,6 +538,8 @@ def main() -> None:
     p.add_argument("--plot", help="write the predicted-vs-measured plot here (PNG)")
     p.add_argument("--json", help="write every result and point here")
     args = p.parse_args()
+    if args.export_only and not args.cache:
+        p.error("--export-only keeps the programs in --cache DIR; give one")
     if args.refit_models < 0 or 0 < args.refit_models < MIN_REFIT_MODELS:
         p.error(f"--refit-models {args.refit_models}: 0 (skip) or at least {MIN_REFIT_MODELS} (to fit a correction)")
     results = []
@@ -527,6 +550,8 @@ def main() -> None:
             )
         except UserError as e:  # a table that is missing or wrong: its one line, not a traceback
             sys.exit(f"latency_prediction.py: {e}")
+        if r is None:  # --export-only
+            continue
         report(table, r)
         if "given" in r:
             report_given(r)

@@ -784,7 +784,8 @@ def test_cache_share_benchmark_reads_every_size_and_names_the_edge():
 
 
 def test_latency_prediction_benchmark_refuses_bad_refit_models_and_missing_tables(table, tmp_path):
-    """--refit-models below the fit's minimum, a table that is no table, an --arch that is no arch def:
+    """--refit-models below the fit's minimum, a table that is no table, an --arch that is no arch def,
+    --export-only without a cache or of an eager table (nothing to keep):
     one line each, no traceback."""
     import subprocess
 
@@ -795,6 +796,8 @@ def test_latency_prediction_benchmark_refuses_bad_refit_models_and_missing_table
         (["--table", str(tmp_path)], "is a folder, not a table file"),
         (["--table", str(tmp_path / "none.json")], "does not exist"),
         (["--table", table.path, "--arch", str(tmp_path / "no.json")], f"--arch {tmp_path / 'no.json'}: cannot read"),
+        (["--table", table.path, "--export-only"], "--export-only keeps the programs in --cache DIR"),
+        (["--table", table.path, "--export-only", "--cache", str(tmp_path)], "is an eager table"),
     ):
         p = subprocess.run(script + flags, capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert p.returncode != 0 and want in p.stderr and "Traceback" not in p.stderr, (flags, p.stderr[-500:])
