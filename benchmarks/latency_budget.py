@@ -172,7 +172,7 @@ def main() -> None:
     # every program summarised by the table's statistic of its rounds, as the table's own timings are
     med = {k: summarize(v)[table.stat] for k, v in samples.items()}
     ratios = {name: med[f"probe:{name}"] / p[table.stat] for name, p in probes.items()}
-    used = [r for n, r in ratios.items() if in_drift(n)]
+    used = [r for n, r in ratios.items() if in_drift(n, ratios)]
     drift = float(np.exp(np.mean(np.log(used))))
     print(f"drift by the table's probes: {drift:.3f} ({', '.join(f'{k} {v:.3f}' for k, v in ratios.items())})")
     print(f"measured: the {table.statistic} of each program's {args.rounds} rounds (the table entries' statistic)")

@@ -14,8 +14,8 @@ Per ``--table`` (its space, classes, runtime, int8 and threads are the table's),
 
 (a) ``mape``, ``spearman``, ``within_10``: the stored table as is (its whole-model prediction:
     call cost + correction of the blocks' sum, docs/dmaskingnas.md#latency-as-a-search-cost);
-(b) ``drift``: the table's probes timed now / at build (geometric mean of the compute, memory and
-    model probes; per probe in ``probes``);
+(b) ``drift``: the table's probes timed now / at build (geometric mean of its whole-model probes,
+    or of its block probes for a table without any: ``in_drift``; per probe in ``probes``);
 (c) ``mape_corrected``, ``spearman_corrected``, ``within_10_corrected``: the prediction times the drift;
 (d) ``mape_same_run``, ``spearman_same_run``, ``within_10_same_run``: the method under the same
     conditions: every block of every evaluated model timed now, in the same rounds as the whole
@@ -159,7 +159,7 @@ def drift_of(probes, med, prefix, stat):
     """Per probe now / at build (at the statistic ``stat``), and their geometric mean over the drift
     probes (the blocks of an old table)."""
     ratios = {name: med[prefix + name] / p[stat] for name, p in probes.items()}
-    used = [r for name, r in ratios.items() if in_drift(name)]
+    used = [r for name, r in ratios.items() if in_drift(name, ratios)]
     return math.exp(statistics.mean(math.log(r) for r in used)), ratios
 
 

@@ -312,7 +312,7 @@ def check(args) -> int:
     progress.close()
     print(f"{'probe':<14} {'at build ms':>12} {'now ms':>10} {'now/build':>10} {'IQR of rounds':>16}")
     for name, p in report["probes"].items():
-        note = "" if in_drift(name) else "  (not in the drift)"
+        note = "" if in_drift(name, report["probes"]) else "  (not in the drift)"
         print(
             f"{name:<14} {p['build_ms']:>12.4f} {p['now_ms']:>10.4f} {p['ratio']:>9.3f}x "
             f"{p['q1']:>7.3f}-{p['q3']:.3f}{note}"

@@ -1396,6 +1396,35 @@ def test_latency_search_verifies_its_derived_model_by_measurement(space_file, ta
         derive_family(str(out), [1.0], str(tmp_path / "f2"), kind="flops", verify="retarget")
 
 
+def test_the_drift_is_the_whole_model_probes_where_a_table_has_them(table, tmp_path):
+    """The drift scales whole-model predictions, so it is read from the whole-model probes: a table
+    whose block probes alone read 1.5x their build-time timings now (the stored ones divided by 1.5)
+    keeps its drift, and the probes' spread (one factor or not) still sees the blocks; a table with block
+    probes only (built before model probes) takes its drift from them."""
+    from mobile_cv.latency.probes import HEAVIEST, check_table, in_drift, in_spread
+
+    names = ["call", "compute", "memory", "model 16px", "model 24px", HEAVIEST]
+    assert [n for n in names if in_drift(n, names)] == ["model 16px", "model 24px"]
+    assert [n for n in names if in_spread(n)] == ["compute", "memory", "model 16px", "model 24px"]
+    blocks_only = ["call", "compute", "memory"]
+    assert [n for n in blocks_only if in_drift(n, blocks_only)] == ["compute", "memory"]
+
+    base = check_table(table, rounds=5, warmup=1)
+    data = json.loads(json.dumps(table.data))
+    for name in ("compute", "memory"):
+        for k in ("ms", "q1", "q3", "min"):
+            if k in data["probes"][name]:
+                data["probes"][name][k] /= 1.5
+    path = tmp_path / "blocks_moved.json"
+    path.write_text(json.dumps(data))
+    report = check_table(LatencyTable.load(str(path)), rounds=5, warmup=1)
+    models = [v["ratio"] for n, v in report["probes"].items() if in_drift(n, report["probes"])]
+    assert len(models) >= 1 and all(n.startswith("model") for n in report["probes"] if in_drift(n, report["probes"]))
+    assert report["drift"] == pytest.approx(math.exp(sum(math.log(r) for r in models) / len(models)))
+    assert report["drift"] < 1.3 * base["drift"]  # the blocks' 1.5x is not in it (timing noise aside)
+    assert report["spread"] > 1.3 * base["spread"] / 1.1  # but the spread sees the blocks move apart
+
+
 def test_check_times_the_heaviest_calibration_model_and_says_when_it_parts_from_the_drift(table, tmp_path):
     """The heaviest calibration model is timed with the probes, shown but not in the drift; made to
     read 2x slower than at build (its stored timings halved), the verdict says models that heavy run
@@ -1413,7 +1442,7 @@ def test_check_times_the_heaviest_calibration_model_and_says_when_it_parts_from_
     heavy = report["probes"][HEAVIEST]
     assert not in_drift(HEAVIEST) and heavy["mparams"] == rows[j]["mparams"]
     assert heavy["build_ms"] == pytest.approx(0.5 * rows[j][table.stat])
-    drift_probes = [v["ratio"] for n, v in report["probes"].items() if in_drift(n)]
+    drift_probes = [v["ratio"] for n, v in report["probes"].items() if in_drift(n, report["probes"])]
     assert report["drift"] == pytest.approx(math.exp(sum(math.log(r) for r in drift_probes) / len(drift_probes)))
     assert heavy["ratio"] / report["drift"] > 1.07, report  # ~2x: its build-time timings were halved
     line = verdict(LatencyTable.load(str(path)), report)
