@@ -540,6 +540,8 @@ def main() -> None:
     args = p.parse_args()
     if args.export_only and not args.cache:
         p.error("--export-only keeps the programs in --cache DIR; give one")
+    if args.cache and os.path.exists(args.cache) and not os.path.isdir(args.cache):
+        p.error(f"--cache {args.cache} is a file, not a folder")
     if args.refit_models < 0 or 0 < args.refit_models < MIN_REFIT_MODELS:
         p.error(f"--refit-models {args.refit_models}: 0 (skip) or at least {MIN_REFIT_MODELS} (to fit a correction)")
     results = []

@@ -785,7 +785,7 @@ def test_cache_share_benchmark_reads_every_size_and_names_the_edge():
 
 def test_latency_prediction_benchmark_refuses_bad_refit_models_and_missing_tables(table, tmp_path):
     """--refit-models below the fit's minimum, a table that is no table, an --arch that is no arch def,
-    --export-only without a cache or of an eager table (nothing to keep):
+    --export-only without a cache or of an eager table (nothing to keep), a --cache that is a file:
     one line each, no traceback."""
     import subprocess
 
@@ -798,6 +798,7 @@ def test_latency_prediction_benchmark_refuses_bad_refit_models_and_missing_table
         (["--table", table.path, "--arch", str(tmp_path / "no.json")], f"--arch {tmp_path / 'no.json'}: cannot read"),
         (["--table", table.path, "--export-only"], "--export-only keeps the programs in --cache DIR"),
         (["--table", table.path, "--export-only", "--cache", str(tmp_path)], "is an eager table"),
+        (["--table", table.path, "--cache", table.path], f"--cache {table.path} is a file, not a folder"),
     ):
         p = subprocess.run(script + flags, capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert p.returncode != 0 and want in p.stderr and "Traceback" not in p.stderr, (flags, p.stderr[-500:])
