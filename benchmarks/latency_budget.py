@@ -41,7 +41,7 @@ from mobile_cv.latency.measure import (  # noqa: E402
     time_interleaved,
 )
 from mobile_cv.latency.measure import summarize_samples as summarize  # noqa: E402
-from mobile_cv.latency.probes import in_drift, old_table_probes, probe_programs  # noqa: E402
+from mobile_cv.latency.probes import drift_of_ratios, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
 from mobile_cv.latency.verify import describe_steps, nearest_calibration  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
@@ -172,8 +172,7 @@ def main() -> None:
     # every program summarised by the table's statistic of its rounds, as the table's own timings are
     med = {k: summarize(v)[table.stat] for k, v in samples.items()}
     ratios = {name: med[f"probe:{name}"] / p[table.stat] for name, p in probes.items()}
-    used = [r for n, r in ratios.items() if in_drift(n, ratios)]
-    drift = float(np.exp(np.mean(np.log(used))))
+    drift = drift_of_ratios(ratios)
     print(f"drift by the table's probes: {drift:.3f} ({', '.join(f'{k} {v:.3f}' for k, v in ratios.items())})")
     print(f"measured: the {table.statistic} of each program's {args.rounds} rounds (the table entries' statistic)")
     print(

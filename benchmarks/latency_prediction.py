@@ -49,7 +49,6 @@ the machine is busy: the export is not timed).
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -67,7 +66,7 @@ from mobile_cv.latency.calibration import Correction, describe_correction, fit_c
 from mobile_cv.latency.configs import architecture_configs  # noqa: E402
 from mobile_cv.latency.measure import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
 from mobile_cv.latency.measure import summarize_samples as summary  # noqa: E402
-from mobile_cv.latency.probes import in_drift, old_table_probes, probe_programs  # noqa: E402
+from mobile_cv.latency.probes import drift_of_ratios, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import check_runtime  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import BudgetTable, sample_uniform  # noqa: E402
@@ -159,8 +158,7 @@ def drift_of(probes, med, prefix, stat):
     """Per probe now / at build (at the statistic ``stat``), and their geometric mean over the drift
     probes (the blocks of an old table)."""
     ratios = {name: med[prefix + name] / p[stat] for name, p in probes.items()}
-    used = [r for name, r in ratios.items() if in_drift(name, ratios)]
-    return math.exp(statistics.mean(math.log(r) for r in used)), ratios
+    return drift_of_ratios(ratios), ratios
 
 
 def block_keys(net, index, specs):

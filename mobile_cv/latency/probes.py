@@ -62,6 +62,13 @@ def in_drift(name: str, names: Iterable[str] = ()) -> bool:
     return is_model_probe(name) or not any(is_model_probe(n) for n in names)
 
 
+def drift_of_ratios(ratios: Dict[str, float]) -> float:
+    """The drift from per-probe ratios now / at build: the geometric mean of those :func:`in_drift`
+    keeps (NaN where none is kept)."""
+    used = [r for name, r in ratios.items() if in_drift(name, ratios)]
+    return math.exp(statistics.mean(math.log(r) for r in used)) if used else float("nan")
+
+
 def in_spread(name: str) -> bool:
     """Whether a probe counts in the spread that decides one factor (a rescale) or probes moved apart:
     every probe but the call cost and the heaviest model."""
@@ -210,9 +217,7 @@ def check_table(
             "q3": ratios[(3 * len(ratios)) // 4],
             "now": summary(samples[name]),  # every statistic of the rounds (a recalibration re-bases on it)
         }
-    names = list(report["probes"])
-    drift_ratios = [v["ratio"] for n, v in report["probes"].items() if in_drift(n, names)]
-    drift = math.exp(statistics.mean(math.log(r) for r in drift_ratios)) if drift_ratios else float("nan")
+    drift = drift_of_ratios({n: v["ratio"] for n, v in report["probes"].items()})
     spread_ratios = [v["ratio"] for n, v in report["probes"].items() if in_spread(n)]
     spread = max(spread_ratios) / min(spread_ratios) if spread_ratios else float("nan")
     report.update(
@@ -316,6 +321,7 @@ __all__ = [
     "TOLERANCE",
     "check_table",
     "choose_probes",
+    "drift_of_ratios",
     "in_drift",
     "in_spread",
     "rescale_table",

@@ -1402,13 +1402,16 @@ def test_the_drift_is_the_whole_model_probes_where_a_table_has_them(table, tmp_p
     whose block probes alone read 1.5x their build-time timings now (the stored ones divided by 1.5)
     keeps its drift, and the probes' spread (one factor or not) still sees the blocks; a table with block
     probes only (built before model probes) takes its drift from them."""
-    from mobile_cv.latency.probes import HEAVIEST, check_table, in_drift, in_spread
+    from mobile_cv.latency.probes import HEAVIEST, check_table, drift_of_ratios, in_drift, in_spread
 
     names = ["call", "compute", "memory", "model 16px", "model 24px", HEAVIEST]
     assert [n for n in names if in_drift(n, names)] == ["model 16px", "model 24px"]
     assert [n for n in names if in_spread(n)] == ["compute", "memory", "model 16px", "model 24px"]
     blocks_only = ["call", "compute", "memory"]
     assert [n for n in blocks_only if in_drift(n, blocks_only)] == ["compute", "memory"]
+    ratios = {"call": 3.0, "compute": 1.5, "memory": 1.5, "model 16px": 1.1, "model 24px": 1.4, HEAVIEST: 2.0}
+    assert drift_of_ratios(ratios) == pytest.approx(math.sqrt(1.1 * 1.4))
+    assert drift_of_ratios({"call": 3.0, "compute": 1.2, "memory": 1.2 / 1.44}) == pytest.approx(1.0)
 
     base = check_table(table, rounds=5, warmup=1)
     data = json.loads(json.dumps(table.data))
