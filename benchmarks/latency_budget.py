@@ -15,8 +15,9 @@ SEARCH.COST.LATENCY_CHECK off (the probes are timed here instead) and SEARCH.COS
 scaled by the miss; its steps are printed; off: the table alone). Each derived
 ``arch_def.json`` is exported by ``tools/export.py --format executorch`` as a user would, then every
 ``.pte`` and the table's probes are timed together in interleaved rounds (1 thread, batch 1). The
-drift the probes measure (now / when the table was built) turns a budget in the table's milliseconds
-into this machine's today: ``measured / (budget x drift) - 1`` is the miss, printed per budget with
+drift the probes measure (now / when the table was built; the model probe of the derived model's
+input size, ``drift_at_size``) turns a budget in the table's milliseconds into this machine's today:
+``measured / (budget x drift) - 1`` is the miss, printed per budget with
 the table's own prediction of the derived model. Run it alone. Finished searches and exports in
 ``--out`` are reused (delete the folder to redo them).
 """
@@ -41,7 +42,7 @@ from mobile_cv.latency.measure import (  # noqa: E402
     time_interleaved,
 )
 from mobile_cv.latency.measure import summarize_samples as summarize  # noqa: E402
-from mobile_cv.latency.probes import drift_of_ratios, old_table_probes, probe_programs  # noqa: E402
+from mobile_cv.latency.probes import drift_at_size, drift_of_ratios, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
 from mobile_cv.latency.verify import describe_steps, nearest_calibration  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
@@ -174,6 +175,7 @@ def main() -> None:
     ratios = {name: med[f"probe:{name}"] / p[table.stat] for name, p in probes.items()}
     drift = drift_of_ratios(ratios)
     print(f"drift by the table's probes: {drift:.3f} ({', '.join(f'{k} {v:.3f}' for k, v in ratios.items())})")
+    print("x drift: the budget times the model probe of the derived model's input size (where the table has one)")
     print(f"measured: the {table.statistic} of each program's {args.rounds} rounds (the table entries' statistic)")
     print(
         f"{'budget ms':>10} {'x drift':>8} {'by table':>9} {'measured':>9} {'IQR':>15} {'miss':>7}  input size, "
@@ -182,13 +184,14 @@ def main() -> None:
     misses, by_references = [], []
     for b, (result, _) in zip(budgets, done):
         q = sorted(samples[f"model:{b}"])
-        miss = med[f"model:{b}"] / (b * drift) - 1
+        at_size = drift_at_size(ratios, result["input_size"])  # the model probe of its input size
+        miss = med[f"model:{b}"] / (b * at_size) - 1
         misses.append(miss)
         logs = [np.log(med[f"calibration:{j}"] / rows[j][table.stat]) for j in near[b]]
         ref = float(np.exp(np.mean(logs))) if logs else float("nan")
         by_references.append({"drift": ref, "miss": med[f"model:{b}"] / (b * ref) - 1, "calibration": near[b]})
         print(
-            f"{b:>10.3f} {b * drift:>8.3f} {result['derived_latency_ms']:>9.3f} {med[f'model:{b}']:>9.3f} "
+            f"{b:>10.3f} {b * at_size:>8.3f} {result['derived_latency_ms']:>9.3f} {med[f'model:{b}']:>9.3f} "
             f"{q[len(q) // 4]:>7.3f}-{q[3 * len(q) // 4]:.3f} {100 * miss:>+6.1f}%  {result['input_size']}, "
             f"{result['derived_params_m']:.2f}"
             + (f"; {ref:.3f}, {100 * by_references[-1]['miss']:+.1f}%" if near[b] else "")

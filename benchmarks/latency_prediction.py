@@ -16,7 +16,9 @@ Per ``--table`` (its space, classes, runtime, int8 and threads are the table's),
     call cost + correction of the blocks' sum, docs/dmaskingnas.md#latency-as-a-search-cost);
 (b) ``drift``: the table's probes timed now / at build (geometric mean of its whole-model probes,
     or of its block probes for a table without any: ``in_drift``; per probe in ``probes``);
-(c) ``mape_corrected``, ``spearman_corrected``, ``within_10_corrected``: the prediction times the drift;
+(c) ``mape_corrected``, ``spearman_corrected``, ``within_10_corrected``: the prediction times the drift
+    at the model's input size (its own size's model probe where the table has one: ``drift_at_size``;
+    per model ``drift``);
 (d) ``mape_same_run``, ``spearman_same_run``, ``within_10_same_run``: the method under the same
     conditions: every block of every evaluated model timed now, in the same rounds as the whole
     models, added up and corrected as the table does (its scale on the blocks; its constant and
@@ -66,7 +68,7 @@ from mobile_cv.latency.calibration import Correction, describe_correction, fit_c
 from mobile_cv.latency.configs import architecture_configs  # noqa: E402
 from mobile_cv.latency.measure import TRIVIAL, ModelSpec, compile_programs, time_programs  # noqa: E402
 from mobile_cv.latency.measure import summarize_samples as summary  # noqa: E402
-from mobile_cv.latency.probes import drift_of_ratios, old_table_probes, probe_programs  # noqa: E402
+from mobile_cv.latency.probes import drift_at_size, drift_of_ratios, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import check_runtime  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import BudgetTable, sample_uniform  # noqa: E402
@@ -223,23 +225,25 @@ def refit_points(table, net, models, calib, med):
     return c_now, c_stored, points
 
 
-def same_run_points(table, models, probe_blocks, med, drift):
+def same_run_points(table, models, probe_blocks, med, ratios):
     """(d) per model (``same_run_raw``, ``same_run``, ``blocks_now``) from the programs' summaries
-    ``med`` of this run; returns the recalibration factor per input size."""
+    ``med`` of this run (the correction's millisecond terms converted by the probes' ``ratios`` at the
+    model's size); returns the recalibration factor per input size."""
     c, o_now = table.correction, med[TRIVIAL]
 
-    def predict(keys, mparams, small, mparams_l2):
+    def predict(keys, mparams, small, mparams_l2, size):
         blocks = blocks_now(med, keys)
         weights_ms = c.ms_per_mparam(small) * mparams + c.per_l2_mparam_small * small * mparams_l2
         weights_ms += c.over_knot_ms(mparams, small)
-        return o_now + drift * (c.constant + weights_ms) + c.scale * blocks, blocks
+        return o_now + drift_at_size(ratios, size) * (c.constant + weights_ms) + c.scale * blocks, blocks
 
     factors = {}  # per input size: the table's model probe now / its prediction from its blocks now
     for name, (row, keys) in probe_blocks.items():
-        predicted_now, _ = predict(keys, row["mparams"], row["small"], row.get("mparams_l2", 0.0))
-        factors[int(row["arch"]["input_size"])] = med[f"probe:{name}"] / predicted_now
+        size = int(row["arch"]["input_size"])
+        predicted_now, _ = predict(keys, row["mparams"], row["small"], row.get("mparams_l2", 0.0), size)
+        factors[size] = med[f"probe:{name}"] / predicted_now
     for m in models:
-        m["same_run_raw"], m["blocks_now"] = predict(m["blocks"], m["mparams"], m["small"], m["mparams_l2"])
+        m["same_run_raw"], m["blocks_now"] = predict(m["blocks"], m["mparams"], m["small"], m["mparams_l2"], m["size"])
         m["same_run"] = m["same_run_raw"] * factors.get(m["size"], 1.0)
     return factors
 
@@ -331,8 +335,9 @@ def evaluate(args, path, old_path, n, resolution, seed):
     for j, m in enumerate(all_models):
         q = summary(samples[f"model:{j}"])
         m["measured"], m["spread"], m["measured_median"] = med[f"model:{j}"], (q["q1"], q["q3"]), q["ms"]
-        m["corrected"] = m["predicted"] * drift
-    factors = {} if args.no_same_run else same_run_points(table, all_models, probe_blocks, med, drift)
+        m["drift"] = drift_at_size(ratios, m["size"])  # its own input size's model probe (else the drift)
+        m["corrected"] = m["predicted"] * m["drift"]
+    factors = {} if args.no_same_run else same_run_points(table, all_models, probe_blocks, med, ratios)
     refits = refit_points(table, net, all_models, calib, med) if len(calib) >= MIN_REFIT_MODELS else None
     result = {"space": d["space"], "table": path, "resolution": resolution, "runtime": d["runtime"]}
     result.update(int8=d["int8"], threads=d["threads"], calibrated=table.calibrated)
@@ -400,7 +405,14 @@ def report(table, r):
     print(line("(a) the table as stored", ""))
     probes = ", ".join(f"{k} {v:.3f}" for k, v in r["probes"].items())
     print(f"(b) drift by the table's probes: {r['drift']:.3f} (now / at build: {probes})")
-    print(line("(c) after the drift correction", "", "_corrected"))
+    sized = any(k.endswith("px") and k.startswith("model") for k in r["probes"])
+    print(
+        line(
+            "(c) after the drift correction" + (" (each model x its input size's model probe)" if sized else ""),
+            "",
+            "_corrected",
+        )
+    )
     if "mape_same_run" in r:
         factors = ", ".join(f"{k}px {v:.3f}" for k, v in r.get("same_run_factors", {}).items()) or "none"
         print(line("(d) the method in this run (their blocks timed now, corrected as the table)", "", "_same_run_raw"))

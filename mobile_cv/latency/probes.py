@@ -18,7 +18,8 @@ same interleaved rounds as its entries when it was built:
 :func:`check_table` exports them again, times them here as the table was timed, and compares:
 the ratio now / at build per probe (with the spread of the per-round ratios), and the drift, the
 geometric mean of the whole-model probes' ratios (of the block probes' for a table without any:
-:func:`in_drift`). The table describes this machine when the
+:func:`in_drift`); a whole model's prediction is converted by its own input size's probe
+(:func:`drift_at_size`). The table describes this machine when the
 drift is within :data:`TOLERANCE`; where every probe moved by one factor (within
 :data:`ONE_FACTOR`), :func:`rescale_table` writes a copy with every time multiplied by the drift,
 recorded as such; a table with calibration models can be recalibrated here whatever moved
@@ -67,6 +68,18 @@ def drift_of_ratios(ratios: Dict[str, float]) -> float:
     keeps (NaN where none is kept)."""
     used = [r for name, r in ratios.items() if in_drift(name, ratios)]
     return math.exp(statistics.mean(math.log(r) for r in used)) if used else float("nan")
+
+
+def drift_at_size(ratios: Dict[str, float], size: Optional[int]) -> float:
+    """The drift for a whole model of input ``size``: the ratio of the table's model probe at that
+    size (``model 128px``) where it has one, else :func:`drift_of_ratios`. Models of one input size
+    move together, and apart from other sizes' (the F space's 128-px probe read 3-7% below the larger
+    sizes' on 2026-12-07): times its own size's probe the F table read 30 random models at 128 and 224
+    px within 5.0% on average in all 32 stored results of benchmarks/latency_prediction.py (mean 3.1%),
+    times the model probes' mean in 29 (mean 3.6%; docs/benchmarks.md). A table of one input size
+    (probe ``model``) or without model probes: the drift."""
+    own = ratios.get(f"model {size}px") if size else None
+    return own if own is not None else drift_of_ratios(ratios)
 
 
 def in_spread(name: str) -> bool:
@@ -321,6 +334,7 @@ __all__ = [
     "TOLERANCE",
     "check_table",
     "choose_probes",
+    "drift_at_size",
     "drift_of_ratios",
     "in_drift",
     "in_spread",

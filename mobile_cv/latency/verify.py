@@ -7,7 +7,7 @@ model's weights (34-35 MB) outgrow the share of the last-level cache the machine
 read of 40 MB ran at 26 GB/s, 48 MB at 16 GB/s), a cliff no sum of blocks timed alone sees
 (docs/benchmarks.md, "Why the searched models miss"). So, with SEARCH.COST.LATENCY_VERIFY
 ``retarget``, the search's last step times what it derived, as the table's runtime runs it, in the
-same rounds as the table's probes (their drift turns the measurement into the table's milliseconds),
+same rounds as the table's probes (the probe of its input size turns the measurement into the table's milliseconds),
 and while it misses the budget by more than LATENCY_VERIFY_TOLERANCE derives again at a budget
 scaled by the miss (``aim <- aim x budget / measured``), keeping the architecture that came closest.
 The table still drives the search; the measurement only moves the budget the last derivation aims at.
@@ -45,8 +45,10 @@ def measure_whole(
 ) -> Dict[str, Any]:
     """``arch`` exported whole for ``table``'s runtime and timed with its probes in the same rounds.
 
-    Returns ``measured_ms`` (the table's statistic of the rounds), ``drift`` (the probes now / at
-    build), ``in_table_ms`` (measured / the factor: what the table's milliseconds should have said)
+    Returns ``measured_ms`` (the table's statistic of the rounds), ``drift`` (the table's model
+    probe at the arch's input size now / at build, else the probes' drift:
+    :func:`~mobile_cv.latency.probes.drift_at_size`; ``table_drift``: the probes' drift),
+    ``in_table_ms`` (measured / the factor: what the table's milliseconds should have said)
     and ``factor``. With ``references`` > 0 and the model's ``mparams``, that many calibration models
     nearest it in parameters are timed in the same rounds too and the factor is the geometric mean of
     their now / at build (``reference_drift``, each in ``references``). The idea: in a noisy spell the
@@ -56,7 +58,7 @@ def measure_whole(
     probes (docs/benchmarks.md, "Converting by models of the derived model's size"): so opt-in.
     Without calibration models the factor is the probes' drift."""
     from .measure import ModelSpec
-    from .probes import check_table
+    from .probes import check_table, drift_at_size
 
     d = table.data
     spec = ModelSpec.of(arch, d["num_classes"], d["in_chans"])
@@ -66,7 +68,9 @@ def measure_whole(
     refs = {f"calibration:{j}": ModelSpec.of(rows[j]["arch"], d["num_classes"], d["in_chans"]) for j in near}
     report = check_table(table, rounds, warmup, extra={name: spec, **refs}, compiled=compiled)
     measured = report["extra"][name]["measured"]
-    out: Dict[str, Any] = {"measured_ms": measured, "drift": report["drift"], "factor": report["drift"]}
+    # the probe of the derived model's own input size converts it where the table has one
+    drift = drift_at_size({n: p["ratio"] for n, p in report["probes"].items()}, arch.get("input_size"))
+    out: Dict[str, Any] = {"measured_ms": measured, "drift": drift, "factor": drift, "table_drift": report["drift"]}
     if mparams > 0:
         out["mparams"] = mparams
     if near:

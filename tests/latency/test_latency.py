@@ -736,7 +736,12 @@ def test_latency_prediction_benchmark_runs_on_a_table(table, net, tmp_path):
         f"(a) the table as stored: mean abs error {result['mape']:.1f}%, Spearman {result['spearman']:.3f}" in p.stdout
     )
     assert f"(b) drift by the table's probes: {result['drift']:.3f}" in p.stdout
-    assert f"(c) after the drift correction: mean abs error {result['mape_corrected']:.1f}%" in p.stdout
+    # (c): each model times the model probe of its own input size
+    by_size = "(each model x its input size's model probe)"
+    assert f"(c) after the drift correction {by_size}: mean abs error {result['mape_corrected']:.1f}%" in p.stdout
+    for m in result["models"]:
+        assert m["drift"] == result["probes"][f"model {m['size']}px"]
+        assert m["corrected"] == pytest.approx(m["predicted"] * m["drift"], rel=1e-12)
     assert f"mean abs error {result['mape_same_run']:.1f}%" in p.stdout
     # (d) recalibrated on the table's own model probes (calibration models), one factor per input size
     factors = result["same_run_factors"]
@@ -1337,6 +1342,34 @@ def test_the_derived_model_is_converted_by_the_calibration_models_nearest_it_in_
     plain = measure_whole(halved, arch, rounds=5, warmup=1, mparams=mid, references=0)
     assert "references" not in plain and plain["factor"] == plain["drift"]
     assert plain["in_table_ms"] == pytest.approx(plain["measured_ms"] / plain["drift"])
+
+
+def test_a_model_is_converted_by_the_probe_of_its_own_input_size(table, tmp_path):
+    """drift_at_size: the model probe at the model's input size where the table has one, else the
+    drift; measure_whole converts the derived model by it. That probe's build times halved, the
+    derived model's drift reads ~2x where the probes' mean (three sizes) moves by 2^(1/3)."""
+    from mobile_cv.latency.probes import drift_at_size
+    from mobile_cv.latency.verify import measure_whole
+
+    ratios = {"call": 3.0, "compute": 1.5, "model 16px": 1.1, "model 24px": 1.4}
+    assert drift_at_size(ratios, 16) == 1.1 and drift_at_size(ratios, 24) == 1.4
+    assert drift_at_size(ratios, 20) == pytest.approx(math.sqrt(1.1 * 1.4))  # no probe of that size: the drift
+    assert drift_at_size(ratios, None) == pytest.approx(math.sqrt(1.1 * 1.4))
+    assert drift_at_size({"model": 1.3, "compute": 2.0}, 224) == 1.3  # one input size: its probe is the drift
+    assert drift_at_size({"call": 2.0, "compute": 1.2, "memory": 1.2 / 1.44}, 16) == pytest.approx(1.0)
+
+    arch = table.data["calibration"]["models"][0]["arch"]
+    name = f"model {arch['input_size']}px"
+    data = json.loads(json.dumps(table.data))
+    assert name in data["probes"], list(data["probes"])
+    for k in ("ms", "q1", "q3", "min"):
+        if k in data["probes"][name]:
+            data["probes"][name][k] *= 0.5
+    path = tmp_path / "size_halved.json"
+    path.write_text(json.dumps(data))
+    m = measure_whole(LatencyTable.load(str(path)), arch, rounds=5, warmup=1)
+    assert m["factor"] == m["drift"] and m["in_table_ms"] == pytest.approx(m["measured_ms"] / m["drift"])
+    assert m["drift"] / m["table_drift"] > 1.3, m  # 2 / 2^(1/3) = 1.59 with no noise
 
 
 def test_latency_verify_needs_a_latency_budget():
