@@ -137,7 +137,7 @@ def retarget(
 
 def describe_steps(record: Dict[str, Any]) -> List[str]:
     """The lines a user reads: each derivation's aim, the table's prediction, the measurement."""
-    by = "the probes' drift"
+    by = "the drift of its input size's model probe (the probes' drift where the table has none)"
     if any("reference_drift" in r for r in record["steps"]):
         by = "the drift of the calibration models nearest it in parameters"
     lines = [
