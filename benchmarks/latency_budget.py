@@ -125,7 +125,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--images", type=int, default=32, help="images per split and epoch (DATA.LIMIT)")
-    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=60, help="interleaved timing rounds (as LATENCY_VERIFY_ROUNDS)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--tolerance", type=float, default=0.07, help="the miss allowed (fraction of the budget)")
     p.add_argument(
