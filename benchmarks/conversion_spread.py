@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""How far apart are repeated measurements of one model in the table's milliseconds? The
+``SEARCH.COST.LATENCY_VERIFY`` loop times a derived model with the table's probes and divides by a
+probe's now / at build; this times the same models that way ``--repeats`` times per setting
+(``--rounds`` x ``--contexts``; the settings alternate, so they meet the same machine) and prints
+each conversion's level and spread over the repeats. Contexts: ``alone``, each model in its own rounds
+with the probes (as the loop times it); ``together``, every model in one set of rounds with the probes
+and the ``--beside`` calibration models nearest each in parameters (as benchmarks/latency_budget.py
+times them).
+
+    python benchmarks/conversion_spread.py --arch output/latency_budget/search_2.59ms/arch_def.json \\
+        --arch output/latency_budget/search_5.744ms/arch_def.json --repeats 6 --rounds 20 60   # ~8 min
+    python benchmarks/conversion_spread.py --arch ... --repeats 4 --rounds 60 --contexts alone together
+
+Per model and setting, over the repeats, the geometric mean, the standard deviation of the log
+(``sd``) and largest / smallest of: ``own size`` (measured / the model probe of its input size, ``drift_at_size``:
+what the loop and benchmarks/latency_budget.py convert by), ``probes' mean`` (measured / the
+geometric mean of the model probes, ``drift_of_ratios``) and ``measured`` (the model's own
+milliseconds, unconverted). Each repeat is ``--rounds`` interleaved rounds of the probes and models
+(2 warm-up rounds), summarised by the table's statistic, as the loop's step is. Run it alone (1 thread).
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mobile_cv.engine.report import count_arch  # noqa: E402
+from mobile_cv.latency import LatencyTable  # noqa: E402
+from mobile_cv.latency.measure import ModelSpec, compile_programs, example_of, time_interleaved  # noqa: E402
+from mobile_cv.latency.measure import summarize_samples as summarize  # noqa: E402
+from mobile_cv.latency.probes import drift_at_size, drift_of_ratios, probe_programs  # noqa: E402
+from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
+from mobile_cv.latency.verify import nearest_calibration  # noqa: E402
+
+CONVERSIONS = ("own size", "probes' mean", "measured")
+
+
+def spread(values):
+    logs = [math.log(v) for v in values]
+    return math.exp(statistics.mean(logs)), statistics.stdev(logs), max(values) / min(values)
+
+
+def programs(args, d):
+    """The probes, the ``--arch`` models (with their input size and M params) and, for ``together``,
+    the ``--beside`` calibration models nearest each in parameters."""
+    specs = {f"probe:{k}": v for k, v in probe_programs(d).items()}
+    sizes, mparams = {}, {}
+    for path in args.arch:
+        arch = json.load(open(path))
+        name = f"model:{path}"
+        specs[name], sizes[name] = ModelSpec.of(arch, d["num_classes"], d["in_chans"]), int(arch["input_size"])
+        mparams[name] = count_arch(arch, d["num_classes"], d["in_chans"])[1]
+    rows = d.get("calibration", {}).get("models", [])
+    if "together" in args.contexts:
+        for j in sorted({j for name in sizes for j in nearest_calibration(d, mparams[name], args.beside)}):
+            specs[f"calibration:{j}"] = ModelSpec.of(rows[j]["arch"], d["num_classes"], d["in_chans"])
+    return specs, sizes
+
+
+def measure(args, table, runners, sizes):
+    """Per setting (rounds, context), per model, per conversion: one value per repeat."""
+    d, stat, probes = table.data, table.stat, table.data["probes"]
+    probe_runners = {k: r for k, r in runners.items() if k.startswith("probe:")}
+    settings = [(r, c) for r in args.rounds for c in args.contexts]
+    values = {s: {n: {c: [] for c in CONVERSIONS} for n in sizes} for s in settings}
+
+    def record(setting, name, samples):
+        ratios = {n: summarize(samples[f"probe:{n}"])[stat] / probes[n][stat] for n in probes}
+        measured = summarize(samples[name])[stat]
+        row = values[setting][name]
+        row["own size"].append(measured / drift_at_size(ratios, sizes[name]))
+        row["probes' mean"].append(measured / drift_of_ratios(ratios))
+        row["measured"].append(measured)
+
+    set_threads(d["runtime"], d["threads"])
+    for k in range(args.repeats):
+        for rounds, context in settings:  # alternating: each setting meets the machine the others meet
+            if context == "alone":
+                for name in sizes:
+                    record((rounds, context), name, time_interleaved({**probe_runners, name: runners[name]}, rounds, 2))
+            else:
+                samples = time_interleaved(runners, rounds, 2)
+                for name in sizes:
+                    record((rounds, context), name, samples)
+            print(f"repeat {k + 1}/{args.repeats}, {rounds} rounds {context} done", flush=True)
+    return values
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", default="configs/latency/fbnetv2_f_space_executorch.json")
+    p.add_argument("--arch", action="append", required=True, help="a plain arch def of the table's space (repeat)")
+    p.add_argument("--repeats", type=int, default=6)
+    p.add_argument("--rounds", type=int, nargs="+", default=[20, 60])
+    p.add_argument("--contexts", nargs="+", choices=("alone", "together"), default=["alone"])
+    p.add_argument("--beside", type=int, default=3, help="calibration models per model in 'together' (0: none)")
+    p.add_argument("--cache", help="keep exported programs here")
+    p.add_argument("--json", help="write every repeat's conversions here")
+    args = p.parse_args()
+    if args.repeats < 2 or min(args.rounds) < 1:
+        p.error("--repeats must be >= 2 and every --rounds >= 1")
+    table = LatencyTable.load(args.table)
+    d = table.data
+    if not d.get("probes"):
+        sys.exit(f"{args.table} has no probes (a table built before probes): rebuild it")
+    specs, sizes = programs(args, d)
+    compiled = compile_programs(specs, d["runtime"], d["int8"], cache_dir=args.cache)
+    set_threads(d["runtime"], d["threads"])
+    runners = {k: load_runner(d["runtime"], compiled[k], example_of(s), d["threads"]) for k, s in specs.items()}
+    values = measure(args, table, runners, sizes)
+    print(f"\n{args.table}: {args.repeats} repeats per setting, the {table.statistic} of each repeat's rounds")
+    print("per conversion: geometric mean ms, sd of the log, largest / smallest")
+    print(f"{'model':>40} {'size':>5} {'setting':>14} " + " ".join(f"{c:>24}" for c in CONVERSIONS))
+    for name, size in sizes.items():
+        for setting, by_model in values.items():
+            cells = []
+            for c in CONVERSIONS:
+                mean, sd, ratio = spread(by_model[name][c])
+                cells.append(f"{mean:>8.3f} {100 * sd:>7.1f}% {ratio:>7.3f}")
+            print(f"{name[6:][-40:]:>40} {size:>5} {'%d %s' % setting:>14} " + " ".join(cells))
+    if args.json:
+        with open(args.json, "w") as f:
+            out = {f"{r} {c}": v for (r, c), v in values.items()}
+            json.dump({"table": args.table, "statistic": table.statistic, "values": out}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
