@@ -21,7 +21,6 @@ milliseconds, unconverted). Each repeat is ``--rounds`` interleaved rounds of th
 """
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -29,13 +28,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.latency_prediction import encode_file  # noqa: E402
+from mobile_cv.atomic_files import atomic_write_json  # noqa: E402
 from mobile_cv.engine.report import count_arch  # noqa: E402
+from mobile_cv.errors import UserError  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
 from mobile_cv.latency.measure import ModelSpec, compile_programs, example_of, time_interleaved  # noqa: E402
 from mobile_cv.latency.measure import summarize_samples as summarize  # noqa: E402
 from mobile_cv.latency.probes import drift_at_size, drift_of_ratios, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
 from mobile_cv.latency.verify import nearest_calibration  # noqa: E402
+from mobile_cv.search import build_supernet  # noqa: E402
 
 CONVERSIONS = ("own size", "probes' mean", "measured")
 
@@ -47,11 +50,13 @@ def spread(values):
 
 def programs(args, d):
     """The probes, the ``--arch`` models (with their input size and M params) and, for ``together``,
-    the ``--beside`` calibration models nearest each in parameters."""
+    the ``--beside`` calibration models nearest each in parameters. An ``--arch`` that is not a plain
+    arch def of the table's space is one line naming it (before anything is exported or timed)."""
     specs = {f"probe:{k}": v for k, v in probe_programs(d).items()}
+    net = build_supernet(d["space"], num_classes=d["num_classes"], in_chans=d["in_chans"])
     sizes, mparams = {}, {}
     for path in args.arch:
-        arch = json.load(open(path))
+        arch = net.derive_arch(net.one_hot(encode_file(net, path)))
         name = f"model:{path}"
         specs[name], sizes[name] = ModelSpec.of(arch, d["num_classes"], d["in_chans"]), int(arch["input_size"])
         mparams[name] = count_arch(arch, d["num_classes"], d["in_chans"])[1]
@@ -64,7 +69,7 @@ def programs(args, d):
 
 def measure(args, table, runners, sizes):
     """Per setting (rounds, context), per model, per conversion: one value per repeat."""
-    d, stat, probes = table.data, table.stat, table.data["probes"]
+    stat, probes = table.stat, table.data["probes"]
     probe_runners = {k: r for k, r in runners.items() if k.startswith("probe:")}
     settings = [(r, c) for r in args.rounds for c in args.contexts]
     values = {s: {n: {c: [] for c in CONVERSIONS} for n in sizes} for s in settings}
@@ -77,7 +82,6 @@ def measure(args, table, runners, sizes):
         row["probes' mean"].append(measured / drift_of_ratios(ratios))
         row["measured"].append(measured)
 
-    set_threads(d["runtime"], d["threads"])
     for k in range(args.repeats):
         for rounds, context in settings:  # alternating: each setting meets the machine the others meet
             if context == "alone":
@@ -103,12 +107,19 @@ def main() -> None:
     p.add_argument("--json", help="write every repeat's conversions here")
     args = p.parse_args()
     if args.repeats < 2 or min(args.rounds) < 1:
-        p.error("--repeats must be >= 2 and every --rounds >= 1")
-    table = LatencyTable.load(args.table)
-    d = table.data
-    if not d.get("probes"):
-        sys.exit(f"{args.table} has no probes (a table built before probes): rebuild it")
-    specs, sizes = programs(args, d)
+        p.error(f"--repeats {args.repeats} --rounds {args.rounds}: --repeats must be >= 2 and every --rounds >= 1")
+    if not 0 <= args.beside <= 64:
+        p.error(f"--beside {args.beside}: 0 (none) to 64 calibration models per model")
+    if args.json and (os.path.isdir(args.json) or not os.path.isdir(os.path.dirname(os.path.abspath(args.json)))):
+        p.error(f"--json {args.json}: a file in an existing folder (the results are written there at the end)")
+    try:
+        table = LatencyTable.load(args.table)
+        d = table.data
+        if not d.get("probes"):
+            raise UserError(f"{args.table} has no probes (a table built before probes): rebuild it")
+        specs, sizes = programs(args, d)
+    except UserError as e:  # a table or arch def that is missing or wrong: its one line, not a traceback
+        sys.exit(str(e))
     compiled = compile_programs(specs, d["runtime"], d["int8"], cache_dir=args.cache)
     set_threads(d["runtime"], d["threads"])
     runners = {k: load_runner(d["runtime"], compiled[k], example_of(s), d["threads"]) for k, s in specs.items()}
@@ -124,9 +135,8 @@ def main() -> None:
                 cells.append(f"{mean:>8.3f} {100 * sd:>7.1f}% {ratio:>7.3f}")
             print(f"{name[6:][-40:]:>40} {size:>5} {'%d %s' % setting:>14} " + " ".join(cells))
     if args.json:
-        with open(args.json, "w") as f:
-            out = {f"{r} {c}": v for (r, c), v in values.items()}
-            json.dump({"table": args.table, "statistic": table.statistic, "values": out}, f, indent=1)
+        out = {f"{r} {c}": v for (r, c), v in values.items()}
+        atomic_write_json(args.json, {"table": args.table, "statistic": table.statistic, "values": out})
 
 
 if __name__ == "__main__":
