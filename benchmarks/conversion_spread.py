@@ -13,8 +13,10 @@ times them).
     python benchmarks/conversion_spread.py --arch ... --repeats 4 --rounds 60 --contexts alone together
 
 Per model and setting, over the repeats, the geometric mean, the standard deviation of the log
-(``sd``) and largest / smallest of: ``own size`` (measured / the model probe of its input size, ``drift_at_size``:
-what the loop and benchmarks/latency_budget.py convert by), ``probes' mean`` (measured / the
+(``sd``) and largest / smallest of: ``models`` (measured / the mean now / at build of the model probes
+and the ``--beside`` calibration models, ``models_drift``: what the loop converts by with
+LATENCY_VERIFY_REFERENCES ``--beside``), ``own size`` (measured / the model probe of its input size, ``drift_at_size``:
+what the loop converts by with no references), ``probes' mean`` (measured / the
 geometric mean of the model probes, ``drift_of_ratios``) and ``measured`` (the model's own
 milliseconds, unconverted). Each repeat is ``--rounds`` interleaved rounds of the probes and models
 (2 warm-up rounds), summarised by the table's statistic, as the loop's step is. Run it alone (1 thread).
@@ -30,17 +32,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.latency_prediction import encode_file  # noqa: E402
 from mobile_cv.atomic_files import atomic_write_json  # noqa: E402
-from mobile_cv.engine.report import count_arch  # noqa: E402
 from mobile_cv.errors import UserError  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
 from mobile_cv.latency.measure import ModelSpec, compile_programs, example_of, time_interleaved  # noqa: E402
 from mobile_cv.latency.measure import summarize_samples as summarize  # noqa: E402
 from mobile_cv.latency.probes import drift_at_size, drift_of_ratios, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
-from mobile_cv.latency.verify import nearest_calibration  # noqa: E402
+from mobile_cv.latency.verify import models_drift, spread_calibration  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 
-CONVERSIONS = ("own size", "probes' mean", "measured")
+CONVERSIONS = ("models", "own size", "probes' mean", "measured")
 
 
 def spread(values):
@@ -49,35 +50,36 @@ def spread(values):
 
 
 def programs(args, d):
-    """The probes, the ``--arch`` models (with their input size and M params) and, for ``together``,
-    the ``--beside`` calibration models nearest each in parameters. An ``--arch`` that is not a plain
+    """The probes, the ``--beside`` calibration models spread over the space and the ``--arch`` models
+    (with their input sizes). An ``--arch`` that is not a plain
     arch def of the table's space is one line naming it (before anything is exported or timed)."""
     specs = {f"probe:{k}": v for k, v in probe_programs(d).items()}
     net = build_supernet(d["space"], num_classes=d["num_classes"], in_chans=d["in_chans"])
-    sizes, mparams = {}, {}
+    sizes = {}
     for path in args.arch:
         arch = net.derive_arch(net.one_hot(encode_file(net, path)))
         name = f"model:{path}"
         specs[name], sizes[name] = ModelSpec.of(arch, d["num_classes"], d["in_chans"]), int(arch["input_size"])
-        mparams[name] = count_arch(arch, d["num_classes"], d["in_chans"])[1]
     rows = d.get("calibration", {}).get("models", [])
-    if "together" in args.contexts:
-        for j in sorted({j for name in sizes for j in nearest_calibration(d, mparams[name], args.beside)}):
-            specs[f"calibration:{j}"] = ModelSpec.of(rows[j]["arch"], d["num_classes"], d["in_chans"])
+    for j in spread_calibration(d, args.beside):
+        specs[f"calibration:{j}"] = ModelSpec.of(rows[j]["arch"], d["num_classes"], d["in_chans"])
     return specs, sizes
 
 
 def measure(args, table, runners, sizes):
     """Per setting (rounds, context), per model, per conversion: one value per repeat."""
-    stat, probes = table.stat, table.data["probes"]
-    probe_runners = {k: r for k, r in runners.items() if k.startswith("probe:")}
+    stat, probes, rows = table.stat, table.data["probes"], table.data.get("calibration", {}).get("models", [])
+    beside = {k: r for k, r in runners.items() if k.startswith(("probe:", "calibration:"))}
     settings = [(r, c) for r in args.rounds for c in args.contexts]
     values = {s: {n: {c: [] for c in CONVERSIONS} for n in sizes} for s in settings}
 
     def record(setting, name, samples):
         ratios = {n: summarize(samples[f"probe:{n}"])[stat] / probes[n][stat] for n in probes}
         measured = summarize(samples[name])[stat]
+        beside_ms = {k: summarize(v)[stat] for k, v in samples.items() if k.startswith("calibration:")}
+        refs = [ms / rows[int(k[len("calibration:") :])][stat] for k, ms in beside_ms.items()]
         row = values[setting][name]
+        row["models"].append(measured / models_drift(ratios, refs))
         row["own size"].append(measured / drift_at_size(ratios, sizes[name]))
         row["probes' mean"].append(measured / drift_of_ratios(ratios))
         row["measured"].append(measured)
@@ -86,7 +88,7 @@ def measure(args, table, runners, sizes):
         for rounds, context in settings:  # alternating: each setting meets the machine the others meet
             if context == "alone":
                 for name in sizes:
-                    record((rounds, context), name, time_interleaved({**probe_runners, name: runners[name]}, rounds, 2))
+                    record((rounds, context), name, time_interleaved({**beside, name: runners[name]}, rounds, 2))
             else:
                 samples = time_interleaved(runners, rounds, 2)
                 for name in sizes:
@@ -102,14 +104,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=6)
     p.add_argument("--rounds", type=int, nargs="+", default=[20, 60])
     p.add_argument("--contexts", nargs="+", choices=("alone", "together"), default=["alone"])
-    p.add_argument("--beside", type=int, default=3, help="calibration models per model in 'together' (0: none)")
+    p.add_argument("--beside", type=int, default=8, help="calibration models spread over the space (0: none)")
     p.add_argument("--cache", help="keep exported programs here")
     p.add_argument("--json", help="write every repeat's conversions here")
     args = p.parse_args()
     if args.repeats < 2 or min(args.rounds) < 1:
         p.error(f"--repeats {args.repeats} --rounds {args.rounds}: --repeats must be >= 2 and every --rounds >= 1")
     if not 0 <= args.beside <= 64:
-        p.error(f"--beside {args.beside}: 0 (none) to 64 calibration models per model")
+        p.error(f"--beside {args.beside}: 0 (none) to 64 calibration models")
     if args.json and (os.path.isdir(args.json) or not os.path.isdir(os.path.dirname(os.path.abspath(args.json)))):
         p.error(f"--json {args.json}: a file in an existing folder (the results are written there at the end)")
     try:

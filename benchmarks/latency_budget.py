@@ -15,10 +15,12 @@ SEARCH.COST.LATENCY_CHECK off (the probes are timed here instead) and SEARCH.COS
 scaled by the miss; its steps are printed; off: the table alone). Each derived
 ``arch_def.json`` is exported by ``tools/export.py --format executorch`` as a user would, then every
 ``.pte`` and the table's probes are timed together in interleaved rounds (1 thread, batch 1). The
-drift the probes measure (now / when the table was built; the model probe of the derived model's
-input size, ``drift_at_size``) turns a budget in the table's milliseconds into this machine's today:
-``measured / (budget x drift) - 1`` is the miss, printed per budget with
-the table's own prediction of the derived model. Run it alone. Finished searches and exports in
+factor the search's loop converts by (``--verify-references`` N: the mean now / when the table was built of
+the table's model probes and N calibration models spread over the space, timed in the same rounds,
+``models_drift``; 0: the model probe of the derived model's input size, ``drift_at_size``) turns a
+budget in the table's milliseconds into this machine's today: ``measured / (budget x factor) - 1`` is
+the miss, printed per budget with the table's own prediction of the derived model and the misses by
+the other two conversions (its size's probe; the model probes' mean). Run it alone. Finished searches and exports in
 ``--out`` are reused (delete the folder to redo them).
 """
 
@@ -33,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from mobile_cv.config import get_cfg  # noqa: E402
 from mobile_cv.export.to_executorch import LoadedMethod  # noqa: E402
 from mobile_cv.latency import LatencyTable  # noqa: E402
 from mobile_cv.latency.measure import (  # noqa: E402
@@ -44,12 +47,11 @@ from mobile_cv.latency.measure import (  # noqa: E402
 from mobile_cv.latency.measure import summarize_samples as summarize  # noqa: E402
 from mobile_cv.latency.probes import drift_at_size, drift_of_ratios, old_table_probes, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
-from mobile_cv.latency.verify import describe_steps, nearest_calibration  # noqa: E402
+from mobile_cv.latency.verify import describe_steps, models_drift, spread_calibration  # noqa: E402
 from mobile_cv.search import build_supernet  # noqa: E402
 from mobile_cv.search.budget import sample_uniform  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BESIDE = 3  # calibration models nearest each derived model in M params, timed beside it: a second conversion
 
 
 def make_image_folder(root: str, classes: int, per_class: int = 3) -> str:
@@ -137,8 +139,9 @@ def main() -> None:
     p.add_argument(
         "--verify-references",
         type=int,
-        default=0,
-        help="SEARCH.COST.LATENCY_VERIFY_REFERENCES of the searches (0: the probes' drift converts)",
+        default=get_cfg().SEARCH.COST.LATENCY_VERIFY_REFERENCES,
+        help="SEARCH.COST.LATENCY_VERIFY_REFERENCES of the searches, and what the misses here convert by "
+        "(default %(default)s calibration models spread over the space with the model probes; 0: its size's probe)",
     )
     p.add_argument("--out", default="output/latency_budget")
     args = p.parse_args()
@@ -157,11 +160,10 @@ def main() -> None:
 
     probes = d.get("probes") or old_table_probes(d)
     specs = {f"probe:{k}": v for k, v in probe_programs({**d, "probes": probes}).items()}
-    # beside the probes: the calibration models nearest each derived model in M params (what
-    # LATENCY_VERIFY_REFERENCES converts by), so both conversions are read off the same rounds
+    # beside the probes: the calibration models the searches' loops converted by (the same spread set)
     rows = d.get("calibration", {}).get("models", [])
-    near = {b: nearest_calibration(d, r["derived_params_m"], BESIDE) for b, (r, _) in zip(budgets, done)}
-    for j in sorted({j for js in near.values() for j in js}):
+    refs = spread_calibration(d, args.verify_references)
+    for j in refs:
         specs[f"calibration:{j}"] = ModelSpec.of(rows[j]["arch"], d["num_classes"], d["in_chans"])
     compiled = compile_programs(specs, d["runtime"], d["int8"])
     set_threads(d["runtime"], d["threads"])
@@ -175,28 +177,35 @@ def main() -> None:
     # every program summarised by the table's statistic of its rounds, as the table's own timings are
     med = {k: summarize(v)[table.stat] for k, v in samples.items()}
     ratios = {name: med[f"probe:{name}"] / p[table.stat] for name, p in probes.items()}
+    ref_ratios = [med[f"calibration:{j}"] / rows[j][table.stat] for j in refs]
     drift = drift_of_ratios(ratios)
+    many = models_drift(ratios, ref_ratios) if refs else float("nan")
     print(f"drift by the table's probes: {drift:.3f} ({', '.join(f'{k} {v:.3f}' for k, v in ratios.items())})")
-    print("x drift: the budget times the model probe of the derived model's input size (where the table has one)")
+    if refs:
+        print(
+            f"x factor: the budget times {many:.3f}, the drift of the model probes and {len(refs)} calibration models "
+            f"spread over the space ({min(ref_ratios):.3f}-{max(ref_ratios):.3f}), as the searches' loops convert"
+        )
+    else:
+        print("x factor: the budget times the model probe of the derived model's input size, as the loops convert")
     print(f"measured: the {table.statistic} of each program's {args.rounds} rounds (the table entries' statistic)")
     print(
-        f"{'budget ms':>10} {'x drift':>8} {'by table':>9} {'measured':>9} {'IQR':>15} {'miss':>7}  input size, "
-        f"M params; by the {BESIDE} calibration models nearest in M params: their drift, the miss"
+        f"{'budget ms':>10} {'x factor':>8} {'by table':>9} {'measured':>9} {'IQR':>15} {'miss':>7}  input size, "
+        f"M params; the miss by its size's probe, by the model probes' mean"
     )
-    misses, by_references = [], []
+    misses, by_other = [], []
     for b, (result, _) in zip(budgets, done):
         q = sorted(samples[f"model:{b}"])
         at_size = drift_at_size(ratios, result["input_size"])  # the model probe of its input size
-        miss = med[f"model:{b}"] / (b * at_size) - 1
+        factor = many if refs else at_size
+        miss = med[f"model:{b}"] / (b * factor) - 1
         misses.append(miss)
-        logs = [np.log(med[f"calibration:{j}"] / rows[j][table.stat]) for j in near[b]]
-        ref = float(np.exp(np.mean(logs))) if logs else float("nan")
-        by_references.append({"drift": ref, "miss": med[f"model:{b}"] / (b * ref) - 1, "calibration": near[b]})
+        other = {"own_size": med[f"model:{b}"] / (b * at_size) - 1, "probes_mean": med[f"model:{b}"] / (b * drift) - 1}
+        by_other.append(other)
         print(
-            f"{b:>10.3f} {b * at_size:>8.3f} {result['derived_latency_ms']:>9.3f} {med[f'model:{b}']:>9.3f} "
+            f"{b:>10.3f} {b * factor:>8.3f} {result['derived_latency_ms']:>9.3f} {med[f'model:{b}']:>9.3f} "
             f"{q[len(q) // 4]:>7.3f}-{q[3 * len(q) // 4]:.3f} {100 * miss:>+6.1f}%  {result['input_size']}, "
-            f"{result['derived_params_m']:.2f}"
-            + (f"; {ref:.3f}, {100 * by_references[-1]['miss']:+.1f}%" if near[b] else "")
+            f"{result['derived_params_m']:.2f}; {100 * other['own_size']:+.1f}%, {100 * other['probes_mean']:+.1f}%"
         )
     for b, (result, _) in zip(budgets, done):
         for line in describe_steps(result["latency_verify"]) if "latency_verify" in result else []:
@@ -209,7 +218,8 @@ def main() -> None:
     with open(os.path.join(args.out, "latency_budget.json"), "w") as f:
         steps = [result.get("latency_verify") for result, _ in done]
         record = {"drift": drift, "probes": ratios, "budgets": budgets, "misses": misses, "ok": ok}
-        record["by_references"] = by_references
+        record.update(models_drift=many if refs else None, references=refs, reference_ratios=ref_ratios)
+        record["by_other"] = by_other
         json.dump({**record, "verify": args.verify, "verify_steps": steps}, f, indent=1)
 
 

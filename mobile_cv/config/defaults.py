@@ -187,9 +187,10 @@ _C.SEARCH.COST.LATENCY_THREADS = 1  # runtime threads
 # not (before any epoch); "off" skips the check.
 _C.SEARCH.COST.LATENCY_CHECK = "warn"
 # KIND latency with a TARGET: what the search derives at the end, measured. "retarget": the derived
-# model exported whole and timed here with the table's probes and the LATENCY_VERIFY_REFERENCES
-# calibration models nearest it in parameters (their now / at build turns it into the table's
-# milliseconds; 0 or a table without calibration models: the probes' drift); while it misses TARGET
+# model exported whole and timed here with the table's probes and LATENCY_VERIFY_REFERENCES
+# calibration models spread over the space (the mean now / at build of those and the model probes turns
+# it into the table's milliseconds; 0 or a table without calibration models: the model probe of its
+# input size); while it misses TARGET
 # by more than LATENCY_VERIFY_TOLERANCE, derived again at a budget scaled by the miss, at most
 # LATENCY_VERIFY_STEPS derivations, the closest kept (mobile_cv/latency/verify.py; seconds per
 # step). Only where this machine is the table's (the start-up check). "off": the table alone decides.
@@ -202,10 +203,12 @@ _C.SEARCH.COST.LATENCY_VERIFY_TOLERANCE = 0.02
 # converted by its size's probe, spread over alternating repeats by 1.0-1.7% (sd) at 20 rounds, 0.7-1.3%
 # at 60 (benchmarks/conversion_spread.py, docs/benchmarks.md)
 _C.SEARCH.COST.LATENCY_VERIFY_ROUNDS = 60
-# 0: the probes' drift converts. N: the N calibration models nearest the derived model in M params
-# (a noisy neighbour slowed heavy models more than the probes; they cut one model's error by a third
-# and over-corrected another, and on a quiet machine read 2-8% above the probes: docs/benchmarks.md)
-_C.SEARCH.COST.LATENCY_VERIFY_REFERENCES = 0
+# 0: the model probe of the derived model's input size converts. N: N calibration models spread over
+# the space by parameters, timed with it, and the model probes: one program moves against another by
+# several percent from one window of minutes to the next, a mean of many less (a model converted by
+# its size's probe moved 6.2% between windows, 90th percentile, by 12 models 4.1%; docs/benchmarks.md,
+# "Converting by many models"). 8 models add about 20 s per step at 60 rounds on the F space.
+_C.SEARCH.COST.LATENCY_VERIFY_REFERENCES = 8
 # The alpha loss; cost = the sampled architecture's effective cost, in millions:
 # "target":   CE + TARGET_WEIGHT * |log(cost / TARGET)|  (scale-free: in units of the budget)
 # "relative": CE * (cost / c_ref) ** EXPONENT, c_ref the space's geometric mid cost

@@ -120,8 +120,8 @@ def derive_family(
                 drift=round(measured["drift"], 4),
                 measured_error=round(measured["miss"], 4),
             )
-            if "reference_drift" in measured:  # what converted it (SEARCH.COST.LATENCY_VERIFY_REFERENCES)
-                rows[-1]["reference_drift"] = round(measured["reference_drift"], 4)
+            if "models_drift" in measured:  # what converted it (SEARCH.COST.LATENCY_VERIFY_REFERENCES)
+                rows[-1]["models_drift"] = round(measured["models_drift"], 4)
     summary = {"search": os.path.abspath(search_dir), "kind": kind, "unit": ck.unit, "tolerance": tolerance}
     summary["verify"] = verify
     atomic_write_text(os.path.join(out_dir, "family.json"), json.dumps({**summary, "rows": rows}, indent=1) + "\n")

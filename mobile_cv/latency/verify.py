@@ -19,19 +19,31 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .probes import is_model_probe
 
 Index = Dict[str, int]
 
 
-def nearest_calibration(data: Dict[str, Any], mparams: float, k: int) -> List[int]:
-    """The ``k`` calibration models of a table nearest ``mparams`` in parameters (by ratio): models whose
-    weights meet the cache as the derived model's do, so whatever slows it now (a neighbour streaming
-    memory, a smaller cache share) slows them alike. [] for a table without calibration models or k 0."""
+def spread_calibration(data: Dict[str, Any], k: int) -> List[int]:
+    """``k`` calibration models of a table spread evenly over its calibration set by parameters (the
+    rows its model probes already are left out): with the model probes, the models whose now / at
+    build converts a derived model (:func:`models_drift`). [] for a table without calibration models or k 0."""
     rows = data.get("calibration", {}).get("models", [])
-    if k <= 0 or not rows or "mparams" not in rows[0] or not mparams > 0:
+    if k <= 0 or not rows or "mparams" not in rows[0]:
         return []
-    return sorted(range(len(rows)), key=lambda i: (abs(math.log(rows[i]["mparams"] / mparams)), i))[:k]
+    probed = {p.get("calibration") for name, p in data.get("probes", {}).items() if is_model_probe(name)}
+    pool = sorted((i for i in range(len(rows)) if i not in probed), key=lambda i: (rows[i]["mparams"], i))
+    k = min(k, len(pool))
+    return [pool[int((j + 0.5) * len(pool) / k)] for j in range(k)]
+
+
+def models_drift(probe_ratios: Dict[str, float], reference_ratios: Sequence[float]) -> float:
+    """The geometric mean of now / at build over the table's model probes (``probe_ratios``, every
+    probe's: the others are left out) and the reference calibration models (``reference_ratios``)."""
+    used = [r for name, r in probe_ratios.items() if is_model_probe(name)] + list(reference_ratios)
+    return math.exp(statistics.mean(math.log(r) for r in used)) if used else float("nan")
 
 
 def measure_whole(
@@ -49,14 +61,15 @@ def measure_whole(
     probe at the arch's input size now / at build, else the probes' drift:
     :func:`~mobile_cv.latency.probes.drift_at_size`; ``table_drift``: the probes' drift),
     ``in_table_ms`` (measured / the factor: what the table's milliseconds should have said)
-    and ``factor``. With ``references`` > 0 and the model's ``mparams``, that many calibration models
-    nearest it in parameters are timed in the same rounds too and the factor is the geometric mean of
-    their now / at build (``reference_drift``, each in ``references``). The idea: in a noisy spell the
-    probes read 1.17x and an 8.6 M-param derived model 1.31x their quiet times, and models whose
-    weights meet the cache alike might be slowed alike. Measured with a noisy neighbour, they cut one
-    model's error by a third and over-corrected another, and on a quiet machine read 2-8% above the
-    probes (docs/benchmarks.md, "Converting by models of the derived model's size"): so opt-in.
-    Without calibration models the factor is the probes' drift."""
+    and ``factor``. With ``references`` > 0, that many calibration models spread over the table's
+    (:func:`spread_calibration`) are timed in the same rounds too, and the factor is ``models_drift``:
+    the geometric mean of now / at build over them and the model probes (each reference in
+    ``references``). Why: one program's time moves against another's from one window of minutes to the
+    next (on this project's machine a model converted by one probe read 6-17% apart ten minutes later),
+    and a mean over many models moves less: over 34 windows of 16 calibration models, a model converted
+    by its own size's probe moved by 6.2% (90th percentile of the change between windows 5 minutes or
+    more apart), by the 4 model probes' mean 5.1%, by 12 models 4.1% (docs/benchmarks.md, "Converting
+    by many models"). Without references, or a table without calibration models, the factor is ``drift``."""
     from .measure import ModelSpec
     from .probes import check_table, drift_at_size
 
@@ -64,21 +77,22 @@ def measure_whole(
     spec = ModelSpec.of(arch, d["num_classes"], d["in_chans"])
     name = f"derived:{spec.arch_json}"
     rows = d.get("calibration", {}).get("models", [])
-    near = nearest_calibration(d, mparams, references)
-    refs = {f"calibration:{j}": ModelSpec.of(rows[j]["arch"], d["num_classes"], d["in_chans"]) for j in near}
+    chosen = spread_calibration(d, references)
+    refs = {f"calibration:{j}": ModelSpec.of(rows[j]["arch"], d["num_classes"], d["in_chans"]) for j in chosen}
     report = check_table(table, rounds, warmup, extra={name: spec, **refs}, compiled=compiled)
     measured = report["extra"][name]["measured"]
-    # the probe of the derived model's own input size converts it where the table has one
-    drift = drift_at_size({n: p["ratio"] for n, p in report["probes"].items()}, arch.get("input_size"))
+    probe_ratios = {n: p["ratio"] for n, p in report["probes"].items()}
+    # the probe of the derived model's own input size: the factor without references
+    drift = drift_at_size(probe_ratios, arch.get("input_size"))
     out: Dict[str, Any] = {"measured_ms": measured, "drift": drift, "factor": drift, "table_drift": report["drift"]}
     if mparams > 0:
         out["mparams"] = mparams
-    if near:
-        ratios = [report["extra"][f"calibration:{j}"]["measured"] / rows[j][table.stat] for j in near]
+    if chosen:
+        ratios = [report["extra"][f"calibration:{j}"]["measured"] / rows[j][table.stat] for j in chosen]
         out["references"] = [
-            {"calibration": j, "mparams": rows[j]["mparams"], "ratio": r} for j, r in zip(near, ratios)
+            {"calibration": j, "mparams": rows[j]["mparams"], "ratio": r} for j, r in zip(chosen, ratios)
         ]
-        out["reference_drift"] = out["factor"] = math.exp(statistics.mean(math.log(r) for r in ratios))
+        out["models_drift"] = out["factor"] = models_drift(probe_ratios, ratios)
     out["in_table_ms"] = measured / out["factor"]
     return out
 
@@ -138,8 +152,8 @@ def retarget(
 def describe_steps(record: Dict[str, Any]) -> List[str]:
     """The lines a user reads: each derivation's aim, the table's prediction, the measurement."""
     by = "the drift of its input size's model probe (the probes' drift where the table has none)"
-    if any("reference_drift" in r for r in record["steps"]):
-        by = "the drift of the calibration models nearest it in parameters"
+    if any("models_drift" in r for r in record["steps"]):
+        by = "the drift of the table's model probes and calibration models spread over the space"
     lines = [
         f"latency verified by measurement (SEARCH.COST.LATENCY_VERIFY retarget): budget {record['target_ms']:.4g} ms "
         f"in the table's milliseconds; measured / {by}, timed in the same rounds"
@@ -147,11 +161,10 @@ def describe_steps(record: Dict[str, Any]) -> List[str]:
     for r in record["steps"]:
         mark = "  <- chosen" if r["step"] == record["steps"][record["chosen"]]["step"] else ""
         source = f"drift {r['drift']:.3f}"
-        if "reference_drift" in r:
-            sizes = [x["mparams"] for x in r["references"]]
+        if "models_drift" in r:
             source = (
-                f"{r['reference_drift']:.3f} ({len(sizes)} calibration models of {min(sizes):.2f}-{max(sizes):.2f} M "
-                f"params; probes' drift {r['drift']:.3f})"
+                f"{r['models_drift']:.3f} (model probes and {len(r['references'])} calibration models; its size's "
+                f"probe {r['drift']:.3f})"
             )
         size = f"{r['mparams']:.2f} M params, " if "mparams" in r else ""
         lines.append(
@@ -162,4 +175,4 @@ def describe_steps(record: Dict[str, Any]) -> List[str]:
     return lines
 
 
-__all__ = ["describe_steps", "measure_whole", "nearest_calibration", "retarget"]
+__all__ = ["describe_steps", "measure_whole", "models_drift", "retarget", "spread_calibration"]

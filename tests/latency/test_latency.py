@@ -1311,35 +1311,42 @@ def test_retarget_bisects_between_the_aims_measured_under_and_over_the_budget():
     assert index == {"p": 3.702} and record["steps"][record["chosen"]]["miss"] == pytest.approx(4.213 / 3.971 - 1)
 
 
-def test_the_derived_model_is_converted_by_the_calibration_models_nearest_it_in_parameters(table, tmp_path):
-    """measure_whole with references: the calibration models nearest the derived model in M params are
-    timed with it and their now / at build converts it, not the probes' drift. Their stored timings
-    halved, the factor reads ~2x the probes' drift and the measurement is divided by it; with no
-    references (or none given its size) the probes' drift converts, as before."""
-    from mobile_cv.latency.verify import measure_whole, nearest_calibration
+def test_the_derived_model_is_converted_by_the_model_probes_and_calibration_models_spread_over_the_space(
+    table, tmp_path
+):
+    """measure_whole with references: that many calibration models spread over the table's by M params
+    (none of them a model probe) are timed with it, and the mean now / at build of them and the model
+    probes converts it. Their stored timings halved, the factor reads ~2^(k/(k+probes)) x the probes'
+    drift and the measurement is divided by it; with no references its size's probe converts, as before."""
+    from mobile_cv.latency.probes import is_model_probe
+    from mobile_cv.latency.verify import measure_whole, models_drift, spread_calibration
 
     rows = table.data["calibration"]["models"]
-    sizes = sorted(r["mparams"] for r in rows)
-    mid = sizes[len(sizes) // 2]
-    near = nearest_calibration(table.data, mid, 3)
-    far = [abs(math.log(r["mparams"] / mid)) for i, r in enumerate(rows) if i not in near]
-    assert len(near) == 3 and max(abs(math.log(rows[j]["mparams"] / mid)) for j in near) <= min(far)
-    assert nearest_calibration(table.data, mid, 0) == [] and nearest_calibration({"entries": {}}, mid, 3) == []
+    probed = {p["calibration"] for n, p in table.data["probes"].items() if is_model_probe(n)}
+    spread = spread_calibration(table.data, 4)
+    pool = sorted(r["mparams"] for i, r in enumerate(rows) if i not in probed)
+    assert len(spread) == 4 == len(set(spread)) and not probed & set(spread)
+    picked = sorted(rows[j]["mparams"] for j in spread)  # one from each quarter of the pool by M params
+    assert all(pool[len(pool) * q // 4] <= m <= pool[(len(pool) * (q + 1) - 1) // 4] for q, m in enumerate(picked))
+    assert len(spread_calibration(table.data, 1000)) == len(pool)
+    assert spread_calibration(table.data, 0) == [] and spread_calibration({"entries": {}}, 3) == []
+    assert models_drift({"call": 9.0, "compute": 9.0, "model 16px": 2.0}, [0.5, 1.0]) == pytest.approx(1.0)
 
     data = json.loads(json.dumps(table.data))
-    for j in near:
+    for j in spread:
         for k in ("ms", "q1", "q3", "min"):
             data["calibration"]["models"][j][k] *= 0.5
     path = tmp_path / "halved.json"
     path.write_text(json.dumps(data))
-    halved, arch = LatencyTable.load(str(path)), rows[near[0]]["arch"]
-    m = measure_whole(halved, arch, rounds=5, warmup=1, mparams=mid, references=3)
-    assert [r["calibration"] for r in m["references"]] == near and m["mparams"] == mid
-    ratios = [r["ratio"] for r in m["references"]]
-    assert m["reference_drift"] == pytest.approx(math.exp(sum(map(math.log, ratios)) / 3))
-    assert m["factor"] == m["reference_drift"] and m["in_table_ms"] == pytest.approx(m["measured_ms"] / m["factor"])
-    assert m["reference_drift"] / m["drift"] > 1.4, m  # halved build times: ~2x (less where a probe is one of them)
-    plain = measure_whole(halved, arch, rounds=5, warmup=1, mparams=mid, references=0)
+    halved, arch = LatencyTable.load(str(path)), rows[spread[0]]["arch"]
+    m = measure_whole(halved, arch, rounds=5, warmup=1, mparams=1.5, references=4)
+    assert [r["calibration"] for r in m["references"]] == spread and m["mparams"] == 1.5
+    n_probes = len(probed)
+    logs = [math.log(r["ratio"]) for r in m["references"]] + [math.log(m["table_drift"])] * n_probes
+    assert m["models_drift"] == pytest.approx(math.exp(sum(logs) / (4 + n_probes)))
+    assert m["factor"] == m["models_drift"] and m["in_table_ms"] == pytest.approx(m["measured_ms"] / m["factor"])
+    assert min(r["ratio"] for r in m["references"]) > 1.4 * m["table_drift"], m  # halved build times: ~2x
+    plain = measure_whole(halved, arch, rounds=5, warmup=1, mparams=1.5, references=0)
     assert "references" not in plain and plain["factor"] == plain["drift"]
     assert plain["in_table_ms"] == pytest.approx(plain["measured_ms"] / plain["drift"])
 
@@ -1397,8 +1404,8 @@ def test_latency_search_verifies_its_derived_model_by_measurement(space_file, ta
     record = summary["latency_verify"]
     steps = record["steps"]
     assert 1 <= len(steps) <= 3 and steps[0]["aim_ms"] == target
-    for s in steps:  # converted by the 3 calibration models nearest the derived model
-        assert len(s["references"]) == 3 and s["factor"] == s["reference_drift"] and s["drift"] > 0
+    for s in steps:  # converted by the model probes and 3 calibration models spread over the space
+        assert len(s["references"]) == 3 and s["factor"] == s["models_drift"] and s["drift"] > 0
         assert s["in_table_ms"] == pytest.approx(s["measured_ms"] / s["factor"])
         assert s["miss"] == pytest.approx(s["in_table_ms"] / target - 1)
     chosen = steps[record["chosen"]]
