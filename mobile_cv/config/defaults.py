@@ -205,9 +205,10 @@ _C.SEARCH.COST.LATENCY_VERIFY_TOLERANCE = 0.02
 _C.SEARCH.COST.LATENCY_VERIFY_ROUNDS = 60
 # 0: the model probe of the derived model's input size converts. N: N calibration models spread over
 # the space by parameters, timed with it, and the model probes: one program moves against another by
-# several percent from one window of minutes to the next, a mean of many less (a model converted by
-# its size's probe moved 6.2% between windows, 90th percentile, by 12 models 4.1%; docs/benchmarks.md,
-# "Converting by many models"). 8 models add about 20 s per step at 60 rounds on the F space.
+# several percent from one window of minutes to the next, a mean of many less (16 calibration models,
+# each converted by its size's probe, moved 7.4% between windows 5 minutes apart, 90th percentile, by
+# the model probes and 8 others 4.8%; benchmarks/conversion_windows.py, docs/benchmarks.md). On the F
+# space the 8 models are exported once per search (about a minute) and add about 20 s per step.
 _C.SEARCH.COST.LATENCY_VERIFY_REFERENCES = 8
 # The alpha loss; cost = the sampled architecture's effective cost, in millions:
 # "target":   CE + TARGET_WEIGHT * |log(cost / TARGET)|  (scale-free: in units of the budget)

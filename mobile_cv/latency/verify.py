@@ -66,10 +66,11 @@ def measure_whole(
     the geometric mean of now / at build over them and the model probes (each reference in
     ``references``). Why: one program's time moves against another's from one window of minutes to the
     next (on this project's machine a model converted by one probe read 6-17% apart ten minutes later),
-    and a mean over many models moves less: over 34 windows of 16 calibration models, a model converted
-    by its own size's probe moved by 6.2% (90th percentile of the change between windows 5 minutes or
-    more apart), by the 4 model probes' mean 5.1%, by 12 models 4.1% (docs/benchmarks.md, "Converting
-    by many models"). Without references, or a table without calibration models, the factor is ``drift``."""
+    and a mean over many models moves less: 16 calibration models in 24 bursts, each converted by its
+    own size's probe, moved by 7.4% (90th percentile of the change between bursts 5 minutes or more
+    apart), by the model probes' mean 5.9%, by the model probes and 8 others 4.8%
+    (benchmarks/conversion_windows.py). Without references, or a table without calibration models, the
+    factor is ``drift``."""
     from .measure import ModelSpec
     from .probes import check_table, drift_at_size
 

@@ -1429,6 +1429,7 @@ def test_latency_search_verifies_its_derived_model_by_measurement(space_file, ta
             and r["drift"] > 0
             and r["measured_error"] == pytest.approx(r["measured_ms"] / b - 1, abs=2e-3)
         )
+        assert r["models_drift"] > 0  # the search's LATENCY_VERIFY_REFERENCES 3 converted it
         assert prediction_of(table, json.load(open(tmp_path / "family" / r["file"]))) == pytest.approx(
             r["cost"], rel=1e-5
         )
@@ -1511,3 +1512,36 @@ def test_latency_prediction_reads_calibration_models_of_a_one_resolution_table_a
         **index,
         "resolution": net.res_sizes.index(160),
     }
+
+
+def test_conversion_windows_scores_each_conversion_by_how_a_model_moves_between_bursts(table):
+    """benchmarks/conversion_windows.py's scoring on made-up bursts of the tiny table: a factor that
+    moves every program alike leaves every conversion still (only the unconverted level moves); one
+    model probe jumping 1.5x moves a model converted by that probe by log 1.5, by the model probes and
+    references by a share of it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cw", os.path.join(ROOT, "benchmarks", "conversion_windows.py"))
+    cw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cw)
+    from mobile_cv.latency.verify import spread_calibration
+
+    d, stat = table.data, table.stat
+    rows, models = d["calibration"]["models"], spread_calibration(d, 6)
+
+    def burst(factor, jump=None):
+        probes = {k: factor * (1.5 if k == jump else 1.0) for k in d["probes"]}
+        return {"probes": probes, "models": {j: factor * rows[j][stat] for j in models}}
+
+    series = cw.converted(d, stat, [burst(1.0), burst(1.3), burst(0.8)], models, 3)
+    for s in series.values():
+        for c in ("own size", "probes' mean", "models"):
+            assert max(s[c]) - min(s[c]) == pytest.approx(0, abs=1e-12), c
+        assert max(s["unconverted"]) - min(s["unconverted"]) == pytest.approx(math.log(1.3 / 0.8))
+    size = rows[models[0]]["arch"]["input_size"]
+    series = cw.converted(d, stat, [burst(1.0), burst(1.0, jump=f"model {size}px")], models, 3)
+    n_model_probes = sum(1 for k in d["probes"] if k.startswith("model"))
+    moved = {c: abs(series[models[0]][c][1] - series[models[0]][c][0]) for c in cw.CONVERSIONS}
+    assert moved["own size"] == pytest.approx(math.log(1.5)) and moved["unconverted"] == 0
+    assert moved["models"] == pytest.approx(math.log(1.5) / (n_model_probes + 3))
+    assert moved["probes' mean"] == pytest.approx(math.log(1.5) / n_model_probes)
