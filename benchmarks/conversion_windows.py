@@ -38,7 +38,7 @@ from mobile_cv.latency.measure import ModelSpec, compile_programs, example_of, t
 from mobile_cv.latency.measure import summarize_samples as summarize  # noqa: E402
 from mobile_cv.latency.probes import drift_at_size, drift_of_ratios, probe_programs  # noqa: E402
 from mobile_cv.latency.runtimes import load_runner, set_threads  # noqa: E402
-from mobile_cv.latency.verify import models_drift, spread_calibration  # noqa: E402
+from mobile_cv.latency.verify import models_drift, spread_by_params, spread_calibration  # noqa: E402
 
 CONVERSIONS = ("own size", "probes' mean", "models", "unconverted")
 
@@ -47,19 +47,12 @@ CONVERSIONS = ("own size", "probes' mean", "models", "unconverted")
 NEIGHBOUR = "import numpy as np\na, b = np.ones(16 * 2**20), np.empty(16 * 2**20)\nwhile True:\n    np.copyto(b, a)\n"
 
 
-def spread_others(rows, others, k):
-    """``k`` of ``others`` (calibration indices) spread evenly over them by parameters."""
-    pool = sorted(others, key=lambda i: (rows[i]["mparams"], i))
-    k = min(k, len(pool))
-    return [pool[int((j + 0.5) * len(pool) / k)] for j in range(k)]
-
-
 def converted(data, stat, bursts, models, k):
     """Per calibration model and conversion: the log of measured / factor in every burst."""
     rows, out = data["calibration"]["models"], {}
     for j in models:
         size = rows[j]["arch"]["input_size"]
-        others = spread_others(rows, [i for i in models if i != j], k)
+        others = spread_by_params(rows, [i for i in models if i != j], k)
         series = {c: [] for c in CONVERSIONS}
         for b in bursts:
             ratios, ms = b["probes"], b["models"][j]

@@ -148,7 +148,7 @@ def main() -> None:
     if args.rounds < 1 or args.warmup < 0:
         p.error(f"--rounds {args.rounds} --warmup {args.warmup}: at least 1 round and 0 or more warm-up rounds")
     if not 0 <= args.verify_references <= 64:
-        p.error(f"--verify-references {args.verify_references}: 0 (the probes' drift) to 64 calibration models")
+        p.error(f"--verify-references {args.verify_references}: 0 (its size's model probe) to 64 calibration models")
     os.makedirs(args.out, exist_ok=True)
     table = LatencyTable.load(args.table)
     d = table.data

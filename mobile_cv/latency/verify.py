@@ -34,9 +34,14 @@ def spread_calibration(data: Dict[str, Any], k: int) -> List[int]:
     if k <= 0 or not rows or "mparams" not in rows[0]:
         return []
     probed = {p.get("calibration") for name, p in data.get("probes", {}).items() if is_model_probe(name)}
-    pool = sorted((i for i in range(len(rows)) if i not in probed), key=lambda i: (rows[i]["mparams"], i))
+    return spread_by_params(rows, [i for i in range(len(rows)) if i not in probed], k)
+
+
+def spread_by_params(rows: List[Dict[str, Any]], indices: Sequence[int], k: int) -> List[int]:
+    """``k`` of ``indices`` (into calibration ``rows``) spread evenly over them by M params."""
+    pool = sorted(indices, key=lambda i: (rows[i]["mparams"], i))
     k = min(k, len(pool))
-    return [pool[int((j + 0.5) * len(pool) / k)] for j in range(k)]
+    return [pool[int((j + 0.5) * len(pool) / k)] for j in range(k)] if k > 0 else []
 
 
 def models_drift(probe_ratios: Dict[str, float], reference_ratios: Sequence[float]) -> float:
@@ -176,4 +181,4 @@ def describe_steps(record: Dict[str, Any]) -> List[str]:
     return lines
 
 
-__all__ = ["describe_steps", "measure_whole", "models_drift", "retarget", "spread_calibration"]
+__all__ = ["describe_steps", "measure_whole", "models_drift", "retarget", "spread_by_params", "spread_calibration"]
