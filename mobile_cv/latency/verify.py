@@ -41,7 +41,7 @@ def spread_by_params(rows: List[Dict[str, Any]], indices: Sequence[int], k: int)
     """``k`` of ``indices`` (into calibration ``rows``) spread evenly over them by M params."""
     pool = sorted(indices, key=lambda i: (rows[i]["mparams"], i))
     k = min(k, len(pool))
-    return [pool[int((j + 0.5) * len(pool) / k)] for j in range(k)] if k > 0 else []
+    return [pool[int((j + 0.5) * len(pool) / k)] for j in range(k)]  # none for k <= 0
 
 
 def models_drift(probe_ratios: Dict[str, float], reference_ratios: Sequence[float]) -> float:

@@ -1524,6 +1524,7 @@ def test_conversion_windows_scores_each_conversion_by_how_a_model_moves_between_
     spec = importlib.util.spec_from_file_location("cw", os.path.join(ROOT, "benchmarks", "conversion_windows.py"))
     cw = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cw)
+    from mobile_cv.latency.probes import is_model_probe
     from mobile_cv.latency.verify import spread_calibration
 
     d, stat = table.data, table.stat
@@ -1540,7 +1541,7 @@ def test_conversion_windows_scores_each_conversion_by_how_a_model_moves_between_
         assert max(s["unconverted"]) - min(s["unconverted"]) == pytest.approx(math.log(1.3 / 0.8))
     size = rows[models[0]]["arch"]["input_size"]
     series = cw.converted(d, stat, [burst(1.0), burst(1.0, jump=f"model {size}px")], models, 3)
-    n_model_probes = sum(1 for k in d["probes"] if k.startswith("model"))
+    n_model_probes = sum(1 for k in d["probes"] if is_model_probe(k))
     moved = {c: abs(series[models[0]][c][1] - series[models[0]][c][0]) for c in cw.CONVERSIONS}
     assert moved["own size"] == pytest.approx(math.log(1.5)) and moved["unconverted"] == 0
     assert moved["models"] == pytest.approx(math.log(1.5) / (n_model_probes + 3))
