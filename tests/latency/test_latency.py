@@ -1011,38 +1011,47 @@ def rebased_on_now(table, path):
     return LatencyTable.load(str(path))
 
 
+def check_drift(tool, table_path, capfd, *extra):
+    """One ``--check`` of ``table_path``: (status, stdout, stderr, the drift it printed or None)."""
+    status = tool.main(["--check", str(table_path), "--rounds", "15", *extra])
+    captured = capfd.readouterr()
+    last = captured.out.strip().splitlines()[-1] if captured.out.strip() else ""
+    drift = float(last.removeprefix("drift: ")) if last.startswith("drift: ") else None
+    return status, captured.out, captured.err, drift
+
+
 def test_check_tells_a_table_of_another_machine_and_rescale_brings_it_back(steady_table, net, tmp_path, capfd):
     tool, table = load_tool(), rebased_on_now(steady_table, tmp_path / "here.json")
-    status = tool.main(["--check", table.path, "--rounds", "15"])
-    out = capfd.readouterr().out
-    assert status in (0, 3) and ("describes this machine" in out) == (status == 0)
-    drift = float(out.strip().splitlines()[-1].removeprefix("drift: "))
-
     slow = scaled_copy(table, tmp_path / "slow.json", 1.5)
-    # a loaded machine can time the probes apart (the line then says so and offers no rescale, rightly):
-    # such a check is repeated, up to four in all; "does not describe" is held every time
-    for _ in range(4):
-        assert tool.main(["--check", slow, "--rounds", "15"]) == 3
-        out = capfd.readouterr().out
-        assert "does not describe this machine" in out
-        if "moved apart" not in out:
+    # The claim: a table built 1.5x slower reads 1/1.5 the drift of the original. The two drifts are
+    # compared only as timed back to back: a shared machine can slow 2x between checks seconds apart
+    # (CI, 2026-12-07: 1.04 then 1.47 for the 1.5x copy), so a pair off the band is timed again, up to
+    # three pairs. A drift that ignored the table would read the same for both: ratio 1, outside the band.
+    # A loaded machine can also time the probes apart (the check then says so and offers no rescale,
+    # rightly); "does not describe" is held for the slow copy every time.
+    for _ in range(3):
+        status, out, _, drift = check_drift(tool, table.path, capfd)
+        assert status in (0, 3) and ("describes this machine" in out) == (status == 0)
+        status, out, _, slow_drift = check_drift(tool, slow, capfd)
+        assert status == 3 and "does not describe this machine" in out
+        if "moved apart" not in out and 1 / 1.5 / 1.4 < slow_drift / drift < 1 / 1.5 * 1.4:
             break
     assert "--rescale" in out, out
-    slow_drift = float(out.strip().splitlines()[-1].removeprefix("drift: "))
-    # now / at build: 1 / 1.5 of the original's; two checks seconds apart on a shared machine differ by
-    # up to ~25% (seen), so only the direction and rough size are held
-    assert drift / 1.5 / 1.4 < slow_drift < drift / 1.5 * 1.4
+    assert 1 / 1.5 / 1.4 < slow_drift / drift < 1 / 1.5 * 1.4, (drift, slow_drift)
 
     fixed = tmp_path / "fixed.json"
-    # probes timed apart make the tool refuse the rescale (and write nothing): retried as above
+    # probes timed apart make the tool refuse the rescale (and write nothing): retried as above; the
+    # rescaled copy is compared with the original as checked just before it, as a pair
     for attempt in range(4):
-        status = tool.main(["--check", slow, "--rounds", "15", "--rescale", str(fixed)])
-        captured = capfd.readouterr()
-        if status == 0 or "moved apart" not in captured.err or attempt == 3:
+        _, _, _, drift = check_drift(tool, table.path, capfd)
+        status, out, err, rescale_drift = check_drift(tool, slow, capfd, "--rescale", str(fixed))
+        if (status == 0 and abs(1.5 * rescale_drift / drift - 1) < 0.4) or attempt == 3:
             break
-        assert not fixed.exists()
-    assert status == 0, captured.err
-    rescale_drift = float(captured.out.strip().splitlines()[-1].removeprefix("drift: "))
+        if status == 0:  # written, but timed apart from its pair: timed again into a fresh file
+            fixed.unlink()
+        else:
+            assert "moved apart" in err and not fixed.exists(), err
+    assert status == 0, err
     rescaled = LatencyTable.load(str(fixed))
     assert rescaled.data["rescaled"][0]["source"] == slow
     a, b = table.budget_table(net), rescaled.budget_table(net)
@@ -1051,7 +1060,7 @@ def test_check_tells_a_table_of_another_machine_and_rescale_brings_it_back(stead
         index = {label: int(torch.randint(c.size, (1,), generator=g)) for label, c in net.choices.items()}
         # the slow copy (x 1.5) times the drift its check measured: exactly, whatever the machine did
         assert b.exact(index) / a.exact(index) == pytest.approx(1.5 * rescale_drift, rel=1e-3)  # printed to 4 digits
-        # and like the original as timed now (its own drift: 1 on a steady machine), within the noise
+        # and like the original as timed just before (its own drift: 1 on a steady machine), within the noise
         assert b.exact(index) / a.exact(index) == pytest.approx(drift, rel=0.4)
 
     # the rescaled copy is never written over a file, and probes that moved apart get no rescale
@@ -1086,14 +1095,23 @@ def test_recalibrate_refits_the_correction_on_the_whole_models_timed_here(steady
     from mobile_cv.latency.measure import refit_table
 
     tool, here = load_tool(), rebased_on_now(steady_table, tmp_path / "here.json")
-    assert tool.main(["--check", here.path, "--rounds", "15"]) in (0, 3)
-    drift = float(capfd.readouterr().out.strip().splitlines()[-1].removeprefix("drift: "))
     slow = models_slower_copy(here, tmp_path / "slow.json", 1.5)
     stat = slow.stat
     out = tmp_path / "recalibrated.json"
-    status = tool.main(["--check", slow.path, "--rounds", "15", "--recalibrate", str(out), "--corner-models", "2"])
-    printed = capfd.readouterr().out
-    assert status == 0, printed
+    # the models must move as the check of the original says, less the 1.5 they were slowed by: the two
+    # are timed back to back and a pair off the band timed again (a shared machine can slow 2x between
+    # checks seconds apart), up to three pairs
+    for attempt in range(3):
+        status, _, _, drift = check_drift(tool, here.path, capfd)
+        assert status in (0, 3)
+        status = tool.main(["--check", slow.path, "--rounds", "15", "--recalibrate", str(out), "--corner-models", "2"])
+        printed = capfd.readouterr().out
+        assert status == 0, printed
+        median = sorted(LatencyTable.load(str(out)).data["recalibrated"][0]["calibration_ratio"])
+        median = median[len(median) // 2]
+        if drift / 1.5 / 1.4 < median < drift / 1.5 * 1.4 or attempt == 2:
+            break
+        out.unlink()
     # the verdict offers the recalibration wherever the table (with calibration models) fails its check
     assert "does not describe" not in printed or "--recalibrate RECALIBRATED.json" in printed
     assert "before:" in printed and "after:" in printed and "recorded under 'recalibrated'" in printed
@@ -1114,8 +1132,7 @@ def test_recalibrate_refits_the_correction_on_the_whole_models_timed_here(steady
     assert len({json.dumps(r["index"], sort_keys=True) for r in rows}) == len(rows) == new.correction.models
     assert "weight-heavy models added" in printed
     # the models moved as the check's drift says, less the 1.5 they were slowed by (noisy machine: rough size)
-    median = sorted(record["calibration_ratio"])[len(rows) // 2]
-    assert drift / 1.5 / 1.4 < median < drift / 1.5 * 1.4
+    assert drift / 1.5 / 1.4 < median < drift / 1.5 * 1.4, (drift, median)
     # probes re-based on now: the model probes are their calibration rows as timed now
     for name, p in d["probes"].items():
         if p["kind"] == "model":
