@@ -1471,7 +1471,6 @@ def test_the_drift_is_the_whole_model_probes_where_a_table_has_them(table, tmp_p
     assert drift_of_ratios(ratios) == pytest.approx(math.sqrt(1.1 * 1.4))
     assert drift_of_ratios({"call": 3.0, "compute": 1.2, "memory": 1.2 / 1.44}) == pytest.approx(1.0)
 
-    base = check_table(table, rounds=5, warmup=1)
     data = json.loads(json.dumps(table.data))
     for name in ("compute", "memory"):
         for k in ("ms", "q1", "q3", "min"):
@@ -1479,12 +1478,18 @@ def test_the_drift_is_the_whole_model_probes_where_a_table_has_them(table, tmp_p
                 data["probes"][name][k] /= 1.5
     path = tmp_path / "blocks_moved.json"
     path.write_text(json.dumps(data))
-    report = check_table(LatencyTable.load(str(path)), rounds=5, warmup=1)
+    # the two checks are compared as timed back to back; a pair the machine moved between (a shared
+    # machine can slow 1.4x in seconds) is timed again, up to three pairs
+    for _ in range(3):
+        base = check_table(table, rounds=5, warmup=1)
+        report = check_table(LatencyTable.load(str(path)), rounds=5, warmup=1)
+        if report["drift"] < 1.3 * base["drift"] and report["spread"] > 1.3 * base["spread"] / 1.1:
+            break
     models = [v["ratio"] for n, v in report["probes"].items() if in_drift(n, report["probes"])]
     assert len(models) >= 1 and all(n.startswith("model") for n in report["probes"] if in_drift(n, report["probes"]))
     assert report["drift"] == pytest.approx(math.exp(sum(math.log(r) for r in models) / len(models)))
-    assert report["drift"] < 1.3 * base["drift"]  # the blocks' 1.5x is not in it (timing noise aside)
-    assert report["spread"] > 1.3 * base["spread"] / 1.1  # but the spread sees the blocks move apart
+    assert report["drift"] < 1.3 * base["drift"], (report, base)  # the blocks' 1.5x is not in it (noise aside)
+    assert report["spread"] > 1.3 * base["spread"] / 1.1, (report, base)  # but the spread sees the blocks move apart
 
 
 def test_check_times_the_heaviest_calibration_model_and_says_when_it_parts_from_the_drift(table, tmp_path):
