@@ -1098,18 +1098,19 @@ def test_recalibrate_refits_the_correction_on_the_whole_models_timed_here(steady
     slow = models_slower_copy(here, tmp_path / "slow.json", 1.5)
     stat = slow.stat
     out = tmp_path / "recalibrated.json"
-    # the models must move as the check of the original says, less the 1.5 they were slowed by: the two
-    # are timed back to back and a pair off the band timed again (a shared machine can slow 2x between
-    # checks seconds apart), up to three pairs
+    # the calibration models must read now / at build as the same check's drift (its model probes, built
+    # 1.5x slow like them, timed in the same rounds). Held within one run: the copy's build timings are the
+    # fixture's, timed minutes apart from the probes' re-base, and CI read the machine 4x apart between
+    # those (2026-12-07: drift 0.46 against the models' 1.20 when compared with a separate check). A run off
+    # the band is timed again, up to three; a ratio taken against the unslowed timings is 1.5x off in all.
     for attempt in range(3):
-        status, _, _, drift = check_drift(tool, here.path, capfd)
-        assert status in (0, 3)
         status = tool.main(["--check", slow.path, "--rounds", "15", "--recalibrate", str(out), "--corner-models", "2"])
         printed = capfd.readouterr().out
         assert status == 0, printed
+        drift = float(printed.strip().splitlines()[-1].removeprefix("drift: "))
         median = sorted(LatencyTable.load(str(out)).data["recalibrated"][0]["calibration_ratio"])
         median = median[len(median) // 2]
-        if drift / 1.5 / 1.4 < median < drift / 1.5 * 1.4 or attempt == 2:
+        if drift / 1.4 < median < drift * 1.4 or attempt == 2:
             break
         out.unlink()
     # the verdict offers the recalibration wherever the table (with calibration models) fails its check
@@ -1131,8 +1132,8 @@ def test_recalibrate_refits_the_correction_on_the_whole_models_timed_here(steady
     assert 1 <= record["added"] == len(added) <= 4 and all(r["corner"] and r[stat] > 0 for r in added)
     assert len({json.dumps(r["index"], sort_keys=True) for r in rows}) == len(rows) == new.correction.models
     assert "weight-heavy models added" in printed
-    # the models moved as the check's drift says, less the 1.5 they were slowed by (noisy machine: rough size)
-    assert drift / 1.5 / 1.4 < median < drift / 1.5 * 1.4, (drift, median)
+    # the models moved as the same check's drift says (noisy machine: rough size)
+    assert drift / 1.4 < median < drift * 1.4, (drift, median)
     # probes re-based on now: the model probes are their calibration rows as timed now
     for name, p in d["probes"].items():
         if p["kind"] == "model":
